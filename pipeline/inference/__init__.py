@@ -1,0 +1,1 @@
+"""Talking to the emotion model: label sets and the async Triton client."""

@@ -1,0 +1,132 @@
+"""Async Triton client for the `emotion` model: one gRPC call per batch of (participant, segment) items."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import tritonclient.grpc.aio as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from pipeline.errors import TransientFault
+from pipeline.inference.labels import DFEW_LABELS
+
+EMPTY_FRAME = (16, 16)  # stands in for "no video" so audio-only items still have a valid tensor
+
+
+@dataclass
+class Item:
+    frames: np.ndarray   # (F, H, W, 3) uint8; F may be 0
+    audio: np.ndarray    # float32 mono 16 kHz; may be empty
+
+
+@dataclass
+class Result:
+    probs: np.ndarray | None
+    label: str | None
+    confidence: float
+    face_found: bool
+    speech_found: bool
+    face_score: float
+    arousal: float | None
+    speech_ratio: float
+
+
+def _frame_key(item: Item) -> tuple[int, int]:
+    return tuple(item.frames.shape[1:3]) if len(item.frames) else EMPTY_FRAME
+
+
+def pack(items: list[Item]) -> dict[str, np.ndarray]:
+    """Pad a same-frame-size group into the model's tensors (pure; unit-tested)."""
+    h, w = _frame_key(items[0])
+    n_frames = max(1, max(len(i.frames) for i in items))
+    n_audio = max(1, max(len(i.audio) for i in items))
+    frames = np.zeros((len(items), n_frames, h, w, 3), np.uint8)
+    mask = np.zeros((len(items), n_frames), bool)
+    audio = np.zeros((len(items), n_audio), np.float32)
+    lengths = np.zeros((len(items), 1), np.int32)
+    for k, item in enumerate(items):
+        f = len(item.frames)
+        if f:
+            frames[k, :f] = item.frames
+            mask[k, :f] = True
+        audio[k, : len(item.audio)] = item.audio
+        lengths[k, 0] = len(item.audio)
+    return {"FRAMES": frames, "FRAME_MASK": mask, "AUDIO": audio, "AUDIO_LEN": lengths}
+
+
+def unpack(outputs: dict[str, np.ndarray]) -> list[Result]:
+    results = []
+    for k in range(len(outputs["PROBS"])):
+        face, speech = bool(outputs["FACE_FOUND"][k, 0]), bool(outputs["SPEECH_FOUND"][k, 0])
+        probs = outputs["PROBS"][k] if (face or speech) else None
+        arousal = float(outputs["AROUSAL"][k, 0])
+        results.append(Result(
+            probs=probs, label=DFEW_LABELS[int(np.argmax(probs))] if probs is not None else None,
+            confidence=float(outputs["CONFIDENCE"][k, 0]), face_found=face, speech_found=speech,
+            face_score=float(outputs["FACE_SCORE"][k, 0]),
+            arousal=arousal if speech and arousal >= 0 else None,
+            speech_ratio=float(outputs["SPEECH_RATIO"][k, 0])))
+    return results
+
+
+OUTPUTS = ("PROBS", "CONFIDENCE", "FACE_FOUND", "SPEECH_FOUND", "FACE_SCORE", "AROUSAL", "SPEECH_RATIO")
+_DTYPES = {"FRAMES": "UINT8", "FRAME_MASK": "BOOL", "AUDIO": "FP32", "AUDIO_LEN": "INT32"}
+
+
+class EmotionClient:
+    def __init__(self, url: str, model: str = "emotion", batch_items: int = 32) -> None:
+        self.url, self.model, self.batch_items = url, model, batch_items
+        self._client = grpcclient.InferenceServerClient(url=url)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            try:
+                if await self._client.is_model_ready(self.model):
+                    return
+            except InferenceServerException:
+                pass
+            if asyncio.get_running_loop().time() > deadline:
+                raise TransientFault(f"Triton model {self.model!r} at {self.url} not ready after {timeout}s")
+            await asyncio.sleep(0.5)
+
+    async def identity(self) -> tuple[str, str]:
+        """(model name, model version) as the model's config declares them, stored with every row."""
+        config = (await self._client.get_model_config(self.model, as_json=True))["config"]
+        params = config.get("parameters", {})
+        name = params.get("model_name", {}).get("string_value", self.model)
+        version = params.get("model_version", {}).get("string_value", "1")
+        return name, version
+
+    async def _infer(self, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        inputs = []
+        for name, value in tensors.items():
+            t = grpcclient.InferInput(name, list(value.shape), _DTYPES[name])
+            t.set_data_from_numpy(value)
+            inputs.append(t)
+        try:
+            result = await self._client.infer(self.model, inputs,
+                                              outputs=[grpcclient.InferRequestedOutput(o) for o in OUTPUTS])
+        except InferenceServerException as exc:
+            raise TransientFault(f"Triton inference failed: {exc}") from exc
+        return {o: result.as_numpy(o) for o in OUTPUTS}
+
+    async def infer(self, items: list[Item]) -> list[Result]:
+        """Group items by frame size, split into batches, run the batches concurrently, keep order."""
+        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for idx, item in enumerate(items):
+            groups[_frame_key(item)].append(idx)
+        batches = [idxs[i:i + self.batch_items] for idxs in groups.values()
+                   for i in range(0, len(idxs), self.batch_items)]
+        outputs = await asyncio.gather(*(self._infer(pack([items[i] for i in b])) for b in batches))
+        results: list[Result | None] = [None] * len(items)
+        for batch, out in zip(batches, outputs):
+            for i, r in zip(batch, unpack(out)):
+                results[i] = r
+        return results  # type: ignore[return-value]

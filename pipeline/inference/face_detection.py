@@ -1,0 +1,201 @@
+"""MTCNN's cascade (proposal, refine, output) around the three TorchScript nets, batched over frames.
+
+Follows the reference algorithm (Zhang et al. 2016, as implemented by facenet-pytorch) so the shipped
+weights behave as trained. Returns the most confident face per frame with a 64x64 grayscale crop ready
+for the expression model: one face per participant view is the call-center case.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+THRESHOLDS = (0.6, 0.7, 0.7)
+SCALE_FACTOR = 0.709
+CROP_MARGIN = 0.1  # widen the MTCNN box so the crop resembles FER2013's looser framing
+
+
+@dataclass
+class Detections:
+    boxes: np.ndarray   # (N, 4) float32 x1, y1, x2, y2 in pixels; zeros where no face
+    scores: np.ndarray  # (N,) float32 detection confidence; 0 where no face
+    crops: np.ndarray   # (N, 64, 64) uint8 grayscale face crops; zeros where no face
+
+
+def pyramid_scales(height: int, width: int, min_face: int) -> list[float]:
+    scale = 12.0 / min_face
+    side = min(height, width) * scale
+    scales = []
+    while side >= 12:
+        scales.append(scale * SCALE_FACTOR ** len(scales))
+        side *= SCALE_FACTOR
+    return scales
+
+
+def nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float, mode: str = "union") -> torch.Tensor:
+    """Greedy non-maximum suppression; 'min' divides by the smaller area as MTCNN's last stage does."""
+    if boxes.numel() == 0:
+        return torch.empty(0, dtype=torch.long)
+    x1, y1, x2, y2 = boxes.unbind(1)
+    area = (x2 - x1 + 1) * (y2 - y1 + 1)
+    order = scores.argsort(descending=True)
+    keep = []
+    while order.numel() > 0:
+        i = order[0]
+        keep.append(int(i))
+        rest = order[1:]
+        w = (torch.minimum(x2[i], x2[rest]) - torch.maximum(x1[i], x1[rest]) + 1).clamp(min=0)
+        h = (torch.minimum(y2[i], y2[rest]) - torch.maximum(y1[i], y1[rest]) + 1).clamp(min=0)
+        inter = w * h
+        denom = torch.minimum(area[i], area[rest]) if mode == "min" else area[i] + area[rest] - inter
+        order = rest[inter / denom <= threshold]
+    return torch.tensor(keep, dtype=torch.long)
+
+
+def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, threshold: float,
+                mode: str = "union") -> torch.Tensor:
+    if boxes.numel() == 0:
+        return torch.empty(0, dtype=torch.long)
+    # Offset each image's boxes so boxes of different images never overlap.
+    offset = groups.to(boxes.dtype)[:, None] * (boxes.max() + 1)
+    return nms(boxes + offset, scores, threshold, mode)
+
+
+def _square(boxes: torch.Tensor) -> torch.Tensor:
+    boxes = boxes.clone()
+    h = boxes[:, 3] - boxes[:, 1]
+    w = boxes[:, 2] - boxes[:, 0]
+    side = torch.maximum(w, h)
+    boxes[:, 0] = boxes[:, 0] + w * 0.5 - side * 0.5
+    boxes[:, 1] = boxes[:, 1] + h * 0.5 - side * 0.5
+    boxes[:, 2:4] = boxes[:, :2] + side[:, None]
+    return boxes
+
+
+def _regress(boxes: torch.Tensor, reg: torch.Tensor) -> torch.Tensor:
+    w = boxes[:, 2] - boxes[:, 0] + 1
+    h = boxes[:, 3] - boxes[:, 1] + 1
+    out = boxes.clone()
+    out[:, 0] += reg[:, 0] * w
+    out[:, 1] += reg[:, 1] * h
+    out[:, 2] += reg[:, 2] * w
+    out[:, 3] += reg[:, 3] * h
+    return out
+
+
+def _crop_resize(images: torch.Tensor, boxes: torch.Tensor, image_inds: torch.Tensor, size: int) -> torch.Tensor:
+    """Crop (clamped to the image) and resize with area interpolation, as the reference does."""
+    _, _, h, w = images.shape
+    crops = []
+    for box, idx in zip(boxes.int().tolist(), image_inds.tolist()):
+        x1, y1, x2, y2 = max(box[0], 1), max(box[1], 1), min(box[2], w), min(box[3], h)
+        if x2 <= x1 - 1 or y2 <= y1 - 1:
+            crops.append(torch.zeros(1, 3, size, size))
+            continue
+        patch = images[idx:idx + 1, :, y1 - 1:y2, x1 - 1:x2]
+        crops.append(F.interpolate(patch, size=(size, size), mode="area"))
+    return torch.cat(crops) if crops else torch.zeros(0, 3, size, size)
+
+
+def _normalise(x: torch.Tensor) -> torch.Tensor:
+    return (x - 127.5) * 0.0078125
+
+
+class MTCNN:
+    def __init__(self, pnet: torch.jit.ScriptModule, rnet: torch.jit.ScriptModule,
+                 onet: torch.jit.ScriptModule, min_face: int = 40, device: str = "cpu") -> None:
+        self.pnet, self.rnet, self.onet = pnet, rnet, onet
+        self.min_face = min_face
+        self.device = device
+
+    @torch.inference_mode()
+    def detect(self, frames: np.ndarray) -> Detections:
+        n, h, w = frames.shape[:3]
+        empty = Detections(np.zeros((n, 4), np.float32), np.zeros(n, np.float32), np.zeros((n, 64, 64), np.uint8))
+        if n == 0:
+            return empty
+        images = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).float()
+
+        # Stage 1: proposals over an image pyramid.
+        all_boxes, all_inds = [], []
+        for scale in pyramid_scales(h, w, self.min_face):
+            scaled = F.interpolate(images, size=(int(h * scale + 1), int(w * scale + 1)), mode="area")
+            reg, probs = self.pnet(_normalise(scaled))
+            mask = probs[:, 1] >= THRESHOLDS[0]
+            idx = mask.nonzero()
+            if idx.numel() == 0:
+                continue
+            score = probs[:, 1][mask]
+            r = reg.permute(1, 0, 2, 3)[:, mask].permute(1, 0)
+            cell = idx[:, 1:].to(reg.dtype).flip(1)  # (x, y) of the 12x12 cell, stride 2
+            q1 = ((2 * cell + 1) / scale).floor()
+            q2 = ((2 * cell + 12) / scale).floor()
+            boxes = torch.cat([q1, q2, score[:, None], r], dim=1)
+            keep = batched_nms(boxes[:, :4], boxes[:, 4], idx[:, 0], 0.5)
+            all_boxes.append(boxes[keep])
+            all_inds.append(idx[keep, 0])
+        if not all_boxes:
+            return empty
+        boxes, inds = torch.cat(all_boxes), torch.cat(all_inds)
+        keep = batched_nms(boxes[:, :4], boxes[:, 4], inds, 0.7)
+        boxes, inds = boxes[keep], inds[keep]
+        regw, regh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+        boxes = torch.stack([boxes[:, 0] + boxes[:, 5] * regw, boxes[:, 1] + boxes[:, 6] * regh,
+                             boxes[:, 2] + boxes[:, 7] * regw, boxes[:, 3] + boxes[:, 8] * regh,
+                             boxes[:, 4]], dim=1)
+        boxes = _square(boxes).trunc()
+
+        # Stage 2: refine.
+        reg, probs = self.rnet(_normalise(_crop_resize(images, boxes, inds, 24)))
+        passed = probs[:, 1] > THRESHOLDS[1]
+        boxes = torch.cat([boxes[passed, :4], probs[passed, 1:2]], dim=1)
+        inds, reg = inds[passed], reg[passed]
+        keep = batched_nms(boxes[:, :4], boxes[:, 4], inds, 0.7)
+        boxes, inds, reg = boxes[keep], inds[keep], reg[keep]
+        if boxes.numel() == 0:
+            return empty
+        boxes = _square(_regress(boxes, reg)).trunc()
+
+        # Stage 3: output.
+        reg, _landmarks, probs = self.onet(_normalise(_crop_resize(images, boxes, inds, 48)))
+        passed = probs[:, 1] > THRESHOLDS[2]
+        boxes = torch.cat([boxes[passed, :4], probs[passed, 1:2]], dim=1)
+        inds, reg = inds[passed], reg[passed]
+        if boxes.numel() == 0:
+            return empty
+        boxes = _regress(boxes, reg)
+        keep = batched_nms(boxes[:, :4], boxes[:, 4], inds, 0.7, mode="min")
+        boxes, inds = boxes[keep].cpu(), inds[keep].cpu()
+
+        result = empty
+        for i in range(n):
+            mine = (inds == i).nonzero().flatten()
+            if mine.numel() == 0:
+                continue
+            best = boxes[mine[boxes[mine, 4].argmax()]]
+            result.boxes[i] = best[:4].numpy()
+            result.scores[i] = float(best[4])
+            result.crops[i] = face_crop(frames[i], best[:4].numpy())
+        return result
+
+
+def face_crop(frame: np.ndarray, box: np.ndarray, size: int = 64) -> np.ndarray:
+    """Grayscale (ITU-R 601 luma, as OpenCV and fer use) square crop with a margin, resized to size."""
+    h, w = frame.shape[:2]
+    x1, y1, x2, y2 = box
+    side = max(x2 - x1, y2 - y1) * (1 + 2 * CROP_MARGIN)
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    left, top = int(round(cx - side / 2)), int(round(cy - side / 2))
+    right, bottom = int(round(cx + side / 2)), int(round(cy + side / 2))
+    gray = frame[..., 0] * 0.299 + frame[..., 1] * 0.587 + frame[..., 2] * 0.114
+    # Pad with edge pixels where the widened box leaves the frame, instead of shrinking the face.
+    pad = max(0, -left, -top, right - w, bottom - h)
+    if pad:
+        gray = np.pad(gray, pad, mode="edge")
+        left, top, right, bottom = left + pad, top + pad, right + pad, bottom + pad
+    patch = torch.from_numpy(np.ascontiguousarray(gray[top:bottom, left:right], dtype=np.float32))
+    resized = F.interpolate(patch[None, None], size=(size, size), mode="area")[0, 0]
+    return resized.round().clamp(0, 255).to(torch.uint8).numpy()

@@ -1,0 +1,65 @@
+"""Fusing face and voice into one DFEW distribution per (participant, segment).
+
+The face model recognises expressions; the voice only gives arousal (see acoustics.py). So the face
+decides the label when a face is seen, and arousal tilts it mildly (a weighted product of experts).
+With speech but no face, the result is an arousal prior flattened towards uniform, flagged by its
+modality and low confidence. With neither, there is no result: no made-up emotion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.inference.labels import DFEW_AROUSAL, DFEW_LABELS
+
+FACE_MIN_SCORE = 0.9      # MTCNN output-stage confidence below this is not trusted as a face
+VOICE_WEIGHT = 0.3        # exponent of the arousal prior when a face is present
+PRIOR_WIDTH = 0.25        # s.d. of the Gaussian around each label's arousal
+VOICE_ONLY_MIX = 0.5      # voice-only results are half uniform: arousal is weak evidence of a label
+
+
+@dataclass(frozen=True)
+class Fused:
+    probs: np.ndarray | None   # (7,) DFEW order, None when nothing was observed
+    label: str | None
+    confidence: float
+    face_found: bool
+    speech_found: bool
+    modality: str              # 'face+voice', 'face', 'voice' or 'none'
+
+
+def aggregate_face(probs: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray | None, float]:
+    """Mean of per-frame probabilities weighted by detection confidence, over trusted detections."""
+    probs, scores = np.asarray(probs, np.float64), np.asarray(scores, np.float64)
+    trusted = scores >= FACE_MIN_SCORE
+    if not trusted.any():
+        return None, 0.0
+    w = scores[trusted]
+    return (probs[trusted] * w[:, None]).sum(axis=0) / w.sum(), float(w.mean())
+
+
+def arousal_prior(arousal: float) -> np.ndarray:
+    d = np.asarray(DFEW_AROUSAL) - arousal
+    p = np.exp(-0.5 * (d / PRIOR_WIDTH) ** 2)
+    return p / p.sum()
+
+
+def fuse(face_probs: np.ndarray | None, speech_found: bool, arousal: float | None) -> Fused:
+    face_found = face_probs is not None
+    voice = speech_found and arousal is not None
+    if face_found and voice:
+        p = np.asarray(face_probs) * arousal_prior(arousal) ** VOICE_WEIGHT
+        modality = "face+voice"
+    elif face_found:
+        p = np.asarray(face_probs, np.float64)
+        modality = "face"
+    elif voice:
+        p = VOICE_ONLY_MIX * arousal_prior(arousal) + (1 - VOICE_ONLY_MIX) / len(DFEW_LABELS)
+        modality = "voice"
+    else:
+        return Fused(None, None, 0.0, False, speech_found, "none")
+    p = p / p.sum()
+    best = int(np.argmax(p))
+    return Fused(p, DFEW_LABELS[best], float(p[best]), face_found, speech_found, modality)

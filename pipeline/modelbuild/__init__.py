@@ -1,0 +1,1 @@
+"""`callstream models build`: turn pretrained weights shipped in packages into Triton artifacts."""

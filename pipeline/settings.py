@@ -1,0 +1,141 @@
+"""Every setting callstream reads, in one place, from environment variables (12-factor).
+
+Each field names its variable and documents its default, so `callstream settings` can print the
+whole table and the README can point at one module. Production deployments change endpoints here
+(bootstrap servers, Triton URL, DATABASE_URL, S3 endpoint) and nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _setting(env: str, default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"env": env, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- where state lives -------------------------------------------------------------------
+    state_dir: Path = _setting("CALLSTREAM_STATE_DIR", REPO_ROOT / ".callstream",
+                               "Folder for the embedded stack's data, logs and pid files.")
+    # --- Kafka -------------------------------------------------------------------------------
+    kafka_bootstrap: str = _setting("CALLSTREAM_KAFKA_BOOTSTRAP", "",
+                                    "host:port of a Kafka cluster; empty = the embedded tansu broker.")
+    kafka_port: int = _setting("CALLSTREAM_KAFKA_PORT", 9092, "Port of the embedded broker.")
+    chunks_topic: str = _setting("CALLSTREAM_CHUNKS_TOPIC", "callstream.chunks", "Topic of media chunks.")
+    dlq_topic: str = _setting("CALLSTREAM_DLQ_TOPIC", "callstream.chunks.dlq",
+                              "Dead-letter topic: rejected chunks with the reason in a header.")
+    partitions: int = _setting("CALLSTREAM_PARTITIONS", 12,
+                               "Partitions of the chunks topic; bounds how many workers share the load.")
+    app_id: str = _setting("CALLSTREAM_APP_ID", "callstream", "Faust app id = Kafka consumer group.")
+    worker_concurrency: int = _setting("CALLSTREAM_WORKER_CONCURRENCY", 4,
+                                       "Chunks in flight per worker (Faust agent concurrency).")
+    worker_web_port: int = _setting("CALLSTREAM_WORKER_WEB_PORT", 0,
+                                    "Faust web port of a worker; 0 = pick a free one.")
+    # --- object store (claim checks, broker storage) ----------------------------------------
+    s3_endpoint: str = _setting("CALLSTREAM_S3_ENDPOINT", "",
+                                "S3 API URL; empty = the embedded SeaweedFS.")
+    s3_port: int = _setting("CALLSTREAM_S3_PORT", 8333, "S3 port of the embedded SeaweedFS.")
+    s3_access_key: str = _setting("CALLSTREAM_S3_ACCESS_KEY", "callstream", "S3 access key.")
+    s3_secret_key: str = _setting("CALLSTREAM_S3_SECRET_KEY", "callstream-secret", "S3 secret key.")
+    s3_region: str = _setting("CALLSTREAM_S3_REGION", "us-east-1", "S3 region.")
+    claim_check_bucket: str = _setting("CALLSTREAM_CLAIM_CHECK_BUCKET", "callstream-chunks",
+                                       "Bucket for chunk payloads above the inline limit.")
+    broker_bucket: str = _setting("CALLSTREAM_BROKER_BUCKET", "tansu",
+                                  "Bucket where the embedded broker keeps its log.")
+    inline_limit_bytes: int = _setting("CALLSTREAM_INLINE_LIMIT_BYTES", 900_000,
+                                       "Payloads above this go through the claim check.")
+    max_chunk_bytes: int = _setting("CALLSTREAM_MAX_CHUNK_BYTES", 64 * 1024 * 1024,
+                                    "Chunks above this are dead-lettered as too large.")
+    # --- Triton ------------------------------------------------------------------------------
+    triton_url: str = _setting("CALLSTREAM_TRITON_URL", "",
+                               "host:port of Triton's gRPC endpoint; empty = the embedded tritonserver.")
+    triton_grpc_port: int = _setting("CALLSTREAM_TRITON_GRPC_PORT", 8001, "gRPC port of embedded Triton.")
+    triton_http_port: int = _setting("CALLSTREAM_TRITON_HTTP_PORT", 8000, "HTTP port of embedded Triton.")
+    triton_metrics_port: int = _setting("CALLSTREAM_TRITON_METRICS_PORT", 8002, "Metrics port of embedded Triton.")
+    triton_model: str = _setting("CALLSTREAM_TRITON_MODEL", "emotion",
+                                 "The model the worker calls (one call per batch of segments).")
+    model_repository: Path = _setting("CALLSTREAM_MODEL_REPOSITORY", REPO_ROOT / "triton_models",
+                                      "Triton model repository served by the embedded tritonserver.")
+    triton_batch_items: int = _setting("CALLSTREAM_TRITON_BATCH_ITEMS", 32,
+                                       "Most (track, segment) items sent in one inference request.")
+    # --- Postgres ----------------------------------------------------------------------------
+    database_url: str = _setting("DATABASE_URL", "",
+                                 "postgresql:// URL; empty = the embedded Postgres from the wheel.")
+    pg_port: int = _setting("CALLSTREAM_PG_PORT", 5433, "Port of the embedded Postgres.")
+    # --- media and segmentation --------------------------------------------------------------
+    ffmpeg_binary: str = _setting("CALLSTREAM_FFMPEG", "",
+                                  "ffmpeg executable; empty = the one shipped by imageio-ffmpeg.")
+    sample_fps: float = _setting("CALLSTREAM_SAMPLE_FPS", 2.0, "Face frames sampled per second.")
+    frame_width: int = _setting("CALLSTREAM_FRAME_WIDTH", 480,
+                                "Decoded frames are scaled (in the decoder) to this width.")
+    segment_ms: int = _setting("CALLSTREAM_SEGMENT_MS", 1000, "Length of an analysis segment.")
+    chunk_seconds: float = _setting("CALLSTREAM_CHUNK_SECONDS", 5.0, "Chunk length cut by the producer.")
+    default_layout: str = _setting("CALLSTREAM_DEFAULT_LAYOUT", "dual",
+                                   "Track layout when a chunk has no layout header (see README).")
+    # --- retries -----------------------------------------------------------------------------
+    retry_initial_s: float = _setting("CALLSTREAM_RETRY_INITIAL_S", 0.5, "First backoff on a transient fault.")
+    retry_max_s: float = _setting("CALLSTREAM_RETRY_MAX_S", 30.0, "Longest backoff between retries.")
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(f.metadata["env"])
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _coerce(f.default, raw, f.metadata["env"])
+        return cls(**values)
+
+    # --- derived endpoints: the embedded stack fills in whatever was not given ---------------
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def s3_url(self) -> str:
+        return self.s3_endpoint or f"http://127.0.0.1:{self.s3_port}"
+
+    @property
+    def triton_grpc_url(self) -> str:
+        return self.triton_url or f"127.0.0.1:{self.triton_grpc_port}"
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"postgresql://postgres@127.0.0.1:{self.pg_port}/postgres"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """SQLAlchemy URL forcing the psycopg 3 driver whatever scheme the user wrote."""
+        url = self.db_url
+        for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix):]
+        raise ValueError(f"DATABASE_URL must be a postgresql:// URL, got {url!r}")
+
+    def describe(self) -> list[tuple[str, str, str]]:
+        return [(f.metadata["env"], str(getattr(self, f.name)), f.metadata["doc"])
+                for f in dataclasses.fields(self)]
+
+
+def _coerce(default: Any, raw: str, name: str) -> Any:
+    try:
+        if isinstance(default, bool):
+            return raw.strip().lower() in {"1", "true", "yes", "on"}
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, Path):
+            return Path(raw)
+        return raw
+    except ValueError as exc:
+        raise ValueError(f"{name}={raw!r}: expected {type(default).__name__}") from exc

@@ -1,0 +1,37 @@
+"""`callstream up` / `down`: start what settings do not point elsewhere, in dependency order."""
+
+from __future__ import annotations
+
+import time
+
+from pipeline.settings import Settings
+from pipeline.stack import broker, objectstore, postgres, procs, triton
+
+
+def up(settings: Settings, log=print) -> None:
+    steps = []
+    if not settings.s3_endpoint:
+        steps.append(("object store (SeaweedFS S3)", objectstore.start))
+    if not settings.kafka_bootstrap:
+        steps.append(("Kafka API (tansu)", broker.start))
+    if not settings.database_url:
+        steps.append(("Postgres (embedded)", postgres.start))
+    if not settings.triton_url:
+        steps.append(("Triton Inference Server", triton.start))
+    for what, start in steps:
+        t = time.time()
+        log(f"  starting {what} ...")
+        start(settings)
+        log(f"  {what} ready in {time.time() - t:.1f}s")
+
+
+def down(settings: Settings, log=print) -> None:
+    for what, stop in (("Triton", triton.stop), ("tansu", broker.stop),
+                       ("Postgres", postgres.stop), ("SeaweedFS", objectstore.stop)):
+        if stop(settings) is not False:
+            log(f"  stopped {what}")
+
+
+def status(settings: Settings) -> dict[str, int | None]:
+    return {name: procs.running_pid(settings.state_dir, name)
+            for name in (objectstore.NAME, broker.NAME, postgres.NAME, triton.NAME)}

