@@ -33,10 +33,12 @@ def _backends(state: Path) -> Path:
     backends = state / "triton" / "backends"
     python = backends / "python"
     python.mkdir(parents=True, exist_ok=True)
-    for item in (root / "backends" / "python").iterdir():
-        if item.is_file():
-            shutil.copy2(item, python / item.name)
-    shutil.copy2(stub, python / "triton_python_backend_stub")
+    files = [(item, item.name) for item in (root / "backends" / "python").iterdir() if item.is_file()]
+    for src, name in files + [(stub, "triton_python_backend_stub")]:
+        # Copy then rename: a stub still executing from an earlier server must not be overwritten in place.
+        tmp = python / f".{name}.tmp"
+        shutil.copy2(src, tmp)
+        tmp.replace(python / name)
     return backends
 
 
@@ -46,6 +48,10 @@ def start(settings: Settings) -> None:
     if not is_built(settings.model_repository):
         raise procs.ServiceError(f"{settings.model_repository} has no built weights: run `callstream models build`")
     state = settings.state_dir
+    url = f"http://127.0.0.1:{settings.triton_http_port}/v2/health/ready"
+    if procs.running_pid(state, NAME):
+        procs.wait_until(lambda: procs.http_ok(url), "tritonserver", 180, state, NAME)
+        return
     root = _pytriton_root()
     libs = root.parent.parent / "nvidia_pytriton.libs"
     paths = [str(REPO_ROOT), *site.getsitepackages()]
@@ -62,7 +68,6 @@ def start(settings: Settings) -> None:
         "PYTHONPATH": ":".join(paths),
         "OMP_NUM_THREADS": "1",
     })
-    url = f"http://127.0.0.1:{settings.triton_http_port}/v2/health/ready"
     procs.wait_until(lambda: procs.http_ok(url), "tritonserver", 180, state, NAME)
 
 

@@ -1,0 +1,251 @@
+"""`callstream`: the command line. Each subcommand is a thin shell over a module that does the work."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from pipeline.settings import REPO_ROOT, Settings
+
+
+def cmd_up(settings: Settings, args) -> int:
+    from pipeline.modelbuild.build import build_all, is_built
+    from pipeline.stack.control import up
+
+    if not settings.triton_url and not is_built(settings.model_repository):
+        print("building model artifacts from the installed packages ...")
+        build_all(settings.model_repository)
+    up(settings)
+    _prepare(settings)
+    print(f"Kafka {settings.bootstrap_servers} | S3 {settings.s3_url} | Triton {settings.triton_grpc_url} | "
+          f"Postgres {settings.db_url}")
+    return 0
+
+
+def _prepare(settings: Settings) -> None:
+    from pipeline.ingest.topics import ensure_topics
+    from pipeline.store.db import ensure_schema
+
+    applied = ensure_schema(settings)
+    if applied:
+        print(f"  schema migrations applied: {applied}")
+    ensure_topics(settings)
+
+
+def cmd_down(settings: Settings, args) -> int:
+    from pipeline.stack.control import down
+
+    down(settings)
+    return 0
+
+
+def cmd_status(settings: Settings, args) -> int:
+    from pipeline.stack.control import status
+
+    for name, pid in status(settings).items():
+        print(f"  {name:<14} {'running, pid ' + str(pid) if pid else 'stopped'}")
+    return 0
+
+
+def cmd_settings(settings: Settings, args) -> int:
+    for env, value, doc in settings.describe():
+        print(f"{env:<34} {value:<40} {doc}")
+    return 0
+
+
+def cmd_models(settings: Settings, args) -> int:
+    if args.models_cmd == "build":
+        from pipeline.modelbuild.build import build_all
+
+        info = build_all(Path(args.out or settings.model_repository))
+        for s in info["sources"]:
+            print(f"  {s['package']} {s['version']} {s['file']} ({s['licence']}) sha256 {s['sha256'][:12]}")
+        print(f"built {len(info['artifacts'])} artifacts in {info['seconds']}s")
+        return 0
+    from pipeline.modelbuild.evaluate import evaluate_cli
+
+    return evaluate_cli(settings, args)
+
+
+def cmd_produce(settings: Settings, args) -> int:
+    from tqdm import tqdm
+
+    from pipeline.ingest.producer import publish_recording
+
+    bar = tqdm(desc=f"publishing {args.call_id}", unit="chunk")
+    sent = publish_recording(settings, Path(args.recording), args.call_id, layout=args.layout,
+                             chunk_seconds=args.chunk_seconds, realtime=args.realtime,
+                             on_chunk=lambda meta, size: bar.update(1))
+    bar.close()
+    claims = sum(1 for m in sent if m.claim_check)
+    print(f"published {len(sent)} chunks of call {args.call_id} to {settings.chunks_topic}"
+          + (f" ({claims} through the claim check)" if claims else ""))
+    return 0
+
+
+def cmd_worker(settings: Settings, args) -> int:
+    import faust
+
+    from pipeline.worker.app import create_app
+
+    _prepare(settings)
+    app = create_app(settings)
+    worker = faust.Worker(app, loglevel=args.loglevel.upper())
+    worker.execute_from_commandline()
+    return 0
+
+
+def cmd_timeline(settings: Settings, args) -> int:
+    from pipeline.report import format_summary, format_timeline, plot_timeline
+    from pipeline.store.db import sync_engine
+    from pipeline.store.queries import timeline, track_summary
+
+    engine = sync_engine(settings)
+    rows = timeline(engine, args.call_id)
+    if not rows:
+        print(f"no segments for call {args.call_id!r} yet", file=sys.stderr)
+        return 1
+    print(format_timeline(rows))
+    print(format_summary(track_summary(engine, args.call_id)))
+    if args.plot:
+        print(f"plot written to {plot_timeline(rows, Path(args.plot), f'call {args.call_id}')}")
+    return 0
+
+
+def cmd_generate(settings: Settings, args) -> int:
+    from pipeline.media.ffmpeg_bin import ffmpeg_exe
+    from pipeline.media.synth import generate_call
+
+    w, h = (int(v) for v in args.size.split("x"))
+    out = generate_call(ffmpeg_exe(settings.ffmpeg_binary), Path(args.out), seconds=args.seconds, width=w,
+                        height=h, fps=args.fps)
+    print(out)
+    return 0
+
+
+def wait_for_call(settings: Settings, call_id: str, chunks: int, timeout: float, desc: str = "") -> tuple[int, int]:
+    from tqdm import tqdm
+
+    from pipeline.store.db import sync_engine
+    from pipeline.store.queries import progress
+
+    engine = sync_engine(settings)
+    bar = tqdm(total=chunks, desc=desc or f"processing {call_id}", unit="chunk")
+    deadline = time.time() + timeout
+    done = failed = 0
+    while time.time() < deadline:
+        done, failed = progress(engine, call_id)
+        bar.n = done + failed
+        bar.refresh()
+        if done + failed >= chunks:
+            break
+        time.sleep(0.5)
+    bar.close()
+    engine.dispose()
+    return done, failed
+
+
+def start_worker_process(settings: Settings, log_name: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    import os
+
+    log_dir = settings.state_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = open(log_dir / f"{log_name}.log", "ab")
+    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker"], stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, **(env or {})}, cwd=REPO_ROOT, start_new_session=True)
+
+
+def cmd_demo(settings: Settings, args) -> int:
+    from pipeline.ingest.producer import publish_recording
+
+    print("1/5 starting the embedded stack (SeaweedFS S3, tansu Kafka API, Postgres, Triton) ...")
+    cmd_up(settings, args)
+    print("2/5 starting a worker (log: .callstream/logs/worker-demo.log) ...")
+    worker = start_worker_process(settings, "worker-demo")
+    try:
+        print("3/5 generating a 20-second sample call (two participants, faces and speech) ...")
+        from pipeline.media.ffmpeg_bin import ffmpeg_exe
+        from pipeline.media.synth import generate_call
+
+        sample = generate_call(ffmpeg_exe(settings.ffmpeg_binary), settings.state_dir / "samples" / "sample-call.mp4",
+                               seconds=20)
+        call_id = f"demo-{uuid.uuid4().hex[:8]}"
+        print(f"4/5 publishing {sample.name} as call {call_id} ...")
+        sent = publish_recording(settings, sample, call_id)
+        done, failed = wait_for_call(settings, call_id, len(sent), timeout=600)
+        if done + failed < len(sent):
+            print(f"timed out: {done}/{len(sent)} chunks processed; see .callstream/logs/worker-demo.log")
+            return 1
+        print("5/5 the call's emotion timeline, read back from Postgres:")
+        args.call_id, args.plot = call_id, str(settings.state_dir / "samples" / f"{call_id}.png")
+        rc = cmd_timeline(settings, args)
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+    print(f"""
+Next steps
+  publish your own recording:   .venv/bin/callstream produce path/to/call.mp4 --call-id my-call-1
+  run a worker (or several):    .venv/bin/callstream worker
+  print its timeline and plot:  .venv/bin/callstream timeline my-call-1 --plot my-call-1.png
+  query in SQL:                 psql "{settings.db_url}" -c "SELECT * FROM call_track_summary"
+  stop the embedded stack:      .venv/bin/callstream down""")
+    return rc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="callstream", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("up", help="start the embedded stack (what settings do not point elsewhere)")
+    sub.add_parser("down", help="stop the embedded stack")
+    sub.add_parser("status", help="which embedded services are running")
+    sub.add_parser("settings", help="print every setting, its value and what it does")
+    sub.add_parser("demo", help="start everything, process a generated call, print its timeline")
+    m = sub.add_parser("models", help="build or evaluate the emotion model")
+    msub = m.add_subparsers(dest="models_cmd", required=True)
+    b = msub.add_parser("build", help="convert shipped weights into triton_models/")
+    b.add_argument("--out", help="model repository to write (default: CALLSTREAM_MODEL_REPOSITORY)")
+    e = msub.add_parser("eval", help="accuracy on a labelled set (folder per label, or CSV path,label)")
+    e.add_argument("dataset")
+    e.add_argument("--limit", type=int, default=0, help="evaluate at most N images")
+    pr = sub.add_parser("produce", help="cut a recording into chunks and publish them")
+    pr.add_argument("recording")
+    pr.add_argument("--call-id", required=True)
+    pr.add_argument("--layout", choices=["dual", "agent", "customer"])
+    pr.add_argument("--chunk-seconds", type=float)
+    pr.add_argument("--realtime", action="store_true", help="pace chunks as a live recorder would")
+    w = sub.add_parser("worker", help="run a Faust worker")
+    w.add_argument("--loglevel", default="info")
+    t = sub.add_parser("timeline", help="print a call's timeline; --plot writes a PNG")
+    t.add_argument("call_id")
+    t.add_argument("--plot")
+    g = sub.add_parser("generate", help="write a synthetic two-participant call (MP4)")
+    g.add_argument("out")
+    g.add_argument("--seconds", type=float, default=20)
+    g.add_argument("--size", default="640x360")
+    g.add_argument("--fps", type=int, default=15)
+    return p
+
+
+COMMANDS = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "settings": cmd_settings, "demo": cmd_demo,
+            "models": cmd_models, "produce": cmd_produce, "worker": cmd_worker, "timeline": cmd_timeline,
+            "generate": cmd_generate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("kafka", "botocore", "urllib3", "aiokafka"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return COMMANDS[args.cmd](Settings.from_env(), args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

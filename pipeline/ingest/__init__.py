@@ -1,0 +1,1 @@
+"""Getting chunks in: cutting recordings and publishing them to Kafka (with claim checks)."""

@@ -1,0 +1,1 @@
+"""Media: probing, decoding and cutting with ffmpeg, and the pure segment arithmetic."""

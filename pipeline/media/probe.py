@@ -1,0 +1,80 @@
+"""What is inside a media file, read from ffmpeg's own stream report (no ffprobe in the wheel build).
+
+The parsing is a pure function of ffmpeg's stderr so it is unit-tested on captured reports.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import BadChunk
+
+_DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
+_VIDEO = re.compile(r"Stream #0:\d+[^:]*: Video: (\w+).*?, (\d{1,5})x(\d{1,5})")
+_FPS = re.compile(r"(\d+(?:\.\d+)?) fps")
+_AUDIO = re.compile(r"Stream #0:\d+[^:]*: Audio: (\w+)[^,]*, (\d+) Hz, ([^,]+)")
+_LAYOUTS = {"mono": 1, "stereo": 2, "2.1": 3, "3.0": 3, "3.0(back)": 3, "quad": 4, "quad(side)": 4,
+            "4.0": 4, "5.0": 5, "5.0(side)": 5, "5.1": 6, "5.1(side)": 6, "6.1": 7, "7.1": 8}
+
+
+@dataclass(frozen=True)
+class VideoStream:
+    codec: str
+    width: int
+    height: int
+    fps: float | None
+
+
+@dataclass(frozen=True)
+class AudioStream:
+    codec: str
+    sample_rate: int
+    channels: int
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    duration_ms: int | None
+    video: VideoStream | None
+    audio: AudioStream | None
+
+
+def channel_count(layout: str) -> int:
+    layout = layout.strip()
+    m = re.match(r"(\d+) channels", layout)
+    if m:
+        return int(m.group(1))
+    return _LAYOUTS.get(layout, 2)
+
+
+def parse_report(stderr: str) -> MediaInfo:
+    # Only the input section: stop where ffmpeg starts describing outputs.
+    text = stderr.split("Output #0")[0]
+    if "Input #0" not in text:
+        last = [l for l in stderr.strip().splitlines() if l.strip()][-1:] or ["no report"]
+        raise BadChunk("undecodable", last[0].strip()[:300])
+    duration = None
+    m = _DURATION.search(text)
+    if m:
+        h, mi, s = m.groups()
+        duration = int(round((int(h) * 3600 + int(mi) * 60 + float(s)) * 1000))
+    video = audio = None
+    for line in text.splitlines():
+        if video is None and (v := _VIDEO.search(line)) and "attached pic" not in line:
+            fps = _FPS.search(line)
+            video = VideoStream(v.group(1), int(v.group(2)), int(v.group(3)), float(fps.group(1)) if fps else None)
+        if audio is None and (a := _AUDIO.search(line)):
+            audio = AudioStream(a.group(1), int(a.group(2)), channel_count(a.group(3)))
+    return MediaInfo(duration, video, audio)
+
+
+def probe(ffmpeg: str, path: Path, timeout: float = 30.0) -> MediaInfo:
+    proc = subprocess.run([ffmpeg, "-hide_banner", "-nostdin", "-i", str(path)],
+                          capture_output=True, timeout=timeout)
+    info = parse_report(proc.stderr.decode(errors="replace"))
+    if info.video is None and info.audio is None:
+        raise BadChunk("no_media_streams", "neither a video nor an audio stream")
+    return info

@@ -1,0 +1,69 @@
+"""Pure segment arithmetic: which analysis segments a chunk covers, and what each track sees in them.
+
+Segments sit on a grid fixed in *call* time (multiples of segment_ms from the call's start), so the
+same instant always maps to the same row whichever chunk carries it, and redelivery or out-of-order
+arrival cannot produce overlapping rows. A chunk boundary that falls inside a grid cell (stream-copy
+cuts land on keyframes) splits that cell into two rows that abut exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+AGENT, CUSTOMER = "agent", "customer"
+
+
+@dataclass(frozen=True)
+class Segment:
+    start_ms: int   # call time
+    end_ms: int
+
+
+def segments(chunk_start_ms: int, duration_ms: int, segment_ms: int) -> list[Segment]:
+    if segment_ms <= 0:
+        raise ValueError("segment_ms must be positive")
+    end = chunk_start_ms + max(duration_ms, 0)
+    out = []
+    start = chunk_start_ms
+    while start < end:
+        cell_end = (start // segment_ms + 1) * segment_ms
+        stop = min(cell_end, end)
+        out.append(Segment(start, stop))
+        start = stop
+    return out
+
+
+def frame_indices(seg: Segment, chunk_start_ms: int, fps: float, n_frames: int) -> np.ndarray:
+    """Frames sampled at i/fps seconds after the chunk start that fall inside the segment."""
+    times = np.arange(n_frames) * (1000.0 / fps) + chunk_start_ms
+    return np.nonzero((times >= seg.start_ms) & (times < seg.end_ms))[0]
+
+
+def sample_range(seg: Segment, chunk_start_ms: int, rate: int, n_samples: int) -> slice:
+    a = int(round((seg.start_ms - chunk_start_ms) * rate / 1000))
+    b = int(round((seg.end_ms - chunk_start_ms) * rate / 1000))
+    return slice(max(0, min(a, n_samples)), max(0, min(b, n_samples)))
+
+
+@dataclass(frozen=True)
+class TrackView:
+    track: str
+    x0: int | None   # horizontal slice of the frame this track sees; None = no video for this track
+    x1: int | None
+    channel: int | None  # audio channel of this track; None = no attributable audio
+
+
+def track_views(layout: str, frame_width: int | None, channels: int) -> list[TrackView]:
+    """Who is where. 'dual': video side by side (agent left, customer right), stereo audio (agent
+    left channel, customer right); mono audio in a dual recording cannot be attributed and is left out.
+    'agent'/'customer': the whole picture and the first channel are that one participant."""
+    if layout == "dual":
+        half = frame_width // 2 if frame_width else None
+        stereo = channels >= 2
+        return [TrackView(AGENT, 0 if half else None, half, 0 if stereo else None),
+                TrackView(CUSTOMER, half, frame_width if half else None, 1 if stereo else None)]
+    if layout in (AGENT, CUSTOMER):
+        return [TrackView(layout, 0 if frame_width else None, frame_width, 0 if channels else None)]
+    raise ValueError(f"unknown layout {layout!r}")

@@ -1,0 +1,120 @@
+"""Generated calls for the demo, tests and benchmarks: two real faces side by side, real speech.
+
+Faces come from scikit-image's astronaut photograph (a real face the detector and classifier must find);
+voices are eSpeak NG speech, agent on the left channel and customer on the right, taking turns.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import wave
+from pathlib import Path
+
+import ffmpeg
+import numpy as np
+
+from pipeline.media.speech import synthesize
+
+AGENT_LINES = [
+    "Good morning, thank you for calling. My name is Alex, how can I help you today?",
+    "I am sorry to hear that. Let me pull up your account right away.",
+    "I can see the duplicate charge. I will refund it now, it takes two to three days.",
+    "Is there anything else I can help you with today?",
+]
+CUSTOMER_LINES = [
+    "Hi, I was charged twice for my subscription this month and I am not happy about it.",
+    "Sure, my account number is four five seven two nine.",
+    "Okay, thank you, that is great news. I really appreciate the quick help.",
+    "No, that is all. Have a nice day.",
+]
+
+
+def _face_image() -> np.ndarray:
+    from skimage import data
+
+    return data.astronaut()[0:300, 90:370]  # head and shoulders
+
+
+def _resize(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    ys = (np.arange(h) * img.shape[0] / h).astype(int)
+    xs = (np.arange(w) * img.shape[1] / w).astype(int)
+    return img[ys][:, xs]
+
+
+def _conversation(seconds: float, rate: int = 48_000) -> np.ndarray:
+    """(2, S) float32: agent and customer alternate turns with pauses between them."""
+    total = int(seconds * rate)
+    out = np.zeros((2, total), np.float32)
+    t, turn = int(0.3 * rate), 0
+    while t < total:
+        speaker = turn % 2
+        lines = AGENT_LINES if speaker == 0 else CUSTOMER_LINES
+        speech, sr = synthesize(lines[(turn // 2) % len(lines)], pitch=45 if speaker == 0 else 70)
+        # Resample eSpeak's 22.05 kHz to the container rate by linear interpolation (test media only).
+        n = int(len(speech) * rate / sr)
+        speech = np.interp(np.arange(n) * sr / rate, np.arange(len(speech)), speech).astype(np.float32)
+        end = min(total, t + n)
+        out[speaker, t:end] = speech[: end - t] * 0.8
+        t = end + int(0.6 * rate)
+        turn += 1
+    return out
+
+
+def write_wav(path: Path, audio: np.ndarray, rate: int) -> None:
+    pcm = (np.clip(audio.T, -1, 1) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(audio.shape[0])
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+
+
+def generate_call(ffmpeg_bin: str, out: Path, seconds: float = 20.0, width: int = 640, height: int = 360,
+                  fps: int = 15, gop_seconds: float = 1.0, stereo: bool = True, video: bool = True,
+                  audio: bool = True, away_customer: tuple[float, float] | None = (12.0, 15.0)) -> Path:
+    """Write an H.264/AAC MP4. `away_customer` blanks the customer's view for that window (no face)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    wav = out.with_suffix(".wav")
+    streams = []
+    if audio:
+        conv = _conversation(seconds)
+        write_wav(wav, conv if stereo else conv.mean(axis=0, keepdims=True), 48_000)
+        streams.append(ffmpeg.input(str(wav)).audio)
+    proc = None
+    if video:
+        vin = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", r=fps)
+        streams.insert(0, vin.video)
+    kwargs = {"movflags": "+faststart", "t": seconds}
+    if video:
+        kwargs.update(vcodec="libx264", pix_fmt="yuv420p", preset="veryfast", g=int(fps * gop_seconds), bf=0,
+                      keyint_min=int(fps * gop_seconds), sc_threshold=0)
+    if audio:
+        kwargs.update(acodec="aac", audio_bitrate="96k")
+    argv = (ffmpeg.output(*streams, str(out), **kwargs).global_args("-hide_banner", "-loglevel", "error")
+            .overwrite_output().compile(cmd=ffmpeg_bin))
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE if video else subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if video:
+        face = _resize(_face_image(), int(height * 0.8), int(height * 0.8 * 280 / 300))
+        half = width // 2
+        for i in range(int(seconds * fps)):
+            t = i / fps
+            frame = np.full((height, width, 3), (40, 44, 52), np.uint8)
+            frame[:, half:] = (52, 48, 40)
+            for side in (0, 1):
+                if side == 1 and away_customer and away_customer[0] <= t < away_customer[1]:
+                    continue
+                img = face if side == 0 else face[:, ::-1]
+                dx = int(10 * np.sin(2 * np.pi * 0.2 * t + side))
+                dy = int(6 * np.sin(2 * np.pi * 0.13 * t + side))
+                x0 = side * half + (half - img.shape[1]) // 2 + dx
+                y0 = (height - img.shape[0]) // 2 + dy
+                x0 = int(np.clip(x0, side * half, side * half + half - img.shape[1]))
+                y0 = int(np.clip(y0, 0, height - img.shape[0]))
+                frame[y0:y0 + img.shape[0], x0:x0 + img.shape[1]] = img
+            proc.stdin.write(frame.tobytes())
+        proc.stdin.close()
+    err = proc.stderr.read().decode(errors="replace")
+    if proc.wait() != 0:
+        raise RuntimeError(f"ffmpeg failed generating {out}: {err[-500:]}")
+    wav.unlink(missing_ok=True)
+    return out

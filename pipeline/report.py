@@ -1,0 +1,63 @@
+"""Human-facing output: the timeline as a table, and as a PNG of probabilities over time per track."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.inference.labels import DFEW_LABELS
+
+
+def format_timeline(rows: list[dict]) -> str:
+    lines = [f"{'time':>13}  {'track':<8} {'label':<9} {'conf':>5}  face speech arousal  top-2"]
+    for r in rows:
+        span = f"{r['start_ms'] / 1000:6.1f}-{r['end_ms'] / 1000:<6.1f}"
+        if r["label"] is None:
+            lines.append(f"{span}  {r['track']:<8} {'(none)':<9} {'':>5}  {'-':<4} {'-':<6} {'':>7}  "
+                         "no face, no speech")
+            continue
+        probs = sorted(((r[l], l) for l in DFEW_LABELS), reverse=True)[:2]
+        top = ", ".join(f"{l} {p:.2f}" for p, l in probs)
+        arousal = f"{r['arousal']:.2f}" if r["arousal"] is not None else "-"
+        lines.append(f"{span}  {r['track']:<8} {r['label']:<9} {r['confidence']:5.2f}  "
+                     f"{'yes' if r['face_found'] else 'no':<4} {'yes' if r['speech_found'] else 'no':<6} "
+                     f"{arousal:>7}  {top}")
+    return "\n".join(lines)
+
+
+def format_summary(rows: list[dict]) -> str:
+    lines = []
+    for r in rows:
+        lines.append(f"  {r['track']:<8} {float(r['seconds']):5.1f}s analysed, dominant {r['dominant_label'] or '-'}, "
+                     f"happy {float(r['happy_seconds']):.1f}s, angry {float(r['angry_seconds']):.1f}s, "
+                     f"face in {float(r['face_coverage']) * 100:.0f}% / speech in "
+                     f"{float(r['speech_coverage']) * 100:.0f}% of segments")
+    return "\n".join(lines)
+
+
+def plot_timeline(rows: list[dict], out: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tracks = sorted({r["track"] for r in rows})
+    fig, axes = plt.subplots(len(tracks), 1, figsize=(11, 2.8 * len(tracks)), sharex=True, squeeze=False)
+    for ax, track in zip(axes[:, 0], tracks):
+        mine = [r for r in rows if r["track"] == track]
+        xs = [(r["start_ms"] + r["end_ms"]) / 2000 for r in mine]
+        for label in DFEW_LABELS:
+            ax.plot(xs, [r[label] if r[label] is not None else float("nan") for r in mine], label=label, lw=1.5)
+        for r in mine:
+            if r["label"] is None:
+                ax.axvspan(r["start_ms"] / 1000, r["end_ms"] / 1000, color="0.9", lw=0)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel(f"{track}\nprobability")
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_title(title)
+    axes[0, 0].legend(ncol=7, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 1.35))
+    axes[-1, 0].set_xlabel("call time (s); grey = no face and no speech")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

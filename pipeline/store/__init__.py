@@ -1,0 +1,1 @@
+"""PostgreSQL: the ORM schema, its migrations and views, and the idempotent writers."""

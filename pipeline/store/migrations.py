@@ -1,0 +1,86 @@
+"""Versioned schema migrations, applied in order under an advisory lock (many workers may start at once)."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from pipeline.store.models import Base
+
+LOCK_KEY = 0x63616C6C  # "call"
+
+VIEWS = """
+CREATE OR REPLACE VIEW emotion_timeline AS
+SELECT s.call_id, s.track, s.start_ms, s.end_ms,
+       s.start_ms / 1000.0 AS start_s, (s.end_ms - s.start_ms) / 1000.0 AS seconds,
+       c.started_at + s.start_ms * interval '1 millisecond' AS at,
+       s.label, s.confidence, s.neutral, s.happy, s.sad, s.angry, s.fear, s.disgust, s.surprise,
+       s.face_found, s.speech_found, s.arousal, s.model_name, s.model_version
+FROM emotion_segments s LEFT JOIN calls c USING (call_id);
+
+CREATE OR REPLACE VIEW call_track_summary AS
+SELECT call_id, track, model_version,
+       count(*) AS segments,
+       sum(end_ms - start_ms) / 1000.0 AS seconds,
+       sum(CASE WHEN label IS NOT NULL THEN end_ms - start_ms ELSE 0 END) / 1000.0 AS observed_seconds,
+       sum(CASE WHEN label = 'neutral' THEN end_ms - start_ms ELSE 0 END) / 1000.0 AS neutral_seconds,
+       sum(CASE WHEN label = 'happy' THEN end_ms - start_ms ELSE 0 END) / 1000.0 AS happy_seconds,
+       sum(CASE WHEN label = 'sad' THEN end_ms - start_ms ELSE 0 END) / 1000.0 AS sad_seconds,
+       sum(CASE WHEN label = 'angry' THEN end_ms - start_ms ELSE 0 END) / 1000.0 AS angry_seconds,
+       sum(CASE WHEN label = 'fear' THEN end_ms - start_ms ELSE 0 END) / 1000.0 AS fear_seconds,
+       sum(CASE WHEN label = 'disgust' THEN end_ms - start_ms ELSE 0 END) / 1000.0 AS disgust_seconds,
+       sum(CASE WHEN label = 'surprise' THEN end_ms - start_ms ELSE 0 END) / 1000.0 AS surprise_seconds,
+       mode() WITHIN GROUP (ORDER BY label) FILTER (WHERE label IS NOT NULL) AS dominant_label,
+       avg(arousal) AS mean_arousal,
+       avg(CASE WHEN face_found THEN 1.0 ELSE 0.0 END) AS face_coverage,
+       avg(CASE WHEN speech_found THEN 1.0 ELSE 0.0 END) AS speech_coverage
+FROM emotion_segments GROUP BY call_id, track, model_version;
+
+CREATE OR REPLACE VIEW call_summary AS
+WITH latest AS (
+    SELECT DISTINCT ON (call_id, seq) call_id, seq, status
+    FROM chunks WHERE call_id IS NOT NULL AND seq IS NOT NULL
+    ORDER BY call_id, seq, processed_at DESC
+)
+SELECT c.call_id, c.started_at, c.layout, c.last_seq,
+       count(l.seq) FILTER (WHERE l.status = 'done') AS chunks_done,
+       count(l.seq) FILTER (WHERE l.status = 'failed') AS chunks_failed,
+       CASE WHEN c.last_seq IS NOT NULL
+                 AND count(l.seq) FILTER (WHERE l.status = 'done') = c.last_seq + 1 THEN 'complete'
+            WHEN c.last_seq IS NOT NULL
+                 AND count(l.seq) = c.last_seq + 1 THEN 'complete_with_failures'
+            ELSE 'in_progress' END AS status,
+       (SELECT max(end_ms) / 1000.0 FROM emotion_segments s WHERE s.call_id = c.call_id) AS analysed_until_s
+FROM calls c LEFT JOIN latest l USING (call_id)
+GROUP BY c.call_id, c.started_at, c.layout, c.last_seq;
+"""
+
+
+def _v1_tables(conn: Connection) -> None:
+    Base.metadata.create_all(conn)
+
+
+def _v2_views(conn: Connection) -> None:
+    conn.exec_driver_sql(VIEWS)
+
+
+MIGRATIONS = [(1, "tables: calls, chunks ledger, emotion_segments", _v1_tables),
+              (2, "views: emotion_timeline, call_track_summary, call_summary", _v2_views)]
+
+
+def migrate(conn: Connection) -> list[int]:
+    """Apply what is missing; returns the versions applied now. Call inside a transaction."""
+    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
+    conn.execute(text("CREATE TABLE IF NOT EXISTS schema_migrations ("
+                      "version integer PRIMARY KEY, description text NOT NULL, "
+                      "applied_at timestamptz NOT NULL DEFAULT now())"))
+    done = {r[0] for r in conn.execute(text("SELECT version FROM schema_migrations"))}
+    applied = []
+    for version, description, step in MIGRATIONS:
+        if version in done:
+            continue
+        step(conn)
+        conn.execute(text("INSERT INTO schema_migrations (version, description) VALUES (:v, :d)"),
+                     {"v": version, "d": description})
+        applied.append(version)
+    return applied

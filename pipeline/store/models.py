@@ -1,0 +1,85 @@
+"""The SQL surface analysts query (README §Querying). Names here are a public contract: change them
+only with a migration and a note in the README."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Boolean, DateTime, Float, Index, Integer, String, Text, UniqueConstraint, func
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Call(Base):
+    __tablename__ = "calls"
+
+    call_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    layout: Mapped[str | None] = mapped_column(String(16))
+    last_seq: Mapped[int | None] = mapped_column(Integer, comment="seq of the end-of-call chunk, once seen")
+    first_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ChunkLedger(Base):
+    """One row per consumed message, keyed by its place in the log, so redelivery updates, not adds."""
+
+    __tablename__ = "chunks"
+    __table_args__ = (UniqueConstraint("topic", "partition", "offset", name="chunks_message_key"),
+                      Index("chunks_call_seq", "call_id", "seq"))
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    topic: Mapped[str] = mapped_column(String(255))
+    partition: Mapped[int] = mapped_column(Integer)
+    offset: Mapped[int] = mapped_column(BigInteger)
+    call_id: Mapped[str | None] = mapped_column(String(128))
+    seq: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), comment="done | failed")
+    error_reason: Mapped[str | None] = mapped_column(String(64))
+    error_detail: Mapped[str | None] = mapped_column(Text)
+    start_ms: Mapped[int | None] = mapped_column(BigInteger)
+    duration_ms: Mapped[int | None] = mapped_column(BigInteger)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    claim_check: Mapped[str | None] = mapped_column(Text)
+    segments: Mapped[int | None] = mapped_column(Integer)
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    fetch_ms: Mapped[float | None] = mapped_column(Float)
+    decode_ms: Mapped[float | None] = mapped_column(Float)
+    inference_ms: Mapped[float | None] = mapped_column(Float)
+    db_ms: Mapped[float | None] = mapped_column(Float, comment="time to commit the rows, measured up to the commit")
+    worker: Mapped[str | None] = mapped_column(String(255))
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    processed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class EmotionSegment(Base):
+    """One row per (call, participant track, segment start, model version); probabilities in DFEW order.
+    All seven are NULL, and label is NULL, when neither a face nor speech was observed."""
+
+    __tablename__ = "emotion_segments"
+
+    call_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    track: Mapped[str] = mapped_column(String(16), primary_key=True, comment="agent | customer")
+    start_ms: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(128), primary_key=True)
+    end_ms: Mapped[int] = mapped_column(BigInteger)
+    neutral: Mapped[float | None] = mapped_column(Float)
+    happy: Mapped[float | None] = mapped_column(Float)
+    sad: Mapped[float | None] = mapped_column(Float)
+    angry: Mapped[float | None] = mapped_column(Float)
+    fear: Mapped[float | None] = mapped_column(Float)
+    disgust: Mapped[float | None] = mapped_column(Float)
+    surprise: Mapped[float | None] = mapped_column(Float)
+    label: Mapped[str | None] = mapped_column(String(16))
+    confidence: Mapped[float] = mapped_column(Float)
+    face_found: Mapped[bool] = mapped_column(Boolean)
+    speech_found: Mapped[bool] = mapped_column(Boolean)
+    face_score: Mapped[float | None] = mapped_column(Float, comment="mean face-detection confidence")
+    arousal: Mapped[float | None] = mapped_column(Float, comment="prosodic arousal 0..1 when speech was found")
+    speech_ratio: Mapped[float | None] = mapped_column(Float)
+    model_name: Mapped[str] = mapped_column(String(128))
+    chunk_seq: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -1,0 +1,1 @@
+"""Processing: the Faust app whose agent turns chunk messages into emotion rows."""

@@ -1,0 +1,55 @@
+from datetime import datetime, timezone
+
+import pytest
+
+from pipeline.contract import ChunkMeta, header_map, parse, split_s3_uri
+from pipeline.errors import BadChunk
+
+
+def headers(**over):
+    base = {"callstream-schema": b"1", "call-id": b"call-1", "seq": b"3", "start-ms": b"15000"}
+    base.update({k.replace("_", "-"): v for k, v in over.items()})
+    return [(k, v) for k, v in base.items() if v is not None]
+
+
+def test_round_trip_through_headers():
+    meta = ChunkMeta("call-1", 3, 15000, end_of_call=True, layout="dual", duration_ms=5000,
+                     claim_check="s3://b/k", call_started_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+                     published_at_ms=123)
+    assert parse(meta.headers(), b"call-1") == meta
+
+
+@pytest.mark.parametrize("over, reason", [
+    ({"callstream_schema": None}, "missing_header"),
+    ({"callstream_schema": b"2"}, "unknown_schema"),
+    ({"call_id": None}, "missing_header"),
+    ({"call_id": b"bad id; rm -rf /"}, "malformed_header"),
+    ({"seq": None}, "missing_header"),
+    ({"seq": b"three"}, "malformed_header"),
+    ({"start_ms": b"-5"}, "malformed_header"),
+    ({"end_of_call": b"maybe"}, "malformed_header"),
+    ({"layout": b"grid"}, "malformed_header"),
+    ({"claim_check": b"http://x/y"}, "malformed_header"),
+    ({"call_started_at": b"yesterday"}, "malformed_header"),
+    ({"seq": b"\xff\xfe"}, "malformed_header"),
+])
+def test_every_malformation_has_a_stable_reason(over, reason):
+    with pytest.raises(BadChunk) as err:
+        parse(headers(**over), b"call-1")
+    assert err.value.reason == reason
+
+
+def test_key_must_match_call_id():
+    with pytest.raises(BadChunk) as err:
+        parse(headers(), b"other-call")
+    assert err.value.reason == "malformed_header"
+
+
+def test_headers_may_come_as_a_mapping_of_str():
+    meta = parse({"Callstream-Schema": "1", "call-id": "c", "seq": "0", "start-ms": "0"}, None)
+    assert (meta.call_id, meta.seq, meta.end_of_call, meta.layout) == ("c", 0, False, None)
+
+
+def test_none_headers_and_s3_uri():
+    assert header_map(None) == {}
+    assert split_s3_uri("s3://bucket/calls/a/000001.mkv") == ("bucket", "calls/a/000001.mkv")

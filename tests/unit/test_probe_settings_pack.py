@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+
+from pipeline.errors import BadChunk
+from pipeline.inference.client import Item, pack
+from pipeline.media.decode import target_size
+from pipeline.media.probe import channel_count, parse_report
+from pipeline.settings import Settings
+
+REPORT = """Input #0, matroska,webm, from 'chunk000001.mkv':
+  Metadata:
+    ENCODER         : Lavf61.7.100
+  Duration: 00:00:05.02, start: 0.000000, bitrate: 393 kb/s
+  Stream #0:0: Video: h264 (High), yuv420p(progressive), 640x360 [SAR 1:1 DAR 16:9], 15 fps, 15 tbr, 1k tbn
+  Stream #0:1: Audio: aac (LC), 48000 Hz, stereo, fltp
+At least one output file must be specified
+"""
+
+
+def test_parse_report_reads_streams_and_duration():
+    info = parse_report(REPORT)
+    assert info.duration_ms == 5020
+    assert (info.video.codec, info.video.width, info.video.height, info.video.fps) == ("h264", 640, 360, 15.0)
+    assert (info.audio.codec, info.audio.sample_rate, info.audio.channels) == ("aac", 48000, 2)
+
+
+def test_parse_report_audio_only_and_garbage():
+    info = parse_report("Input #0, wav, from 'x':\n  Duration: N/A\n  Stream #0:0: Audio: pcm_s16le, 16000 Hz, mono, s16\n")
+    assert info.video is None and info.audio.channels == 1 and info.duration_ms is None
+    with pytest.raises(BadChunk) as err:
+        parse_report("x.mkv: Invalid data found when processing input\n")
+    assert err.value.reason == "undecodable"
+
+
+def test_channel_layouts():
+    assert [channel_count(x) for x in ("mono", "stereo", "5.1", "6 channels")] == [1, 2, 6, 6]
+
+
+def test_target_size_keeps_aspect_even_and_never_upscales():
+    assert target_size(1280, 720, 480) == (480, 270)
+    assert target_size(320, 240, 480) == (320, 240)
+    assert all(v % 2 == 0 for v in target_size(1001, 777, 333))
+
+
+def test_settings_from_env_and_urls():
+    s = Settings.from_env({"CALLSTREAM_PARTITIONS": "6", "CALLSTREAM_SAMPLE_FPS": "3.5",
+                           "DATABASE_URL": "postgres://u@h:1/db"})
+    assert s.partitions == 6 and s.sample_fps == 3.5
+    assert s.sqlalchemy_url == "postgresql+psycopg://u@h:1/db"
+    assert Settings.from_env({}).bootstrap_servers == "127.0.0.1:9092"
+    with pytest.raises(ValueError):
+        Settings.from_env({"CALLSTREAM_PARTITIONS": "many"})
+
+
+def test_pack_pads_frames_and_audio_with_masks():
+    items = [Item(np.ones((2, 4, 6, 3), np.uint8), np.ones(10, np.float32)),
+             Item(np.ones((1, 4, 6, 3), np.uint8), np.zeros(0, np.float32))]
+    t = pack(items)
+    assert t["FRAMES"].shape == (2, 2, 4, 6, 3)
+    assert t["FRAME_MASK"].tolist() == [[True, True], [True, False]]
+    assert t["AUDIO"].shape == (2, 10) and t["AUDIO_LEN"].ravel().tolist() == [10, 0]
+    empty = pack([Item(np.zeros((0, 1, 1, 3), np.uint8), np.ones(5, np.float32))])
+    assert empty["FRAMES"].shape == (1, 1, 16, 16, 3) and not empty["FRAME_MASK"].any()

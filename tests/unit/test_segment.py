@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+
+from pipeline.media.segment import Segment, frame_indices, sample_range, segments, track_views
+
+
+def test_segments_sit_on_the_call_grid():
+    assert segments(5000, 5000, 1000) == [Segment(s, s + 1000) for s in range(5000, 10000, 1000)]
+
+
+def test_unaligned_chunk_splits_edge_cells_so_neighbours_abut():
+    a = segments(0, 5200, 1000)
+    b = segments(5200, 4800, 1000)
+    assert a[-1] == Segment(5000, 5200)
+    assert b[0] == Segment(5200, 6000)
+    cover = sorted(a + b, key=lambda s: s.start_ms)
+    assert all(x.end_ms == y.start_ms for x, y in zip(cover, cover[1:]))
+    assert cover[0].start_ms == 0 and cover[-1].end_ms == 10000
+
+
+def test_empty_and_invalid():
+    assert segments(0, 0, 1000) == []
+    with pytest.raises(ValueError):
+        segments(0, 1000, 0)
+
+
+def test_frames_belong_to_the_segment_containing_their_time():
+    # 2 fps from call time 5000: frames at 5000, 5500, 6000, ...
+    idx = frame_indices(Segment(6000, 7000), 5000, 2.0, 10)
+    assert idx.tolist() == [2, 3]
+
+
+def test_sample_range_is_clamped_to_the_decoded_audio():
+    s = sample_range(Segment(5000, 6000), 5000, 16000, 12000)
+    assert (s.start, s.stop) == (0, 12000)
+    assert sample_range(Segment(6000, 7000), 5000, 16000, 80000) == slice(16000, 32000)
+
+
+def test_dual_layout_splits_picture_and_channels():
+    agent, customer = track_views("dual", 480, 2)
+    assert (agent.track, agent.x0, agent.x1, agent.channel) == ("agent", 0, 240, 0)
+    assert (customer.track, customer.x0, customer.x1, customer.channel) == ("customer", 240, 480, 1)
+
+
+def test_dual_layout_with_mono_audio_attributes_no_voice():
+    assert [v.channel for v in track_views("dual", 480, 1)] == [None, None]
+
+
+def test_single_participant_layouts_and_missing_streams():
+    (only,) = track_views("customer", 320, 1)
+    assert (only.track, only.x0, only.x1, only.channel) == ("customer", 0, 320, 0)
+    agent, customer = track_views("dual", None, 2)  # audio-only chunk
+    assert agent.x0 is None and customer.channel == 1
+    (v,) = track_views("agent", 320, 0)  # video-only
+    assert v.channel is None
+    with pytest.raises(ValueError):
+        track_views("grid", 320, 2)
