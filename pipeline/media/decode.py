@@ -39,6 +39,14 @@ def target_size(width: int, height: int, target_width: int) -> tuple[int, int]:
     return max(w, 2), max(h, 2)
 
 
+def is_truncated(declared_ms: int | None, decoded_ms: float) -> bool:
+    """A file cut short still opens when its index comes first, and decodes (exit 0) up to the cut;
+    what gives it away is decoding much less than the container declares."""
+    if not declared_ms:
+        return False
+    return decoded_ms < declared_ms - max(500.0, 0.1 * declared_ms)
+
+
 def decode(ffmpeg_bin: str, path: Path, fps: float, frame_width: int, timeout: float = 120.0) -> Decoded:
     info = probe(ffmpeg_bin, path)
     src = ffmpeg.input(str(path))
@@ -61,6 +69,10 @@ def decode(ffmpeg_bin: str, path: Path, fps: float, frame_width: int, timeout: f
         if proc.returncode != 0:
             msg = proc.stderr.decode(errors="replace").strip().splitlines()
             raise BadChunk("undecodable", (msg[-1] if msg else f"ffmpeg exited {proc.returncode}")[:300])
+        # A cut-off file with its index first still "decodes" (exit 0) up to the cut: that is data loss.
+        errors = proc.stderr.decode(errors="replace")
+        if "partial file" in errors:
+            raise BadChunk("truncated", errors.strip().splitlines()[-1][:300])
         frames = np.zeros((0, 1, 1, 3), np.uint8)
         if size is not None:
             raw = np.frombuffer(proc.stdout, np.uint8)
@@ -78,6 +90,8 @@ def decode(ffmpeg_bin: str, path: Path, fps: float, frame_width: int, timeout: f
     if len(frames) == 0 and audio.size == 0:
         raise BadChunk("undecodable", "no frames and no audio decoded")
     decoded_ms = max(len(frames) * 1000.0 / fps, audio.shape[1] * 1000.0 / AUDIO_RATE if audio.size else 0)
+    if is_truncated(info.duration_ms, decoded_ms):
+        raise BadChunk("truncated", f"decoded {decoded_ms:.0f} ms of the {info.duration_ms} ms the container declares")
     duration = info.duration_ms if info.duration_ms else int(round(decoded_ms))
     return Decoded(info, frames, fps, audio, duration)
 

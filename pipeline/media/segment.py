@@ -3,7 +3,9 @@
 Segments sit on a grid fixed in *call* time (multiples of segment_ms from the call's start), so the
 same instant always maps to the same row whichever chunk carries it, and redelivery or out-of-order
 arrival cannot produce overlapping rows. A chunk boundary that falls inside a grid cell (stream-copy
-cuts land on keyframes) splits that cell into two rows that abut exactly.
+cuts land on keyframes) splits that cell into two rows that abut exactly. A piece shorter than
+`min_ms` at a chunk edge (encoder priming makes 20-ms slivers common) joins its neighbour within the
+chunk instead of becoming a row too short to hold a sampled frame.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ class Segment:
     end_ms: int
 
 
-def segments(chunk_start_ms: int, duration_ms: int, segment_ms: int) -> list[Segment]:
+def segments(chunk_start_ms: int, duration_ms: int, segment_ms: int, min_ms: int | None = None) -> list[Segment]:
     if segment_ms <= 0:
         raise ValueError("segment_ms must be positive")
+    min_ms = segment_ms // 4 if min_ms is None else min_ms
     end = chunk_start_ms + max(duration_ms, 0)
     out = []
     start = chunk_start_ms
@@ -32,6 +35,10 @@ def segments(chunk_start_ms: int, duration_ms: int, segment_ms: int) -> list[Seg
         stop = min(cell_end, end)
         out.append(Segment(start, stop))
         start = stop
+    if len(out) > 1 and out[-1].end_ms - out[-1].start_ms < min_ms:
+        out[-2:] = [Segment(out[-2].start_ms, out[-1].end_ms)]
+    if len(out) > 1 and out[0].end_ms - out[0].start_ms < min_ms:
+        out[:2] = [Segment(out[0].start_ms, out[1].end_ms)]
     return out
 
 

@@ -50,6 +50,8 @@ def start(settings: Settings) -> None:
         f"-master.port={base + 1}", f"-volume.port={base + 2}", f"-filer.port={base + 3}",
         f"-master.port.grpc={base + 10001}", f"-volume.port.grpc={base + 10002}",
         f"-filer.port.grpc={base + 10003}", f"-s3.port.grpc={base + 10004}",
+        # Iceberg and Lance listeners default to fixed ports; we use neither, and two stacks must coexist.
+        "-s3.port.iceberg=0", "-s3.port.lance=0",
         "-volume.max=0", "-master.volumeSizeLimitMB=256",
     ])
     procs.wait_until(lambda: _buckets_ready(settings), "SeaweedFS S3", 90, state, NAME)

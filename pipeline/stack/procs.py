@@ -52,9 +52,18 @@ def start(state: Path, name: str, argv: list[str], env: dict[str, str] | None = 
     (state / "logs").mkdir(parents=True, exist_ok=True)
     log = open(log_path(state, name), "ab")
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True, user=user)
+                            env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True, **as_user(user))
     _pidfile(state, name).write_text(str(proc.pid))
     return proc.pid
+
+
+def as_user(user: str | None) -> dict:
+    """subprocess arguments that drop to `user` entirely: uid, primary group and no root groups."""
+    if user is None:
+        return {}
+    import pwd
+
+    return {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []}
 
 
 def stop(state: Path, name: str, timeout: float = 20.0) -> bool:

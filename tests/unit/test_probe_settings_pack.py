@@ -3,7 +3,7 @@ import pytest
 
 from pipeline.errors import BadChunk
 from pipeline.inference.client import Item, pack
-from pipeline.media.decode import target_size
+from pipeline.media.decode import is_truncated, target_size
 from pipeline.media.probe import channel_count, parse_report
 from pipeline.settings import Settings
 
@@ -61,3 +61,10 @@ def test_pack_pads_frames_and_audio_with_masks():
     assert t["AUDIO"].shape == (2, 10) and t["AUDIO_LEN"].ravel().tolist() == [10, 0]
     empty = pack([Item(np.zeros((0, 1, 1, 3), np.uint8), np.ones(5, np.float32))])
     assert empty["FRAMES"].shape == (1, 1, 16, 16, 3) and not empty["FRAME_MASK"].any()
+
+
+def test_truncation_is_decoding_much_less_than_declared():
+    assert is_truncated(10_000, 5_000)
+    assert not is_truncated(5_021, 4_970)      # AAC priming and frame sampling, not truncation
+    assert not is_truncated(None, 100)         # live WebM fragments often declare no duration
+    assert not is_truncated(800, 400)          # short chunks get an absolute tolerance

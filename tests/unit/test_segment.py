@@ -9,13 +9,22 @@ def test_segments_sit_on_the_call_grid():
 
 
 def test_unaligned_chunk_splits_edge_cells_so_neighbours_abut():
-    a = segments(0, 5200, 1000)
-    b = segments(5200, 4800, 1000)
-    assert a[-1] == Segment(5000, 5200)
-    assert b[0] == Segment(5200, 6000)
+    a = segments(0, 5400, 1000)
+    b = segments(5400, 4600, 1000)
+    assert a[-1] == Segment(5000, 5400)
+    assert b[0] == Segment(5400, 6000)
     cover = sorted(a + b, key=lambda s: s.start_ms)
     assert all(x.end_ms == y.start_ms for x, y in zip(cover, cover[1:]))
     assert cover[0].start_ms == 0 and cover[-1].end_ms == 10000
+
+
+def test_slivers_at_chunk_edges_join_their_neighbour():
+    # 21 ms of AAC priming past the grid line, at both ends of consecutive chunks.
+    a = segments(0, 5021, 1000)
+    b = segments(5021, 5000, 1000)
+    assert a[-1] == Segment(4000, 5021) and len(a) == 5
+    assert b[0] == Segment(5021, 6000) and b[-1] == Segment(9000, 10021) and len(b) == 5
+    assert segments(990, 30, 1000) == [Segment(990, 1020)]  # a tiny chunk is one row
 
 
 def test_empty_and_invalid():

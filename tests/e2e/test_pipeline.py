@@ -1,0 +1,81 @@
+"""Through the whole stack: kafka-python producer -> tansu -> Faust worker -> ffmpeg -> Triton -> Postgres."""
+
+import os
+import signal
+
+import pytest
+
+from pipeline.ingest.producer import ChunkPublisher, publish_recording
+from pipeline.media.cut import cut
+from pipeline.media.ffmpeg_bin import ffmpeg_exe
+from pipeline.contract import ChunkMeta
+from tests.e2e.helpers import assert_contiguous, query, segments, wait_chunks
+
+pytestmark = pytest.mark.stack
+
+
+@pytest.fixture(scope="module")
+def pipeline(stack):
+    env, settings = stack.isolated("main")
+    worker = stack.start_worker(env, "main")
+    yield stack, env, settings, worker
+    assert worker.poll() is None, f"worker died:\n{stack.worker_log('main')}"
+    stack.stop_worker(worker)
+
+
+def test_a_call_comes_out_complete_and_in_order(pipeline, media):
+    stack, env, settings, _ = pipeline
+    sent = publish_recording(settings, media["call20"], "e2e-call-1")
+    assert len(sent) == 4 and sent[-1].end_of_call
+    wait_chunks(settings, "e2e-call-1", 4)
+    rows = segments(settings, "e2e-call-1")
+    for track in ("agent", "customer"):
+        assert_contiguous(rows, track, 0, 20000)
+    assert len(rows) == 40
+    # Both faces are the smiling astronaut: wherever a face is seen, the label is happy.
+    faced = [r for r in rows if r.face_found]
+    assert len(faced) >= 30 and all(r.label == "happy" for r in faced)
+    # The customer leaves the picture from 12 s to 15 s.
+    away = [r for r in rows if r.track == "customer" and 12000 <= r.start_ms < 15000]
+    assert away and not any(r.face_found for r in away)
+    assert any(r.speech_found for r in rows if r.track == "agent")
+    assert any(r.speech_found for r in rows if r.track == "customer")
+    (status,) = query(settings, "SELECT status FROM call_summary WHERE call_id='e2e-call-1'")[0]
+    assert status == "complete"
+
+
+def test_duplicates_and_disorder_do_not_change_the_timeline(pipeline, media):
+    stack, env, settings, _ = pipeline
+    chunks = cut(ffmpeg_exe(), media["call10"], 5.0)
+    with ChunkPublisher(settings) as pub:
+        # Out of order, and every chunk twice: as a recorder retrying after a timeout would.
+        for chunk in list(reversed(chunks)) + chunks:
+            meta = ChunkMeta("e2e-dup", chunk.seq, chunk.start_ms, duration_ms=chunk.end_ms - chunk.start_ms,
+                             end_of_call=chunk.seq == len(chunks) - 1)
+            pub.publish(meta, chunk.path.read_bytes())
+    wait_chunks(settings, "e2e-dup", len(chunks))
+    from tests.stack import wait_for
+
+    wait_for(lambda: query(settings, "SELECT count(*) FROM chunks WHERE call_id='e2e-dup'")[0][0] == 2 * len(chunks),
+             120, "both deliveries in the ledger")
+    rows = segments(settings, "e2e-dup")
+    keys = [(r.track, r.start_ms) for r in rows]
+    assert len(keys) == len(set(keys)) == 20
+    for track in ("agent", "customer"):
+        assert_contiguous(rows, track, 0, 10000)
+
+
+def test_claim_check_carries_large_chunks(stack, media):
+    env, settings = stack.isolated("claims")
+    env["CALLSTREAM_INLINE_LIMIT_BYTES"] = "50000"
+    from pipeline.settings import Settings
+
+    settings = Settings.from_env(env)
+    worker = stack.start_worker(env, "claims")
+    try:
+        sent = publish_recording(settings, media["call10"], "e2e-claims")
+        assert all(m.claim_check and m.claim_check.startswith("s3://") for m in sent)
+        wait_chunks(settings, "e2e-claims", len(sent))
+        assert len(segments(settings, "e2e-claims")) == 20
+    finally:
+        stack.stop_worker(worker)

@@ -1,0 +1,81 @@
+"""Triton loads every model of triton_models/ and serves them through the one `emotion` call."""
+
+import asyncio
+import json
+import urllib.request
+
+import numpy as np
+import pytest
+
+from pipeline.inference.client import EmotionClient, Item
+from pipeline.inference.labels import DFEW_LABELS
+
+pytestmark = pytest.mark.stack
+
+
+def _faces_view(h=270, w=240):
+    from skimage import data, transform
+
+    face = transform.resize(data.astronaut()[0:300, 90:370], (int(h * 0.8), int(h * 0.8 * 280 / 300)),
+                            preserve_range=True).astype(np.uint8)
+    frame = np.full((h, w, 3), 40, np.uint8)
+    y, x = (h - face.shape[0]) // 2, (w - face.shape[1]) // 2
+    frame[y:y + face.shape[0], x:x + face.shape[1]] = face
+    return frame
+
+
+def _speech():
+    from scipy.signal import resample_poly
+
+    from pipeline.media.speech import synthesize
+
+    x, sr = synthesize("Thank you for calling, how can I help you today?")
+    return resample_poly(x, 320, 441).astype(np.float32)[:16000]
+
+
+def test_every_model_is_ready(stack):
+    url = f"http://127.0.0.1:{stack.settings.triton_http_port}/v2/repository/index"
+    req = urllib.request.Request(url, data=b"{}", method="POST")
+    index = json.loads(urllib.request.urlopen(req, timeout=10).read())
+    states = {m["name"]: m.get("state") for m in index}
+    assert states == {"emotion": "READY", "face_detector": "READY", "face_expression": "READY", "voice": "READY"}
+
+
+def _infer(settings, items, batch_items=32):
+    async def run():
+        client = EmotionClient(settings.triton_grpc_url, batch_items=batch_items)
+        try:
+            await client.wait_ready(60)
+            return await client.infer(items), await client.identity()
+        finally:
+            await client.close()
+
+    return asyncio.run(run())
+
+
+def test_real_faces_and_speech_give_ordered_probabilities(stack):
+    face, speech = _faces_view(), _speech()
+    items = [Item(np.stack([face, face]), speech),                       # face + voice
+             Item(np.stack([face]), np.zeros(0, np.float32)),            # video only
+             Item(np.zeros((0, 1, 1, 3), np.uint8), speech),             # audio only
+             Item(np.zeros((2, 270, 240, 3), np.uint8) + 40, np.zeros(16000, np.float32))]  # nothing
+    results, (name, version) = _infer(stack.settings, items)
+    assert name == "callstream-emotion" and version
+    both, video, audio, nothing = results
+    assert both.probs.shape == (len(DFEW_LABELS),) and np.isclose(both.probs.sum(), 1, atol=1e-4)
+    assert both.label == "happy" and both.face_found and both.speech_found and both.arousal is not None
+    assert video.label == "happy" and video.face_found and not video.speech_found and video.arousal is None
+    assert audio.label is not None and not audio.face_found and audio.speech_found and audio.confidence < 0.5
+    assert nothing.probs is None and nothing.label is None and not nothing.face_found and not nothing.speech_found
+
+
+def test_batched_and_unbatched_calls_agree(stack):
+    face, speech = _faces_view(), _speech()
+    rng = np.random.default_rng(1)
+    items = [Item(np.stack([np.roll(face, int(rng.integers(-20, 20)), axis=1)] * 2), speech * float(rng.uniform(0.3, 1)))
+             for _ in range(6)]
+    batched, _ = _infer(stack.settings, items, batch_items=32)
+    single, _ = _infer(stack.settings, items, batch_items=1)
+    for a, b in zip(batched, single):
+        assert a.label == b.label and a.face_found == b.face_found and a.speech_found == b.speech_found
+        assert np.abs(a.probs - b.probs).max() < 1e-4

@@ -1,0 +1,174 @@
+"""The real embedded stack for integration and end-to-end tests, isolated from any running demo:
+its own state folder, free ports, and its own database (created on DATABASE_URL's server when set)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.settings import REPO_ROOT, Settings
+from pipeline.stack import broker, objectstore, postgres, triton
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_base(span: int = 10005) -> int:
+    """A port p with p..p+3 and p+10001..p+10004 free (SeaweedFS derives its other ports from it)."""
+    for _ in range(50):
+        p = free_port()
+        if p + span > 65000:
+            continue
+        ports = [p + i for i in range(4)] + [p + 10001 + i for i in range(4)]
+        ok = True
+        for q in ports:
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", q))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return p
+    raise RuntimeError("no free port range for SeaweedFS")
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    settings: Settings
+    workers: list[subprocess.Popen] = field(default_factory=list)
+    admin_db_url: str | None = None
+    db_name: str | None = None
+
+    def with_env(self, **over: str) -> tuple[dict[str, str], Settings]:
+        env = {**self.env, **over}
+        return env, Settings.from_env(env)
+
+    def isolated(self, name: str) -> tuple[dict[str, str], Settings]:
+        """Own topics and consumer group for one test, so tests never see each other's messages."""
+        tag = f"{name}-{uuid.uuid4().hex[:6]}"
+        return self.with_env(CALLSTREAM_CHUNKS_TOPIC=f"chunks.{tag}", CALLSTREAM_DLQ_TOPIC=f"dlq.{tag}",
+                             CALLSTREAM_APP_ID=f"cs-{tag}")
+
+    def start_worker(self, env: dict[str, str], name: str) -> subprocess.Popen:
+        log = open(self.settings.state_dir / f"worker-{name}.log", "ab")
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker", "--loglevel", "info"],
+                                env={**os.environ, **env}, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        self.workers.append(proc)
+        return proc
+
+    def stop_worker(self, proc: subprocess.Popen, timeout: float = 30) -> None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def worker_log(self, name: str) -> str:
+        return (self.settings.state_dir / f"worker-{name}.log").read_text(errors="replace")[-4000:]
+
+
+def start_stack(state_dir: Path) -> Stack:
+    env = {
+        "CALLSTREAM_STATE_DIR": str(state_dir),
+        "CALLSTREAM_KAFKA_PORT": str(free_port()),
+        "CALLSTREAM_S3_PORT": str(free_base()),
+        "CALLSTREAM_TRITON_HTTP_PORT": str(free_port()),
+        "CALLSTREAM_TRITON_GRPC_PORT": str(free_port()),
+        "CALLSTREAM_TRITON_METRICS_PORT": str(free_port()),
+        "CALLSTREAM_PG_PORT": str(free_port()),
+        "CALLSTREAM_PARTITIONS": "4",
+        "CALLSTREAM_RETRY_MAX_S": "2",
+    }
+    stack = Stack(env, Settings.from_env(env))
+    admin = os.environ.get("DATABASE_URL")
+    if admin:
+        import psycopg
+
+        stack.admin_db_url, stack.db_name = admin, f"callstream_test_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{stack.db_name}"')
+        base = admin.rsplit("/", 1)[0]
+        env["DATABASE_URL"] = f"{base}/{stack.db_name}"
+    else:
+        env["DATABASE_URL"] = ""
+    stack.settings = Settings.from_env(env)
+    s = stack.settings
+    objectstore.start(s)
+    broker.start(s)
+    postgres.start(s)
+    triton.start(s)
+    if not admin:
+        env["DATABASE_URL"] = s.db_url
+        stack.settings = Settings.from_env(env)
+    from pipeline.store.db import ensure_schema
+
+    ensure_schema(stack.settings)
+    return stack
+
+
+def stop_stack(stack: Stack) -> None:
+    for w in stack.workers:
+        if w.poll() is None:
+            stack.stop_worker(w, timeout=10)
+    s = stack.settings
+    for stop in (triton.stop, broker.stop, postgres.stop, objectstore.stop):
+        try:
+            stop(s)
+        except Exception:  # keep stopping the rest
+            pass
+    if stack.admin_db_url and stack.db_name:
+        import psycopg
+
+        with psycopg.connect(stack.admin_db_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{stack.db_name}" WITH (FORCE)')
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def read_topic(settings: Settings, topic: str, expect: int, timeout: float = 30) -> list:
+    """All messages of a topic from the beginning, without a consumer group (manual assignment)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def run() -> list:
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
+                                    auto_offset_reset="earliest", group_id=None)
+        await consumer.start()
+        try:
+            await consumer.topics()  # refreshes metadata so the topic's partitions are known
+            parts = consumer.partitions_for_topic(topic) or set()
+            consumer.assign([TopicPartition(topic, p) for p in parts])
+            await consumer.seek_to_beginning()
+            got: list = []
+            deadline = time.time() + timeout
+            while len(got) < expect and time.time() < deadline:
+                batch = await consumer.getmany(timeout_ms=500)
+                for msgs in batch.values():
+                    got.extend(msgs)
+            return got
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(run())
