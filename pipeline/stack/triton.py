@@ -7,6 +7,7 @@ with this environment's torch and the `pipeline` package on their path.
 
 from __future__ import annotations
 
+import os
 import shutil
 import site
 import sys
@@ -66,6 +67,10 @@ def start(settings: Settings) -> None:
     ], env={
         "LD_LIBRARY_PATH": f"{libs}:{root / 'lib'}",
         "PYTHONPATH": ":".join(paths),
+        # The backend stub embeds Python and finds its prefix through PATH: point it at this
+        # environment (as activating the venv would), or it boots the system Python without our packages.
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "VIRTUAL_ENV": sys.prefix,
         "OMP_NUM_THREADS": "1",
     })
     procs.wait_until(lambda: procs.http_ok(url), "tritonserver", 180, state, NAME)
