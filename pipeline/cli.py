@@ -200,6 +200,17 @@ Next steps
     return rc
 
 
+def cmd_bench(settings: Settings, args) -> int:
+    from pipeline.bench.main import bench, markdown
+
+    cmd_up(settings, args)
+    report = bench(settings, args.shape, args.calls, args.seconds, [int(w) for w in args.workers.split(",")],
+                   args.latency_seconds, not args.no_peers)
+    print()
+    print(markdown(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="callstream", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -231,16 +242,25 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seconds", type=float, default=20)
     g.add_argument("--size", default="640x360")
     g.add_argument("--fps", type=int, default=15)
+    be = sub.add_parser("bench", help="throughput, latency, scale-out, limits and peers (docs/BENCHMARKS.md)")
+    be.add_argument("--shape", action="append", help="WxH@FPS, repeatable (default 640x360@15 and 1280x720@30)")
+    be.add_argument("--calls", type=int, default=6, help="calls per capacity run")
+    be.add_argument("--seconds", type=float, default=30, help="length of each generated call")
+    be.add_argument("--workers", default="1,2", help="worker counts to compare")
+    be.add_argument("--latency-seconds", type=float, default=40, help="length of the paced latency run")
+    be.add_argument("--no-peers", action="store_true", help="skip fer.Video and the naive loop")
     return p
 
 
 COMMANDS = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "settings": cmd_settings, "demo": cmd_demo,
             "models": cmd_models, "produce": cmd_produce, "worker": cmd_worker, "timeline": cmd_timeline,
-            "generate": cmd_generate}
+            "generate": cmd_generate, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.cmd == "bench" and not args.shape:
+        args.shape = ["640x360@15", "1280x720@30"]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("kafka", "botocore", "urllib3", "aiokafka"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

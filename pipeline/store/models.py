@@ -52,7 +52,8 @@ class ChunkLedger(Base):
     db_ms: Mapped[float | None] = mapped_column(Float, comment="time to commit the rows, measured up to the commit")
     worker: Mapped[str | None] = mapped_column(String(255))
     attempts: Mapped[int] = mapped_column(Integer, default=1)
-    processed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    processed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.clock_timestamp(),
+                                                   comment="when the chunk's rows were written, just before commit")
 
 
 class EmotionSegment(Base):

@@ -40,8 +40,9 @@ def _call_upsert(call: dict[str, Any]):
 
 
 def _ledger_upsert(ledger: dict[str, Any]):
-    return _upsert(ChunkLedger, [ledger], LEDGER_KEY,
-                   {"attempts": ChunkLedger.attempts + 1, "processed_at": func.now()})
+    # clock_timestamp(), not now(): now() is the transaction's start, and latency is measured to the end.
+    row = {**ledger, "processed_at": func.clock_timestamp()}
+    return _upsert(ChunkLedger, [row], LEDGER_KEY, {"attempts": ChunkLedger.attempts + 1})
 
 
 class SegmentWriter:

@@ -1,0 +1,123 @@
+"""`callstream bench`: one command that runs every figure of docs/BENCHMARKS.md and prints the table."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pipeline.bench.limits import ffmpeg_limit, model_limit
+from pipeline.bench.runner import Bench, RunResult, triton_peak_rss_mb
+from pipeline.bench.workload import Shape, build
+from pipeline.settings import REPO_ROOT, Settings
+
+PEER_ENV = "bench-peer"
+PEER_PACKAGES = ["tensorflow-cpu", "opencv-contrib-python-headless<5", "pandas", "moviepy<2", "matplotlib",
+                 "tqdm", "requests", "Pillow", "ffmpeg-python", "psycopg[binary]"]
+
+
+def peer_python(settings: Settings, log) -> Path:
+    """fer needs TensorFlow and OpenCV: a benchmark-only venv keeps them out of the serving environment."""
+    venv = settings.state_dir / PEER_ENV
+    py = venv / "bin" / "python"
+    if not (venv / ".ready").exists():
+        log("  creating the peer environment (TensorFlow CPU, OpenCV, fer) ...")
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", *PEER_PACKAGES], check=True)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "fer==25.10.3"], check=True)
+        (venv / ".ready").touch()
+    return py
+
+
+def run_peer(py: Path, mode: str, recording: Path, arg: str) -> dict:
+    out = subprocess.run([str(py), str(REPO_ROOT / "pipeline" / "bench" / "peer.py"), mode, str(recording), arg],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _row(name: str, r: RunResult, cores: int) -> dict:
+    return {"run": name, "workers": r.workers, "chunks": r.chunks, "video_s": r.video_seconds,
+            "wall_s": round(r.wall_seconds, 2), "video_s_per_s": round(r.throughput, 2),
+            "per_core": round(r.throughput / cores, 2), "chunks_per_s": round(r.chunks / r.wall_seconds, 2),
+            "p50_ms": round(r.pct(50)), "p95_ms": round(r.pct(95)), "p99_ms": round(r.pct(99)),
+            "breakdown_ms": {k: round(v, 1) for k, v in r.breakdown_ms.items()},
+            "triton_batch": {k: round(v, 2) for k, v in r.batch_sizes.items()},
+            "worker_peak_rss_mb": [round(x) for x in r.worker_peak_rss_mb]}
+
+
+def bench(settings: Settings, shapes: list[str], calls: int, seconds: float, workers: list[int],
+          latency_seconds: float, peers: bool, log=print) -> dict:
+    cores = os.cpu_count() or 1
+    workdir = settings.state_dir / "bench"
+    workdir.mkdir(parents=True, exist_ok=True)
+    b = Bench(settings, log)
+    report: dict = {"date": time.strftime("%Y-%m-%d"), "cores": cores, "settings": {
+        "sample_fps": settings.sample_fps, "frame_width": settings.frame_width, "segment_ms": settings.segment_ms,
+        "worker_concurrency": settings.worker_concurrency, "partitions": settings.partitions}, "shapes": []}
+    py = peer_python(settings, log) if peers else None
+    for text in shapes:
+        shape = Shape.parse(text)
+        log(f"== {shape}: {calls} calls x {seconds:.0f} s, 5-second chunks")
+        work = build(workdir, shape, seconds)
+        entry: dict = {"shape": str(shape), "runs": []}
+        entry["ffmpeg_limit"] = round(ffmpeg_limit(work, settings), 2)
+        log(f"  bare ffmpeg decode: {entry['ffmpeg_limit']} video-s/s")
+        entry["model_limit"] = round(model_limit(work, settings), 2)
+        log(f"  bare model inference: {entry['model_limit']} video-s/s")
+        results = {}
+        for n in workers:
+            r = b.capacity(work, calls, n)
+            results[n] = r
+            entry["runs"].append(_row(f"capacity, {n} worker(s)", r, cores))
+            log(f"  pipeline, {n} worker(s): {r.throughput:.2f} video-s/s, {r.chunks / r.wall_seconds:.2f} chunks/s")
+        base = results[workers[0]]
+        if len(workers) > 1:
+            entry["scale_out"] = round(results[workers[-1]].throughput / base.throughput, 2)
+        best = max(r.throughput for r in results.values())
+        entry["fraction_of_limit"] = round(best / min(entry["ffmpeg_limit"], entry["model_limit"]), 2)
+        live = max(1, round(base.throughput / 2))
+        r = b.latency(work, live, latency_seconds, workers[0])
+        entry["runs"].append(_row(f"latency at ~half load ({live} live calls)", r, cores))
+        entry["latency_offered_video_s_per_s"] = live
+        log(f"  latency at {live} live calls: p50 {r.pct(50):.0f} ms, p95 {r.pct(95):.0f} ms, p99 {r.pct(99):.0f} ms")
+        if py is not None:
+            entry["peers"] = [run_peer(py, "fer", work.recording, str(settings.sample_fps)),
+                              run_peer(py, "naive", work.recording, settings.db_url)]
+            for p in entry["peers"]:
+                p["video_s_per_s"] = round(p["video_seconds"] / p["wall_seconds"], 2)
+                log(f"  peer {p['mode']}: {p['video_s_per_s']} video-s/s")
+        report["shapes"].append(entry)
+    report["triton_peak_rss_mb"] = round(triton_peak_rss_mb(settings))
+    out = workdir / "results.json"
+    out.write_text(json.dumps(report, indent=2))
+    log(f"results: {out}")
+    return report
+
+
+def markdown(report: dict) -> str:
+    lines = [f"Run on {report['date']}, {report['cores']} cores, settings {report['settings']}.", ""]
+    for e in report["shapes"]:
+        lines += [f"### {e['shape']}", "",
+                  "| run | workers | chunks | video-s/s | per core | chunks/s | p50 ms | p95 ms | p99 ms | "
+                  "decode ms | inference ms | db ms | broker+queue ms | Triton batch (emotion / detector / expression / voice) | worker peak RSS MB |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in e["runs"]:
+            bd, tb = r["breakdown_ms"], r["triton_batch"]
+            batch = " / ".join(f"{tb.get(m, 0):.1f}" for m in ("emotion", "face_detector", "face_expression", "voice"))
+            lines.append(f"| {r['run']} | {r['workers']} | {r['chunks']} | {r['video_s_per_s']} | {r['per_core']} | "
+                         f"{r['chunks_per_s']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {bd['decode_ms']} | "
+                         f"{bd['inference_ms']} | {bd['db_ms']} | {bd['broker_and_queue_ms']} | {batch} | "
+                         f"{', '.join(map(str, r['worker_peak_rss_mb']))} |")
+        lines += ["", f"- bare ffmpeg decode (limit): {e['ffmpeg_limit']} video-s/s; bare model inference (limit): "
+                      f"{e['model_limit']} video-s/s; pipeline / slower limit: {e['fraction_of_limit']}"]
+        if "scale_out" in e:
+            lines.append(f"- scale-out, 2 workers / 1 worker: {e['scale_out']}x")
+        for p in e.get("peers", []):
+            lines.append(f"- peer {p['mode']}: {p['video_s_per_s']} video-s/s ({p['frames']} frames, "
+                         f"{p['results']} results)")
+        lines.append("")
+    lines.append(f"Triton peak RSS (server + backend stubs): {report['triton_peak_rss_mb']} MB")
+    return "\n".join(lines)

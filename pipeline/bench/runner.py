@@ -1,0 +1,215 @@
+"""Pipeline runs through the real broker, workers, Triton and Postgres, with figures read back from the
+chunk ledger (timings per chunk, publication and commit times) and Triton's metrics (batch sizes)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+from sqlalchemy import text
+
+from pipeline.bench.workload import Workload
+from pipeline.cli import start_worker_process
+from pipeline.contract import ChunkMeta
+from pipeline.ingest.producer import ChunkPublisher
+from pipeline.settings import Settings
+from pipeline.stack import procs
+from pipeline.stack.triton import NAME as TRITON
+from pipeline.store.db import sync_engine
+
+
+@dataclass
+class RunResult:
+    workers: int
+    chunks: int
+    video_seconds: float
+    wall_seconds: float
+    latencies_ms: np.ndarray
+    breakdown_ms: dict[str, float]
+    batch_sizes: dict[str, float]
+    worker_peak_rss_mb: list[float] = field(default_factory=list)
+
+    @property
+    def throughput(self) -> float:
+        return self.video_seconds / self.wall_seconds
+
+    def pct(self, q: float) -> float:
+        return float(np.percentile(self.latencies_ms, q))
+
+
+def _peak_rss_mb(pid: int) -> float:
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _descendants(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
+    children: dict[int, list[int]] = {}
+    for line in out.splitlines():
+        p, pp = (int(x) for x in line.split())
+        children.setdefault(pp, []).append(p)
+    todo, seen = [pid], []
+    while todo:
+        p = todo.pop()
+        seen.append(p)
+        todo += children.get(p, [])
+    return seen
+
+
+def triton_peak_rss_mb(settings: Settings) -> float:
+    """Server plus its Python-backend stub processes (each model instance is its own process)."""
+    pid = procs.running_pid(settings.state_dir, TRITON)
+    return sum(_peak_rss_mb(p) for p in _descendants(pid)) if pid else 0.0
+
+
+def triton_counts(settings: Settings) -> dict[str, tuple[float, float]]:
+    """model -> (inferences, executions); their ratio is the batch size Triton actually formed."""
+    url = f"http://127.0.0.1:{settings.triton_metrics_port}/metrics"
+    try:
+        body = urllib.request.urlopen(url, timeout=5).read().decode()
+    except OSError:
+        return {}
+    counts: dict[str, list[float]] = {}
+    for metric, idx in (("nv_inference_count", 0), ("nv_inference_exec_count", 1)):
+        for m in re.finditer(rf'^{metric}{{model="([^"]+)"[^}}]*}} ([0-9.e+]+)', body, re.M):
+            counts.setdefault(m.group(1), [0.0, 0.0])[idx] += float(m.group(2))
+    return {k: (v[0], v[1]) for k, v in counts.items()}
+
+
+def _batch_sizes(before, after) -> dict[str, float]:
+    out = {}
+    for model, (inf, exe) in after.items():
+        b_inf, b_exe = before.get(model, (0.0, 0.0))
+        if exe - b_exe > 0:
+            out[model] = (inf - b_inf) / (exe - b_exe)
+    return out
+
+
+class Bench:
+    def __init__(self, settings: Settings, log=print) -> None:
+        self.base = settings
+        self.log = log
+        self.engine = sync_engine(settings)
+
+    def _isolated(self, tag: str) -> tuple[Settings, dict[str, str]]:
+        run = f"bench-{tag}-{uuid.uuid4().hex[:6]}"
+        env = {"CALLSTREAM_CHUNKS_TOPIC": f"{run}.chunks", "CALLSTREAM_DLQ_TOPIC": f"{run}.dlq",
+               "CALLSTREAM_APP_ID": run}
+        return Settings.from_env({**os.environ, **env}), env
+
+    def _start_workers(self, settings: Settings, env: dict[str, str], n: int, tag: str) -> list[subprocess.Popen]:
+        workers = [start_worker_process(settings, f"{tag}-w{i}", env) for i in range(n)]
+        logs = [settings.state_dir / "logs" / f"{tag}-w{i}.log" for i in range(n)]
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            if all(l.exists() and "Worker]: Ready" in l.read_text(errors="replace") for l in logs):
+                break
+            time.sleep(0.5)
+        else:
+            raise RuntimeError(f"workers not ready; see {logs}")
+        return workers
+
+    def _wait_done(self, topic: str, expected: int, timeout: float) -> None:
+        deadline = time.time() + timeout
+        q = text("SELECT count(*) FROM chunks WHERE topic = :t")
+        while time.time() < deadline:
+            with self.engine.connect() as conn:
+                if conn.execute(q, {"t": topic}).scalar_one() >= expected:
+                    return
+            time.sleep(0.25)
+        raise RuntimeError(f"only part of {expected} chunks processed after {timeout}s")
+
+    def _collect(self, topic: str, workers: list[subprocess.Popen], n_workers: int, video_s: float,
+                 before: dict, first_publish: float) -> RunResult:
+        q = text("""SELECT extract(epoch FROM processed_at)::float8 AS done, extract(epoch FROM published_at)::float8 AS pub,
+                           fetch_ms, decode_ms, inference_ms, db_ms, status
+                    FROM chunks WHERE topic = :t""")
+        with self.engine.connect() as conn:
+            rows = conn.execute(q, {"t": topic}).all()
+        failed = [r for r in rows if r.status != "done"]
+        if failed:
+            raise RuntimeError(f"{len(failed)} chunks failed during the benchmark")
+        lat = np.array([(r.done - r.pub) * 1000 for r in rows])
+        parts = {k: float(np.mean([getattr(r, k) or 0 for r in rows])) for k in ("fetch_ms", "decode_ms", "inference_ms", "db_ms")}
+        parts["broker_and_queue_ms"] = float(np.mean(lat)) - sum(parts.values())
+        wall = max(r.done for r in rows) - first_publish
+        rss = [_peak_rss_mb(w.pid) for w in workers]
+        return RunResult(n_workers, len(rows), video_s, wall, lat, parts,
+                         _batch_sizes(before, triton_counts(self.base)), rss)
+
+    def _stop(self, workers: list[subprocess.Popen]) -> None:
+        for w in workers:
+            w.terminate()
+        for w in workers:
+            try:
+                w.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                w.kill()
+
+    def capacity(self, work: Workload, calls: int, n_workers: int) -> RunResult:
+        """Publish the whole workload at once to warmed-up workers; time from first publication to last commit."""
+        settings, env = self._isolated(f"cap{n_workers}")
+        workers = self._start_workers(settings, env, n_workers, f"bench-cap{n_workers}")
+        try:
+            with ChunkPublisher(settings) as pub:
+                self._publish_call(pub, work, "warmup", realtime=False)
+                self._wait_done(settings.chunks_topic, len(work.chunks), 300)
+                with self.engine.begin() as conn:
+                    conn.execute(text("DELETE FROM chunks WHERE topic = :t"), {"t": settings.chunks_topic})
+                before = triton_counts(self.base)
+                first = time.time()
+                for i in range(calls):
+                    self._publish_call(pub, work, f"{settings.app_id}-call{i}", realtime=False)
+                pub.flush()
+            self._wait_done(settings.chunks_topic, calls * len(work.chunks), 1800)
+            return self._collect(settings.chunks_topic, workers, n_workers, calls * work.seconds, before, first)
+        finally:
+            self._stop(workers)
+
+    def latency(self, work: Workload, live_calls: int, duration_s: float, n_workers: int = 1) -> RunResult:
+        """`live_calls` concurrent calls, each publishing its next chunk when that chunk has been recorded
+        (every chunk length, starts staggered): a steady offered load of `live_calls` video-s per second."""
+        settings, env = self._isolated(f"lat{n_workers}")
+        workers = self._start_workers(settings, env, n_workers, f"bench-lat{n_workers}")
+        try:
+            per_call = max(1, int(duration_s // work.chunk_seconds))
+            schedule = []
+            for c in range(live_calls):
+                offset = work.chunk_seconds * c / live_calls
+                for k in range(per_call):
+                    schedule.append((offset + (k + 1) * work.chunk_seconds, c, k))
+            schedule.sort()
+            with ChunkPublisher(settings) as pub:
+                before = triton_counts(self.base)
+                t0 = time.time()
+                for at, c, k in schedule:
+                    delay = t0 + at - time.time()
+                    if delay > 0:
+                        time.sleep(delay)
+                    chunk = work.chunks[k % len(work.chunks)]
+                    seq_start = k * int(work.chunk_seconds * 1000)
+                    pub.publish(ChunkMeta(f"{settings.app_id}-live{c}", k, seq_start,
+                                          duration_ms=chunk.end_ms - chunk.start_ms), work.payloads[k % len(work.chunks)])
+                    pub.flush()
+            self._wait_done(settings.chunks_topic, len(schedule), 600)
+            return self._collect(settings.chunks_topic, workers, n_workers, len(schedule) * work.chunk_seconds,
+                                 before, t0 + work.chunk_seconds)
+        finally:
+            self._stop(workers)
+
+    @staticmethod
+    def _publish_call(pub: ChunkPublisher, work: Workload, call_id: str, realtime: bool) -> None:
+        for chunk, payload in zip(work.chunks, work.payloads):
+            pub.publish(ChunkMeta(call_id, chunk.seq, chunk.start_ms, duration_ms=chunk.end_ms - chunk.start_ms,
+                                  end_of_call=chunk.seq == len(work.chunks) - 1), payload)
