@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 
 THRESHOLDS = (0.6, 0.7, 0.7)
+PROPOSALS_PER_IMAGE = 16   # stage-1 candidates refined per frame
+REFINED_PER_IMAGE = 2      # stage-2 candidates checked by the output stage per frame
 SCALE_FACTOR = 0.709
 CROP_MARGIN = 0.1  # widen the MTCNN box so the crop resembles FER2013's looser framing
 
@@ -36,23 +38,41 @@ def pyramid_scales(height: int, width: int, min_face: int) -> list[float]:
 
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float, mode: str = "union") -> torch.Tensor:
-    """Greedy non-maximum suppression; 'min' divides by the smaller area as MTCNN's last stage does."""
+    """Greedy non-maximum suppression; 'min' divides by the smaller area as MTCNN's last stage does.
+    Overlaps are computed once as a matrix, so the greedy pass is a cheap walk over boolean rows."""
     if boxes.numel() == 0:
         return torch.empty(0, dtype=torch.long)
-    x1, y1, x2, y2 = boxes.unbind(1)
-    area = (x2 - x1 + 1) * (y2 - y1 + 1)
     order = scores.argsort(descending=True)
+    b = boxes[order]
+    x1, y1, x2, y2 = b.unbind(1)
+    area = (x2 - x1 + 1) * (y2 - y1 + 1)
+    w = (torch.minimum(x2[:, None], x2[None]) - torch.maximum(x1[:, None], x1[None]) + 1).clamp(min=0)
+    h = (torch.minimum(y2[:, None], y2[None]) - torch.maximum(y1[:, None], y1[None]) + 1).clamp(min=0)
+    inter = w * h
+    denom = torch.minimum(area[:, None], area[None]) if mode == "min" else area[:, None] + area[None] - inter
+    overlaps = (inter / denom > threshold).numpy()
+    suppressed = np.zeros(len(order), bool)
     keep = []
-    while order.numel() > 0:
-        i = order[0]
-        keep.append(int(i))
-        rest = order[1:]
-        w = (torch.minimum(x2[i], x2[rest]) - torch.maximum(x1[i], x1[rest]) + 1).clamp(min=0)
-        h = (torch.minimum(y2[i], y2[rest]) - torch.maximum(y1[i], y1[rest]) + 1).clamp(min=0)
-        inter = w * h
-        denom = torch.minimum(area[i], area[rest]) if mode == "min" else area[i] + area[rest] - inter
-        order = rest[inter / denom <= threshold]
-    return torch.tensor(keep, dtype=torch.long)
+    for i in range(len(order)):
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        suppressed |= overlaps[i]
+    return order[torch.tensor(keep, dtype=torch.long)]
+
+
+def top_per_image(scores: torch.Tensor, image_inds: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the k best-scoring candidates of each image. We return one face per frame, so
+    candidates ranked below the first few cannot become the answer; dropping them early saves the
+    refine and output stages most of their work."""
+    if scores.numel() == 0:
+        return torch.empty(0, dtype=torch.long)
+    order = scores.argsort(descending=True)
+    order = order[torch.argsort(image_inds[order], stable=True)]
+    _, counts = torch.unique_consecutive(image_inds[order], return_counts=True)
+    starts = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    rank = torch.arange(len(order)) - starts
+    return order[rank < k]
 
 
 def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, threshold: float,
@@ -142,6 +162,8 @@ class MTCNN:
         boxes, inds = torch.cat(all_boxes), torch.cat(all_inds)
         keep = batched_nms(boxes[:, :4], boxes[:, 4], inds, 0.7)
         boxes, inds = boxes[keep], inds[keep]
+        best = top_per_image(boxes[:, 4], inds, PROPOSALS_PER_IMAGE)
+        boxes, inds = boxes[best], inds[best]
         regw, regh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
         boxes = torch.stack([boxes[:, 0] + boxes[:, 5] * regw, boxes[:, 1] + boxes[:, 6] * regh,
                              boxes[:, 2] + boxes[:, 7] * regw, boxes[:, 3] + boxes[:, 8] * regh,
@@ -157,6 +179,8 @@ class MTCNN:
         boxes, inds, reg = boxes[keep], inds[keep], reg[keep]
         if boxes.numel() == 0:
             return empty
+        best = top_per_image(boxes[:, 4], inds, REFINED_PER_IMAGE)
+        boxes, inds, reg = boxes[best], inds[best], reg[best]
         boxes = _square(_regress(boxes, reg)).trunc()
 
         # Stage 3: output.
