@@ -76,6 +76,9 @@ class Settings:
     sample_fps: float = _setting("CALLSTREAM_SAMPLE_FPS", 2.0, "Face frames sampled per second.")
     frame_width: int = _setting("CALLSTREAM_FRAME_WIDTH", 480,
                                 "Decoded frames are scaled (in the decoder) to this width.")
+    fast_decode: bool = _setting("CALLSTREAM_FAST_DECODE", True,
+                                 "Skip H.264/HEVC deblocking while decoding: frames are downscaled for faces "
+                                 "anyway, and it saves about a fifth of decode time at 720p.")
     segment_ms: int = _setting("CALLSTREAM_SEGMENT_MS", 1000, "Length of an analysis segment.")
     chunk_seconds: float = _setting("CALLSTREAM_CHUNK_SECONDS", 5.0, "Chunk length cut by the producer.")
     default_layout: str = _setting("CALLSTREAM_DEFAULT_LAYOUT", "dual",

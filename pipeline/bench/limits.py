@@ -28,7 +28,8 @@ def ffmpeg_limit(work: Workload, settings: Settings, parallel: int | None = None
     w, h = target_size(work.shape.width, work.shape.height, settings.frame_width)
 
     def one(path) -> None:
-        subprocess.run([ff, "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(path),
+        fast = ["-skip_loop_filter", "all"] if settings.fast_decode else []
+        subprocess.run([ff, "-hide_banner", "-nostdin", "-loglevel", "error", *fast, "-i", str(path),
                         "-map", "0:v:0", "-vf", f"fps={settings.sample_fps},scale={w}:{h}", "-pix_fmt", "rgb24",
                         "-f", "null", "-", "-map", "0:a:0", "-ar", "16000", "-f", "null", "-"], check=True)
 

@@ -47,9 +47,11 @@ def is_truncated(declared_ms: int | None, decoded_ms: float) -> bool:
     return decoded_ms < declared_ms - max(500.0, 0.1 * declared_ms)
 
 
-def decode(ffmpeg_bin: str, path: Path, fps: float, frame_width: int, timeout: float = 120.0) -> Decoded:
+def decode(ffmpeg_bin: str, path: Path, fps: float, frame_width: int, timeout: float = 120.0,
+           fast: bool = True) -> Decoded:
     info = probe(ffmpeg_bin, path)
-    src = ffmpeg.input(str(path))
+    # Deblocking smooths block edges that the downscale to frame_width removes anyway.
+    src = ffmpeg.input(str(path), **({"skip_loop_filter": "all"} if fast else {}))
     outputs = []
     size = None
     if info.video is not None:

@@ -34,12 +34,12 @@ class Timings:
     extra: dict = field(default_factory=dict)
 
 
-def decode_bytes(ffmpeg_bin: str, payload: bytes, fps: float, width: int) -> Decoded:
+def decode_bytes(ffmpeg_bin: str, payload: bytes, fps: float, width: int, fast: bool = True) -> Decoded:
     fd, name = tempfile.mkstemp(prefix="callstream-chunk-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
-        return decode(ffmpeg_bin, Path(name), fps, width)
+        return decode(ffmpeg_bin, Path(name), fps, width, fast=fast)
     finally:
         os.unlink(name)
 
@@ -96,7 +96,7 @@ class ChunkProcessor:
         payload = await self.payload(meta, value, t)
         start = time.perf_counter()
         decoded = await asyncio.to_thread(decode_bytes, self.ffmpeg_bin, payload, self.settings.sample_fps,
-                                          self.settings.frame_width)
+                                          self.settings.frame_width, self.settings.fast_decode)
         t.decode_ms = (time.perf_counter() - start) * 1000
         layout = meta.layout or self.settings.default_layout
         keys, items = build_items(meta, decoded, layout, self.settings.segment_ms)
