@@ -50,7 +50,7 @@ def plot_timeline(rows: list[dict], out: Path, title: str) -> Path:
         for r in mine:
             if r["label"] is None:
                 ax.axvspan(r["start_ms"] / 1000, r["end_ms"] / 1000, color="0.9", lw=0)
-        ax.set_ylim(0, 1)
+        ax.set_ylim(-0.03, 1.03)  # keep curves at exactly 0 or 1 off the frame edge
         ax.set_ylabel(f"{track}\nprobability")
         ax.grid(alpha=0.3)
     axes[0, 0].set_title(title)

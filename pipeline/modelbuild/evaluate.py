@@ -82,17 +82,19 @@ def evaluate(repo: Path, dataset: Path, limit: int = 0) -> dict:
         confusion[truth][pred] += 1
         correct += pred == truth
         detected += found
-    recall = {l: confusion[l][l] / sum(confusion[l].values()) for l in DFEW_LABELS if confusion[l]}
+    truths = [l for l in DFEW_LABELS if l in confusion]
+    recall = {l: confusion[l][l] / sum(confusion[l].values()) for l in truths}
     return {"images": len(items), "accuracy": correct / len(items), "face_detected": detected / len(items),
             "recall": recall, "mean_recall": float(np.mean(list(recall.values()))),
-            "confusion": {t: dict(c) for t, c in confusion.items()}}
+            "confusion": {t: dict(confusion[t]) for t in truths}}
 
 
 def evaluate_cli(settings, args) -> int:
     report = evaluate(settings.model_repository, Path(args.dataset), args.limit)
     print(f"images {report['images']}  accuracy {report['accuracy']:.3f}  mean recall {report['mean_recall']:.3f}  "
           f"faces detected {report['face_detected']:.0%}")
-    print(f"{'truth \\ predicted':<18}" + "".join(f"{l[:7]:>8}" for l in DFEW_LABELS) + "   recall")
+    header = "truth / predicted"
+    print(f"{header:<18}" + "".join(f"{l[:7]:>8}" for l in DFEW_LABELS) + "   recall")
     for t in DFEW_LABELS:
         if t in report["confusion"]:
             row = report["confusion"][t]
