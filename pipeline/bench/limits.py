@@ -8,14 +8,13 @@ import os
 import subprocess
 import time
 
-import numpy as np
 import torch
 
 from pipeline.bench.workload import Workload
 from pipeline.contract import ChunkMeta
-from pipeline.inference.acoustics import prosody
-from pipeline.inference.face_detection import MTCNN
-from pipeline.inference.fusion import aggregate_face, fuse
+from pipeline.inference import artifacts, voice
+from pipeline.inference.client import pack
+from pipeline.inference.fusion import MIN_SPEECH_RATIO, faces_per_item, fuse_items
 from pipeline.media.decode import decode, target_size
 from pipeline.media.ffmpeg_bin import ffmpeg_exe
 from pipeline.settings import Settings
@@ -40,35 +39,26 @@ def ffmpeg_limit(work: Workload, settings: Settings, parallel: int | None = None
 
 
 def model_limit(work: Workload, settings: Settings) -> float:
-    """Video seconds per wall second through detector, expression, VAD and prosody, in-process, batched
-    per chunk as the worker batches them; decoding happens before the clock starts."""
+    """Video seconds per wall second through detector, expression, VAD, prosody and fusion in-process,
+    batched per chunk as the worker batches them, with the code Triton runs (pipeline/inference/);
+    decoding happens before the clock starts."""
     repo = settings.model_repository
-    d = repo / "face_detector" / "1"
-    detector = MTCNN(*(torch.jit.load(str(d / f"{n}.pt")).eval() for n in ("pnet", "rnet", "onet")))
-    expression = torch.jit.load(str(repo / "face_expression" / "1" / "mini_xception.pt")).eval()
-    vad = torch.jit.load(str(repo / "voice" / "1" / "silero_vad.jit")).eval()
+    detector = artifacts.detector(artifacts.version_dir(repo, "face_detector"))
+    expression = artifacts.expression(artifacts.version_dir(repo, "face_expression"))
+    vad = artifacts.vad(artifacts.version_dir(repo, "voice"))
     ff = ffmpeg_exe(settings.ffmpeg_binary)
     batches = []
     for c in work.chunks:
-        decoded = decode(ff, c.path, settings.sample_fps, settings.frame_width)
+        decoded = decode(ff, c.path, settings.sample_fps, settings.frame_width, fast=settings.fast_decode)
         meta = ChunkMeta("bench", c.seq, c.start_ms, duration_ms=c.end_ms - c.start_ms)
-        batches.append(build_items(meta, decoded, "dual", settings.segment_ms)[1])
+        batches.append(pack(build_items(meta, decoded, "dual", settings.segment_ms)[1]))
     torch.set_num_threads(os.cpu_count() or 1)
     start = time.perf_counter()
     with torch.inference_mode():
-        for items in batches:
-            frames = [f for it in items for f in it.frames]
-            found = detector.detect(np.stack(frames)) if frames else None
-            probs = expression(torch.from_numpy(found.crops)).numpy() if found is not None else None
-            n = max(len(it.audio) for it in items)
-            audio = torch.from_numpy(np.stack([np.pad(it.audio, (0, n - len(it.audio))) for it in items]))
-            vad.reset_states()
-            speech = torch.stack([vad(audio[:, i:i + 512], 16000).reshape(-1) for i in range(0, n - 511, 512)], 1)
-            k = 0
-            for j, it in enumerate(items):
-                f = len(it.frames)
-                face, _ = aggregate_face(probs[k:k + f], found.scores[k:k + f]) if f else (None, 0.0)
-                k += f
-                voiced = bool((speech[j] > 0.5).float().mean() >= 0.2)
-                fuse(face, voiced, prosody(it.audio).arousal if voiced else None)
+        for t in batches:
+            frames, mask = t["FRAMES"], t["FRAME_MASK"]
+            found = detector.detect(frames.reshape((-1,) + frames.shape[2:])[mask.reshape(-1)])
+            probs = expression(torch.from_numpy(found.crops)).numpy()
+            ratio, arousal = voice.analyse(vad, t["AUDIO"], t["AUDIO_LEN"].reshape(-1), voice.SPEECH_THRESHOLD)
+            fuse_items(faces_per_item(probs, found.scores, mask), ratio, arousal, MIN_SPEECH_RATIO)
     return work.seconds / (time.perf_counter() - start)

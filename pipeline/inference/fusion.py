@@ -17,6 +17,7 @@ from pipeline.inference.labels import DFEW_AROUSAL, DFEW_LABELS
 FACE_MIN_SCORE = 0.9      # MTCNN output-stage confidence below this is not trusted as a face
 VOICE_WEIGHT = 0.3        # exponent of the arousal prior when a face is present
 PRIOR_WIDTH = 0.25        # s.d. of the Gaussian around each label's arousal
+MIN_SPEECH_RATIO = 0.2    # a segment has speech when at least this share of its windows is speech
 VOICE_ONLY_MIX = 0.5      # voice-only results are half uniform: arousal is weak evidence of a label
 
 
@@ -63,3 +64,20 @@ def fuse(face_probs: np.ndarray | None, speech_found: bool, arousal: float | Non
     p = p / p.sum()
     best = int(np.argmax(p))
     return Fused(p, DFEW_LABELS[best], float(p[best]), face_found, speech_found, modality)
+
+
+def faces_per_item(probs: np.ndarray, scores: np.ndarray, mask: np.ndarray) -> list[tuple[np.ndarray | None, float]]:
+    """Aggregate per-frame results back to their items. `mask` (items x frames) marks the real frames;
+    `probs` and `scores` hold one row per real frame, in mask order."""
+    n_items, n_frames = mask.shape
+    owner = np.repeat(np.arange(n_items), n_frames)[mask.reshape(-1)]
+    return [aggregate_face(probs[owner == i], scores[owner == i]) for i in range(n_items)]
+
+
+def fuse_items(faces: list[tuple[np.ndarray | None, float]], speech_ratio: np.ndarray, arousal: np.ndarray,
+               min_speech_ratio: float) -> list[Fused]:
+    out = []
+    for (face_probs, _), ratio, ar in zip(faces, speech_ratio.reshape(-1), arousal.reshape(-1)):
+        speech = bool(ratio >= min_speech_ratio)
+        out.append(fuse(face_probs, speech, float(ar) if speech else None))
+    return out

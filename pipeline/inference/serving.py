@@ -19,8 +19,6 @@ def parameter(args: dict[str, Any], key: str, default: str) -> str:
     return params.get(key, {}).get("string_value", default)
 
 
-def artifact(args: dict[str, Any], name: str) -> Path:
-    path = Path(args["model_repository"]) / args["model_version"] / name
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: run `callstream models build` first")
-    return path
+def version_folder(args: dict[str, Any]) -> Path:
+    """Where Triton keeps this model version's files (triton_models/<model>/<version>/)."""
+    return Path(args["model_repository"]) / args["model_version"]

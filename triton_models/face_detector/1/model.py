@@ -4,17 +4,15 @@ import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 
-from pipeline.inference.face_detection import MTCNN
-from pipeline.inference.serving import artifact, instance_device, parameter
+from pipeline.inference import artifacts
+from pipeline.inference.serving import instance_device, parameter, version_folder
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        device = instance_device(args)
-        nets = [torch.jit.load(str(artifact(args, f"{n}.pt")), map_location=device).eval()
-                for n in ("pnet", "rnet", "onet")]
         torch.set_num_threads(1)
-        self.detector = MTCNN(*nets, min_face=int(parameter(args, "min_face_px", "40")), device=device)
+        self.detector = artifacts.detector(version_folder(args), int(parameter(args, "min_face_px", "40")),
+                                           instance_device(args))
 
     def execute(self, requests):
         responses = []

@@ -4,13 +4,14 @@ import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 
-from pipeline.inference.serving import artifact, instance_device
+from pipeline.inference import artifacts
+from pipeline.inference.serving import instance_device, version_folder
 
 
 class TritonPythonModel:
     def initialize(self, args):
         self.device = instance_device(args)
-        self.net = torch.jit.load(str(artifact(args, "mini_xception.pt")), map_location=self.device).eval()
+        self.net = artifacts.expression(version_folder(args), self.device)
         torch.set_num_threads(1)
 
     def execute(self, requests):

@@ -1,0 +1,39 @@
+"""Loading the built TorchScript artifacts from a model version folder (triton_models/<model>/<version>/).
+
+One place for the Triton models, `models eval`, the benchmark's in-process limit and the tests, so all
+of them run exactly what Triton serves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from pipeline.inference.face_detection import MTCNN
+
+VERSION = "1"
+
+
+def version_dir(repo: Path, model: str) -> Path:
+    return Path(repo) / model / VERSION
+
+
+def _load(folder: Path, name: str, device: str):
+    path = Path(folder) / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run `callstream models build` first")
+    return torch.jit.load(str(path), map_location=device).eval()
+
+
+def detector(folder: Path, min_face: int = 40, device: str = "cpu") -> MTCNN:
+    return MTCNN(*(_load(folder, f"{n}.pt", device) for n in ("pnet", "rnet", "onet")), min_face=min_face,
+                 device=device)
+
+
+def expression(folder: Path, device: str = "cpu"):
+    return _load(folder, "mini_xception.pt", device)
+
+
+def vad(folder: Path, device: str = "cpu"):
+    return _load(folder, "silero_vad.jit", device)
