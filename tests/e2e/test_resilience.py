@@ -1,0 +1,63 @@
+"""Faults of the world, not of the chunk: nothing is dead-lettered, nothing is lost, nothing doubles."""
+
+import time
+
+import pytest
+
+from pipeline.contract import ChunkMeta
+from pipeline.ingest.producer import ChunkPublisher
+from pipeline.media.cut import cut
+from pipeline.media.ffmpeg_bin import ffmpeg_exe
+from pipeline.stack import broker, triton
+from tests.e2e.helpers import query, segments, wait_chunks
+from tests.stack import read_topic
+
+pytestmark = pytest.mark.stack
+
+
+def _publish(settings, media, call_id):
+    with ChunkPublisher(settings) as pub:
+        for c in cut(ffmpeg_exe(), media["call10"], 5.0):
+            pub.publish(ChunkMeta(call_id, c.seq, c.start_ms, duration_ms=c.end_ms - c.start_ms,
+                                  end_of_call=c.seq == 1), c.path.read_bytes())
+
+
+def test_triton_outage_is_retried_and_holds_the_offset(stack, media):
+    env, settings = stack.isolated("outage")
+    worker = stack.start_worker(env, "outage")
+    try:
+        _publish(settings, media, "e2e-warm")
+        wait_chunks(settings, "e2e-warm", 2)
+        triton.stop(stack.settings)
+        _publish(settings, media, "e2e-outage")
+        time.sleep(8)  # the worker has the chunks and keeps retrying
+        assert query(settings, "SELECT count(*) FROM chunks WHERE call_id='e2e-outage'")[0][0] == 0
+        assert "transient fault" in stack.worker_log("outage")
+        triton.start(stack.settings)
+        wait_chunks(settings, "e2e-outage", 2, timeout=180)
+        assert len(segments(settings, "e2e-outage")) == 20
+        assert query(settings, "SELECT count(*) FROM chunks WHERE call_id='e2e-outage' AND status='failed'")[0][0] == 0
+        assert worker.poll() is None, stack.worker_log("outage")
+    finally:
+        if not triton.procs.running_pid(stack.settings.state_dir, triton.NAME):
+            triton.start(stack.settings)
+        stack.stop_worker(worker)
+
+
+def test_broker_restart_keeps_every_message(stack, media):
+    """tansu keeps its log in S3 (SeaweedFS on disk), so a restart loses nothing."""
+    env, settings = stack.isolated("restart")
+    _publish(settings, media, "e2e-restart")
+    before = read_topic(settings, settings.chunks_topic, expect=2)
+    broker.stop(stack.settings)
+    broker.start(stack.settings)
+    after = read_topic(settings, settings.chunks_topic, expect=2)
+    assert sorted((m.partition, m.offset, m.value) for m in after) == \
+        sorted((m.partition, m.offset, m.value) for m in before)
+    assert len(after) == 2
+    # And a worker started after the restart processes them.
+    worker = stack.start_worker(env, "restart")
+    try:
+        wait_chunks(settings, "e2e-restart", 2)
+    finally:
+        stack.stop_worker(worker)
