@@ -59,7 +59,7 @@ def decode(ffmpeg_bin: str, path: Path, fps: float, frame_width: int, timeout: f
         outputs.append(src.video.filter("fps", fps=fps).filter("scale", size[0], size[1])
                        .output("pipe:", format="rawvideo", pix_fmt="rgb24"))
     channels = min(info.audio.channels, 2) if info.audio else 0
-    tmpdir = tempfile.mkdtemp(prefix="callstream-pcm-", dir=_scratch_dir())
+    tmpdir = tempfile.mkdtemp(prefix="callstream-pcm-", dir=scratch_dir())
     pcm = Path(tmpdir) / "audio.f32"
     if info.audio is not None:
         outputs.append(src.audio.output(str(pcm), format="f32le", acodec="pcm_f32le",
@@ -98,6 +98,6 @@ def decode(ffmpeg_bin: str, path: Path, fps: float, frame_width: int, timeout: f
     return Decoded(info, frames, fps, audio, duration)
 
 
-def _scratch_dir() -> str | None:
-    """Prefer RAM-backed /dev/shm for the PCM side file."""
+def scratch_dir() -> str | None:
+    """Prefer RAM-backed /dev/shm for short-lived media files."""
     return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None

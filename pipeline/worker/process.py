@@ -20,7 +20,7 @@ from pipeline.errors import BadChunk
 from pipeline.inference.client import EmotionClient, Item
 from pipeline.inference.labels import DFEW_LABELS
 from pipeline.ingest.claimcheck import ClaimCheckStore
-from pipeline.media.decode import AUDIO_RATE, Decoded, decode
+from pipeline.media.decode import AUDIO_RATE, Decoded, decode, scratch_dir
 from pipeline.media.segment import frame_indices, sample_range, segments, track_views
 from pipeline.settings import Settings
 
@@ -35,7 +35,7 @@ class Timings:
 
 
 def decode_bytes(ffmpeg_bin: str, payload: bytes, fps: float, width: int, fast: bool = True) -> Decoded:
-    fd, name = tempfile.mkstemp(prefix="callstream-chunk-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    fd, name = tempfile.mkstemp(prefix="callstream-chunk-", dir=scratch_dir())
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(payload)

@@ -43,8 +43,7 @@ def test_bad_chunks_are_dead_lettered_and_the_worker_goes_on(stack, media, tmp_p
         "too-large": (os.urandom(MAX_CHUNK + 100_000), _meta("bad-large"), "too_large"),
     }
     try:
-        with ChunkPublisher(settings) as pub:
-            pub.producer.config["max_request_size"] = 8 * 1024 * 1024
+        with ChunkPublisher(settings) as pub:  # max request size follows the 4 MB inline limit
             for name, (value, headers, _) in cases.items():
                 call = dict(headers).get("call-id", b"bad-noheaders").decode()
                 pub.publish_raw(value, call.encode(), headers)
