@@ -107,16 +107,20 @@ def start_stack(state_dir: Path) -> Stack:
         env["DATABASE_URL"] = ""
     stack.settings = Settings.from_env(env)
     s = stack.settings
-    objectstore.start(s)
-    broker.start(s)
-    postgres.start(s)
-    triton.start(s)
-    if not admin:
-        env["DATABASE_URL"] = s.db_url
-        stack.settings = Settings.from_env(env)
-    from pipeline.store.db import ensure_schema
+    try:
+        objectstore.start(s)
+        broker.start(s)
+        postgres.start(s)
+        triton.start(s)
+        if not admin:
+            env["DATABASE_URL"] = s.db_url
+            stack.settings = Settings.from_env(env)
+        from pipeline.store.db import ensure_schema
 
-    ensure_schema(stack.settings)
+        ensure_schema(stack.settings)
+    except BaseException:
+        stop_stack(stack)  # a failed start must not leave the services it did start running
+        raise
     return stack
 
 
