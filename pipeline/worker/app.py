@@ -71,5 +71,4 @@ def create_app(settings: Settings) -> faust.App:
             m = event.message
             await h.handle(m.topic, m.partition, m.offset, m.key, m.value, m.headers)
 
-    app.callstream_handler = handler  # for tests and `callstream worker` warm-up
     return app

@@ -10,7 +10,7 @@ import asyncio
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,6 @@ class Timings:
     decode_ms: float = 0.0
     inference_ms: float = 0.0
     size_bytes: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 def decode_bytes(ffmpeg_bin: str, payload: bytes, fps: float, width: int, fast: bool = True) -> Decoded:
