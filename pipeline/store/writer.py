@@ -8,6 +8,7 @@ acknowledges the message only after this transaction commits.
 from __future__ import annotations
 
 import time
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import func
@@ -49,28 +50,31 @@ class SegmentWriter:
     def __init__(self, engine) -> None:
         self.engine = engine
 
-    async def commit_chunk(self, call: dict[str, Any], segments: list[dict[str, Any]],
-                           ledger: dict[str, Any]) -> None:
+    @asynccontextmanager
+    async def _transaction(self):
+        """One transaction; a lost or unreachable server is transient (retry), anything else is raised."""
         try:
             async with self.engine.begin() as conn:
-                start = time.perf_counter()
-                await conn.execute(_call_upsert(call))
-                if segments:
-                    # Sorted keys: concurrent chunks of one call lock rows in the same order (no deadlock).
-                    segments = sorted(segments, key=lambda r: (r["track"], r["start_ms"]))
-                    await conn.execute(_upsert(EmotionSegment, segments, SEGMENT_KEY, {"updated_at": func.now()}))
-                ledger["db_ms"] = (time.perf_counter() - start) * 1000
-                await conn.execute(_ledger_upsert(ledger))
-        except (OperationalError, DBAPIError) as exc:
+                yield conn
+        except DBAPIError as exc:
             if isinstance(exc, OperationalError) or exc.connection_invalidated:
                 raise TransientFault(f"Postgres unavailable: {exc.orig or exc}") from exc
             raise
 
+    async def commit_chunk(self, call: dict[str, Any], segments: list[dict[str, Any]],
+                           ledger: dict[str, Any]) -> None:
+        async with self._transaction() as conn:
+            start = time.perf_counter()
+            await conn.execute(_call_upsert(call))
+            if segments:
+                # Sorted keys: concurrent chunks of one call lock rows in the same order (no deadlock).
+                segments = sorted(segments, key=lambda r: (r["track"], r["start_ms"]))
+                await conn.execute(_upsert(EmotionSegment, segments, SEGMENT_KEY, {"updated_at": func.now()}))
+            ledger["db_ms"] = (time.perf_counter() - start) * 1000
+            await conn.execute(_ledger_upsert(ledger))
+
     async def record_failure(self, call: dict[str, Any] | None, ledger: dict[str, Any]) -> None:
-        try:
-            async with self.engine.begin() as conn:
-                if call:
-                    await conn.execute(_call_upsert(call))
-                await conn.execute(_ledger_upsert(ledger))
-        except OperationalError as exc:
-            raise TransientFault(f"Postgres unavailable: {exc.orig or exc}") from exc
+        async with self._transaction() as conn:
+            if call:
+                await conn.execute(_call_upsert(call))
+            await conn.execute(_ledger_upsert(ledger))
