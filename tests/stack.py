@@ -7,13 +7,13 @@ import asyncio
 import os
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.settings import REPO_ROOT, Settings
+from pipeline.cli import start_worker_process
+from pipeline.settings import Settings
 from pipeline.stack import broker, objectstore, postgres, triton
 
 
@@ -62,10 +62,7 @@ class Stack:
                              CALLSTREAM_APP_ID=f"cs-{tag}")
 
     def start_worker(self, env: dict[str, str], name: str) -> subprocess.Popen:
-        log = open(self.settings.state_dir / f"worker-{name}.log", "ab")
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker", "--loglevel", "info"],
-                                env={**os.environ, **env}, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = start_worker_process(Settings.from_env(env), f"worker-{name}", env)
         self.workers.append(proc)
         return proc
 
@@ -78,7 +75,7 @@ class Stack:
             proc.wait()
 
     def worker_log(self, name: str) -> str:
-        return (self.settings.state_dir / f"worker-{name}.log").read_text(errors="replace")[-4000:]
+        return (self.settings.state_dir / "logs" / f"worker-{name}.log").read_text(errors="replace")[-4000:]
 
 
 def start_stack(state_dir: Path) -> Stack:
