@@ -75,12 +75,17 @@ def cmd_models(settings: Settings, args) -> int:
 def cmd_produce(settings: Settings, args) -> int:
     from tqdm import tqdm
 
-    from pipeline.ingest.producer import publish_recording
+    from pipeline.ingest.producer import PublishError, publish_recording
 
     bar = tqdm(desc=f"publishing {args.call_id}", unit="chunk")
-    sent = publish_recording(settings, Path(args.recording), args.call_id, layout=args.layout,
-                             chunk_seconds=args.chunk_seconds, realtime=args.realtime,
-                             on_chunk=lambda meta, size: bar.update(1))
+    try:
+        sent = publish_recording(settings, Path(args.recording), args.call_id, layout=args.layout,
+                                 chunk_seconds=args.chunk_seconds, realtime=args.realtime,
+                                 on_chunk=lambda meta, size: bar.update(1))
+    except PublishError as exc:
+        bar.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     bar.close()
     claims = sum(1 for m in sent if m.claim_check)
     print(f"published {len(sent)} chunks of call {args.call_id} to {settings.chunks_topic}"
@@ -89,15 +94,41 @@ def cmd_produce(settings: Settings, args) -> int:
 
 
 def cmd_worker(settings: Settings, args) -> int:
+    import os
+    import threading
+
     import faust
 
-    from pipeline.worker.app import create_app
+    from pipeline.worker.app import EXIT_CODE, create_app
 
     _prepare(settings)
     app = create_app(settings)
-    worker = faust.Worker(app, loglevel=args.loglevel.upper())
-    worker.execute_from_commandline()
-    return 0
+
+    class Worker(faust.Worker):
+        """Leaves the group on SIGTERM like any Faust worker, but never takes longer than the grace
+        period: a decode or an S3 read blocked in a thread must not keep a stopping worker alive."""
+
+        def _on_sigterm(self) -> None:
+            def hard_exit() -> None:
+                logging.getLogger("callstream.worker").warning(
+                    "still stopping after %.0fs; exiting now (unfinished chunks are redelivered)",
+                    settings.stop_grace_s)
+                logging.shutdown()
+                os._exit(EXIT_CODE["code"])
+
+            timer = threading.Timer(settings.stop_grace_s, hard_exit)
+            timer.daemon = True
+            timer.start()
+            super()._on_sigterm()
+
+    worker = Worker(app, loglevel=args.loglevel.upper())
+    try:
+        worker.execute_from_commandline()
+    except SystemExit:
+        pass
+    logging.shutdown()
+    # Threads still blocked in I/O would hold interpreter exit; everything worth keeping is committed.
+    os._exit(EXIT_CODE["code"])
 
 
 def cmd_timeline(settings: Settings, args) -> int:

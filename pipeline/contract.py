@@ -17,6 +17,17 @@ SCHEMA_VERSION = "1"
 SUPPORTED_SCHEMAS = {SCHEMA_VERSION}
 LAYOUTS = ("dual", "agent", "customer")
 CALL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+# S3 bucket naming rules; keys: printable ASCII without backslash, no empty, '.' or '..' segments.
+S3_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(?P<key>[!-~ ]{1,1024})$")
+
+# Ranges the ledger columns and sane calls impose; a header outside them is malformed, not a crash.
+MAX_SEQ = 2**31 - 1                      # chunks.seq is a Postgres integer
+MAX_CALL_MS = 31 * 24 * 3600 * 1000      # no call runs for a month; start-ms beyond it is garbage
+MAX_CHUNK_MS = 24 * 3600 * 1000          # duration-ms of one chunk
+MAX_EPOCH_MS = 2**53                     # published-at-ms (exact in a double)
+MAX_HEADERS = 64
+MAX_HEADER_NAME = 128
+MAX_HEADER_VALUE = 2048                  # bytes; bounds what is parsed, logged and stored
 
 H_SCHEMA = "callstream-schema"
 H_CALL_ID = "call-id"
@@ -58,39 +69,53 @@ class ChunkMeta:
         return [(k, v.encode()) for k, v in pairs]
 
 
-def header_map(headers: Iterable[tuple[str, bytes | str | None]] | Mapping | None) -> dict[str, str]:
-    """Normalise Kafka headers (list of pairs or a mapping, bytes or str) into lower-case str keys."""
+def header_map(headers: Iterable[tuple[str | bytes, bytes | str | None]] | Mapping | None) -> dict[str, str]:
+    """Normalise Kafka headers (list of pairs or a mapping, bytes or str) into lower-case str keys.
+
+    Every header is untrusted: the count, name and value sizes are bounded before anything is decoded,
+    and a repeated name (in any case) is malformed, since two readers could otherwise disagree on which
+    value counts."""
     if headers is None:
         return {}
-    items = headers.items() if isinstance(headers, Mapping) else headers
+    items = list(headers.items() if isinstance(headers, Mapping) else headers)
+    if len(items) > MAX_HEADERS:
+        raise BadChunk("malformed_header", f"{len(items)} headers; at most {MAX_HEADERS}")
     out: dict[str, str] = {}
     for key, value in items:
-        k = key.decode() if isinstance(key, bytes) else str(key)
-        if value is None:
-            v = ""
-        elif isinstance(value, bytes):
-            try:
-                v = value.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise BadChunk("malformed_header", f"{k} is not UTF-8") from exc
-        else:
-            v = str(value)
-        out[k.lower()] = v
+        raw_key = key if isinstance(key, bytes) else str(key).encode("utf-8", "replace")
+        if len(raw_key) > MAX_HEADER_NAME:
+            raise BadChunk("malformed_header", f"header name of {len(raw_key)} B; at most {MAX_HEADER_NAME}")
+        k = raw_key.decode("utf-8", "replace").lower()
+        raw = value if isinstance(value, bytes) or value is None else str(value).encode("utf-8", "replace")
+        if raw is not None and len(raw) > MAX_HEADER_VALUE:
+            raise BadChunk("malformed_header", f"{bounded(k, 64)} is {len(raw)} B; at most {MAX_HEADER_VALUE}")
+        try:
+            v = raw.decode("utf-8") if raw is not None else ""
+        except UnicodeDecodeError:
+            raise BadChunk("malformed_header", f"{bounded(k, 64)} is not UTF-8") from None
+        if k in out:
+            raise BadChunk("malformed_header", f"header {bounded(k, 64)!r} is repeated")
+        out[k] = v
     return out
 
 
-def _int(h: dict[str, str], name: str, required: bool) -> int | None:
+def bounded(text: str, limit: int = 200) -> str:
+    """A header-derived string safe to log or store: printable and at most `limit` characters."""
+    text = "".join(c if c.isprintable() else "?" for c in text[: limit + 1])
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _int(h: dict[str, str], name: str, required: bool, maximum: int) -> int | None:
     raw = h.get(name)
     if raw is None or raw == "":
         if required:
             raise BadChunk("missing_header", f"header {name!r} is required")
         return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadChunk("malformed_header", f"{name}={raw!r} is not an integer") from None
-    if value < 0:
-        raise BadChunk("malformed_header", f"{name}={value} is negative")
+    if len(raw) > 20 or not raw.isascii() or not raw.isdigit():
+        raise BadChunk("malformed_header", f"{name}={bounded(raw, 40)!r} is not a non-negative integer")
+    value = int(raw)
+    if value > maximum:
+        raise BadChunk("malformed_header", f"{name}={value} is above {maximum}")
     return value
 
 
@@ -103,38 +128,58 @@ def _bool(h: dict[str, str], name: str) -> bool:
     raise BadChunk("malformed_header", f"{name}={raw!r} is not a boolean")
 
 
-def parse(headers, key: bytes | str | None) -> ChunkMeta:
+def parse(headers: Iterable[tuple[str | bytes, bytes | str | None]] | Mapping | None,
+          key: bytes | str | None) -> ChunkMeta:
+    """Headers and key to ChunkMeta, or BadChunk naming what is wrong; never any other exception."""
     h = header_map(headers)
     schema = h.get(H_SCHEMA)
     if schema is None:
         raise BadChunk("missing_header", f"header {H_SCHEMA!r} is required")
     if schema not in SUPPORTED_SCHEMAS:
-        raise BadChunk("unknown_schema", f"schema version {schema!r}; supported: {sorted(SUPPORTED_SCHEMAS)}")
+        raise BadChunk("unknown_schema", f"schema version {bounded(schema, 40)!r}; supported: {sorted(SUPPORTED_SCHEMAS)}")
     call_id = h.get(H_CALL_ID)
     if not call_id:
         raise BadChunk("missing_header", f"header {H_CALL_ID!r} is required")
     if not CALL_ID.match(call_id):
-        raise BadChunk("malformed_header", f"call-id {call_id[:64]!r} must match {CALL_ID.pattern}")
+        raise BadChunk("malformed_header", f"call-id {bounded(call_id, 64)!r} must match {CALL_ID.pattern}")
     if key is not None:
         k = key.decode(errors="replace") if isinstance(key, bytes) else key
         if k != call_id:
-            raise BadChunk("malformed_header", f"message key {k[:64]!r} differs from call-id {call_id!r}")
+            raise BadChunk("malformed_header", f"message key {bounded(k, 64)!r} differs from call-id {call_id!r}")
     layout = h.get(H_LAYOUT) or None
     if layout is not None and layout not in LAYOUTS:
-        raise BadChunk("malformed_header", f"layout {layout!r}; expected one of {LAYOUTS}")
+        raise BadChunk("malformed_header", f"layout {bounded(layout, 40)!r}; expected one of {LAYOUTS}")
     claim = h.get(H_CLAIM_CHECK) or None
-    if claim is not None and not re.match(r"^s3://[^/]+/.+", claim):
-        raise BadChunk("malformed_header", f"claim-check {claim[:100]!r} is not s3://bucket/key")
+    if claim is not None:
+        check_claim_uri(claim)
     started = h.get(H_CALL_STARTED_AT) or None
     try:
         started_at = datetime.fromisoformat(started) if started else None
     except ValueError:
-        raise BadChunk("malformed_header", f"call-started-at {started!r} is not ISO 8601") from None
+        raise BadChunk("malformed_header", f"call-started-at {bounded(started or '', 60)!r} is not ISO 8601") from None
+    seq = _int(h, H_SEQ, True, MAX_SEQ)
+    start_ms = _int(h, H_START_MS, True, MAX_CALL_MS)
+    assert seq is not None and start_ms is not None  # required: _int raised otherwise
+    duration_ms = _int(h, H_DURATION_MS, False, MAX_CHUNK_MS)
+    if duration_ms == 0:
+        raise BadChunk("malformed_header", "duration-ms=0: a chunk has a length")
     return ChunkMeta(
-        call_id=call_id, seq=_int(h, H_SEQ, True), start_ms=_int(h, H_START_MS, True),
-        end_of_call=_bool(h, H_END_OF_CALL), layout=layout, duration_ms=_int(h, H_DURATION_MS, False),
-        content_type=h.get(H_CONTENT_TYPE) or None, claim_check=claim, call_started_at=started_at,
-        published_at_ms=_int(h, H_PUBLISHED_AT_MS, False))
+        call_id=call_id, seq=seq, start_ms=start_ms, end_of_call=_bool(h, H_END_OF_CALL), layout=layout,
+        duration_ms=duration_ms, content_type=bounded(h[H_CONTENT_TYPE], 100) if h.get(H_CONTENT_TYPE) else None,
+        claim_check=claim, call_started_at=started_at,
+        published_at_ms=_int(h, H_PUBLISHED_AT_MS, False, MAX_EPOCH_MS))
+
+
+def check_claim_uri(uri: str) -> None:
+    """The claim check must be a plain s3://bucket/key: a key that climbs out of its prefix or a URI
+    that smuggles another scheme, host or query is refused before any request is made."""
+    m = S3_URI.match(uri)
+    if not m:
+        raise BadChunk("malformed_header", f"claim-check {bounded(uri, 100)!r} is not s3://bucket/key")
+    segments = m.group("key").split("/")
+    if any(seg in ("", ".", "..") for seg in segments) or any(c in uri for c in "\\?#%"):
+        raise BadChunk("claim_check_refused", f"claim-check key {bounded(m.group('key'), 100)!r} is not a plain "
+                                              "object key (empty, '.' or '..' segments, or ?#%\\ characters)")
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:

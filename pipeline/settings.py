@@ -54,6 +54,12 @@ class Settings:
                                        "Payloads above this go through the claim check.")
     max_chunk_bytes: int = _setting("CALLSTREAM_MAX_CHUNK_BYTES", 64 * 1024 * 1024,
                                     "Chunks above this are dead-lettered as too large.")
+    claim_check_buckets: str = _setting("CALLSTREAM_CLAIM_CHECK_BUCKETS", "",
+                                        "Comma-separated buckets a claim check may name; empty = only "
+                                        "CALLSTREAM_CLAIM_CHECK_BUCKET. Any other bucket is refused unread.")
+    dlq_inline_limit_bytes: int = _setting("CALLSTREAM_DLQ_INLINE_LIMIT_BYTES", 900_000,
+                                           "Dead letters with a larger payload keep it in the claim-check "
+                                           "bucket under dlq/ and reference it.")
     # --- Triton ------------------------------------------------------------------------------
     triton_url: str = _setting("CALLSTREAM_TRITON_URL", "",
                                "host:port of Triton's gRPC endpoint; empty = the embedded tritonserver.")
@@ -83,9 +89,25 @@ class Settings:
     chunk_seconds: float = _setting("CALLSTREAM_CHUNK_SECONDS", 5.0, "Chunk length cut by the producer.")
     default_layout: str = _setting("CALLSTREAM_DEFAULT_LAYOUT", "dual",
                                    "Track layout when a chunk has no layout header (see README).")
+    duration_tolerance_ms: int = _setting("CALLSTREAM_DURATION_TOLERANCE_MS", 500,
+                                          "duration-ms may differ this much from what decodes; beyond it the "
+                                          "decoded length wins (noted in the ledger). Keep below segment length.")
+    decode_window_s: float = _setting("CALLSTREAM_DECODE_WINDOW_S", 30.0,
+                                      "Media is decoded and analysed this many seconds at a time, so memory "
+                                      "does not grow with a chunk's length.")
+    decode_timeout_base_s: float = _setting("CALLSTREAM_DECODE_TIMEOUT_BASE_S", 60.0,
+                                            "Decode budget of a chunk: this plus the factor below times its "
+                                            "declared seconds.")
+    decode_timeout_factor: float = _setting("CALLSTREAM_DECODE_TIMEOUT_FACTOR", 1.0,
+                                            "Seconds of decode budget per second of declared media.")
     # --- retries -----------------------------------------------------------------------------
     retry_initial_s: float = _setting("CALLSTREAM_RETRY_INITIAL_S", 0.5, "First backoff on a transient fault.")
     retry_max_s: float = _setting("CALLSTREAM_RETRY_MAX_S", 30.0, "Longest backoff between retries.")
+    max_attempts: int = _setting("CALLSTREAM_MAX_ATTEMPTS", 6,
+                                 "Transient failures of one message before asking its dependency: if the "
+                                 "dependency answers, the message is dead-lettered as retries_exhausted.")
+    stop_grace_s: float = _setting("CALLSTREAM_STOP_GRACE_S", 8.0,
+                                   "After SIGTERM a worker leaves the group and exits within this time.")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -99,6 +121,11 @@ class Settings:
         return cls(**values)
 
     # --- derived endpoints: the embedded stack fills in whatever was not given ---------------
+    @property
+    def allowed_buckets(self) -> frozenset[str]:
+        listed = {b.strip() for b in self.claim_check_buckets.split(",") if b.strip()}
+        return frozenset(listed or {self.claim_check_bucket})
+
     @property
     def bootstrap_servers(self) -> str:
         return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"

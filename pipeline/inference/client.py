@@ -10,7 +10,7 @@ import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from pipeline.errors import TransientFault
+from pipeline.errors import BadChunk, TransientFault
 from pipeline.inference.labels import DFEW_LABELS
 
 EMPTY_FRAME = (16, 16)  # stands in for "no video" so audio-only items still have a valid tensor
@@ -72,6 +72,21 @@ def unpack(outputs: dict[str, np.ndarray]) -> list[Result]:
     return results
 
 
+# gRPC statuses that say the request itself is wrong: retrying the same tensors cannot help.
+REJECTED = {"StatusCode.INVALID_ARGUMENT", "StatusCode.OUT_OF_RANGE", "StatusCode.UNIMPLEMENTED"}
+INFER_TIMEOUT_S = 300.0
+
+
+def classify(exc: InferenceServerException) -> Exception:
+    """Triton said no: about this request's inputs (permanent) or about the server (transient). An
+    INTERNAL error from the model could be either; it is retried, and the handler's attempt bound with
+    a readiness check turns a request that fails on a healthy server into retries_exhausted."""
+    status = str(exc.status() or "")
+    if status in REJECTED:
+        return BadChunk("inference_rejected", f"{status}: {str(exc.message() or exc)[:300]}")
+    return TransientFault(f"Triton inference failed: {exc}", "triton")
+
+
 OUTPUTS = ("PROBS", "CONFIDENCE", "FACE_FOUND", "SPEECH_FOUND", "FACE_SCORE", "AROUSAL", "SPEECH_RATIO")
 _DTYPES = {"FRAMES": "UINT8", "FRAME_MASK": "BOOL", "AUDIO": "FP32", "AUDIO_LEN": "INT32"}
 
@@ -93,7 +108,13 @@ class EmotionClient:
             except InferenceServerException:
                 pass
             if asyncio.get_running_loop().time() > deadline:
-                raise TransientFault(f"Triton model {self.model!r} at {self.url} not ready after {timeout}s")
+                raise TransientFault(f"Triton model {self.model!r} at {self.url} not ready after {timeout}s", "triton")
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._client.is_model_ready(self.model, client_timeout=5))
+        except Exception:
+            return False
             await asyncio.sleep(0.5)
 
     async def identity(self) -> tuple[str, str]:
@@ -111,10 +132,10 @@ class EmotionClient:
             t.set_data_from_numpy(value)
             inputs.append(t)
         try:
-            result = await self._client.infer(self.model, inputs,
+            result = await self._client.infer(self.model, inputs, client_timeout=INFER_TIMEOUT_S,
                                               outputs=[grpcclient.InferRequestedOutput(o) for o in OUTPUTS])
         except InferenceServerException as exc:
-            raise TransientFault(f"Triton inference failed: {exc}") from exc
+            raise classify(exc) from exc
         return {o: result.as_numpy(o) for o in OUTPUTS}
 
     async def infer(self, items: list[Item]) -> list[Result]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
-from pipeline.contract import split_s3_uri
+from pipeline.contract import bounded, check_claim_uri, split_s3_uri
 from pipeline.errors import BadChunk, TransientFault
 from pipeline.settings import Settings
 from pipeline.stack.objectstore import s3_client
@@ -29,17 +29,59 @@ class ClaimCheckStore:
         self.client.put_object(Bucket=bucket, Key=key, Body=payload)
         return f"s3://{bucket}/{key}"
 
+    def put_dead_letter(self, source: str, payload: bytes) -> str:
+        """Keep a dead letter's payload too large for the DLQ topic; `source` is topic/partition/offset."""
+        bucket = self.settings.claim_check_bucket
+        key = "dlq/" + source.replace("/", "-") + ".bin"
+        try:
+            self.client.put_object(Bucket=bucket, Key=key, Body=payload)
+        except ClientError as exc:
+            raise _classify(exc, f"s3://{bucket}/{key}") from exc
+        except (EndpointConnectionError, BotoCoreError) as exc:
+            raise TransientFault(f"S3 unreachable writing s3://{bucket}/{key}: {exc}", "object_store") from exc
+        return f"s3://{bucket}/{key}"
+
     def get(self, uri: str, max_bytes: int) -> bytes:
+        check_claim_uri(uri)
         bucket, key = split_s3_uri(uri)
+        # Confused-deputy guard: the worker's credentials may read more than chunks; a message must not
+        # make it read (and analyse, and dead-letter a copy of) an object it was not meant to.
+        if bucket not in self.settings.allowed_buckets:
+            raise BadChunk("claim_check_refused", f"bucket {bucket!r} is not in CALLSTREAM_CLAIM_CHECK_BUCKETS "
+                                                  f"({', '.join(sorted(self.settings.allowed_buckets))})")
         try:
             head = self.client.head_object(Bucket=bucket, Key=key)
             if head["ContentLength"] > max_bytes:
                 raise BadChunk("too_large", f"claim-check payload {head['ContentLength']} B > {max_bytes} B")
-            return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
+            data = body.read(max_bytes + 1)  # the object may have grown since the HEAD
+            if len(data) > max_bytes:
+                raise BadChunk("too_large", f"claim-check payload > {max_bytes} B")
+            return data
         except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound", "403", "AccessDenied"):
-                raise BadChunk("claim_check_missing", f"{uri}: {code}") from None
-            raise TransientFault(f"S3 error reading {uri}: {exc}") from exc
+            raise _classify(exc, uri) from exc
         except (EndpointConnectionError, BotoCoreError) as exc:
-            raise TransientFault(f"S3 unreachable reading {uri}: {exc}") from exc
+            raise TransientFault(f"S3 unreachable reading {uri}: {exc}", "object_store") from exc
+
+    def ping(self) -> bool:
+        """Whether the object store answers at all (any HTTP answer counts; only silence is down)."""
+        try:
+            self.client.head_bucket(Bucket=self.settings.claim_check_bucket)
+            return True
+        except ClientError:
+            return True
+        except Exception:
+            return False
+
+
+def _classify(exc: ClientError, uri: str) -> Exception:
+    """S3 said no: a 4xx (other than 429) is about this request and will not change; 5xx, 429 and
+    throttling are the store being unwell."""
+    err = exc.response.get("Error", {})
+    code = str(err.get("Code", ""))
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    if code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound", "403", "AccessDenied") or status in (403, 404):
+        return BadChunk("claim_check_missing", f"{bounded(uri, 200)}: {code or status}")
+    if 400 <= status < 500 and status != 429 and code not in ("SlowDown", "Throttling", "RequestTimeout"):
+        return BadChunk("claim_check_rejected", f"{bounded(uri, 200)}: {status} {code} {str(err.get('Message', ''))[:200]}")
+    return TransientFault(f"S3 error on {bounded(uri, 200)}: {status} {code}", "object_store")

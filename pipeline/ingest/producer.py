@@ -10,7 +10,7 @@ import time
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from kafka import KafkaProducer
 
@@ -22,6 +22,15 @@ from pipeline.media.ffmpeg_bin import ffmpeg_exe
 from pipeline.settings import Settings
 
 
+class PublishError(RuntimeError):
+    """Some chunks were not acknowledged by the broker (or their payload not stored); names them."""
+
+    def __init__(self, failed: dict[int, str], sent: int) -> None:
+        self.failed, self.sent = failed, sent
+        listed = ", ".join(f"seq {seq}: {why}" for seq, why in sorted(failed.items())[:20])
+        super().__init__(f"{len(failed)} of {sent + len(failed)} chunks were not published ({listed})")
+
+
 class ChunkPublisher:
     def __init__(self, settings: Settings, create_topics: bool = True) -> None:
         self.settings = settings
@@ -31,17 +40,37 @@ class ChunkPublisher:
             bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=5, retries=10,
             max_request_size=max(settings.inline_limit_bytes * 2, 1_048_576), client_id="callstream-producer")
         self._claims: ClaimCheckStore | None = None
+        self._pending: list[tuple[int, Any]] = []
 
     def publish(self, meta: ChunkMeta, payload: bytes) -> ChunkMeta:
+        """Send one chunk (storing a large payload first); `wait()` reports whether the broker took it."""
         if len(payload) > self.settings.inline_limit_bytes:
             if self._claims is None:
                 self._claims = ClaimCheckStore(self.settings)
-            meta = replace(meta, claim_check=self._claims.put(meta.call_id, meta.seq, payload))
+            claims = self._claims
+            meta = replace(meta, claim_check=_retry(lambda: claims.put(meta.call_id, meta.seq, payload)))
             payload = b""
         meta = replace(meta, published_at_ms=int(time.time() * 1000))
-        self.producer.send(self.settings.chunks_topic, key=meta.call_id.encode(), value=payload,
-                           headers=meta.headers())
+        future = self.producer.send(self.settings.chunks_topic, key=meta.call_id.encode(), value=payload,
+                                    headers=meta.headers())
+        self._pending.append((meta.seq, future))
         return meta
+
+    def wait(self, timeout: float = 60.0) -> None:
+        """Block until every chunk sent so far is acknowledged (acks=all); raise PublishError naming
+        those that were not. A recorder must know, not guess, that its chunks are in the log."""
+        self.producer.flush(timeout=timeout)
+        failed: dict[int, str] = {}
+        ok = 0
+        for seq, future in self._pending:
+            try:
+                future.get(timeout=max(1.0, timeout))
+                ok += 1
+            except Exception as exc:  # KafkaError, timeout: the chunk is not known to be in the log
+                failed[seq] = f"{type(exc).__name__}: {str(exc)[:120]}"
+        self._pending.clear()
+        if failed:
+            raise PublishError(failed, ok)
 
     def publish_raw(self, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]],
                     topic: str | None = None) -> None:
@@ -52,14 +81,28 @@ class ChunkPublisher:
         self.producer.flush(timeout=60)
 
     def close(self) -> None:
-        self.producer.flush(timeout=60)
-        self.producer.close(timeout=10)
+        try:
+            self.producer.flush(timeout=60)
+        finally:
+            self.producer.close(timeout=10)
 
     def __enter__(self) -> "ChunkPublisher":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _retry(fn: Callable[[], str], attempts: int = 5, delay: float = 0.5) -> str:
+    """A claim-check upload is retried a few times before the chunk counts as not published."""
+    for i in range(attempts):
+        try:
+            return fn()
+        except Exception:
+            if i == attempts - 1:
+                raise
+            time.sleep(delay * 2 ** i)
+    raise AssertionError("unreachable")
 
 
 def publish_recording(settings: Settings, recording: Path, call_id: str, *, layout: str | None = None,
@@ -73,6 +116,7 @@ def publish_recording(settings: Settings, recording: Path, call_id: str, *, layo
     pub = publisher or ChunkPublisher(settings)
     sent: list[ChunkMeta] = []
     t0 = time.monotonic()
+    failed: dict[int, str] = {}
     try:
         for chunk in chunks:
             if realtime:
@@ -84,14 +128,24 @@ def publish_recording(settings: Settings, recording: Path, call_id: str, *, layo
                              duration_ms=chunk.end_ms - chunk.start_ms, end_of_call=chunk.seq == len(chunks) - 1,
                              layout=layout, content_type="video/x-matroska", call_started_at=started)
             payload = chunk.path.read_bytes()
-            sent.append(pub.publish(meta, payload))
+            try:
+                sent.append(pub.publish(meta, payload))
+            except Exception as exc:  # the payload could not be stored or the send not even queued
+                failed[meta.seq] = f"{type(exc).__name__}: {str(exc)[:120]}"
+                continue
+            finally:
+                chunk.path.unlink(missing_ok=True)
             if realtime:
                 pub.flush()
             if on_chunk:
                 on_chunk(sent[-1], len(payload))
-            chunk.path.unlink(missing_ok=True)
-        pub.flush()
+        try:
+            pub.wait()
+        except PublishError as exc:
+            failed.update(exc.failed)
     finally:
         if own:
             pub.close()
+    if failed:
+        raise PublishError(failed, len(sent) - len([s for s in sent if s.seq in failed]))
     return sent

@@ -1,17 +1,26 @@
-"""Decode a chunk into sampled RGB frames and 16 kHz float PCM with one ffmpeg process.
+"""Decode a chunk into sampled RGB frames and 16 kHz float PCM, a window at a time.
 
-The decoder does the sampling and scaling (fps and scale filters), so only the frames the model needs
-ever cross the pipe. The command is built with ffmpeg-python and run as an argument list: nothing from
-the message reaches a shell.
+Every byte of a chunk is untrusted, so ffmpeg only ever reads the chunk itself: the container is
+recognised from its first bytes, ffmpeg is told that one demuxer (`-f`, `-format_whitelist`) and the
+`file` protocol only, so playlists, concat scripts and references to other files or URLs never open.
+Frames and audio come out of two ffmpeg processes as streams and are read `window` seconds at a time,
+so memory does not grow with a chunk's length or resolution; a watchdog kills both processes when the
+chunk's decode budget (scaled by its declared duration) runs out. The decoder does the sampling and
+scaling (fps and scale filters), so only the frames the model needs ever cross a pipe. Commands are
+argument lists: nothing from a message reaches a shell.
 """
 
 from __future__ import annotations
 
+import collections
 import os
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
+from typing import Callable
 
 import ffmpeg
 import numpy as np
@@ -20,22 +29,47 @@ from pipeline.errors import BadChunk
 from pipeline.media.probe import MediaInfo, probe
 
 AUDIO_RATE = 16_000
+MAX_CHANNELS = 2          # dual layout uses two; more are never analysed
+SNIFF_BYTES = 4096
 
 
-@dataclass
-class Decoded:
-    info: MediaInfo
-    frames: np.ndarray       # (N, H, W, 3) uint8, sampled at `fps`; N may be 0
-    fps: float
-    audio: np.ndarray        # (C, S) float32 at 16 kHz; C may be 0
-    duration_ms: int
+def sniff_container(head: bytes) -> str | None:
+    """The ffmpeg demuxer for the chunk's container, from its magic bytes; None = not one we read.
+
+    Only self-contained media containers are accepted. Text formats (HLS/DASH playlists, ffconcat,
+    SDP), image sequences and anything else that can name another file or URL are not."""
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        return "matroska"
+    if head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"pnot", b"styp", b"moof"):
+        return "mov"
+    if head[:4] == b"OggS":
+        return "ogg"
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return "wav"
+    if head[:4] == b"fLaC":
+        return "flac"
+    if len(head) >= 377 and head[0] == 0x47 and head[188] == 0x47 and head[376] == 0x47:
+        return "mpegts"
+    return None
+
+
+def input_args(path: Path, demuxer: str, fast: bool = False) -> list[str]:
+    """ffmpeg input options that pin the demuxer and forbid every protocol but reading this file."""
+    args = ["-f", demuxer, "-format_whitelist", demuxer, "-protocol_whitelist", "file"]
+    if fast:
+        args += ["-skip_loop_filter", "all"]  # deblocking: invisible after the downscale for faces
+    return args + ["-i", f"file:{path}"]
 
 
 def target_size(width: int, height: int, target_width: int) -> tuple[int, int]:
-    """Scale to target_width (never upscale), both sides even as yuv-derived filters prefer."""
-    w = min(target_width, width)
+    """Fit inside a target_width square (never upscale), both sides even as yuv-derived filters prefer.
+
+    Landscape frames scale to target_width wide as before; a tall or huge frame (8192x8192) is bounded
+    too, so a frame's bytes never depend on the sender's resolution."""
+    scale = min(1.0, target_width / max(width, 1), target_width / max(height, 1))
+    w = int(round(width * scale))
     w -= w % 2
-    h = int(round(height * w / width / 2)) * 2
+    h = int(round(height * scale / 2)) * 2
     return max(w, 2), max(h, 2)
 
 
@@ -47,57 +81,226 @@ def is_truncated(declared_ms: int | None, decoded_ms: float) -> bool:
     return decoded_ms < declared_ms - max(500.0, 0.1 * declared_ms)
 
 
+@dataclass
+class Window:
+    """What one read produced: frames from index `first_frame`, audio from sample `first_sample`."""
+    first_frame: int
+    frames: np.ndarray      # (N, H, W, 3) uint8
+    first_sample: int
+    audio: np.ndarray       # (C, S) float32
+
+
+class _Stderr(threading.Thread):
+    """Drains a process's stderr so it can never block on a full pipe; keeps only the last lines."""
+
+    def __init__(self, pipe) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(daemon=True)
+        self.pipe, self.lines = pipe, collections.deque(maxlen=20)
+        self.partial = False
+        self.start()
+
+    def run(self) -> None:
+        for raw in iter(self.pipe.readline, b""):
+            line = raw.decode(errors="replace").strip()[:300]
+            self.partial = self.partial or "partial file" in line
+            if line:
+                self.lines.append(line)
+
+
+class StreamDecoder:
+    """Two ffmpeg processes (sampled frames, PCM) over one chunk file, read a window at a time.
+
+    Not thread-safe; one reader thread at a time, `close()` from any thread (it kills the processes,
+    which ends a blocked read at once: that is how cancellation and the deadline stop a decode)."""
+
+    def __init__(self, ffmpeg_bin: str, path: Path, fps: float, frame_width: int,
+                 timeout_s: float | Callable[[MediaInfo], float], fast: bool = True) -> None:
+        """`timeout_s` may be a function of what the container declares (a budget that scales)."""
+        with open(path, "rb") as f:
+            demuxer = sniff_container(f.read(SNIFF_BYTES))
+        if demuxer is None:
+            raise BadChunk("undecodable", "not a media container callstream reads "
+                                          "(MP4/MOV, Matroska/WebM, MPEG-TS, Ogg, WAV, FLAC)")
+        self.info: MediaInfo = probe(ffmpeg_bin, input_args(path, demuxer))
+        self.fps = fps
+        self.timeout_s = timeout_s(self.info) if callable(timeout_s) else timeout_s
+        self.size: tuple[int, int] | None = None
+        self.channels = min(self.info.audio.channels, MAX_CHANNELS) if self.info.audio else 0
+        self.timed_out = False
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._errs: list[_Stderr] = []
+        self.video: subprocess.Popen[bytes] | None = None
+        self.audio: subprocess.Popen[bytes] | None = None
+        self.frames_read = self.samples_read = 0
+        self.video_done = self.info.video is None
+        self.audio_done = self.info.audio is None
+        src = ffmpeg.input("x")  # placeholder input; the real, pinned input options are spliced in
+        quiet = ("-hide_banner", "-nostdin", "-loglevel", "error", "-threads", "2")
+        if self.info.video is not None:
+            self.size = target_size(self.info.video.width, self.info.video.height, frame_width)
+            out = (src.video.filter("fps", fps=fps).filter("scale", self.size[0], self.size[1])
+                   .output("pipe:", format="rawvideo", pix_fmt="rgb24"))
+            self.video = self._spawn(out.global_args(*quiet).compile(cmd=ffmpeg_bin), path, demuxer, fast)
+        if self.info.audio is not None:
+            out = src.audio.output("pipe:", format="f32le", acodec="pcm_f32le", ac=self.channels, ar=AUDIO_RATE)
+            self.audio = self._spawn(out.global_args(*quiet).compile(cmd=ffmpeg_bin), path, demuxer, False)
+        self._timer = threading.Timer(self.timeout_s, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _spawn(self, argv: list[str], path: Path, demuxer: str, fast: bool) -> subprocess.Popen[bytes]:
+        i = argv.index("-i")
+        argv = argv[:i] + input_args(path, demuxer, fast) + argv[i + 2:]
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._procs.append(proc)
+        self._errs.append(_Stderr(proc.stderr))
+        return proc
+
+    def _expire(self) -> None:
+        self.timed_out = True
+        self.close()
+
+    @property
+    def decoded_ms(self) -> float:
+        """How far both streams have been decoded; a stream that has ended does not hold the other back."""
+        ends = []
+        if self.info.video is not None:
+            ends.append(self.frames_read * 1000.0 / self.fps)
+        if self.info.audio is not None:
+            ends.append(self.samples_read * 1000.0 / AUDIO_RATE)
+        live = [e for e, done in zip(ends, self._done_flags(), strict=True) if not done]
+        return min(live) if live else max(ends, default=0.0)
+
+    def _done_flags(self) -> list[bool]:
+        flags = []
+        if self.info.video is not None:
+            flags.append(self.video_done)
+        if self.info.audio is not None:
+            flags.append(self.audio_done)
+        return flags
+
+    @property
+    def finished(self) -> bool:
+        return self.video_done and self.audio_done
+
+    def read(self, seconds: float) -> Window:
+        """The next `seconds` of each stream that has not ended (fewer at the end)."""
+        first_frame, first_sample = self.frames_read, self.samples_read
+        frames = np.zeros((0, 2, 2, 3), np.uint8)
+        audio = np.zeros((self.channels, 0), np.float32)
+        if self.video is not None and not self.video_done and self.size is not None:
+            w, h = self.size
+            want = max(1, int(round(seconds * self.fps)))
+            raw = _read_exact(self.video, want * w * h * 3)
+            n = len(raw) // (w * h * 3)
+            frames = np.frombuffer(raw[: n * w * h * 3], np.uint8).reshape(n, h, w, 3)
+            self.frames_read += n
+            self.video_done = n < want
+        if self.audio is not None and not self.audio_done:
+            want = int(seconds * AUDIO_RATE)
+            raw = _read_exact(self.audio, want * self.channels * 4)
+            n = len(raw) // (self.channels * 4)
+            audio = np.frombuffer(raw[: n * self.channels * 4], np.float32).reshape(n, self.channels).T.copy()
+            self.samples_read += n
+            self.audio_done = n < want
+        if self.finished:
+            self._check_end()
+        return Window(first_frame, frames, first_sample, audio)
+
+    def _check_end(self) -> None:
+        codes = [p.wait() for p in self._procs]
+        for err in self._errs:
+            err.join(timeout=2)
+        if self.timed_out:
+            raise BadChunk("decode_timeout", f"decoding took longer than its {self.timeout_s:.0f}s budget")
+        lines = [line for err in self._errs for line in err.lines]
+        if any(err.partial for err in self._errs):
+            raise BadChunk("truncated", next((x for x in lines if "partial file" in x), "partial file"))
+        if any(codes):
+            raise BadChunk("undecodable", (lines[-1] if lines else f"ffmpeg exited {max(codes)}")[:300])
+        if self.frames_read == 0 and self.samples_read == 0:
+            raise BadChunk("undecodable", "no frames and no audio decoded")
+        if is_truncated(self.info.duration_ms, self.decoded_ms):
+            raise BadChunk("truncated", f"decoded {self.decoded_ms:.0f} ms of the {self.info.duration_ms} ms "
+                                        "the container declares")
+
+    def close(self) -> None:
+        self._timer.cancel()
+        for p in self._procs:
+            if p.poll() is None:
+                p.kill()
+        for p in self._procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+            if p.stdout:
+                p.stdout.close()
+
+    def __enter__(self) -> StreamDecoder:
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+
+def _read_exact(proc: subprocess.Popen[bytes], n: int) -> bytes:
+    """Up to n bytes; fewer only at the end of the stream (or when the process was killed)."""
+    assert proc.stdout is not None
+    parts, got = [], 0
+    while got < n:
+        part = proc.stdout.read(n - got)
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
+
+@dataclass
+class Decoded:
+    info: MediaInfo
+    frames: np.ndarray       # (N, H, W, 3) uint8, sampled at `fps`; N may be 0
+    fps: float
+    audio: np.ndarray        # (C, S) float32 at 16 kHz; C may be 0
+    duration_ms: int
+
+
 def decode(ffmpeg_bin: str, path: Path, fps: float, frame_width: int, timeout: float = 120.0,
            fast: bool = True) -> Decoded:
-    info = probe(ffmpeg_bin, path)
-    # Deblocking smooths block edges that the downscale to frame_width removes anyway.
-    src = ffmpeg.input(str(path), **({"skip_loop_filter": "all"} if fast else {}))
-    outputs = []
-    size = None
-    if info.video is not None:
-        size = target_size(info.video.width, info.video.height, frame_width)
-        outputs.append(src.video.filter("fps", fps=fps).filter("scale", size[0], size[1])
-                       .output("pipe:", format="rawvideo", pix_fmt="rgb24"))
-    channels = min(info.audio.channels, 2) if info.audio else 0
-    tmpdir = tempfile.mkdtemp(prefix="callstream-pcm-", dir=scratch_dir())
-    pcm = Path(tmpdir) / "audio.f32"
-    if info.audio is not None:
-        outputs.append(src.audio.output(str(pcm), format="f32le", acodec="pcm_f32le",
-                                        ac=channels, ar=AUDIO_RATE))
-    stream = ffmpeg.merge_outputs(*outputs) if len(outputs) > 1 else outputs[0]
-    argv = stream.global_args("-hide_banner", "-nostdin", "-loglevel", "error").compile(cmd=ffmpeg_bin)
-    try:
-        proc = subprocess.run(argv, capture_output=True, timeout=timeout)
-        if proc.returncode != 0:
-            msg = proc.stderr.decode(errors="replace").strip().splitlines()
-            raise BadChunk("undecodable", (msg[-1] if msg else f"ffmpeg exited {proc.returncode}")[:300])
-        # A cut-off file with its index first still "decodes" (exit 0) up to the cut: that is data loss.
-        errors = proc.stderr.decode(errors="replace")
-        if "partial file" in errors:
-            raise BadChunk("truncated", errors.strip().splitlines()[-1][:300])
-        frames = np.zeros((0, 1, 1, 3), np.uint8)
-        if size is not None:
-            raw = np.frombuffer(proc.stdout, np.uint8)
-            per = size[0] * size[1] * 3
-            frames = raw[: len(raw) // per * per].reshape(-1, size[1], size[0], 3)
-        audio = np.zeros((0, 0), np.float32)
-        if info.audio is not None:
-            audio = np.fromfile(pcm, np.float32)
-            audio = audio[: len(audio) // channels * channels].reshape(-1, channels).T.copy()
-    except subprocess.TimeoutExpired:
-        raise BadChunk("decode_timeout", f"ffmpeg took longer than {timeout:.0f}s") from None
-    finally:
-        pcm.unlink(missing_ok=True)
-        os.rmdir(tmpdir)
-    if len(frames) == 0 and audio.size == 0:
-        raise BadChunk("undecodable", "no frames and no audio decoded")
-    decoded_ms = max(len(frames) * 1000.0 / fps, audio.shape[1] * 1000.0 / AUDIO_RATE if audio.size else 0)
-    if is_truncated(info.duration_ms, decoded_ms):
-        raise BadChunk("truncated", f"decoded {decoded_ms:.0f} ms of the {info.duration_ms} ms the container declares")
-    duration = info.duration_ms if info.duration_ms else int(round(decoded_ms))
-    return Decoded(info, frames, fps, audio, duration)
+    """Whole-file decode for short media (benchmarks, tools); the worker streams with StreamDecoder."""
+    with StreamDecoder(ffmpeg_bin, path, fps, frame_width, timeout, fast) as dec:
+        windows = []
+        while not dec.finished:
+            windows.append(dec.read(60.0))
+        frames = [w.frames for w in windows if len(w.frames)]
+        audio = [w.audio for w in windows if w.audio.size]
+        decoded_ms = dec.decoded_ms
+        return Decoded(dec.info, np.concatenate(frames) if frames else np.zeros((0, 1, 1, 3), np.uint8), fps,
+                       np.concatenate(audio, axis=1) if audio else np.zeros((0, 0), np.float32),
+                       dec.info.duration_ms or int(round(decoded_ms)))
 
 
 def scratch_dir() -> str | None:
     """Prefer RAM-backed /dev/shm for short-lived media files."""
     return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+
+
+class ChunkFile:
+    """The payload on scratch storage for ffmpeg to read (a file, so demuxers can seek), removed on exit."""
+
+    def __init__(self, payload: bytes) -> None:
+        fd, name = tempfile.mkstemp(prefix="callstream-chunk-", dir=scratch_dir())
+        self.path = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(payload)
+        except BaseException:
+            self.path.unlink(missing_ok=True)
+            raise
+
+    def __enter__(self) -> Path:
+        return self.path
+
+    def __exit__(self, *exc: object) -> None:
+        self.path.unlink(missing_ok=True)

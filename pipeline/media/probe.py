@@ -71,10 +71,15 @@ def parse_report(stderr: str) -> MediaInfo:
     return MediaInfo(duration, video, audio)
 
 
-def probe(ffmpeg: str, path: Path, timeout: float = 30.0) -> MediaInfo:
-    proc = subprocess.run([ffmpeg, "-hide_banner", "-nostdin", "-i", str(path)],
-                          capture_output=True, timeout=timeout)
-    info = parse_report(proc.stderr.decode(errors="replace"))
+def probe(ffmpeg: str, source: Path | list[str], timeout: float = 30.0) -> MediaInfo:
+    """`source` is a trusted path, or input arguments that pin the demuxer (decode.input_args)."""
+    inputs = ["-i", str(source)] if isinstance(source, Path) else list(source)
+    try:
+        proc = subprocess.run([ffmpeg, "-hide_banner", "-nostdin", "-threads", "1", *inputs],
+                              capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise BadChunk("decode_timeout", f"reading the container header took longer than {timeout:.0f}s") from None
+    info = parse_report(proc.stderr.decode(errors="replace")[:200_000])
     if info.video is None and info.audio is None:
         raise BadChunk("no_media_streams", "neither a video nor an audio stream")
     return info

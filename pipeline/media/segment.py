@@ -74,3 +74,53 @@ def track_views(layout: str, frame_width: int | None, channels: int) -> list[Tra
     if layout in (AGENT, CUSTOMER):
         return [TrackView(layout, 0 if frame_width else None, frame_width, 0 if channels else None)]
     raise ValueError(f"unknown layout {layout!r}")
+
+
+def effective_duration(header_ms: int | None, container_ms: int | None, decoded_ms: float,
+                       tolerance_ms: float) -> tuple[int, str | None]:
+    """The chunk length the rows cover, and a note when a declared length was overruled.
+
+    A declared length (the duration-ms header, else the container's) within `tolerance_ms` of what
+    decodes is kept: it is the recorder's exact cut, and frame sampling makes the decoded length coarse.
+    Beyond it the media wins, so a header cannot make rows for minutes that were never sent."""
+    decoded = int(round(decoded_ms))
+    if header_ms is not None:
+        if abs(header_ms - decoded) <= tolerance_ms:
+            return header_ms, None
+        return decoded, f"duration-ms={header_ms} clamped to the {decoded} ms that decode"
+    if container_ms and abs(container_ms - decoded) <= tolerance_ms:
+        return container_ms, None
+    return decoded, None
+
+
+class SegmentPlanner:
+    """Hands out a chunk's segments as its media is decoded, identical to segments() of the whole.
+
+    The length is known only at the end of a stream, and it decides the last cells (a short last piece
+    joins its neighbour) and, with a declared length, may end up to `tolerance_ms` short of what
+    decoded. So a cell is released only once media reaches a lookahead of one segment plus that
+    tolerance past it, and never the last cell of the partial plan; the rest comes from finish()."""
+
+    def __init__(self, chunk_start_ms: int, segment_ms: int, tolerance_ms: float) -> None:
+        self.start, self.segment_ms = chunk_start_ms, segment_ms
+        self.lookahead = segment_ms + tolerance_ms
+        self.released: list[Segment] = []
+
+    def ready(self, decoded_ms: float) -> list[Segment]:
+        """Cells that are certain now that `decoded_ms` of the chunk has been decoded."""
+        reach = int(decoded_ms - self.lookahead)
+        if reach <= 0:
+            return []
+        certain = segments(self.start, reach, self.segment_ms)[:-1]
+        new = certain[len(self.released):]
+        self.released.extend(new)
+        return new
+
+    def finish(self, duration_ms: int) -> list[Segment]:
+        final = segments(self.start, duration_ms, self.segment_ms)
+        if final[: len(self.released)] != self.released:
+            raise RuntimeError(f"segment plan diverged: released {self.released[-1:]} "
+                               f"but the final plan has {final[len(self.released) - 1:len(self.released)]}")
+        rest = final[len(self.released):]
+        self.released.extend(rest)
+        return rest

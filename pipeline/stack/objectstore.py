@@ -19,7 +19,9 @@ def s3_client(settings: Settings):
 
     return boto3.client("s3", endpoint_url=settings.s3_url, aws_access_key_id=settings.s3_access_key,
                         aws_secret_access_key=settings.s3_secret_key, region_name=settings.s3_region,
+                        # Bounded waits: a store that hangs must surface as a fault, not stall a chunk.
                         config=Config(retries={"max_attempts": 3, "mode": "standard"},
+                                      connect_timeout=5, read_timeout=30,
                                       s3={"addressing_style": "path"}))
 
 

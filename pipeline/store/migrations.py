@@ -56,6 +56,31 @@ GROUP BY c.call_id, c.started_at, c.layout, c.last_seq;
 """
 
 
+CALL_SUMMARY_V3 = """
+DROP VIEW IF EXISTS call_summary;
+CREATE VIEW call_summary AS
+WITH latest AS (
+    SELECT DISTINCT ON (call_id, seq) call_id, seq, status
+    FROM chunks WHERE call_id IS NOT NULL AND seq IS NOT NULL
+    ORDER BY call_id, seq, processed_at DESC
+)
+SELECT c.call_id, c.started_at, c.layout, c.last_seq,
+       count(l.seq) FILTER (WHERE l.status = 'done') AS chunks_done,
+       count(l.seq) FILTER (WHERE l.status = 'failed') AS chunks_failed,
+       count(l.seq) FILTER (WHERE l.seq > c.last_seq) AS chunks_past_end,
+       CASE WHEN c.last_seq IS NOT NULL
+                 AND count(l.seq) FILTER (WHERE l.status = 'done' AND l.seq <= c.last_seq) = c.last_seq + 1
+                 THEN 'complete'
+            WHEN c.last_seq IS NOT NULL
+                 AND count(l.seq) FILTER (WHERE l.seq <= c.last_seq) = c.last_seq + 1
+                 THEN 'complete_with_failures'
+            ELSE 'in_progress' END AS status,
+       (SELECT max(end_ms) / 1000.0 FROM emotion_segments s WHERE s.call_id = c.call_id) AS analysed_until_s
+FROM calls c LEFT JOIN latest l USING (call_id)
+GROUP BY c.call_id, c.started_at, c.layout, c.last_seq;
+"""
+
+
 def _v1_tables(conn: Connection) -> None:
     Base.metadata.create_all(conn)
 
@@ -64,8 +89,18 @@ def _v2_views(conn: Connection) -> None:
     conn.exec_driver_sql(VIEWS)
 
 
+def _v3_completion(conn: Connection) -> None:
+    # Fixed DDL (not create_all): a database migrated before this release must end up the same.
+    conn.exec_driver_sql("ALTER TABLE chunks ADD COLUMN IF NOT EXISTS note text")
+    conn.exec_driver_sql("COMMENT ON COLUMN chunks.note IS "
+                         "'what was adjusted on a done chunk, e.g. a clamped duration'")
+    conn.exec_driver_sql(CALL_SUMMARY_V3)
+
+
 MIGRATIONS = [(1, "tables: calls, chunks ledger, emotion_segments", _v1_tables),
-              (2, "views: emotion_timeline, call_track_summary, call_summary", _v2_views)]
+              (2, "views: emotion_timeline, call_track_summary, call_summary", _v2_views),
+              (3, "chunks.note; call_summary: complete once seqs 0..end are settled, later seqs counted",
+               _v3_completion)]
 
 
 def migrate(conn: Connection) -> list[int]:

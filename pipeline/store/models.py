@@ -19,7 +19,7 @@ class Call(Base):
     call_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     layout: Mapped[str | None] = mapped_column(String(16))
-    last_seq: Mapped[int | None] = mapped_column(Integer, comment="seq of the end-of-call chunk, once seen")
+    last_seq: Mapped[int | None] = mapped_column(Integer, comment="highest seq marked end-of-call, once seen")
     first_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
@@ -40,6 +40,7 @@ class ChunkLedger(Base):
     status: Mapped[str] = mapped_column(String(16), comment="done | failed")
     error_reason: Mapped[str | None] = mapped_column(String(64))
     error_detail: Mapped[str | None] = mapped_column(Text)
+    note: Mapped[str | None] = mapped_column(Text, comment="what was adjusted on a done chunk, e.g. a clamped duration")
     start_ms: Mapped[int | None] = mapped_column(BigInteger)
     duration_ms: Mapped[int | None] = mapped_column(BigInteger)
     size_bytes: Mapped[int | None] = mapped_column(BigInteger)

@@ -13,13 +13,16 @@ from typing import Any
 
 from sqlalchemy import func
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from pipeline.errors import TransientFault
+from pipeline.errors import BadChunk, TransientFault
 from pipeline.store.models import Call, ChunkLedger, EmotionSegment
 
 SEGMENT_KEY = ["call_id", "track", "start_ms", "model_version"]
 LEDGER_KEY = ["topic", "partition", "offset"]
+# The driver sends at most 65,535 bind parameters per statement; stay well below it.
+MAX_PARAMS = 30_000
 
 
 def _upsert(model, rows: list[dict[str, Any]], keys: list[str], extra: dict | None = None):
@@ -35,7 +38,8 @@ def _call_upsert(call: dict[str, Any]):
     return stmt.on_conflict_do_update(index_elements=["call_id"], set_={
         "started_at": func.coalesce(Call.started_at, stmt.excluded.started_at),
         "layout": func.coalesce(Call.layout, stmt.excluded.layout),
-        "last_seq": func.coalesce(stmt.excluded.last_seq, Call.last_seq),
+        # Two chunks both marked end-of-call: the later seq is the end (GREATEST ignores NULLs).
+        "last_seq": func.greatest(stmt.excluded.last_seq, Call.last_seq),
         "updated_at": func.now(),
     })
 
@@ -52,26 +56,44 @@ class SegmentWriter:
 
     @asynccontextmanager
     async def _transaction(self):
-        """One transaction; a lost or unreachable server is transient (retry), anything else is raised."""
+        """One transaction. Faults are classified by what Postgres said: a server that cannot be reached,
+        a dropped connection, a deadlock or serialization failure is transient; data, integrity and
+        programming errors will fail the same way every time, so they are the chunk's (db_rejected)."""
         try:
             async with self.engine.begin() as conn:
                 yield conn
         except DBAPIError as exc:
-            if isinstance(exc, OperationalError) or exc.connection_invalidated:
-                raise TransientFault(f"Postgres unavailable: {exc.orig or exc}") from exc
-            raise
+            if isinstance(exc, (OperationalError, InterfaceError)) or exc.connection_invalidated:
+                raise TransientFault(f"Postgres unavailable: {exc.orig or exc}", "postgres") from exc
+            raise BadChunk("db_rejected", f"{type(exc.orig or exc).__name__}: {str(exc.orig or exc)[:400]}") from exc
+        except (PoolTimeout, OSError) as exc:
+            raise TransientFault(f"Postgres unavailable: {exc}", "postgres") from exc
+
+    async def ping(self) -> bool:
+        """Whether Postgres answers now: tells a dependency that is down from a message that keeps failing."""
+        try:
+            async with self.engine.connect() as conn:
+                await conn.exec_driver_sql("SELECT 1")
+            return True
+        except Exception:
+            return False
 
     async def commit_chunk(self, call: dict[str, Any], segments: list[dict[str, Any]],
-                           ledger: dict[str, Any]) -> None:
+                           ledger: dict[str, Any]) -> float:
+        """Write the chunk's call, segment and ledger rows in one transaction; returns the ms it took."""
         async with self._transaction() as conn:
             start = time.perf_counter()
             await conn.execute(_call_upsert(call))
             if segments:
                 # Sorted keys: concurrent chunks of one call lock rows in the same order (no deadlock).
                 segments = sorted(segments, key=lambda r: (r["track"], r["start_ms"]))
-                await conn.execute(_upsert(EmotionSegment, segments, SEGMENT_KEY, {"updated_at": func.now()}))
-            ledger["db_ms"] = (time.perf_counter() - start) * 1000
-            await conn.execute(_ledger_upsert(ledger))
+                batch = max(1, MAX_PARAMS // len(segments[0]))
+                for i in range(0, len(segments), batch):
+                    await conn.execute(_upsert(EmotionSegment, segments[i:i + batch], SEGMENT_KEY,
+                                               {"updated_at": func.now()}))
+            db_ms = (time.perf_counter() - start) * 1000
+            await conn.execute(_ledger_upsert({**ledger, "db_ms": db_ms}))
+        return db_ms
 
     async def record_failure(self, call: dict[str, Any] | None, ledger: dict[str, Any]) -> None:
         async with self._transaction() as conn:

@@ -1,14 +1,20 @@
 """The Faust app: one agent on the chunks topic, a dead-letter topic, nothing else.
 
-Several agent instances (concurrency) keep chunks in flight so ffmpeg, Triton and Postgres overlap;
-Faust commits an offset only once every earlier message of the partition has been acknowledged, and
-a message is acknowledged only after its rows are committed.
+One reader takes messages in partition order and runs up to `worker_concurrency` of them at once, so
+ffmpeg, Triton and Postgres overlap and one slow chunk does not hold the others up. Offsets are the
+delicate part: Faust commits the highest run of acknowledged offsets it sees, so acknowledging a fast
+later message while an earlier one is still running would let the commit pass the earlier one, and a
+crash would lose it. The OffsetGate acknowledges a partition's messages strictly in offset order, each
+only once its end (rows or dead letter) is committed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
+from typing import Any
 
 import faust
 
@@ -22,6 +28,38 @@ from pipeline.worker.handler import MessageHandler
 from pipeline.worker.process import ChunkProcessor
 
 log = logging.getLogger("callstream.worker")
+
+
+class OffsetGate:
+    """Per partition, the offsets in flight; releases finished ones only below the lowest unfinished.
+
+    Messages of a partition are begun in the order the single reader receives them, which is offset
+    order; they may finish in any order."""
+
+    def __init__(self) -> None:
+        self._open: dict[Any, dict[int, Any]] = {}
+
+    def begin(self, tp: Any, offset: int) -> None:
+        self._open.setdefault(tp, {})[offset] = None
+
+    def finish(self, tp: Any, offset: int, token: Any) -> list[Any]:
+        """Mark `offset` finished; returns the tokens that may now be acknowledged, in offset order."""
+        entries = self._open[tp]
+        entries[offset] = token
+        released = []
+        for off in sorted(entries):
+            if entries[off] is None:
+                break
+            released.append(entries.pop(off))
+        if not entries:
+            del self._open[tp]
+        return released
+
+    def pending(self) -> int:
+        return sum(len(e) for e in self._open.values())
+
+
+EXIT_CODE = {"code": 0}
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -42,10 +80,10 @@ def create_app(settings: Settings) -> faust.App:
     chunks = app.topic(settings.chunks_topic, key_type=bytes, value_type=bytes,
                        partitions=settings.partitions)
     dlq = app.topic(settings.dlq_topic, key_type=bytes, value_type=bytes)
-    state: dict = {}
+    state: dict[str, MessageHandler] = {}
     ready = asyncio.Lock()
 
-    async def dead_letter(key, value, headers) -> None:
+    async def dead_letter(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> None:
         fut = await dlq.send(key=key, value=value, headers=headers)
         await fut
 
@@ -59,16 +97,63 @@ def create_app(settings: Settings) -> faust.App:
                 claims = ClaimCheckStore(settings)
                 processor = ChunkProcessor(settings, client, claims, ffmpeg_exe(settings.ffmpeg_binary), name, version)
                 writer = SegmentWriter(async_engine(settings, pool_size=settings.worker_concurrency))
-                state["handler"] = MessageHandler(processor, writer, dead_letter,
-                                                  settings.retry_initial_s, settings.retry_max_s)
+
+                async def s3_up() -> bool:
+                    return await asyncio.to_thread(claims.ping)
+
+                async def park(source: str, payload: bytes) -> str:
+                    return await asyncio.to_thread(claims.put_dead_letter, source, payload)
+
+                state["handler"] = MessageHandler(
+                    processor, writer, dead_letter,
+                    health={"triton": client.ping, "postgres": writer.ping, "object_store": s3_up},
+                    park_payload=park, retry_initial_s=settings.retry_initial_s, retry_max_s=settings.retry_max_s,
+                    max_attempts=settings.max_attempts, dlq_inline_limit=settings.dlq_inline_limit_bytes)
                 log.info("worker ready: model %s (%s) at %s", name, version, settings.triton_grpc_url)
         return state["handler"]
 
-    @app.agent(chunks, concurrency=settings.worker_concurrency)
-    async def process_chunks(stream):
+    async def agent_crashed(agent: Any, exc: BaseException) -> None:
+        # Nothing should get here (the handler settles every message); if something does, a worker
+        # that no longer consumes must not look alive: say so loudly and exit non-zero for a restart.
+        log.error("the chunks agent stopped consuming (%r); stopping the worker for a restart", exc)
+        EXIT_CODE["code"] = 1
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    @app.agent(chunks, concurrency=1, on_error=agent_crashed)
+    async def process_chunks(stream: Any) -> None:
         h = await handler()
-        async for event in stream.events():
+        slots = asyncio.Semaphore(settings.worker_concurrency)
+        gate = OffsetGate()
+        running: set[asyncio.Task[None]] = set()
+        manual = stream.noack()
+
+        async def run(event: Any) -> None:
             m = event.message
-            await h.handle(m.topic, m.partition, m.offset, m.key, m.value, m.headers)
+            try:
+                await h.handle(m.topic, m.partition, m.offset, m.key, m.value, m.headers)
+                # The payload is no longer needed while the ack may wait for an earlier, slower message.
+                for attr in ("value", "key"):
+                    try:
+                        setattr(m, attr, None)
+                    except AttributeError:
+                        pass
+                for done in gate.finish(m.tp, m.offset, event):
+                    await manual.ack(done)
+            finally:
+                slots.release()
+
+        try:
+            async for event in manual.events():
+                gate.begin(event.message.tp, event.message.offset)  # at once: receipt order is offset order
+                await slots.acquire()
+                task = asyncio.create_task(run(event))
+                running.add(task)
+                task.add_done_callback(running.discard)
+        finally:
+            # Stopping: unfinished messages stay unacknowledged, so the next owner processes them again.
+            for task in list(running):
+                task.cancel()
+            if running:
+                await asyncio.wait(list(running), timeout=5)
 
     return app

@@ -1,7 +1,15 @@
-"""Per-message policy: process, commit, and only then let the offset advance.
+"""Per-message policy: the one place that decides a message's fate (done, dead-lettered, or retried).
 
-Bad chunks go to the dead-letter topic with their reason and get a `failed` ledger row; transient
-faults are retried with capped exponential backoff for as long as it takes, holding the offset.
+Every message reaches exactly one end: its rows are committed, or it is on the dead-letter topic with
+its reason and a `failed` ledger row. Nothing escapes `handle` but cancellation (a graceful stop: the
+offset is not acknowledged, so the next owner processes the message again).
+
+- BadChunk: the chunk's fault. Dead-letter at once.
+- TransientFault: a dependency's fault. Retry with capped exponential backoff while the offset holds.
+  After `max_attempts` the handler asks that dependency whether it is up: if it answers, the failure
+  is about this message after all, and it is dead-lettered as `retries_exhausted`; if not, the
+  dependency really is down and waiting is right.
+- Anything else is a bug, and costs one chunk (`processing_error`), never the worker.
 """
 
 from __future__ import annotations
@@ -11,18 +19,42 @@ import logging
 import os
 import socket
 import traceback
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable
+from typing import Any
 
-from pipeline.contract import H_DLQ_DETAIL, H_DLQ_REASON, ChunkMeta, header_map, parse
-from pipeline.errors import BadChunk, TransientFault
-from pipeline.store.writer import SegmentWriter
-from pipeline.worker.process import ChunkProcessor
+from pipeline.contract import H_DLQ_DETAIL, H_DLQ_REASON, ChunkMeta, bounded, parse
+from pipeline.errors import BadChunk, Dependency, TransientFault
 
 log = logging.getLogger("callstream.worker")
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
-DeadLetter = Callable[[bytes | None, bytes | None, list[tuple[str, bytes]]], Awaitable[None]]
+H_DLQ_SOURCE = "dlq-source"
+H_DLQ_ATTEMPTS = "dlq-attempts"
+H_DLQ_PAYLOAD = "dlq-payload"
+
+Headers = list[tuple[str, bytes]]
+DeadLetter = Callable[[bytes | None, bytes | None, Headers], Awaitable[None]]
+Health = Callable[[], Awaitable[bool]]
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Any
+
+    @property
+    def source(self) -> str:
+        return f"{self.topic}/{self.partition}/{self.offset}"
+
+
+class DeadLetterRejected(Exception):
+    """The dead-letter topic refused this record itself (too large, invalid): send a smaller one."""
 
 
 def _published_at(meta: ChunkMeta | None) -> datetime | None:
@@ -31,50 +63,104 @@ def _published_at(meta: ChunkMeta | None) -> datetime | None:
     return None
 
 
+def raw_headers(headers: Any) -> Headers:
+    """The message's own headers as sent (even malformed ones), for the dead letter; ours removed."""
+    out: Headers = []
+    try:
+        items = headers.items() if isinstance(headers, Mapping) else list(headers or [])
+        for k, v in items:
+            name = k.decode("utf-8", "replace") if isinstance(k, bytes) else str(k)
+            if not name.lower().startswith("dlq-"):
+                out.append((name, v if isinstance(v, bytes) else str(v if v is not None else "").encode()))
+    except Exception:  # headers that cannot even be iterated are dropped, not fatal
+        return []
+    return out
+
+
 class MessageHandler:
-    def __init__(self, processor: ChunkProcessor, writer: SegmentWriter, dead_letter: DeadLetter,
-                 retry_initial_s: float = 0.5, retry_max_s: float = 30.0) -> None:
+    def __init__(self, processor: Any, writer: Any, dead_letter: DeadLetter, *,
+                 health: Mapping[Dependency, Health] | None = None, park_payload: Any = None,
+                 retry_initial_s: float = 0.5, retry_max_s: float = 30.0, max_attempts: int = 6,
+                 dlq_inline_limit: int = 900_000) -> None:
+        """`park_payload(source, payload) -> uri` keeps a payload too large for the DLQ (claim check)."""
         self.processor, self.writer, self.dead_letter = processor, writer, dead_letter
+        self.health = dict(health or {})
+        self.park_payload = park_payload
         self.retry_initial_s, self.retry_max_s = retry_initial_s, retry_max_s
+        self.max_attempts, self.dlq_inline_limit = max_attempts, dlq_inline_limit
 
     async def handle(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
                      headers: Any) -> str:
-        attempt = 0
+        """Returns 'done' or 'failed' once the message's end is committed; retries until then."""
+        msg = Message(topic, partition, offset, key, value, headers)
+        verdict: BadChunk | None = None
+        attempts = 0
         while True:
             try:
-                return await self._once(topic, partition, offset, key, value, headers)
+                if verdict is None:
+                    try:
+                        return await self._process(msg, attempts + 1)
+                    except (BadChunk, TransientFault):
+                        raise
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:  # a bug must cost one chunk, not the worker
+                        log.exception("unexpected error on %s", msg.source)
+                        raise BadChunk("processing_error", _describe(exc)) from exc
+                return await self._reject(msg, verdict, attempts + 1)
+            except BadChunk as bad:
+                if verdict is None:
+                    verdict = bad
+                    continue
+                # Settling it failed for good (even the reduced ledger row): back off, never drop it.
+                attempts += 1
+                log.error("cannot settle %s (attempt %d): %s", msg.source, attempts, bounded(str(bad), 300))
+                await asyncio.sleep(min(self.retry_max_s, self.retry_initial_s * 2 ** min(attempts - 1, 30)))
             except TransientFault as exc:
-                delay = min(self.retry_max_s, self.retry_initial_s * 2 ** attempt)
-                attempt += 1
-                log.warning("transient fault on %s[%d]@%d (attempt %d), retrying in %.1fs: %s",
-                            topic, partition, offset, attempt, delay, exc)
+                attempts += 1
+                if verdict is None and attempts >= self.max_attempts and await self._answers(exc.dependency):
+                    verdict = BadChunk("retries_exhausted", f"{attempts} attempts while {exc.dependency} answered "
+                                                            f"other requests; last: {bounded(str(exc), 400)}")
+                    continue
+                delay = min(self.retry_max_s, self.retry_initial_s * 2 ** min(attempts - 1, 30))
+                log.warning("transient fault on %s (attempt %d, %s), retrying in %.1fs: %s", msg.source, attempts,
+                            exc.dependency, delay, bounded(str(exc), 300))
                 await asyncio.sleep(delay)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug while dead-lettering: back off and try again, never drop
+                attempts += 1
+                log.exception("error while settling %s (attempt %d)", msg.source, attempts)
+                await asyncio.sleep(min(self.retry_max_s, self.retry_initial_s * 2 ** min(attempts - 1, 30)))
 
-    async def _once(self, topic, partition, offset, key, value, headers) -> str:
-        ledger: dict[str, Any] = {"topic": topic, "partition": partition, "offset": offset, "worker": WORKER_ID,
-                                  "size_bytes": len(value) if value else 0}
-        meta: ChunkMeta | None = None
+    async def _answers(self, dependency: Dependency) -> bool:
+        check = self.health.get(dependency)
+        if check is None:
+            return True
         try:
-            meta = parse(headers, key)
+            return bool(await asyncio.wait_for(check(), timeout=10))
+        except Exception:
+            return False
+
+    def _ledger(self, msg: Message, meta: ChunkMeta | None, attempts: int) -> dict[str, Any]:
+        ledger: dict[str, Any] = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset,
+                                  "worker": WORKER_ID, "size_bytes": len(msg.value) if msg.value else 0}
+        if meta is not None:
             ledger.update(call_id=meta.call_id, seq=meta.seq, start_ms=meta.start_ms,
                           claim_check=meta.claim_check, published_at=_published_at(meta))
-            rows, t = await self.processor.process(meta, value)
-        except BadChunk as bad:
-            await self._reject(bad, meta, ledger, key, value, headers)
-            return "failed"
-        except TransientFault:
-            raise
-        except Exception as exc:  # a bug must cost one chunk, not the worker
-            log.exception("unexpected error on %s[%d]@%d", topic, partition, offset)
-            bad = BadChunk("processing_error", "".join(traceback.format_exception_only(exc)).strip()[:500])
-            await self._reject(bad, meta, ledger, key, value, headers)
-            return "failed"
+        return ledger
+
+    async def _process(self, msg: Message, attempt: int) -> str:
+        meta = parse(msg.headers, msg.key)
+        rows, t = await self.processor.process(meta, msg.value)
+        ledger = self._ledger(msg, meta, attempt)
         ledger.update(status="done", duration_ms=max((r["end_ms"] for r in rows), default=meta.start_ms) - meta.start_ms,
                       segments=len(rows), size_bytes=t.size_bytes, fetch_ms=t.fetch_ms, decode_ms=t.decode_ms,
-                      inference_ms=t.inference_ms, error_reason=None, error_detail=None)
-        await self.writer.commit_chunk(self._call(meta), rows, ledger)
-        log.info("chunk %s/%d: %d segments (decode %.0f ms, inference %.0f ms, db %.0f ms)", meta.call_id,
-                 meta.seq, len(rows), t.decode_ms, t.inference_ms, ledger["db_ms"])
+                      inference_ms=t.inference_ms, error_reason=None, error_detail=None,
+                      note="; ".join(t.notes) or None)
+        db_ms = await self.writer.commit_chunk(self._call(meta), rows, ledger)
+        log.info("chunk %s/%d: %d segments (decode %.0f ms, inference %.0f ms, db %.0f ms)%s", meta.call_id,
+                 meta.seq, len(rows), t.decode_ms, t.inference_ms, db_ms or 0, f" [{ledger['note']}]" if t.notes else "")
         return "done"
 
     @staticmethod
@@ -82,17 +168,64 @@ class MessageHandler:
         return {"call_id": meta.call_id, "started_at": meta.call_started_at, "layout": meta.layout,
                 "last_seq": meta.seq if meta.end_of_call else None}
 
-    async def _reject(self, bad: BadChunk, meta, ledger, key, value, headers) -> None:
-        log.warning("dead-lettering %s[%d]@%d: %s", ledger["topic"], ledger["partition"], ledger["offset"], bad)
+    async def _reject(self, msg: Message, bad: BadChunk, attempts: int) -> str:
+        log.warning("dead-lettering %s: %s", msg.source, bounded(str(bad), 300))
         try:
-            original = [(k, v.encode()) for k, v in header_map(headers).items()]
+            meta: ChunkMeta | None = parse(msg.headers, msg.key)
         except BadChunk:
-            original = []
-        extra = [(H_DLQ_REASON, bad.reason.encode()), (H_DLQ_DETAIL, bad.detail[:1000].encode()),
-                 ("dlq-source", f"{ledger['topic']}/{ledger['partition']}/{ledger['offset']}".encode())]
+            meta = None
+        except Exception:
+            meta = None
+        extra = [(H_DLQ_REASON, bad.reason.encode()), (H_DLQ_DETAIL, bounded(bad.detail, 1000).encode()),
+                 (H_DLQ_SOURCE, msg.source.encode()), (H_DLQ_ATTEMPTS, str(attempts).encode())]
+        value, where = msg.value, "inline" if msg.value else "none"
+        if value and len(value) > self.dlq_inline_limit:
+            value, where = b"", await self._park(msg, value)
+        original = raw_headers(msg.headers)
         try:
-            await self.dead_letter(key, value, [h for h in original if not h[0].startswith("dlq-")] + extra)
+            await self._send(msg.key, value, original + extra + [(H_DLQ_PAYLOAD, where.encode())])
+        except DeadLetterRejected as exc:
+            # Still reach the DLQ: without the original headers and payload, pointing at the source offset.
+            log.warning("dead letter of %s refused (%s); sending a reference instead", msg.source, exc)
+            await self._send(None, b"", extra + [(H_DLQ_PAYLOAD, f"omitted; see {msg.source}".encode())])
+        ledger = self._ledger(msg, meta, attempts)
+        ledger.update(status="failed", error_reason=bad.reason, error_detail=bounded(bad.detail, 2000))
+        try:
+            await self.writer.record_failure(self._call(meta) if meta else None, ledger)
+        except BadChunk as exc:  # the header-derived fields were refused: keep the ledger row anyway
+            log.warning("ledger row of %s refused (%s); recording it without call fields", msg.source, exc)
+            ledger = {k: v for k, v in ledger.items() if k not in ("call_id", "seq", "start_ms", "claim_check",
+                                                                   "published_at")}
+            await self.writer.record_failure(None, ledger)
+        return "failed"
+
+    async def _park(self, msg: Message, value: bytes) -> str:
+        if self.park_payload is None:
+            return f"omitted (too large for the DLQ); see {msg.source}"
+        try:
+            return str(await self.park_payload(msg.source, value))
+        except BadChunk as exc:
+            return f"omitted ({exc.reason}); see {msg.source}"
+
+    async def _send(self, key: bytes | None, value: bytes | None, headers: Headers) -> None:
+        try:
+            await self.dead_letter(key, value, headers)
+        except (DeadLetterRejected, asyncio.CancelledError):
+            raise
         except Exception as exc:
-            raise TransientFault(f"dead-letter topic unavailable: {exc}") from exc
-        ledger.update(status="failed", error_reason=bad.reason, error_detail=bad.detail[:2000])
-        await self.writer.record_failure(self._call(meta) if meta else None, ledger)
+            if _permanent_kafka_error(exc):
+                raise DeadLetterRejected(_describe(exc)) from exc
+            raise TransientFault(f"dead-letter topic unavailable: {_describe(exc)}", "dead_letter_topic") from exc
+
+
+def _permanent_kafka_error(exc: BaseException) -> bool:
+    """Kafka errors are marked retriable or not; a record too large or invalid will never be accepted."""
+    name = type(exc).__name__
+    if name in ("MessageSizeTooLargeError", "RecordTooLargeError", "InvalidRecordError", "CorruptRecordException",
+                "RecordListTooLargeError", "UnsupportedForMessageFormatError"):
+        return True
+    return getattr(exc, "retriable", True) is False and getattr(exc, "errno", None) not in (None, -1)
+
+
+def _describe(exc: BaseException) -> str:
+    return bounded("".join(traceback.format_exception_only(exc)).strip(), 500)

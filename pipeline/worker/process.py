@@ -1,27 +1,28 @@
-"""One chunk, start to rows: payload (inline or claim check), decode, segments, inference.
+"""One chunk, start to rows: payload (inline or claim check), decode a window at a time, segments,
+inference.
 
 Raises BadChunk for anything wrong with the chunk itself and TransientFault when a dependency is
-down; returns rows ready for the writer otherwise.
+down; returns rows ready for the writer otherwise. Memory is bounded by the decode window, not by
+the chunk: frames are analysed and dropped window by window, and only the small rows are kept until
+the chunk commits as one transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import tempfile
 import time
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from pipeline.contract import ChunkMeta
 from pipeline.errors import BadChunk
-from pipeline.inference.client import EmotionClient, Item
+from pipeline.inference.client import EmotionClient, Item, Result
 from pipeline.inference.labels import DFEW_LABELS
 from pipeline.ingest.claimcheck import ClaimCheckStore
-from pipeline.media.decode import AUDIO_RATE, Decoded, decode, scratch_dir
-from pipeline.media.segment import frame_indices, sample_range, segments, track_views
+from pipeline.media.decode import AUDIO_RATE, ChunkFile, StreamDecoder, Window
+from pipeline.media.segment import Segment, SegmentPlanner, TrackView, effective_duration, track_views
 from pipeline.settings import Settings
 
 
@@ -31,38 +32,74 @@ class Timings:
     decode_ms: float = 0.0
     inference_ms: float = 0.0
     size_bytes: int = 0
+    notes: list[str] = field(default_factory=list)
 
 
-def decode_bytes(ffmpeg_bin: str, payload: bytes, fps: float, width: int, fast: bool = True) -> Decoded:
-    fd, name = tempfile.mkstemp(prefix="callstream-chunk-", dir=scratch_dir())
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        return decode(ffmpeg_bin, Path(name), fps, width, fast=fast)
-    finally:
-        os.unlink(name)
+class MediaBuffer:
+    """Decoded media not yet analysed, addressed in chunk time; dropped as segments are analysed."""
+
+    def __init__(self, fps: float, channels: int) -> None:
+        self.fps = fps
+        self.first_frame, self.frames = 0, np.zeros((0, 2, 2, 3), np.uint8)
+        self.first_sample, self.audio = 0, np.zeros((channels, 0), np.float32)
+
+    def add(self, w: Window) -> None:
+        if len(w.frames):
+            self.frames = w.frames if not len(self.frames) else np.concatenate([self.frames, w.frames])
+            if len(self.frames) == len(w.frames):
+                self.first_frame = w.first_frame
+        if w.audio.size:
+            self.audio = w.audio if not self.audio.size else np.concatenate([self.audio, w.audio], axis=1)
+            if self.audio.shape[1] == w.audio.shape[1]:
+                self.first_sample = w.first_sample
+
+    def frames_in(self, seg: Segment, chunk_start_ms: int) -> np.ndarray:
+        """Frames sampled at i/fps seconds after the chunk start that fall inside the segment."""
+        times = (np.arange(len(self.frames)) + self.first_frame) * (1000.0 / self.fps) + chunk_start_ms
+        return self.frames[(times >= seg.start_ms) & (times < seg.end_ms)]
+
+    def audio_in(self, seg: Segment, chunk_start_ms: int, channel: int) -> np.ndarray:
+        a = int(round((seg.start_ms - chunk_start_ms) * AUDIO_RATE / 1000)) - self.first_sample
+        b = int(round((seg.end_ms - chunk_start_ms) * AUDIO_RATE / 1000)) - self.first_sample
+        n = self.audio.shape[1]
+        return self.audio[channel, max(0, min(a, n)):max(0, min(b, n))]
+
+    def drop_before(self, ms: int, chunk_start_ms: int) -> None:
+        frame = int(np.ceil((ms - chunk_start_ms) * self.fps / 1000.0 - 1e-9))
+        cut = max(0, min(frame - self.first_frame, len(self.frames)))
+        if cut:
+            self.frames, self.first_frame = self.frames[cut:], self.first_frame + cut
+        sample = int(round((ms - chunk_start_ms) * AUDIO_RATE / 1000))
+        cut = max(0, min(sample - self.first_sample, self.audio.shape[1]))
+        if cut:
+            self.audio, self.first_sample = self.audio[:, cut:], self.first_sample + cut
 
 
-def build_items(meta: ChunkMeta, decoded: Decoded, layout: str, segment_ms: int) -> tuple[list[tuple[str, int, int]], list[Item]]:
-    """Pure: cut the decoded chunk into (track, segment) items for the model."""
-    width = decoded.frames.shape[2] if len(decoded.frames) else None
-    channels = decoded.audio.shape[0] if decoded.audio.size else 0
+def build_items(segs: list[Segment], buf: MediaBuffer, views: list[TrackView],
+                chunk_start_ms: int) -> tuple[list[tuple[str, int, int]], list[Item]]:
+    """Pure: cut buffered media into (track, segment) items for the model."""
     keys, items = [], []
     empty_frames = np.zeros((0, 1, 1, 3), np.uint8)
     empty_audio = np.zeros(0, np.float32)
-    duration = meta.duration_ms or decoded.duration_ms
-    for seg in segments(meta.start_ms, duration, segment_ms):
-        idx = frame_indices(seg, meta.start_ms, decoded.fps, len(decoded.frames)) if width else None
-        for view in track_views(layout, width, channels):
+    for seg in segs:
+        seen = buf.frames_in(seg, chunk_start_ms)
+        for view in views:
             frames = empty_frames
-            if view.x0 is not None and idx is not None and len(idx):
-                frames = np.ascontiguousarray(decoded.frames[idx][:, :, view.x0:view.x1])
-            audio = empty_audio
-            if view.channel is not None:
-                audio = decoded.audio[view.channel, sample_range(seg, meta.start_ms, AUDIO_RATE, decoded.audio.shape[1])]
+            if view.x0 is not None and len(seen):
+                frames = np.ascontiguousarray(seen[:, :, view.x0:view.x1])
+            audio = empty_audio if view.channel is None else buf.audio_in(seg, chunk_start_ms, view.channel)
             keys.append((view.track, seg.start_ms, seg.end_ms))
             items.append(Item(frames, audio))
     return keys, items
+
+
+def decode_budget_s(settings: Settings, meta: ChunkMeta, container_ms: int | None, size_bytes: int) -> float:
+    """Decode time a chunk may take: scales with the longest length it claims, which the media caps."""
+    declared_ms = max(meta.duration_ms or 0, container_ms or 0)
+    if not declared_ms:  # live fragments often declare nothing: assume a generous 1 MB per 10 s
+        declared_ms = size_bytes // 100
+    declared_ms = min(declared_ms, 24 * 3600 * 1000)
+    return settings.decode_timeout_base_s + settings.decode_timeout_factor * declared_ms / 1000.0
 
 
 class ChunkProcessor:
@@ -90,27 +127,63 @@ class ChunkProcessor:
         t.size_bytes = len(payload)
         return payload
 
-    async def process(self, meta: ChunkMeta, value: bytes | None) -> tuple[list[dict], Timings]:
+    async def process(self, meta: ChunkMeta, value: bytes | None) -> tuple[list[dict[str, Any]], Timings]:
         t = Timings()
         payload = await self.payload(meta, value, t)
+        with ChunkFile(payload) as path:
+            del payload  # the file holds it now; a 64 MB value must not stay in memory twice
+            return await self._analyse(meta, path, t), t
+
+    async def _analyse(self, meta: ChunkMeta, path: Any, t: Timings) -> list[dict[str, Any]]:
+        s = self.settings
         start = time.perf_counter()
-        decoded = await asyncio.to_thread(decode_bytes, self.ffmpeg_bin, payload, self.settings.sample_fps,
-                                          self.settings.frame_width, self.settings.fast_decode)
-        t.decode_ms = (time.perf_counter() - start) * 1000
-        layout = meta.layout or self.settings.default_layout
-        keys, items = build_items(meta, decoded, layout, self.settings.segment_ms)
+        size = t.size_bytes
+        dec = await asyncio.to_thread(StreamDecoder, self.ffmpeg_bin, path, s.sample_fps, s.frame_width,
+                                      lambda info: decode_budget_s(s, meta, info.duration_ms, size), s.fast_decode)
+        try:
+            t.decode_ms += (time.perf_counter() - start) * 1000
+            tolerance = min(max(s.duration_tolerance_ms, 1000.0 / s.sample_fps), s.segment_ms - 1)
+            planner = SegmentPlanner(meta.start_ms, s.segment_ms, tolerance)
+            buf = MediaBuffer(s.sample_fps, dec.channels)
+            width = dec.size[0] if dec.size else None
+            views = track_views(meta.layout or s.default_layout, width, dec.channels)
+            rows: list[dict[str, Any]] = []
+            while not dec.finished:
+                start = time.perf_counter()
+                buf.add(await asyncio.to_thread(dec.read, s.decode_window_s))
+                t.decode_ms += (time.perf_counter() - start) * 1000
+                segs = planner.ready(dec.decoded_ms)
+                if segs:
+                    rows += await self._infer(meta, segs, buf, views, t)
+                    buf.drop_before(segs[-1].end_ms, meta.start_ms)
+            duration, note = effective_duration(meta.duration_ms, dec.info.duration_ms, dec.decoded_ms, tolerance)
+            if note:
+                t.notes.append(note)
+            segs = planner.finish(duration)
+            if segs:
+                rows += await self._infer(meta, segs, buf, views, t)
+            return rows
+        finally:
+            # Also on cancellation: killing ffmpeg ends a read blocked in its thread at once.
+            dec.close()
+
+    async def _infer(self, meta: ChunkMeta, segs: list[Segment], buf: MediaBuffer, views: list[TrackView],
+                     t: Timings) -> list[dict[str, Any]]:
+        keys, items = build_items(segs, buf, views, meta.start_ms)
         start = time.perf_counter()
         results = await self.client.infer(items) if items else []
-        t.inference_ms = (time.perf_counter() - start) * 1000
-        rows = []
-        for (track, seg_start, seg_end), r in zip(keys, results):
-            probs = dict.fromkeys(DFEW_LABELS) if r.probs is None else {
-                label: float(p) for label, p in zip(DFEW_LABELS, r.probs)}
-            rows.append({
-                "call_id": meta.call_id, "track": track, "start_ms": seg_start, "end_ms": seg_end,
-                "model_version": self.model_version, "model_name": self.model_name, **probs,
-                "label": r.label, "confidence": r.confidence, "face_found": r.face_found,
-                "speech_found": r.speech_found, "face_score": r.face_score if r.face_found else None,
-                "arousal": r.arousal, "speech_ratio": r.speech_ratio, "chunk_seq": meta.seq,
-            })
-        return rows, t
+        t.inference_ms += (time.perf_counter() - start) * 1000
+        return [self._row(meta, key, r) for key, r in zip(keys, results, strict=True)]
+
+    def _row(self, meta: ChunkMeta, key: tuple[str, int, int], r: Result) -> dict[str, Any]:
+        track, seg_start, seg_end = key
+        probs: dict[str, float | None] = dict.fromkeys(DFEW_LABELS) if r.probs is None else {
+            label: float(p) for label, p in zip(DFEW_LABELS, r.probs, strict=True)}
+        return {
+            "call_id": meta.call_id, "track": track, "start_ms": seg_start, "end_ms": seg_end,
+            "model_version": self.model_version, "model_name": self.model_name, **probs,
+            "label": r.label, "confidence": r.confidence, "face_found": r.face_found,
+            "speech_found": r.speech_found, "face_score": r.face_score if r.face_found else None,
+            "arousal": r.arousal, "speech_ratio": r.speech_ratio, "chunk_seq": meta.seq,
+        }
+

@@ -14,7 +14,7 @@ def headers(**over):
 
 def test_round_trip_through_headers():
     meta = ChunkMeta("call-1", 3, 15000, end_of_call=True, layout="dual", duration_ms=5000,
-                     claim_check="s3://b/k", call_started_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+                     claim_check="s3://bucket-1/k", call_started_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
                      published_at_ms=123)
     assert parse(meta.headers(), b"call-1") == meta
 
@@ -53,3 +53,42 @@ def test_headers_may_come_as_a_mapping_of_str():
 def test_none_headers_and_s3_uri():
     assert header_map(None) == {}
     assert split_s3_uri("s3://bucket/calls/a/000001.mkv") == ("bucket", "calls/a/000001.mkv")
+
+
+@pytest.mark.parametrize("over, reason", [
+    ({"start_ms": b"99999999999999999999"}, "malformed_header"),   # would overflow bigint
+    ({"seq": str(2**31).encode()}, "malformed_header"),            # would overflow integer
+    ({"duration_ms": b"0"}, "malformed_header"),
+    ({"duration_ms": str(25 * 3600 * 1000).encode()}, "malformed_header"),
+    ({"seq": b" 1"}, "malformed_header"),
+    ({"seq": "١".encode()}, "malformed_header"),                   # a digit, but not ASCII
+    ({"layout": b"x" * 5000}, "malformed_header"),                 # bounded before it is parsed
+    ({"claim_check": b"s3://callstream-chunks/../../etc/passwd"}, "claim_check_refused"),
+    ({"claim_check": b"s3://callstream-chunks/calls//x"}, "claim_check_refused"),
+    ({"claim_check": b"s3://callstream-chunks/a?versionId=1"}, "claim_check_refused"),
+    ({"claim_check": b"s3://Bad_Bucket/x"}, "malformed_header"),
+])
+def test_headers_are_checked_against_sane_ranges(over, reason):
+    with pytest.raises(BadChunk) as err:
+        parse(headers(**over), b"call-1")
+    assert err.value.reason == reason
+
+
+def test_a_repeated_header_is_malformed_whatever_its_case():
+    hs = headers() + [("SEQ", b"4")]
+    with pytest.raises(BadChunk) as err:
+        parse(hs, b"call-1")
+    assert err.value.reason == "malformed_header" and "repeated" in err.value.detail
+
+
+def test_too_many_headers_are_refused_before_decoding():
+    hs = headers() + [(f"x-{i}", b"v") for i in range(100)]
+    with pytest.raises(BadChunk) as err:
+        parse(hs, b"call-1")
+    assert err.value.reason == "malformed_header"
+
+
+def test_details_are_bounded_and_printable():
+    with pytest.raises(BadChunk) as err:
+        parse(headers(layout=b"\x1b[31m" + b"y" * 1500), b"call-1")
+    assert len(err.value.detail) < 200 and "\x1b" not in err.value.detail

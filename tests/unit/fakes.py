@@ -1,0 +1,79 @@
+"""Fakes for the per-message policy: each stands in for one dependency and can be told to fail."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pipeline.inference.client import Item, Result
+from pipeline.worker.process import Timings
+
+
+@dataclass
+class FakeWriter:
+    commits: list[tuple[dict, list, dict]] = field(default_factory=list)
+    failures: list[tuple[dict | None, dict]] = field(default_factory=list)
+    commit_errors: list[BaseException] = field(default_factory=list)     # raised one per call, then succeed
+    failure_errors: list[BaseException] = field(default_factory=list)
+    up: bool = True
+
+    async def commit_chunk(self, call: dict, rows: list, ledger: dict) -> float:
+        if self.commit_errors:
+            raise self.commit_errors.pop(0)
+        self.commits.append((call, rows, ledger))
+        return 1.0
+
+    async def record_failure(self, call: dict | None, ledger: dict) -> None:
+        if self.failure_errors:
+            raise self.failure_errors.pop(0)
+        self.failures.append((call, ledger))
+
+    async def ping(self) -> bool:
+        return self.up
+
+
+@dataclass
+class FakeDLQ:
+    sent: list[tuple[bytes | None, bytes | None, list]] = field(default_factory=list)
+    errors: list[BaseException] = field(default_factory=list)
+
+    async def __call__(self, key: bytes | None, value: bytes | None, headers: list) -> None:
+        if self.errors:
+            raise self.errors.pop(0)
+        self.sent.append((key, value, headers))
+
+    def reasons(self) -> list[str]:
+        return [dict(h)["dlq-reason"].decode() for _, _, h in self.sent]
+
+
+@dataclass
+class FakeProcessor:
+    """Returns one row, or raises the next queued error."""
+    errors: list[BaseException] = field(default_factory=list)
+    calls: int = 0
+
+    async def process(self, meta: Any, value: bytes | None) -> tuple[list[dict], Timings]:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return [{"call_id": meta.call_id, "track": "customer", "start_ms": meta.start_ms,
+                 "end_ms": meta.start_ms + 1000}], Timings(size_bytes=len(value or b""))
+
+
+class FakeTriton:
+    """Stands in for the emotion model: 'neutral' wherever anything was observed."""
+
+    def __init__(self) -> None:
+        self.items = 0
+
+    async def infer(self, items: list[Item]) -> list[Result]:
+        self.items += len(items)
+        out = []
+        for item in items:
+            seen = bool(len(item.frames) or len(item.audio))
+            probs = np.array([1, 0, 0, 0, 0, 0, 0], np.float32) if seen else None
+            out.append(Result(probs, "neutral" if seen else None, 1.0 if seen else 0.0, bool(len(item.frames)),
+                              bool(len(item.audio)), 0.99, 0.5 if len(item.audio) else None, 0.5))
+        return out
