@@ -242,6 +242,20 @@ def cmd_bench(settings: Settings, args) -> int:
     return 0
 
 
+def cmd_dlq(settings: Settings, args) -> int:
+    from pipeline.ingest import dlq
+
+    letters = dlq.select(dlq.read_all(settings), args.reason, args.call)
+    if args.dlq_cmd == "replay":
+        n = dlq.replay(settings, letters)
+        print(f"replayed {n} dead-lettered chunks to {settings.chunks_topic}")
+        return 0
+    for d in letters:
+        print(dlq.describe(d))
+    print(f"{len(letters)} dead-lettered chunks in {settings.dlq_topic}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="callstream", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -273,6 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seconds", type=float, default=20)
     g.add_argument("--size", default="640x360")
     g.add_argument("--fps", type=int, default=15)
+    dl = sub.add_parser("dlq", help="list dead-lettered chunks; `dlq replay` re-publishes them")
+    dl.add_argument("dlq_cmd", nargs="?", choices=["list", "replay"], default="list")
+    dl.add_argument("--reason", help="only this dlq-reason")
+    dl.add_argument("--call", help="only this call id")
     be = sub.add_parser("bench", help="throughput, latency, scale-out, limits and peers (docs/BENCHMARKS.md)")
     be.add_argument("--shape", action="append", help="WxH@FPS, repeatable (default 640x360@15 and 1280x720@30)")
     be.add_argument("--calls", type=int, default=6, help="calls per capacity run")
@@ -285,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 COMMANDS = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "settings": cmd_settings, "demo": cmd_demo,
             "models": cmd_models, "produce": cmd_produce, "worker": cmd_worker, "timeline": cmd_timeline,
-            "generate": cmd_generate, "bench": cmd_bench}
+            "generate": cmd_generate, "bench": cmd_bench, "dlq": cmd_dlq}
 
 
 def main(argv: list[str] | None = None) -> int:

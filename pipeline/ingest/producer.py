@@ -73,9 +73,11 @@ class ChunkPublisher:
             raise PublishError(failed, ok)
 
     def publish_raw(self, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]],
-                    topic: str | None = None) -> None:
+                    topic: str | None = None, partition: int | None = None) -> None:
         """Send exactly what is given: for recorders with their own framing, and for tests of bad input."""
-        self.producer.send(topic or self.settings.chunks_topic, key=key, value=value, headers=headers)
+        future = self.producer.send(topic or self.settings.chunks_topic, key=key, value=value, headers=headers,
+                                    partition=partition)
+        self._pending.append((-1, future))
 
     def flush(self) -> None:
         self.producer.flush(timeout=60)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import site
 import sys
 from pathlib import Path
@@ -43,6 +44,32 @@ def _backends(state: Path) -> Path:
     return backends
 
 
+def _stub_path(state: Path) -> Path:
+    return state / "triton" / "backends" / "python" / "triton_python_backend_stub"
+
+
+def kill_orphan_stubs(state: Path) -> list[int]:
+    """Python-backend stubs of this stack's earlier servers still running (a server killed with -9
+    leaves them behind, each holding its models' memory): kill them. Only stubs started from this
+    state folder's backend copy are touched, never another stack's."""
+    stub = str(_stub_path(state))
+    killed = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv0 = (proc / "cmdline").read_bytes().split(b"\0", 1)[0].decode(errors="replace")
+        except OSError:
+            continue
+        if argv0 == stub:
+            try:
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed.append(int(proc.name))
+            except ProcessLookupError:
+                pass
+    return killed
+
+
 def start(settings: Settings) -> None:
     from pipeline.modelbuild.build import is_built
 
@@ -53,6 +80,7 @@ def start(settings: Settings) -> None:
     if procs.running_pid(state, NAME):
         procs.wait_until(lambda: procs.http_ok(url), "tritonserver", 180, state, NAME)
         return
+    kill_orphan_stubs(state)
     root = _pytriton_root()
     libs = root.parent.parent / "nvidia_pytriton.libs"
     paths = [str(REPO_ROOT), *site.getsitepackages()]
@@ -78,3 +106,4 @@ def start(settings: Settings) -> None:
 
 def stop(settings: Settings) -> None:
     procs.stop(settings.state_dir, NAME, timeout=30)
+    kill_orphan_stubs(settings.state_dir)

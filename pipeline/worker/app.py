@@ -119,7 +119,7 @@ def create_app(settings: Settings) -> faust.App:
         EXIT_CODE["code"] = 1
         os.kill(os.getpid(), signal.SIGTERM)
 
-    @app.agent(chunks, concurrency=1, on_error=agent_crashed)
+    @app.agent(chunks, concurrency=1)
     async def process_chunks(stream: Any) -> None:
         h = await handler()
         slots = asyncio.Semaphore(settings.worker_concurrency)
@@ -156,4 +156,12 @@ def create_app(settings: Settings) -> faust.App:
             if running:
                 await asyncio.wait(list(running), timeout=5)
 
+    faust_on_error = process_chunks._on_error
+
+    async def on_error(agent: Any, exc: BaseException) -> None:
+        if faust_on_error is not None:
+            await faust_on_error(agent, exc)
+        await agent_crashed(agent, exc)
+
+    process_chunks._on_error = on_error
     return app

@@ -1,0 +1,109 @@
+"""The dead-letter topic as an operator uses it: list what is there, and replay it once fixed.
+
+Replaying re-publishes the original key, value and headers to the chunks topic (a payload parked in the
+object store goes back as a claim check). Rows are upserted, so a replay never duplicates rows; a chunk
+dead-lettered twice (a crash between the DLQ send and the ledger row) is replayed once, by its source.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from pipeline.contract import H_CALL_ID, H_CLAIM_CHECK, H_SEQ
+from pipeline.settings import Settings
+from pipeline.worker.handler import H_DLQ_PAYLOAD, H_DLQ_SOURCE
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+    def header(self, name: str) -> str | None:
+        for k, v in self.headers:
+            if k == name:
+                return v.decode(errors="replace")
+        return None
+
+    @property
+    def reason(self) -> str:
+        return self.header("dlq-reason") or "?"
+
+    @property
+    def source(self) -> str:
+        return self.header(H_DLQ_SOURCE) or f"dlq/{self.partition}/{self.offset}"
+
+    def original_headers(self) -> list[tuple[str, bytes]]:
+        return [(k, v) for k, v in self.headers if not k.lower().startswith("dlq-")]
+
+
+def read_all(settings: Settings, topic: str | None = None, idle_s: float = 3.0) -> list[DeadLetter]:
+    """Every record of the topic from the beginning, without a consumer group (manual assignment)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    topic = topic or settings.dlq_topic
+
+    async def run() -> list[DeadLetter]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
+                                    auto_offset_reset="earliest", group_id=None,
+                                    fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=32 * 1024 * 1024)
+        await consumer.start()
+        try:
+            await consumer.topics()
+            parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+            if not parts:
+                return []
+            consumer.assign(parts)
+            await consumer.seek_to_beginning()
+            ends = await consumer.end_offsets(parts)
+            out: list[DeadLetter] = []
+            last = time.monotonic()
+            async def behind() -> bool:
+                return any([await consumer.position(tp) < ends[tp] for tp in parts])
+
+            while await behind() and time.monotonic() - last < idle_s:
+                for msgs in (await consumer.getmany(timeout_ms=500)).values():
+                    for m in msgs:
+                        out.append(DeadLetter(m.partition, m.offset, m.key, m.value, list(m.headers or [])))
+                        last = time.monotonic()
+            return out
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(run())
+
+
+def select(letters: list[DeadLetter], reason: str | None = None, call_id: str | None = None) -> list[DeadLetter]:
+    """Matching letters, one per source message (the latest), in source order."""
+    latest: dict[str, DeadLetter] = {}
+    for d in letters:
+        if reason and d.reason != reason:
+            continue
+        if call_id and d.header(H_CALL_ID) != call_id:
+            continue
+        latest[d.source] = d
+    return list(latest.values())
+
+
+def replay(settings: Settings, letters: list[DeadLetter]) -> int:
+    from pipeline.ingest.producer import ChunkPublisher
+
+    with ChunkPublisher(settings) as pub:
+        for d in letters:
+            headers, value = d.original_headers(), d.value
+            parked = d.header(H_DLQ_PAYLOAD) or ""
+            if parked.startswith("s3://") and not value:
+                headers = [(k, v) for k, v in headers if k != H_CLAIM_CHECK] + [(H_CLAIM_CHECK, parked.encode())]
+            pub.publish_raw(value, d.key, headers)
+        pub.wait()
+    return len(letters)
+
+
+def describe(d: DeadLetter) -> str:
+    return (f"{d.source:<40} {d.reason:<22} call={d.header(H_CALL_ID) or '-'} seq={d.header(H_SEQ) or '-'}  "
+            f"{(d.header('dlq-detail') or '')[:100]}")
