@@ -256,6 +256,17 @@ def cmd_dlq(settings: Settings, args) -> int:
     return 0
 
 
+def cmd_reliability(settings: Settings, args) -> int:
+    from pipeline.bench.reliability import run
+
+    cmd_up(settings, args)
+    report = run(settings, args.parts.split(","), Path(args.code) if args.code else None,
+                 args.memory_cases.split(","), args.calls, args.timeout)
+    print()
+    print(report)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="callstream", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -291,6 +302,12 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("dlq_cmd", nargs="?", choices=["list", "replay"], default="list")
     dl.add_argument("--reason", help="only this dlq-reason")
     dl.add_argument("--call", help="only this call id")
+    rl = sub.add_parser("reliability", help="bad input, memory and fault-injection figures (docs/RELIABILITY.md)")
+    rl.add_argument("--parts", default="bad,memory,faults")
+    rl.add_argument("--code", help="start workers from this checkout (before/after figures)")
+    rl.add_argument("--memory-cases", default="5-s chunks,45-min one-chunk call,2-h audio-only call,8192x8192 frame")
+    rl.add_argument("--calls", type=int, default=8, help="calls of 20 s in the fault-injection load")
+    rl.add_argument("--timeout", type=float, default=900, help="longest wait for one memory case")
     be = sub.add_parser("bench", help="throughput, latency, scale-out, limits and peers (docs/BENCHMARKS.md)")
     be.add_argument("--shape", action="append", help="WxH@FPS, repeatable (default 640x360@15 and 1280x720@30)")
     be.add_argument("--calls", type=int, default=6, help="calls per capacity run")
@@ -303,7 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 COMMANDS = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "settings": cmd_settings, "demo": cmd_demo,
             "models": cmd_models, "produce": cmd_produce, "worker": cmd_worker, "timeline": cmd_timeline,
-            "generate": cmd_generate, "bench": cmd_bench, "dlq": cmd_dlq}
+            "generate": cmd_generate, "bench": cmd_bench, "dlq": cmd_dlq,
+            "reliability": cmd_reliability}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,6 +32,16 @@ def _upsert(model, rows: list[dict[str, Any]], keys: list[str], extra: dict | No
     return stmt.on_conflict_do_update(index_elements=keys, set_=update)
 
 
+def _segment_upsert(columns: list[str]):
+    """One statement for any number of segment rows, executed as executemany: SQLAlchemy caches its
+    compiled form and sends the rows in "insertmanyvalues" batches, so a 45-minute chunk's thousands
+    of rows neither rebuild a huge statement on the event loop nor exceed the driver's parameter limit."""
+    stmt = insert(EmotionSegment)
+    update = {c: stmt.excluded[c] for c in columns if c not in SEGMENT_KEY}
+    update["updated_at"] = func.now()
+    return stmt.on_conflict_do_update(index_elements=SEGMENT_KEY, set_=update)
+
+
 def _call_upsert(call: dict[str, Any]):
     stmt = insert(Call).values(**call)
     # Keep the first known start time and layout; remember the end-of-call seq once any chunk says so.
@@ -87,10 +97,10 @@ class SegmentWriter:
             if segments:
                 # Sorted keys: concurrent chunks of one call lock rows in the same order (no deadlock).
                 segments = sorted(segments, key=lambda r: (r["track"], r["start_ms"]))
+                stmt = _segment_upsert(sorted(segments[0]))
                 batch = max(1, MAX_PARAMS // len(segments[0]))
                 for i in range(0, len(segments), batch):
-                    await conn.execute(_upsert(EmotionSegment, segments[i:i + batch], SEGMENT_KEY,
-                                               {"updated_at": func.now()}))
+                    await conn.execute(stmt, segments[i:i + batch])
             db_ms = (time.perf_counter() - start) * 1000
             await conn.execute(_ledger_upsert({**ledger, "db_ms": db_ms}))
         return db_ms

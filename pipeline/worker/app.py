@@ -60,6 +60,22 @@ class OffsetGate:
 
 
 EXIT_CODE = {"code": 0}
+LOOP_LAG_WARN_S = 0.1
+
+
+async def watch_loop_lag(interval: float = 0.05) -> None:
+    """Long work must never hold the event loop (heartbeats and the other chunks run on it): say so
+    when a wake-up comes more than 100 ms late, with the worst lag since the last warning."""
+    loop = asyncio.get_running_loop()
+    worst, last_warn = 0.0, 0.0
+    while True:
+        t = loop.time()
+        await asyncio.sleep(interval)
+        lag = loop.time() - t - interval
+        worst = max(worst, lag)
+        if lag > LOOP_LAG_WARN_S and loop.time() - last_warn > 10:
+            log.warning("event loop blocked for %.0f ms (worst since last warning %.0f ms)", lag * 1000, worst * 1000)
+            worst, last_warn = 0.0, loop.time()
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -126,6 +142,7 @@ def create_app(settings: Settings) -> faust.App:
         gate = OffsetGate()
         running: set[asyncio.Task[None]] = set()
         manual = stream.noack()
+        watchdog = asyncio.create_task(watch_loop_lag())
 
         async def run(event: Any) -> None:
             m = event.message
@@ -151,6 +168,7 @@ def create_app(settings: Settings) -> faust.App:
                 task.add_done_callback(running.discard)
         finally:
             # Stopping: unfinished messages stay unacknowledged, so the next owner processes them again.
+            watchdog.cancel()
             for task in list(running):
                 task.cancel()
             if running:

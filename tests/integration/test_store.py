@@ -5,7 +5,9 @@ import asyncio
 import pytest
 from sqlalchemy import text
 
+from pipeline.errors import BadChunk
 from pipeline.store.db import async_engine, ensure_schema, sync_engine
+from pipeline.store.migrations import MIGRATIONS
 from pipeline.store.writer import SegmentWriter
 
 pytestmark = pytest.mark.stack
@@ -22,7 +24,7 @@ def test_migrations_are_idempotent(stack):
     assert ensure_schema(stack.settings) == []
     with sync_engine(stack.settings).connect() as conn:
         versions = [r[0] for r in conn.execute(text("SELECT version FROM schema_migrations ORDER BY 1"))]
-    assert versions == [1, 2]
+    assert versions == [v for v, _, _ in MIGRATIONS]
 
 
 def test_rewriting_a_chunk_updates_rows_instead_of_adding(stack):
@@ -45,3 +47,52 @@ def test_rewriting_a_chunk_updates_rows_instead_of_adding(stack):
     assert rows == [("angry", 3)]
     assert ledger == [("done", 2)]
     assert summary == "complete"
+
+
+def _commit(stack, call, rows, offset):
+    async def go():
+        engine = async_engine(stack.settings)
+        try:
+            ledger = dict(topic="t", partition=1, offset=offset, call_id=call, seq=0, status="done")
+            return await SegmentWriter(engine).commit_chunk(
+                dict(call_id=call, started_at=None, layout="customer", last_seq=0), rows, ledger)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
+def test_a_whole_day_of_rows_commits_in_batches_below_the_parameter_limit(stack):
+    rows = [_row("store-long", s * 1000) for s in range(8000)]     # 8000 x 22 parameters >> 65,535
+    _commit(stack, "store-long", rows, 100)
+    with sync_engine(stack.settings).connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM emotion_segments WHERE call_id='store-long'")).scalar_one() == 8000
+
+
+def test_rows_postgres_refuses_are_the_chunks_fault_not_a_transient_one(stack):
+    bad = _row("store-bad", 2**63)                                  # beyond bigint: a DataError
+    with pytest.raises(BadChunk) as err:
+        _commit(stack, "store-bad", [bad], 101)
+    assert err.value.reason == "db_rejected"
+    with sync_engine(stack.settings).connect() as conn:            # nothing of it was committed
+        assert conn.execute(text("SELECT count(*) FROM chunks WHERE \"offset\"=101")).scalar_one() == 0
+
+
+def test_completion_is_right_whatever_the_order_and_later_chunks_are_counted(stack):
+    async def go():
+        engine = async_engine(stack.settings)
+        w = SegmentWriter(engine)
+        try:
+            for seq, eoc in ((0, True), (2, False), (1, False)):      # end-of-call first, the rest later
+                await w.commit_chunk(dict(call_id="store-eoc", started_at=None, layout="customer",
+                                          last_seq=seq if eoc else None),
+                                     [_row("store-eoc", seq * 1000)],
+                                     dict(topic="t", partition=2, offset=200 + seq, call_id="store-eoc", seq=seq,
+                                          status="done"))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(go())
+    with sync_engine(stack.settings).connect() as conn:
+        row = conn.execute(text("SELECT status, chunks_past_end FROM call_summary WHERE call_id='store-eoc'")).one()
+    assert tuple(row) == ("complete", 2)

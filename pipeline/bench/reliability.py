@@ -1,0 +1,400 @@
+"""`callstream reliability`: the never-stuck promise, measured on the embedded stack.
+
+Three parts, each printed as a markdown table (docs/RELIABILITY.md and docs/BENCHMARKS.md quote them):
+- bad input: each class of poison message followed by a good chunk on the same partition; the outcome
+  and reason, the time to reach it, the delay it added to the good chunk behind it, worker peak RSS;
+- memory: worker peak RSS (and its ffmpeg children's) for 5-s chunks, a 45-minute call published as
+  one chunk, a 2-hour audio-only call and an 8192x8192 frame, plus how the other partitions flowed
+  meanwhile;
+- faults: kill -9 of a worker, Triton, Postgres, the broker and the object store under load, each
+  restarted after a pause: rows expected, found and duplicated, failed chunks, time to drain.
+
+Workers are started from `--code DIR` when given (another checkout, for before/after figures).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from sqlalchemy import text
+
+from pipeline.bench.runner import _descendants
+from pipeline.contract import ChunkMeta
+from pipeline.ingest.producer import ChunkPublisher
+from pipeline.media.cut import cut
+from pipeline.media.ffmpeg_bin import ffmpeg_exe
+from pipeline.media.synth import generate_call
+from pipeline.settings import Settings
+from pipeline.stack import broker, objectstore, postgres, procs, triton
+from pipeline.store.db import sync_engine
+
+
+def _rss_mb(pid: int, field: str = "VmRSS:") -> float:
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith(field):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class RssSampler(threading.Thread):
+    """Peak RSS of a process (VmHWM) and the peak sum of its children's RSS (ffmpeg), sampled."""
+
+    def __init__(self, pid: int, every: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.every = pid, every
+        self.children_peak = 0.0
+        self.worker_peak = 0.0
+        self._stop_event = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            self.worker_peak = max(self.worker_peak, _rss_mb(self.pid, "VmHWM:"))
+            kids = [p for p in _descendants(self.pid) if p != self.pid]
+            self.children_peak = max(self.children_peak, sum(_rss_mb(p) for p in kids))
+            time.sleep(self.every)
+
+    def stop(self) -> tuple[float, float]:
+        self._stop_event.set()
+        self.join(timeout=2)
+        return self.worker_peak, self.children_peak
+
+
+@dataclass
+class Harness:
+    base: Settings
+    code: Path | None
+    log: Callable[[str], None]
+
+    def __post_init__(self) -> None:
+        self.engine = sync_engine(self.base)
+        self.workdir = self.base.state_dir / "bench" / "reliability"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+
+    def isolated(self, tag: str, **extra: str) -> tuple[Settings, dict[str, str]]:
+        run = f"rel-{tag}-{uuid.uuid4().hex[:6]}"
+        env = {"CALLSTREAM_CHUNKS_TOPIC": f"{run}.chunks", "CALLSTREAM_DLQ_TOPIC": f"{run}.dlq",
+               "CALLSTREAM_APP_ID": run, **extra}
+        return Settings.from_env({**os.environ, **env}), env
+
+    def start_worker(self, settings: Settings, env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
+        logs = settings.state_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        path = logs / f"{name}.log"
+        with open(path, "ab") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker"], stdout=log,
+                                    stderr=subprocess.STDOUT, env={**os.environ, **env}, start_new_session=True,
+                                    cwd=self.code or Path(__file__).resolve().parents[2])
+        deadline = time.time() + 240
+        while "Worker]: Ready" not in path.read_text(errors="replace"):
+            if time.time() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"worker {name} did not start; see {path}")
+            time.sleep(0.3)
+        time.sleep(2)  # partitions assigned
+        return proc
+
+    @staticmethod
+    def stop_worker(proc: subprocess.Popen[bytes]) -> float:
+        t0 = time.time()
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        return time.time() - t0
+
+    def ledger(self, topic: str) -> list[Any]:
+        q = text("""SELECT call_id, seq, status, error_reason, partition, "offset", segments,
+                           extract(epoch FROM processed_at)::float8 AS done,
+                           extract(epoch FROM published_at)::float8 AS pub
+                    FROM chunks WHERE topic = :t""")
+        with self.engine.connect() as conn:
+            return list(conn.execute(q, {"t": topic}).all())
+
+    def wait_settled(self, topic: str, n: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> bool:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if len(self.ledger(topic)) >= n:
+                return True
+            if proc is not None and proc.poll() is not None:
+                return False
+            time.sleep(0.25)
+        return False
+
+
+# --- media -------------------------------------------------------------------------------------------
+
+def media(h: Harness) -> dict[str, Path]:
+    """Generated once into .callstream/bench/reliability (reused by later runs)."""
+    ff, d = ffmpeg_exe(), h.workdir
+    out: dict[str, Path] = {}
+    base = d / "call60.mp4"
+    if not base.exists():
+        generate_call(ff, base, seconds=60)
+    out["call60"] = base
+    short = d / "short.mkv"
+    if not short.exists():
+        first = cut(ff, generate_call(ff, d / "short.mp4", seconds=2.4), 5.0)[0].path
+        short.write_bytes(first.read_bytes())
+    out["short"] = short
+    long = d / "call45min.mkv"
+    if not long.exists():
+        # A recorder's whole-call upload at a modest bitrate: 45 minutes of 640x360 under the 64 MB limit.
+        h.log("  generating a 45-minute call (a 60-s call at 140 kb/s, looped by stream copy) ...")
+        lean = d / "call60-lean.mkv"
+        subprocess.run([ff, "-y", "-loglevel", "error", "-i", str(base), "-c:v", "libx264", "-preset", "veryfast",
+                        "-b:v", "100k", "-maxrate", "140k", "-bufsize", "280k", "-g", "30", "-c:a", "aac",
+                        "-b:a", "32k", str(lean)], check=True)
+        subprocess.run([ff, "-y", "-loglevel", "error", "-stream_loop", "44", "-i", str(lean), "-c", "copy",
+                        "-t", "2700", str(long)], check=True)
+    out["call45min"] = long
+    audio = d / "audio2h.mka"
+    if not audio.exists():
+        h.log("  generating a 2-hour audio-only call ...")
+        subprocess.run([ff, "-y", "-loglevel", "error", "-stream_loop", "119", "-i", str(base), "-vn",
+                        "-c:a", "aac", "-b:a", "48k", "-t", "7200", str(audio)], check=True)
+    out["audio2h"] = audio
+    huge = d / "frame8192.mkv"
+    if not huge.exists():
+        subprocess.run([ff, "-y", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=8192x8192:rate=2",
+                        "-t", "2", "-c:v", "mjpeg", "-q:v", "10", str(huge)], check=True)
+    out["frame8192"] = huge
+    return out
+
+
+# --- part 1: bad input -------------------------------------------------------------------------------
+
+def _h(call: str, **kw: Any) -> list[tuple[str, bytes]]:
+    return ChunkMeta(call, 0, 0, **kw).headers()
+
+
+def poison_cases(good: bytes, bucket: str) -> list[tuple[str, bytes, list[tuple[str, bytes]]]]:
+    sub = lambda hs, k, v: [(a, v if a == k else b) for a, b in hs]  # noqa: E731
+    return [
+        ("start-ms 99999999999999999999", good, sub(_h("p1"), "start-ms", b"99999999999999999999")),
+        ("duration-ms 24 h on a 2.4-s chunk", good, _h("p2", duration_ms=86_400_000, layout="customer")),
+        ("claim-check s3://otherbucket/../../etc/passwd", b"", _h("p3", claim_check="s3://otherbucket/../../etc/passwd")),
+        ("claim-check to another bucket", b"", _h("p4", claim_check="s3://secretbucket/private/call.mkv")),
+        ("claim-check to a missing object", b"", _h("p5", claim_check=f"s3://{bucket}/calls/none/000000.mkv")),
+        ("ffconcat script", b"ffconcat version 1.0\nfile some.mkv\n", _h("p6")),
+        ("HLS playlist", b"#EXTM3U\n#EXTINF:2,\nhttp://127.0.0.1:1/a.ts\n", _h("p7")),
+        ("repeated header", good, _h("p8") + [("SEQ", b"1")]),
+        ("10 kB header value", good, _h("p9") + [("content-type", b"x" * 10_000)]),
+        ("random bytes, 20 MB", os.urandom(20_000_000), _h("p10")),
+        ("truncated MKV", good[: len(good) // 2], _h("p11")),
+        ("schema 2", good, sub(_h("p12"), "callstream-schema", b"2")),
+        ("empty value", b"", _h("p13")),
+    ]
+
+
+def bad_input(h: Harness, m: dict[str, Path]) -> list[dict[str, Any]]:
+    good = m["short"].read_bytes()
+    # A 32 MB inline limit lets the publisher send the 20 MB value as it is (the broker takes 64 MB).
+    settings, env = h.isolated("bad", CALLSTREAM_PARTITIONS="1", CALLSTREAM_INLINE_LIMIT_BYTES="32000000")
+    worker = h.start_worker(settings, env, "rel-bad")
+    sampler = RssSampler(worker.pid)
+    rows = []
+    try:
+        with ChunkPublisher(settings) as pub:
+            # Baseline: a good chunk alone.
+            t0 = time.time()
+            pub.publish_raw(good, b"g-base", _h("g-base", layout="customer"))
+            pub.wait()
+            h.wait_settled(settings.chunks_topic, 1, 120)
+            base_ms = (h.ledger(settings.chunks_topic)[0].done - t0) * 1000
+            for i, (name, value, headers) in enumerate(poison_cases(good, settings.claim_check_bucket)):
+                call = dict(headers).get("call-id", b"x").decode()
+                n = len(h.ledger(settings.chunks_topic))
+                t0 = time.time()
+                pub.publish_raw(value, call.encode(), headers, partition=0)
+                pub.publish_raw(good, f"g{i}".encode(), _h(f"g{i}", layout="customer"), partition=0)
+                pub.wait()
+                ok = h.wait_settled(settings.chunks_topic, n + 2, 600, worker)
+                led = {r.call_id: r for r in h.ledger(settings.chunks_topic)}
+                p, g = led.get(call), led.get(f"g{i}")
+                rows.append({"case": name, "outcome": (p.status + (f" ({p.error_reason})" if p.error_reason else ""))
+                             if p else "NOT SETTLED", "seconds": round(p.done - t0, 2) if p else None,
+                             "good_delay_ms": round((g.done - t0) * 1000 - base_ms) if g and ok else None,
+                             "worker_peak_mb": round(_rss_mb(worker.pid, "VmHWM:"))})
+                h.log(f"  {rows[-1]}")
+    finally:
+        sampler.stop()
+        h.stop_worker(worker)
+    return rows
+
+
+# --- part 2: memory ----------------------------------------------------------------------------------
+
+def memory(h: Harness, m: dict[str, Path], cases: list[str], timeout: float) -> list[dict[str, Any]]:
+    out = []
+    for case in cases:
+        settings, env = h.isolated(f"mem-{case}", CALLSTREAM_PARTITIONS="4")
+        worker = h.start_worker(settings, env, f"rel-mem-{case}")
+        sampler = RssSampler(worker.pid)
+        try:
+            t0 = time.time()
+            with ChunkPublisher(settings) as pub:
+                if case == "5-s chunks":
+                    chunks = cut(ffmpeg_exe(), m["call60"], 5.0)
+                    for c in chunks:
+                        pub.publish(ChunkMeta("mem-5s", c.seq, c.start_ms, duration_ms=c.end_ms - c.start_ms,
+                                              end_of_call=c.seq == len(chunks) - 1), c.path.read_bytes())
+                    expect = len(chunks)
+                else:
+                    path = {"45-min one-chunk call": m["call45min"], "2-h audio-only call": m["audio2h"],
+                            "8192x8192 frame": m["frame8192"]}[case]
+                    pub.publish(ChunkMeta(f"mem-{uuid.uuid4().hex[:4]}", 0, 0, end_of_call=True), path.read_bytes())
+                    expect = 1
+                    # Meanwhile, short chunks of other calls keep arriving on the other partitions.
+                    for i in range(40):
+                        pub.publish(ChunkMeta(f"side-{i}", 0, 0, layout="customer"), m["short"].read_bytes())
+                    expect += 40
+                pub.wait()
+            finished = h.wait_settled(settings.chunks_topic, expect, timeout, worker)
+            peak, kids = sampler.stop()
+            led = h.ledger(settings.chunks_topic)
+            side = sorted(r.done - t0 for r in led if r.call_id.startswith("side-"))
+            main = [r for r in led if not r.call_id.startswith("side-")]
+            row = {"case": case, "worker_peak_mb": round(peak), "ffmpeg_peak_mb": round(kids),
+                   "outcome": ",".join(sorted({r.status + (f" ({r.error_reason})" if r.error_reason else "")
+                                               for r in main})) or "not settled",
+                   "seconds": round(max((r.done for r in main), default=time.time()) - t0, 1),
+                   "finished": finished}
+            log_text = (settings.state_dir / "logs" / f"rel-mem-{case}.log").read_text(errors="replace")
+            row["loop_blocked_warnings"] = log_text.count("event loop blocked")
+            if side:
+                row["side_chunks_done"] = f"{len(side)}/40, last after {side[-1]:.1f}s"
+            out.append(row)
+            h.log(f"  {row}")
+        finally:
+            sampler.stop()
+            h.stop_worker(worker)
+    return out
+
+
+# --- part 3: faults ----------------------------------------------------------------------------------
+
+def _kill_service(settings: Settings, name: str) -> None:
+    pid = procs.running_pid(settings.state_dir, name)
+    if pid:
+        os.kill(pid, signal.SIGKILL)  # the service only, as a crash would: its children are on their own
+        deadline = time.time() + 10
+        while procs.running_pid(settings.state_dir, name) and time.time() < deadline:
+            time.sleep(0.1)
+
+
+def faults(h: Harness, m: dict[str, Path], calls: int, pause_s: float) -> list[dict[str, Any]]:
+    chunks = cut(ffmpeg_exe(), m["call60"], 5.0)[:4]  # 20 s per call
+    payloads = [c.path.read_bytes() for c in chunks]
+    services: dict[str, tuple[str, Callable[[Settings], None]] | None] = {
+        "none (baseline)": None, "worker": None,
+        "Triton": (triton.NAME, triton.start), "Postgres": (postgres.NAME, postgres.start),
+        "broker (tansu)": (broker.NAME, broker.start), "object store (SeaweedFS)": (objectstore.NAME, objectstore.start),
+    }
+    out = []
+    expected_rows: int | None = None
+    for fault, svc in services.items():
+        # Every chunk goes through the claim check, so the object store is on the path too.
+        settings, env = h.isolated("fault", CALLSTREAM_INLINE_LIMIT_BYTES="50000", CALLSTREAM_RETRY_MAX_S="2")
+        worker = h.start_worker(settings, env, "rel-fault")
+        try:
+            prefix = f"f{uuid.uuid4().hex[:4]}"
+            publisher = threading.Thread(target=_publish_load, args=(settings, prefix, calls, chunks, payloads))
+            t0 = time.time()
+            publisher.start()
+            time.sleep(4)
+            recovered = time.time()
+            if fault == "worker":
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait()
+                time.sleep(pause_s)
+                recovered = time.time()
+                worker = h.start_worker(settings, env, "rel-fault-2")
+            elif svc is not None:
+                _kill_service(h.base, svc[0])
+                time.sleep(pause_s)
+                svc[1](h.base)
+                recovered = time.time()
+            publisher.join(timeout=600)
+            settled = h.wait_settled(settings.chunks_topic, calls * len(chunks), 600)
+            led = h.ledger(settings.chunks_topic)
+            with h.engine.connect() as conn:
+                found = conn.execute(text("SELECT count(*) FROM emotion_segments WHERE call_id LIKE :p"),
+                                     {"p": f"{prefix}-%"}).scalar_one()
+                overlaps = conn.execute(text("""
+                    SELECT count(*) FROM emotion_segments a JOIN emotion_segments b
+                      ON a.call_id = b.call_id AND a.track = b.track AND a.start_ms < b.start_ms
+                     AND b.start_ms < a.end_ms
+                    WHERE a.call_id LIKE :p"""), {"p": f"{prefix}-%"}).scalar_one()
+            if expected_rows is None:
+                expected_rows = found
+            last = max((r.done for r in led), default=time.time())
+            row = {"fault": fault, "chunks": f"{sum(r.status == 'done' for r in led)}/{calls * len(chunks)} done",
+                   "failed": sum(r.status == "failed" for r in led), "rows_expected": expected_rows,
+                   "rows_found": found, "rows_duplicated": overlaps, "settled": settled,
+                   "drain_after_recovery_s": round(last - recovered, 1), "total_s": round(last - t0, 1)}
+            out.append(row)
+            h.log(f"  {row}")
+        finally:
+            h.stop_worker(worker)
+            for name, start in (s for s in services.values() if s is not None):
+                if not procs.running_pid(h.base.state_dir, name):
+                    start(h.base)
+    return out
+
+
+def _publish_load(settings: Settings, prefix: str, calls: int, chunks: list[Any], payloads: list[bytes]) -> None:
+    """Publish the load, one chunk per call in turn, retrying a chunk until the broker takes it."""
+    for k, (c, payload) in enumerate(zip(chunks, payloads, strict=True)):
+        for i in range(calls):
+            meta = ChunkMeta(f"{prefix}-{i}", c.seq, c.start_ms, duration_ms=c.end_ms - c.start_ms,
+                             end_of_call=k == len(chunks) - 1)
+            for _ in range(60):
+                try:
+                    with ChunkPublisher(settings, create_topics=False) as pub:
+                        pub.publish(meta, payload)
+                        pub.wait(timeout=20)
+                    break
+                except Exception:
+                    time.sleep(1)
+            time.sleep(0.2)
+
+
+def markdown(title: str, rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    cols = list(rows[0])
+    lines = [f"### {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def run(settings: Settings, parts: list[str], code: Path | None, memory_cases: list[str], calls: int,
+        timeout: float, log: Callable[[str], None] = print) -> str:
+    h = Harness(settings, code, log)
+    m = media(h)
+    out = []
+    if "bad" in parts:
+        log("bad input, each followed by a good chunk on the same partition ...")
+        out.append(markdown("Bad input", bad_input(h, m)))
+    if "memory" in parts:
+        log("memory ...")
+        out.append(markdown("Memory", memory(h, m, memory_cases, timeout)))
+    if "faults" in parts:
+        log("fault injection under load ...")
+        out.append(markdown("Faults under load", faults(h, m, calls, pause_s=8.0)))
+    return "\n".join(out)
