@@ -305,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     rl = sub.add_parser("reliability", help="bad input, memory and fault-injection figures (docs/RELIABILITY.md)")
     rl.add_argument("--parts", default="bad,memory,faults")
     rl.add_argument("--code", help="start workers from this checkout (before/after figures)")
-    rl.add_argument("--memory-cases", default="5-s chunks,40 short chunks alone,45-min one-chunk call,"
+    rl.add_argument("--memory-cases", default="5-s chunks,live chunks alone,45-min one-chunk call,"
                                               "2-h audio-only call,8192x8192 frame")
     rl.add_argument("--calls", type=int, default=8, help="calls of 20 s in the fault-injection load")
     rl.add_argument("--timeout", type=float, default=900, help="longest wait for one memory case")

@@ -18,7 +18,7 @@ from pipeline.inference.fusion import MIN_SPEECH_RATIO, faces_per_item, fuse_ite
 from pipeline.media.decode import decode, target_size
 from pipeline.media.ffmpeg_bin import ffmpeg_exe
 from pipeline.settings import Settings
-from pipeline.worker.process import build_items
+from pipeline.worker.process import decoded_items
 
 
 def ffmpeg_limit(work: Workload, settings: Settings, parallel: int | None = None) -> float:
@@ -51,7 +51,7 @@ def model_limit(work: Workload, settings: Settings) -> float:
     for c in work.chunks:
         decoded = decode(ff, c.path, settings.sample_fps, settings.frame_width, fast=settings.fast_decode)
         meta = ChunkMeta("bench", c.seq, c.start_ms, duration_ms=c.end_ms - c.start_ms)
-        batches.append(pack(build_items(meta, decoded, "dual", settings.segment_ms)[1]))
+        batches.append(pack(decoded_items(meta, decoded, "dual", settings.segment_ms)[1]))
     torch.set_num_threads(os.cpu_count() or 1)
     start = time.perf_counter()
     with torch.inference_mode():

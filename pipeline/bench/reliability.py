@@ -251,6 +251,7 @@ def memory(h: Harness, m: dict[str, Path], cases: list[str], timeout: float) -> 
         sampler = RssSampler(worker.pid)
         try:
             t0 = time.time()
+            side_thread = None
             with ChunkPublisher(settings) as pub:
                 if case == "5-s chunks":
                     chunks = cut(ffmpeg_exe(), m["call60"], 5.0)
@@ -258,40 +259,58 @@ def memory(h: Harness, m: dict[str, Path], cases: list[str], timeout: float) -> 
                         pub.publish(ChunkMeta("mem-5s", c.seq, c.start_ms, duration_ms=c.end_ms - c.start_ms,
                                               end_of_call=c.seq == len(chunks) - 1), c.path.read_bytes())
                     expect = len(chunks)
-                elif case == "40 short chunks alone":
-                    for i in range(40):
-                        pub.publish(ChunkMeta(f"side-{i}", 0, 0, layout="customer"), m["short"].read_bytes())
-                    expect = 40
+                elif case == SIDE_ALONE:
+                    expect = 0
                 else:
                     path = {"45-min one-chunk call": m["call45min"], "2-h audio-only call": m["audio2h"],
                             "8192x8192 frame": m["frame8192"]}[case]
                     pub.publish(ChunkMeta(f"mem-{uuid.uuid4().hex[:4]}", 0, 0, end_of_call=True), path.read_bytes())
                     expect = 1
-                    # Meanwhile, short chunks of other calls keep arriving on the other partitions.
-                    for i in range(40):
-                        pub.publish(ChunkMeta(f"side-{i}", 0, 0, layout="customer"), m["short"].read_bytes())
-                    expect += 40
                 pub.wait()
+            if case != "5-s chunks":
+                # Meanwhile live calls on the other partitions: short chunks at a steady pace.
+                side_thread = threading.Thread(target=_publish_side, args=(settings, m["short"].read_bytes()))
+                side_thread.start()
+                expect += SIDE_CHUNKS
             finished = h.wait_settled(settings.chunks_topic, expect, timeout, worker)
+            if side_thread is not None:
+                side_thread.join()
             peak, kids = sampler.stop()
             led = h.ledger(settings.chunks_topic)
-            side = sorted(r.done - t0 for r in led if r.call_id.startswith("side-"))
-            main = [r for r in led if not r.call_id.startswith("side-")] or led
+            side = sorted((r.done - r.pub) * 1000 for r in led if r.call_id.startswith("side-"))
+            main = [r for r in led if not r.call_id.startswith("side-")]
             row = {"case": case, "worker_peak_mb": round(peak), "ffmpeg_peak_mb": round(kids),
                    "outcome": ",".join(sorted({r.status + (f" ({r.error_reason})" if r.error_reason else "")
-                                               for r in main})) or "not settled",
-                   "seconds": round(max((r.done for r in main), default=time.time()) - t0, 1),
+                                               for r in main})) or ("-" if case == SIDE_ALONE else "not settled"),
+                   "seconds": round(max((r.done for r in main), default=t0) - t0, 1) if main else "-",
                    "finished": finished}
             log_text = (settings.state_dir / "logs" / f"rel-mem-{settings.app_id}.log").read_text(errors="replace")
             row["loop_blocked_warnings"] = log_text.count("event loop blocked")
             if side:
-                row["side_chunks_done"] = f"{len(side)}/40, last after {side[-1]:.1f}s"
+                row["live_chunks_done"] = f"{len(side)}/{SIDE_CHUNKS}"
+                row["live_p50_ms"] = round(side[len(side) // 2])
+                row["live_p95_ms"] = round(side[min(len(side) - 1, int(len(side) * 0.95))])
             out.append(row)
             h.log(f"  {row}")
         finally:
             sampler.stop()
             h.stop_worker(worker)
     return out
+
+
+SIDE_ALONE = "live chunks alone"
+SIDE_CHUNKS = 50
+SIDE_EVERY_S = 0.4   # 2.4 s of media every 0.4 s: 6 video-s/s, about a third of this machine's capacity
+
+
+def _publish_side(settings: Settings, payload: bytes) -> None:
+    with ChunkPublisher(settings, create_topics=False) as pub:
+        t0 = time.time()
+        for i in range(SIDE_CHUNKS):
+            time.sleep(max(0.0, t0 + 1.0 + i * SIDE_EVERY_S - time.time()))
+            pub.publish(ChunkMeta(f"side-{i}", 0, 0, layout="customer"), payload)
+            pub.flush()
+        pub.wait()
 
 
 # --- part 3: faults ----------------------------------------------------------------------------------

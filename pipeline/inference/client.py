@@ -138,16 +138,20 @@ class EmotionClient:
             raise classify(exc) from exc
         return {o: result.as_numpy(o) for o in OUTPUTS}
 
-    async def infer(self, items: list[Item]) -> list[Result]:
-        """Group items by frame size, split into batches, run the batches concurrently, keep order."""
+    async def infer(self, items: list[Item], parallel: bool = True) -> list[Result]:
+        """Group items by frame size, split into batches, run them (concurrently unless `parallel` is
+        False: a long chunk then holds one request at a time and live chunks keep their share)."""
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
         for idx, item in enumerate(items):
             groups[_frame_key(item)].append(idx)
         batches = [idxs[i:i + self.batch_items] for idxs in groups.values()
                    for i in range(0, len(idxs), self.batch_items)]
-        outputs = await asyncio.gather(*(self._infer(pack([items[i] for i in b])) for b in batches))
+        if parallel:
+            outputs = await asyncio.gather(*(self._infer(pack([items[i] for i in b])) for b in batches))
+        else:
+            outputs = [await self._infer(pack([items[i] for i in b])) for b in batches]
         results: list[Result | None] = [None] * len(items)
-        for batch, out in zip(batches, outputs):
-            for i, r in zip(batch, unpack(out)):
+        for batch, out in zip(batches, outputs, strict=True):
+            for i, r in zip(batch, unpack(out), strict=True):
                 results[i] = r
         return results  # type: ignore[return-value]

@@ -21,8 +21,9 @@ from pipeline.errors import BadChunk
 from pipeline.inference.client import EmotionClient, Item, Result
 from pipeline.inference.labels import DFEW_LABELS
 from pipeline.ingest.claimcheck import ClaimCheckStore
-from pipeline.media.decode import AUDIO_RATE, ChunkFile, StreamDecoder, Window
-from pipeline.media.segment import Segment, SegmentPlanner, TrackView, effective_duration, track_views
+from pipeline.media.decode import AUDIO_RATE, ChunkFile, Decoded, StreamDecoder, Window
+from pipeline.media.segment import (Segment, SegmentPlanner, TrackView, effective_duration, segments,
+                                    track_views)
 from pipeline.settings import Settings
 
 
@@ -93,6 +94,17 @@ def build_items(segs: list[Segment], buf: MediaBuffer, views: list[TrackView],
     return keys, items
 
 
+def decoded_items(meta: ChunkMeta, decoded: Decoded, layout: str,
+                  segment_ms: int) -> tuple[list[tuple[str, int, int]], list[Item]]:
+    """Items of a chunk decoded whole (benchmarks of the bare model): the same cutting as the worker."""
+    channels = decoded.audio.shape[0] if decoded.audio.size else 0
+    buf = MediaBuffer(decoded.fps, channels)
+    buf.add(Window(0, decoded.frames, 0, decoded.audio))
+    width = decoded.frames.shape[2] if len(decoded.frames) else None
+    segs = segments(meta.start_ms, meta.duration_ms or decoded.duration_ms, segment_ms)
+    return build_items(segs, buf, track_views(layout, width, channels), meta.start_ms)
+
+
 def decode_budget_s(settings: Settings, meta: ChunkMeta, container_ms: int | None, size_bytes: int) -> float:
     """Decode time a chunk may take: scales with the longest length it claims, which the media caps."""
     declared_ms = max(meta.duration_ms or 0, container_ms or 0)
@@ -148,30 +160,34 @@ class ChunkProcessor:
             width = dec.size[0] if dec.size else None
             views = track_views(meta.layout or s.default_layout, width, dec.channels)
             rows: list[dict[str, Any]] = []
+            windows = 0
             while not dec.finished:
                 start = time.perf_counter()
                 buf.add(await asyncio.to_thread(dec.read, s.decode_window_s))
+                windows += 1
                 t.decode_ms += (time.perf_counter() - start) * 1000
                 segs = planner.ready(dec.decoded_ms)
                 if segs:
-                    rows += await self._infer(meta, segs, buf, views, t)
+                    rows += await self._infer(meta, segs, buf, views, t, parallel=windows == 1 and dec.finished)
                     buf.drop_before(segs[-1].end_ms, meta.start_ms)
             duration, note = effective_duration(meta.duration_ms, dec.info.duration_ms, dec.decoded_ms, tolerance)
             if note:
                 t.notes.append(note)
             segs = planner.finish(duration)
             if segs:
-                rows += await self._infer(meta, segs, buf, views, t)
+                rows += await self._infer(meta, segs, buf, views, t, parallel=windows <= 1)
             return rows
         finally:
             # Also on cancellation: killing ffmpeg ends a read blocked in its thread at once.
             dec.close()
 
     async def _infer(self, meta: ChunkMeta, segs: list[Segment], buf: MediaBuffer, views: list[TrackView],
-                     t: Timings) -> list[dict[str, Any]]:
+                     t: Timings, parallel: bool = True) -> list[dict[str, Any]]:
+        """A chunk longer than one window sends its batches one at a time: a whole-call upload then
+        takes one request slot of Triton, not all of them, and live chunks keep flowing."""
         keys, items = build_items(segs, buf, views, meta.start_ms)
         start = time.perf_counter()
-        results = await self.client.infer(items) if items else []
+        results = await self.client.infer(items, parallel=parallel) if items else []
         t.inference_ms += (time.perf_counter() - start) * 1000
         return [self._row(meta, key, r) for key, r in zip(keys, results, strict=True)]
 

@@ -68,7 +68,7 @@ class FakeTriton:
     def __init__(self) -> None:
         self.items = 0
 
-    async def infer(self, items: list[Item]) -> list[Result]:
+    async def infer(self, items: list[Item], parallel: bool = True) -> list[Result]:
         self.items += len(items)
         out = []
         for item in items:
