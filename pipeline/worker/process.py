@@ -166,9 +166,11 @@ class ChunkProcessor:
                 buf.add(await asyncio.to_thread(dec.read, s.decode_window_s))
                 windows += 1
                 t.decode_ms += (time.perf_counter() - start) * 1000
+                if dec.finished:
+                    break  # the rest goes in one call below: a short chunk makes exactly one request
                 segs = planner.ready(dec.decoded_ms)
                 if segs:
-                    rows += await self._infer(meta, segs, buf, views, t, parallel=windows == 1 and dec.finished)
+                    rows += await self._infer(meta, segs, buf, views, t, parallel=False)
                     buf.drop_before(segs[-1].end_ms, meta.start_ms)
             duration, note = effective_duration(meta.duration_ms, dec.info.duration_ms, dec.decoded_ms, tolerance)
             if note:
