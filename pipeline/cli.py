@@ -10,7 +10,7 @@ import time
 import uuid
 from pathlib import Path
 
-from pipeline.settings import REPO_ROOT, Settings
+from pipeline.settings import REPO_ROOT, Settings, mask
 
 
 def cmd_up(settings: Settings, args) -> int:
@@ -23,7 +23,7 @@ def cmd_up(settings: Settings, args) -> int:
     up(settings)
     _prepare(settings)
     print(f"Kafka {settings.bootstrap_servers} | S3 {settings.s3_url} | Triton {settings.triton_grpc_url} | "
-          f"Postgres {settings.db_url}")
+          f"Postgres {mask('database_url', settings.db_url)}")
     return 0
 
 
@@ -212,7 +212,8 @@ def cmd_demo(settings: Settings, args) -> int:
         if done + failed < len(sent):
             print(f"timed out: {done}/{len(sent)} chunks processed; see .callstream/logs/worker-demo.log")
             return 1
-        print("5/5 the call's emotion timeline, read back from Postgres:")
+        print("5/5 the call's emotion timeline, read back from Postgres (the customer only: emotion recognition of "
+              "employees is prohibited in the EU, AI Act Art. 5(1)(f); see README, For deployers):")
         args.call_id, args.plot = call_id, str(settings.state_dir / "samples" / f"{call_id}.png")
         rc = cmd_timeline(settings, args)
     finally:
@@ -226,7 +227,7 @@ Next steps
   publish your own recording:   .venv/bin/callstream produce path/to/call.mp4 --call-id my-call-1
   run a worker (or several):    .venv/bin/callstream worker
   print its timeline and plot:  .venv/bin/callstream timeline my-call-1 --plot my-call-1.png
-  query in SQL:                 psql "{settings.db_url}" -c "SELECT * FROM call_track_summary"
+  query in SQL:                 psql "{mask('database_url', settings.db_url)}" -c "SELECT * FROM call_track_summary"
   stop the embedded stack:      .venv/bin/callstream down""")
     return rc
 

@@ -40,6 +40,8 @@ H_CONTENT_TYPE = "content-type"
 H_CLAIM_CHECK = "claim-check"
 H_CALL_STARTED_AT = "call-started-at"
 H_PUBLISHED_AT_MS = "published-at-ms"
+H_CONSENT = "consent"
+CONSENTS = ("emotion", "none")
 # Set by the worker on dead-lettered messages.
 H_DLQ_REASON = "dlq-reason"
 H_DLQ_DETAIL = "dlq-detail"
@@ -57,6 +59,7 @@ class ChunkMeta:
     claim_check: str | None = None
     call_started_at: datetime | None = None
     published_at_ms: int | None = None
+    consent: str | None = None   # 'emotion': the person agreed to emotion analysis; 'none': they did not
 
     def headers(self) -> list[tuple[str, bytes]]:
         pairs = [(H_SCHEMA, SCHEMA_VERSION), (H_CALL_ID, self.call_id), (H_SEQ, str(self.seq)),
@@ -64,7 +67,7 @@ class ChunkMeta:
         optional = [(H_LAYOUT, self.layout), (H_DURATION_MS, self.duration_ms),
                     (H_CONTENT_TYPE, self.content_type), (H_CLAIM_CHECK, self.claim_check),
                     (H_CALL_STARTED_AT, self.call_started_at.isoformat() if self.call_started_at else None),
-                    (H_PUBLISHED_AT_MS, self.published_at_ms)]
+                    (H_PUBLISHED_AT_MS, self.published_at_ms), (H_CONSENT, self.consent)]
         pairs += [(k, str(v)) for k, v in optional if v is not None]
         return [(k, v.encode()) for k, v in pairs]
 
@@ -157,6 +160,9 @@ def parse(headers: Iterable[tuple[str | bytes, bytes | str | None]] | Mapping | 
         started_at = datetime.fromisoformat(started) if started else None
     except ValueError:
         raise BadChunk("malformed_header", f"call-started-at {bounded(started or '', 60)!r} is not ISO 8601") from None
+    consent = h.get(H_CONSENT) or None
+    if consent is not None and consent not in CONSENTS:
+        raise BadChunk("malformed_header", f"consent {bounded(consent, 40)!r}; expected one of {CONSENTS}")
     seq = _int(h, H_SEQ, True, MAX_SEQ)
     start_ms = _int(h, H_START_MS, True, MAX_CALL_MS)
     assert seq is not None and start_ms is not None  # required: _int raised otherwise
@@ -167,7 +173,7 @@ def parse(headers: Iterable[tuple[str | bytes, bytes | str | None]] | Mapping | 
         call_id=call_id, seq=seq, start_ms=start_ms, end_of_call=_bool(h, H_END_OF_CALL), layout=layout,
         duration_ms=duration_ms, content_type=bounded(h[H_CONTENT_TYPE], 100) if h.get(H_CONTENT_TYPE) else None,
         claim_check=claim, call_started_at=started_at,
-        published_at_ms=_int(h, H_PUBLISHED_AT_MS, False, MAX_EPOCH_MS))
+        published_at_ms=_int(h, H_PUBLISHED_AT_MS, False, MAX_EPOCH_MS), consent=consent)
 
 
 def check_claim_uri(uri: str) -> None:

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+ROLES = ("customer", "agent", "supervisor", "other")
+EMPLOYEE_ROLES = ("agent", "supervisor")
 
 
 def _setting(env: str, default: Any, doc: str) -> Any:
@@ -100,6 +103,16 @@ class Settings:
                                             "declared seconds.")
     decode_timeout_factor: float = _setting("CALLSTREAM_DECODE_TIMEOUT_FACTOR", 1.0,
                                             "Seconds of decode budget per second of declared media.")
+    # --- whose emotions are analysed (README: For deployers; docs/COMPLIANCE.md) --------------
+    analysed_roles: str = _setting("CALLSTREAM_ANALYSED_ROLES", "customer",
+                                   "Comma-separated roles whose media is analysed (customer, agent, supervisor, "
+                                   "other). Media of any other role never reaches the model.")
+    allow_employee_emotion_recognition: bool = _setting(
+        "CALLSTREAM_ALLOW_EMPLOYEE_EMOTION_RECOGNITION_PROHIBITED_IN_EU", False,
+        "Required to analyse agents or supervisors: emotion recognition of employees at work is prohibited "
+        "in the EU (AI Act Art. 5(1)(f)) outside medical and safety uses.")
+    require_consent: bool = _setting("CALLSTREAM_REQUIRE_CONSENT", False,
+                                     "Analyse only chunks whose consent header is `emotion`.")
     # --- retries -----------------------------------------------------------------------------
     retry_initial_s: float = _setting("CALLSTREAM_RETRY_INITIAL_S", 0.5, "First backoff on a transient fault.")
     retry_max_s: float = _setting("CALLSTREAM_RETRY_MAX_S", 30.0, "Longest backoff between retries.")
@@ -121,6 +134,22 @@ class Settings:
         return cls(**values)
 
     # --- derived endpoints: the embedded stack fills in whatever was not given ---------------
+    def __post_init__(self) -> None:
+        unknown = self.roles - set(ROLES)
+        if unknown:
+            raise ValueError(f"CALLSTREAM_ANALYSED_ROLES={self.analysed_roles!r}: unknown role(s) "
+                             f"{sorted(unknown)}; accepted: {', '.join(ROLES)}")
+        employees = self.roles & set(EMPLOYEE_ROLES)
+        if employees and not self.allow_employee_emotion_recognition:
+            raise ValueError(
+                f"CALLSTREAM_ANALYSED_ROLES names {sorted(employees)}: emotion recognition of employees at work "
+                "is prohibited in the EU (AI Act Art. 5(1)(f)). Outside its scope, also set "
+                "CALLSTREAM_ALLOW_EMPLOYEE_EMOTION_RECOGNITION_PROHIBITED_IN_EU=true.")
+
+    @property
+    def roles(self) -> frozenset[str]:
+        return frozenset(r.strip().lower() for r in self.analysed_roles.split(",") if r.strip())
+
     @property
     def allowed_buckets(self) -> frozenset[str]:
         listed = {b.strip() for b in self.claim_check_buckets.split(",") if b.strip()}
@@ -152,8 +181,16 @@ class Settings:
         raise ValueError(f"DATABASE_URL must be a postgresql:// URL, got {url!r}")
 
     def describe(self) -> list[tuple[str, str, str]]:
-        return [(f.metadata["env"], str(getattr(self, f.name)), f.metadata["doc"])
+        """(variable, value, meaning) for every setting, secrets masked: this is printed and logged."""
+        return [(f.metadata["env"], mask(f.name, str(getattr(self, f.name))), f.metadata["doc"])
                 for f in dataclasses.fields(self)]
+
+
+def mask(name: str, value: str) -> str:
+    """Hide secret keys and passwords, and the password inside a URL's credentials."""
+    if any(word in name for word in ("secret", "password", "token")) and value:
+        return "********"
+    return re.sub(r"(://[^:/@\s]+):[^@\s]*@", r"\1:********@", value)
 
 
 def _coerce(default: Any, raw: str, name: str) -> Any:

@@ -125,7 +125,13 @@ def create_app(settings: Settings) -> faust.App:
                     health={"triton": client.ping, "postgres": writer.ping, "object_store": s3_up},
                     park_payload=park, retry_initial_s=settings.retry_initial_s, retry_max_s=settings.retry_max_s,
                     max_attempts=settings.max_attempts, dlq_inline_limit=settings.dlq_inline_limit_bytes)
-                log.info("worker ready: model %s (%s) at %s", name, version, settings.triton_grpc_url)
+                log.info("worker ready: model %s (%s) at %s; analysing %s", name, version,
+                         settings.triton_grpc_url, ", ".join(sorted(settings.roles)))
+                employees = sorted(settings.roles & {"agent", "supervisor"})
+                if employees:
+                    log.warning("analysing the emotions of %s: emotion recognition of employees at work is prohibited "
+                                "in the EU by the AI Act, Article 5(1)(f), except for medical or safety reasons",
+                                " and ".join(employees))
         return state["handler"]
 
     async def agent_crashed(agent: Any, exc: BaseException) -> None:

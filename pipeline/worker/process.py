@@ -139,8 +139,25 @@ class ChunkProcessor:
         t.size_bytes = len(payload)
         return payload
 
+    def not_analysed(self, meta: ChunkMeta) -> str | None:
+        """Why this chunk's media must not reach the model at all, or None when it may."""
+        if meta.consent == "none":
+            return "not analysed: consent header is 'none'"
+        if self.settings.require_consent and meta.consent != "emotion":
+            return "not analysed: CALLSTREAM_REQUIRE_CONSENT and no 'consent: emotion' header"
+        layout = meta.layout or self.settings.default_layout
+        tracks = {"agent", "customer"} if layout == "dual" else {layout}
+        if not tracks & self.settings.roles:
+            return f"not analysed: {', '.join(sorted(tracks))} not in CALLSTREAM_ANALYSED_ROLES"
+        return None
+
     async def process(self, meta: ChunkMeta, value: bytes | None) -> tuple[list[dict[str, Any]], Timings]:
         t = Timings()
+        skip = self.not_analysed(meta)
+        if skip:
+            # Nothing of the person is processed: the payload is not even fetched or decoded.
+            t.notes.append(skip)
+            return [], t
         payload = await self.payload(meta, value, t)
         with ChunkFile(payload) as path:
             del payload  # the file holds it now; a 64 MB value must not stay in memory twice
@@ -158,7 +175,8 @@ class ChunkProcessor:
             planner = SegmentPlanner(meta.start_ms, s.segment_ms, tolerance)
             buf = MediaBuffer(s.sample_fps, dec.channels)
             width = dec.size[0] if dec.size else None
-            views = track_views(meta.layout or s.default_layout, width, dec.channels)
+            # Only analysed roles are cut into items: nobody else's face or voice reaches the model.
+            views = [v for v in track_views(meta.layout or s.default_layout, width, dec.channels) if v.track in s.roles]
             rows: list[dict[str, Any]] = []
             windows = 0
             while not dec.finished:

@@ -35,7 +35,7 @@ def test_triton_outage_is_retried_and_holds_the_offset(stack, media):
         assert "transient fault" in stack.worker_log("outage")
         triton.start(stack.settings)
         wait_chunks(settings, "e2e-outage", 2, timeout=180)
-        assert len(segments(settings, "e2e-outage")) == 20
+        assert len(segments(settings, "e2e-outage")) == 10
         assert query(settings, "SELECT count(*) FROM chunks WHERE call_id='e2e-outage' AND status='failed'")[0][0] == 0
         assert worker.poll() is None, stack.worker_log("outage")
     finally:

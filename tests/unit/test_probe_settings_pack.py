@@ -68,3 +68,28 @@ def test_truncation_is_decoding_much_less_than_declared():
     assert not is_truncated(5_021, 4_970)      # AAC priming and frame sampling, not truncation
     assert not is_truncated(None, 100)         # live WebM fragments often declare no duration
     assert not is_truncated(800, 400)          # short chunks get an absolute tolerance
+
+
+def test_analysing_employees_needs_a_second_explicit_setting():
+    import pytest
+
+    from pipeline.settings import Settings
+
+    assert Settings.from_env({}).roles == {"customer"}
+    with pytest.raises(ValueError, match=r"Art\. 5\(1\)\(f\)"):
+        Settings.from_env({"CALLSTREAM_ANALYSED_ROLES": "customer,agent"})
+    with pytest.raises(ValueError, match="unknown role"):
+        Settings.from_env({"CALLSTREAM_ANALYSED_ROLES": "custmer"})
+    both = Settings.from_env({"CALLSTREAM_ANALYSED_ROLES": "customer,agent",
+                              "CALLSTREAM_ALLOW_EMPLOYEE_EMOTION_RECOGNITION_PROHIBITED_IN_EU": "true"})
+    assert both.roles == {"customer", "agent"}
+
+
+def test_settings_output_contains_no_secret():
+    from pipeline.settings import Settings
+
+    s = Settings.from_env({"DATABASE_URL": "postgresql://writer:hunter2@db/callstream?sslmode=require",
+                           "CALLSTREAM_S3_SECRET_KEY": "s3cr3t-key"})
+    printed = "\n".join(" ".join(row) for row in s.describe())
+    assert "hunter2" not in printed and "s3cr3t-key" not in printed
+    assert "postgresql://writer:********@db/callstream?sslmode=require" in printed

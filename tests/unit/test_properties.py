@@ -97,3 +97,30 @@ def test_a_day_long_duration_header_is_clamped_to_the_media(sample):
 def test_files_that_name_other_files_are_never_opened(value):
     outcome, _, dlq = _settle(value, list(VALID.items()))
     assert outcome == "failed" and dlq.reasons() == ["undecodable"]
+
+
+def test_a_dual_chunk_under_the_default_policy_sends_only_the_customer_to_the_model(sample):
+    triton = FakeTriton()
+    writer, dlq = FakeWriter(), FakeDLQ()
+    processor = ChunkProcessor(Settings.from_env({}), triton, None, ffmpeg_exe(), "m", "1")
+    h = MessageHandler(processor, writer, dlq, retry_initial_s=0.001, retry_max_s=0.001)
+    assert asyncio.run(h.handle("t", 0, 0, b"c-1", sample, list(VALID.items()) + [("layout", b"dual")])) == "done"
+    rows = writer.commits[0][1]
+    assert rows and {r["track"] for r in rows} == {"customer"} and triton.items == len(rows)
+
+
+@pytest.mark.parametrize("env, consent, layout, analysed", [
+    ({}, None, b"customer", True), ({}, b"emotion", b"customer", True), ({}, b"none", b"customer", False),
+    ({"CALLSTREAM_REQUIRE_CONSENT": "true"}, None, b"customer", False),
+    ({"CALLSTREAM_REQUIRE_CONSENT": "true"}, b"emotion", b"customer", True),
+    ({}, None, b"agent", False),   # an agent-only chunk under the default policy
+])
+def test_consent_and_roles_decide_whether_media_is_analysed_at_all(sample, env, consent, layout, analysed):
+    triton, writer = FakeTriton(), FakeWriter()
+    processor = ChunkProcessor(Settings.from_env(env), triton, None, ffmpeg_exe(), "m", "1")
+    h = MessageHandler(processor, writer, FakeDLQ(), retry_initial_s=0.001, retry_max_s=0.001)
+    headers = list(VALID.items()) + [("layout", layout)] + ([("consent", consent)] if consent else [])
+    assert asyncio.run(h.handle("t", 0, 0, b"c-1", sample, headers)) == "done"
+    rows, ledger = writer.commits[0][1], writer.commits[0][2]
+    assert bool(rows) == analysed and bool(triton.items) == analysed
+    assert analysed or ledger["note"].startswith("not analysed")
