@@ -268,6 +268,73 @@ def cmd_reliability(settings: Settings, args) -> int:
     return 0
 
 
+def cmd_forget(settings: Settings, args) -> int:
+    from pipeline.ingest.claimcheck import ClaimCheckStore
+    from pipeline.ingest.claimcheck import object_key
+    from pipeline.store import erasure
+    from pipeline.store.db import sync_engine
+
+    engine = sync_engine(settings)
+    if args.lift:
+        n = erasure.lift(engine, args.call_id, args.participant)
+        print(f"tombstone of {args.call_id}{'/' + args.participant if args.participant else ''} "
+              f"{'removed: re-published chunks will be processed again' if n else 'not found'}")
+        return 0
+    gone = erasure.forget(engine, args.call_id, args.participant)
+    objects = 0
+    if not args.participant:
+        claims = ClaimCheckStore(settings)
+        objects += claims.delete_prefix(object_key(args.call_id, 0).rsplit("/", 1)[0] + "/")
+        for uri in gone.claim_checks:
+            try:
+                claims.delete(uri)
+                objects += 1
+            except Exception as exc:  # another bucket or already gone: say so, keep going
+                print(f"  could not delete {uri}: {exc}", file=sys.stderr)
+        for source in gone.dead_letter_sources:
+            objects += claims.delete_prefix("dlq/" + source.replace("/", "-") + ".bin")
+    left = erasure.remaining(engine, args.call_id)
+    what = f"participant {args.participant} of call {args.call_id}" if args.participant else f"call {args.call_id}"
+    print(f"forgot {what}: {gone.segments} segment rows, {gone.ledger_rows} ledger rows, {gone.calls} call rows, "
+          f"{objects} stored objects; a tombstone refuses its chunks if they are delivered again "
+          f"(`callstream forget {args.call_id} --lift` to allow it)")
+    if not args.participant and any(left.values()):
+        print(f"rows still present: {left}", file=sys.stderr)
+        return 1
+    print(f"note: dead letters of this call on {settings.dlq_topic} expire with the topic's retention")
+    return 0
+
+
+def cmd_retention(settings: Settings, args) -> int:
+    import time as _time
+
+    from pipeline.ingest.claimcheck import ClaimCheckStore
+    from pipeline.store import erasure
+    from pipeline.store.db import sync_engine
+
+    engine = sync_engine(settings)
+    claims = ClaimCheckStore(settings)
+    stale = erasure.stale_dead_letter_media(engine, settings.dlq_media_hours)
+    deleted = []
+    for ledger_id, uri in stale:
+        try:
+            claims.delete(uri)
+            deleted.append(ledger_id)
+        except Exception as exc:
+            print(f"  could not delete {uri}: {exc}", file=sys.stderr)
+    if deleted:
+        erasure.mark_media_deleted(engine, deleted)
+    parked = claims.delete_prefix("dlq/", older_than=_time.time() - settings.dlq_media_hours * 3600)
+    print(f"dead-letter media older than {settings.dlq_media_hours:g} h: {len(deleted)} claim-check objects, "
+          f"{parked} parked payloads deleted")
+    if settings.retention_days <= 0:
+        print("CALLSTREAM_RETENTION_DAYS is 0: timelines and ledger rows are kept")
+        return 0
+    counts = erasure.apply_retention(engine, settings.retention_days)
+    print(f"older than {settings.retention_days} days deleted: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="callstream", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -310,6 +377,12 @@ def build_parser() -> argparse.ArgumentParser:
                                               "2-h audio-only call,8192x8192 frame")
     rl.add_argument("--calls", type=int, default=8, help="calls of 20 s in the fault-injection load")
     rl.add_argument("--timeout", type=float, default=900, help="longest wait for one memory case")
+    fg = sub.add_parser("forget", help="erase a call (or one participant): rows, ledger, stored objects; tombstone")
+    fg.add_argument("call_id")
+    fg.add_argument("--participant", help="only this participant (v1 chunks: agent or customer)")
+    fg.add_argument("--lift", action="store_true", help="remove the tombstone: allow a re-delivery to be processed")
+    rt = sub.add_parser("retention", help="`retention apply`: delete what is older than the retention settings")
+    rt.add_argument("retention_cmd", choices=["apply"])
     be = sub.add_parser("bench", help="throughput, latency, scale-out, limits and peers (docs/BENCHMARKS.md)")
     be.add_argument("--shape", action="append", help="WxH@FPS, repeatable (default 640x360@15 and 1280x720@30)")
     be.add_argument("--calls", type=int, default=6, help="calls per capacity run")
@@ -323,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "settings": cmd_settings, "demo": cmd_demo,
             "models": cmd_models, "produce": cmd_produce, "worker": cmd_worker, "timeline": cmd_timeline,
             "generate": cmd_generate, "bench": cmd_bench, "dlq": cmd_dlq,
-            "reliability": cmd_reliability}
+            "reliability": cmd_reliability, "forget": cmd_forget, "retention": cmd_retention}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -111,6 +111,13 @@ class Settings:
         "CALLSTREAM_ALLOW_EMPLOYEE_EMOTION_RECOGNITION_PROHIBITED_IN_EU", False,
         "Required to analyse agents or supervisors: emotion recognition of employees at work is prohibited "
         "in the EU (AI Act Art. 5(1)(f)) outside medical and safety uses.")
+    delete_claim_checks: bool = _setting("CALLSTREAM_DELETE_CLAIM_CHECKS", True,
+                                         "Delete a chunk's claim-check object once its rows are committed.")
+    dlq_media_hours: float = _setting("CALLSTREAM_DLQ_MEDIA_HOURS", 72.0,
+                                      "`retention apply` deletes media of dead-lettered chunks (claim checks, "
+                                      "parked payloads) older than this.")
+    retention_days: int = _setting("CALLSTREAM_RETENTION_DAYS", 0,
+                                   "`retention apply` deletes timelines and ledger rows older than this; 0 = off.")
     require_consent: bool = _setting("CALLSTREAM_REQUIRE_CONSENT", False,
                                      "Analyse only chunks whose consent header is `emotion`.")
     # --- retries -----------------------------------------------------------------------------

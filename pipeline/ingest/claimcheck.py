@@ -63,6 +63,29 @@ class ClaimCheckStore:
         except (EndpointConnectionError, BotoCoreError) as exc:
             raise TransientFault(f"S3 unreachable reading {uri}: {exc}", "object_store") from exc
 
+    def delete(self, uri: str) -> None:
+        """Remove a chunk's payload once it is no longer needed (only in an allowed bucket)."""
+        check_claim_uri(uri)
+        bucket, key = split_s3_uri(uri)
+        if bucket not in self.settings.allowed_buckets:
+            raise BadChunk("claim_check_refused", f"bucket {bucket!r} is not an allowed claim-check bucket")
+        try:
+            self.client.delete_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            raise _classify(exc, uri) from exc
+        except (EndpointConnectionError, BotoCoreError) as exc:
+            raise TransientFault(f"S3 unreachable deleting {uri}: {exc}", "object_store") from exc
+
+    def delete_prefix(self, prefix: str, older_than: float | None = None) -> int:
+        """Delete every object under `prefix` in the claim-check bucket (older than a POSIX time)."""
+        bucket, n = self.settings.claim_check_bucket, 0
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                if older_than is None or obj["LastModified"].timestamp() < older_than:
+                    self.client.delete_object(Bucket=bucket, Key=obj["Key"])
+                    n += 1
+        return n
+
     def ping(self) -> bool:
         """Whether the object store answers at all (any HTTP answer counts; only silence is down)."""
         try:

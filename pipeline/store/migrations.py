@@ -97,10 +97,42 @@ def _v3_completion(conn: Connection) -> None:
     conn.exec_driver_sql(CALL_SUMMARY_V3)
 
 
+PRIVACY_V4 = """
+CREATE TABLE IF NOT EXISTS erasures (
+    call_id varchar(128) NOT NULL,
+    track varchar(64) NOT NULL DEFAULT '*',
+    erased_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (call_id, track)
+);
+COMMENT ON TABLE erasures IS 'tombstones of callstream forget: chunks of these calls (track * = all) are refused';
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'callstream_writer') THEN
+        CREATE ROLE callstream_writer NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'callstream_analyst') THEN
+        CREATE ROLE callstream_analyst NOLOGIN;
+    END IF;
+END $$;
+GRANT SELECT, INSERT, UPDATE, DELETE ON calls, chunks, emotion_segments, erasures, schema_migrations
+    TO callstream_writer;
+GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO callstream_writer;
+GRANT SELECT ON emotion_timeline, call_track_summary, call_summary, calls, emotion_segments
+    TO callstream_analyst;
+REVOKE ALL ON chunks, erasures, schema_migrations FROM callstream_analyst;
+"""
+
+
+def _v4_privacy(conn: Connection) -> None:
+    conn.exec_driver_sql(PRIVACY_V4)
+
+
 MIGRATIONS = [(1, "tables: calls, chunks ledger, emotion_segments", _v1_tables),
               (2, "views: emotion_timeline, call_track_summary, call_summary", _v2_views),
               (3, "chunks.note; call_summary: complete once seqs 0..end are settled, later seqs counted",
-               _v3_completion)]
+               _v3_completion),
+              (4, "erasures (tombstones); roles callstream_writer and callstream_analyst (views, not the ledger)",
+               _v4_privacy)]
 
 
 def migrate(conn: Connection) -> list[int]:

@@ -57,6 +57,16 @@ class ChunkLedger(Base):
                                                    comment="when the chunk's rows were written, just before commit")
 
 
+class Erasure(Base):
+    """A tombstone left by `callstream forget`: later chunks of the call (or of its track) are refused."""
+
+    __tablename__ = "erasures"
+
+    call_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    track: Mapped[str] = mapped_column(String(64), primary_key=True, server_default="*")
+    erased_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 class EmotionSegment(Base):
     """One row per (call, participant track, segment start, model version); probabilities in DFEW order.
     All seven are NULL, and label is NULL, when neither a face nor speech was observed."""

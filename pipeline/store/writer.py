@@ -11,7 +11,7 @@ import time
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import func, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -88,11 +88,26 @@ class SegmentWriter:
         except Exception:
             return False
 
+    async def erased_tracks(self, call_id: str) -> set[str]:
+        """Tracks of the call erased by `callstream forget` ('*' = the whole call)."""
+        async with self._transaction() as conn:
+            rows = await conn.execute(text("SELECT track FROM erasures WHERE call_id = :c"), {"c": call_id})
+            return {r[0] for r in rows}
+
+    async def record_refused(self, ledger: dict[str, Any]) -> None:
+        """The ledger row of a chunk of an erased call: its place in the log only, nothing of the call."""
+        async with self._transaction() as conn:
+            await conn.execute(_ledger_upsert(ledger))
+
     async def commit_chunk(self, call: dict[str, Any], segments: list[dict[str, Any]],
                            ledger: dict[str, Any]) -> float:
         """Write the chunk's call, segment and ledger rows in one transaction; returns the ms it took."""
         async with self._transaction() as conn:
             start = time.perf_counter()
+            # A participant erased from this call stays erased, whatever is replayed.
+            gone = {r[0] for r in await conn.execute(text("SELECT track FROM erasures WHERE call_id = :c"),
+                                                      {"c": call["call_id"]})}
+            segments = [r for r in segments if r["track"] not in gone]
             await conn.execute(_call_upsert(call))
             if segments:
                 # Sorted keys: concurrent chunks of one call lock rows in the same order (no deadlock).

@@ -120,11 +120,15 @@ def create_app(settings: Settings) -> faust.App:
                 async def park(source: str, payload: bytes) -> str:
                     return await asyncio.to_thread(claims.put_dead_letter, source, payload)
 
+                async def discard(uri: str) -> None:
+                    await asyncio.to_thread(claims.delete, uri)
+
                 state["handler"] = MessageHandler(
                     processor, writer, dead_letter,
                     health={"triton": client.ping, "postgres": writer.ping, "object_store": s3_up},
                     park_payload=park, retry_initial_s=settings.retry_initial_s, retry_max_s=settings.retry_max_s,
-                    max_attempts=settings.max_attempts, dlq_inline_limit=settings.dlq_inline_limit_bytes)
+                    max_attempts=settings.max_attempts, dlq_inline_limit=settings.dlq_inline_limit_bytes,
+                    discard_claim=discard if settings.delete_claim_checks else None)
                 log.info("worker ready: model %s (%s) at %s; analysing %s", name, version,
                          settings.triton_grpc_url, ", ".join(sorted(settings.roles)))
                 employees = sorted(settings.roles & {"agent", "supervisor"})

@@ -81,8 +81,10 @@ class MessageHandler:
     def __init__(self, processor: Any, writer: Any, dead_letter: DeadLetter, *,
                  health: Mapping[Dependency, Health] | None = None, park_payload: Any = None,
                  retry_initial_s: float = 0.5, retry_max_s: float = 30.0, max_attempts: int = 6,
-                 dlq_inline_limit: int = 900_000) -> None:
-        """`park_payload(source, payload) -> uri` keeps a payload too large for the DLQ (claim check)."""
+                 dlq_inline_limit: int = 900_000, discard_claim: Any = None) -> None:
+        """`park_payload(source, payload) -> uri` keeps a payload too large for the DLQ (claim check);
+        `discard_claim(uri)` deletes a claim-check object once the chunk's rows are committed."""
+        self.discard_claim = discard_claim
         self.processor, self.writer, self.dead_letter = processor, writer, dead_letter
         self.health = dict(health or {})
         self.park_payload = park_payload
@@ -152,6 +154,15 @@ class MessageHandler:
 
     async def _process(self, msg: Message, attempt: int) -> str:
         meta = parse(msg.headers, msg.key)
+        if "*" in await self.writer.erased_tracks(meta.call_id):
+            # Erased by `callstream forget`: a replay must not bring the call back. The ledger keeps
+            # only the message's place in the log; the payload object is removed too.
+            ledger = self._ledger(msg, None, attempt)
+            ledger.update(status="erased", segments=0, note="refused: the call was erased (callstream forget)")
+            await self.writer.record_refused(ledger)
+            await self._discard(meta)
+            log.info("refused %s: its call was erased", msg.source)
+            return "erased"
         rows, t = await self.processor.process(meta, msg.value)
         ledger = self._ledger(msg, meta, attempt)
         ledger.update(status="done", duration_ms=max((r["end_ms"] for r in rows), default=meta.start_ms) - meta.start_ms,
@@ -159,9 +170,18 @@ class MessageHandler:
                       inference_ms=t.inference_ms, error_reason=None, error_detail=None,
                       note="; ".join(t.notes) or None)
         db_ms = await self.writer.commit_chunk(self._call(meta), rows, ledger)
+        await self._discard(meta)
         log.info("chunk %s/%d: %d segments (decode %.0f ms, inference %.0f ms, db %.0f ms)%s", meta.call_id,
                  meta.seq, len(rows), t.decode_ms, t.inference_ms, db_ms or 0, f" [{ledger['note']}]" if t.notes else "")
         return "done"
+
+    async def _discard(self, meta: ChunkMeta) -> None:
+        """Media is kept no longer than needed; a failed delete is left to `retention apply`."""
+        if meta.claim_check and self.discard_claim is not None:
+            try:
+                await self.discard_claim(meta.claim_check)
+            except Exception as exc:
+                log.warning("could not delete %s (retention apply will): %s", bounded(meta.claim_check), exc)
 
     @staticmethod
     def _call(meta: ChunkMeta) -> dict[str, Any]:

@@ -96,3 +96,21 @@ def test_completion_is_right_whatever_the_order_and_later_chunks_are_counted(sta
     with sync_engine(stack.settings).connect() as conn:
         row = conn.execute(text("SELECT status, chunks_past_end FROM call_summary WHERE call_id='store-eoc'")).one()
     assert tuple(row) == ("complete", 2)
+
+
+def test_retention_deletes_only_what_is_older_than_the_limit(stack):
+    from pipeline.store.erasure import apply_retention
+
+    _commit(stack, "store-old", [_row("store-old", s * 1000) for s in range(3)], 300)
+    _commit(stack, "store-new", [_row("store-new", s * 1000) for s in range(3)], 301)
+    engine = sync_engine(stack.settings)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE emotion_segments SET updated_at = now() - interval '40 days' WHERE call_id='store-old'"))
+        conn.execute(text("UPDATE chunks SET processed_at = now() - interval '40 days' WHERE call_id='store-old'"))
+        conn.execute(text("UPDATE calls SET updated_at = now() - interval '40 days' WHERE call_id='store-old'"))
+    counts = apply_retention(engine, 30, batch=2)          # batches smaller than the work: several rounds
+    assert counts["emotion_segments"] >= 3 and counts["chunks"] >= 1 and counts["calls"] >= 1
+    with engine.connect() as conn:
+        left = dict(conn.execute(text("SELECT call_id, count(*) FROM emotion_segments "
+                                      "WHERE call_id IN ('store-old', 'store-new') GROUP BY 1")).all())
+    assert left == {"store-new": 3}

@@ -33,6 +33,15 @@ class FakeWriter:
     async def ping(self) -> bool:
         return self.up
 
+    erased: set[str] = field(default_factory=set)
+    refused: list[dict] = field(default_factory=list)
+
+    async def erased_tracks(self, call_id: str) -> set[str]:
+        return {"*"} if call_id in self.erased else set()
+
+    async def record_refused(self, ledger: dict) -> None:
+        self.refused.append(ledger)
+
 
 @dataclass
 class FakeDLQ:
