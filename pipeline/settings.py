@@ -32,6 +32,14 @@ class Settings:
     kafka_bootstrap: str = _setting("CALLSTREAM_KAFKA_BOOTSTRAP", "",
                                     "host:port of a Kafka cluster; empty = the embedded tansu broker.")
     kafka_port: int = _setting("CALLSTREAM_KAFKA_PORT", 9092, "Port of the embedded broker.")
+    kafka_security_protocol: str = _setting("CALLSTREAM_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT",
+                                            "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, for every Kafka client.")
+    kafka_sasl_mechanism: str = _setting("CALLSTREAM_KAFKA_SASL_MECHANISM", "PLAIN",
+                                         "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.")
+    kafka_sasl_username: str = _setting("CALLSTREAM_KAFKA_SASL_USERNAME", "", "SASL user name.")
+    kafka_sasl_password: str = _setting("CALLSTREAM_KAFKA_SASL_PASSWORD", "", "SASL password (never printed).")
+    kafka_ssl_cafile: str = _setting("CALLSTREAM_KAFKA_SSL_CAFILE", "",
+                                     "CA bundle to verify the brokers; empty = the system's.")
     chunks_topic: str = _setting("CALLSTREAM_CHUNKS_TOPIC", "callstream.chunks", "Topic of media chunks.")
     dlq_topic: str = _setting("CALLSTREAM_DLQ_TOPIC", "callstream.chunks.dlq",
                               "Dead-letter topic: rejected chunks with the reason in a header.")

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 
 from pipeline.contract import H_CALL_ID, H_CLAIM_CHECK, H_SEQ
+from pipeline.ingest.security import aiokafka_kwargs
 from pipeline.settings import Settings
 from pipeline.worker.handler import H_DLQ_PAYLOAD, H_DLQ_SOURCE
 
@@ -50,6 +51,7 @@ def read_all(settings: Settings, topic: str | None = None, idle_s: float = 3.0) 
 
     async def run() -> list[DeadLetter]:
         consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
+                                    **aiokafka_kwargs(settings),
                                     auto_offset_reset="earliest", group_id=None,
                                     fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=32 * 1024 * 1024)
         await consumer.start()

@@ -19,6 +19,7 @@ from pipeline.ingest.claimcheck import ClaimCheckStore
 from pipeline.ingest.topics import ensure_topics
 from pipeline.media.cut import cut
 from pipeline.media.ffmpeg_bin import ffmpeg_exe
+from pipeline.ingest.security import kafka_python_kwargs
 from pipeline.settings import Settings
 
 
@@ -38,7 +39,8 @@ class ChunkPublisher:
             ensure_topics(settings)
         self.producer = KafkaProducer(
             bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=5, retries=10,
-            max_request_size=max(settings.inline_limit_bytes * 2, 1_048_576), client_id="callstream-producer")
+            max_request_size=max(settings.inline_limit_bytes * 2, 1_048_576), client_id="callstream-producer",
+            **kafka_python_kwargs(settings))
         self._claims: ClaimCheckStore | None = None
         self._pending: list[tuple[int, Any]] = []
 

@@ -8,6 +8,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from pipeline.ingest.security import kafka_python_kwargs
 from pipeline.settings import Settings
 
 
@@ -15,7 +16,8 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
     deadline = time.time() + timeout
     while True:
         try:
-            admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="callstream-admin")
+            admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="callstream-admin",
+                                     **kafka_python_kwargs(settings))
             break
         except KafkaError:
             if time.time() > deadline:

@@ -20,6 +20,7 @@ import faust
 
 from pipeline.inference.client import EmotionClient
 from pipeline.ingest.claimcheck import ClaimCheckStore
+from pipeline.ingest.security import faust_credentials
 from pipeline.media.ffmpeg_bin import ffmpeg_exe
 from pipeline.settings import Settings
 from pipeline.store.db import async_engine
@@ -92,6 +93,7 @@ def create_app(settings: Settings) -> faust.App:
         stream_buffer_maxsize=settings.worker_concurrency * 2,
         web_enabled=settings.worker_web_port > 0, web_port=settings.worker_web_port or 6066,
         store="memory://", table_cleanup_interval=3600.0,
+        broker_credentials=faust_credentials(settings),
     )
     chunks = app.topic(settings.chunks_topic, key_type=bytes, value_type=bytes,
                        partitions=settings.partitions)

@@ -1,0 +1,56 @@
+"""Kafka TLS and SASL settings, passed the same way to every client: the Faust worker, the kafka-python
+producer and admin, and the aiokafka readers (DLQ tools). One place, so no client is left in plaintext."""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+from pipeline.settings import Settings
+
+PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def _check(settings: Settings) -> str:
+    protocol = settings.kafka_security_protocol.upper()
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"CALLSTREAM_KAFKA_SECURITY_PROTOCOL={protocol!r}; accepted: {', '.join(PROTOCOLS)}")
+    if protocol.startswith("SASL") and settings.kafka_sasl_mechanism.upper() not in MECHANISMS:
+        raise ValueError(f"CALLSTREAM_KAFKA_SASL_MECHANISM={settings.kafka_sasl_mechanism!r}; "
+                         f"accepted: {', '.join(MECHANISMS)}")
+    return protocol
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    if "SSL" not in _check(settings):
+        return None
+    return ssl.create_default_context(cafile=settings.kafka_ssl_cafile or None)
+
+
+def kafka_python_kwargs(settings: Settings) -> dict[str, Any]:
+    protocol = _check(settings)
+    kw: dict[str, Any] = {"security_protocol": protocol}
+    if "SSL" in protocol:
+        kw["ssl_context"] = ssl_context(settings)
+    if protocol.startswith("SASL"):
+        kw.update(sasl_mechanism=settings.kafka_sasl_mechanism.upper(),
+                  sasl_plain_username=settings.kafka_sasl_username,
+                  sasl_plain_password=settings.kafka_sasl_password)
+    return kw
+
+
+def aiokafka_kwargs(settings: Settings) -> dict[str, Any]:
+    return kafka_python_kwargs(settings)  # aiokafka takes the same names
+
+
+def faust_credentials(settings: Settings) -> Any:
+    import faust
+
+    protocol = _check(settings)
+    if protocol == "PLAINTEXT":
+        return None
+    if protocol == "SSL":
+        return faust.SSLCredentials(ssl_context(settings))
+    return faust.SASLCredentials(username=settings.kafka_sasl_username, password=settings.kafka_sasl_password,
+                                 ssl_context=ssl_context(settings), mechanism=settings.kafka_sasl_mechanism.upper())
