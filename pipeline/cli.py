@@ -269,8 +269,7 @@ def cmd_reliability(settings: Settings, args) -> int:
 
 
 def cmd_forget(settings: Settings, args) -> int:
-    from pipeline.ingest.claimcheck import ClaimCheckStore
-    from pipeline.ingest.claimcheck import object_key
+    from pipeline.ingest.claimcheck import ClaimCheckStore, object_key
     from pipeline.store import erasure
     from pipeline.store.db import sync_engine
 

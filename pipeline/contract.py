@@ -7,9 +7,9 @@ a message can be malformed maps to one stable reason code that lands in the DLQ 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterable, Mapping
 
 from pipeline.errors import BadChunk
 
@@ -139,7 +139,8 @@ def parse(headers: Iterable[tuple[str | bytes, bytes | str | None]] | Mapping | 
     if schema is None:
         raise BadChunk("missing_header", f"header {H_SCHEMA!r} is required")
     if schema not in SUPPORTED_SCHEMAS:
-        raise BadChunk("unknown_schema", f"schema version {bounded(schema, 40)!r}; supported: {sorted(SUPPORTED_SCHEMAS)}")
+        raise BadChunk("unknown_schema",
+                       f"schema version {bounded(schema, 40)!r}; supported: {sorted(SUPPORTED_SCHEMAS)}")
     call_id = h.get(H_CALL_ID)
     if not call_id:
         raise BadChunk("missing_header", f"header {H_CALL_ID!r} is required")

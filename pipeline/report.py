@@ -15,8 +15,8 @@ def format_timeline(rows: list[dict]) -> str:
             lines.append(f"{span}  {r['track']:<8} {'(none)':<9} {'':>5}  {'-':<4} {'-':<6} {'':>7}  "
                          "no face, no speech")
             continue
-        probs = sorted(((r[l], l) for l in DFEW_LABELS), reverse=True)[:2]
-        top = ", ".join(f"{l} {p:.2f}" for p, l in probs)
+        probs = sorted(((r[label], label) for label in DFEW_LABELS), reverse=True)[:2]
+        top = ", ".join(f"{label} {p:.2f}" for p, label in probs)
         arousal = f"{r['arousal']:.2f}" if r["arousal"] is not None else "-"
         lines.append(f"{span}  {r['track']:<8} {r['label']:<9} {r['confidence']:5.2f}  "
                      f"{'yes' if r['face_found'] else 'no':<4} {'yes' if r['speech_found'] else 'no':<6} "
@@ -42,7 +42,7 @@ def plot_timeline(rows: list[dict], out: Path, title: str) -> Path:
 
     tracks = sorted({r["track"] for r in rows})
     fig, axes = plt.subplots(len(tracks), 1, figsize=(11, 2.8 * len(tracks)), sharex=True, squeeze=False)
-    for ax, track in zip(axes[:, 0], tracks):
+    for ax, track in zip(axes[:, 0], tracks, strict=True):
         mine = [r for r in rows if r["track"] == track]
         xs = [(r["start_ms"] + r["end_ms"]) / 2000 for r in mine]
         for label in DFEW_LABELS:

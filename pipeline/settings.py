@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,11 +139,11 @@ class Settings:
                                    "After SIGTERM a worker leaves the group and exits within this time.")
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
-        env = os.environ if env is None else env
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        source: Mapping[str, str] = os.environ if env is None else env
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
-            raw = env.get(f.metadata["env"])
+            raw = source.get(f.metadata["env"])
             if raw is None or raw == "":
                 continue
             values[f.name] = _coerce(f.default, raw, f.metadata["env"])

@@ -32,9 +32,11 @@ def peer_python(settings: Settings, log) -> Path:
     return py
 
 
-def run_peer(py: Path, mode: str, recording: Path, arg: str) -> dict:
+def run_peer(py: Path, mode: str, recording: Path, arg: str, workdir: Path) -> dict:
+    """Run a peer in `workdir`: fer.Video writes its data.csv into the current folder."""
+    workdir.mkdir(parents=True, exist_ok=True)
     out = subprocess.run([str(py), str(REPO_ROOT / "pipeline" / "bench" / "peer.py"), mode, str(recording), arg],
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True, check=True, cwd=workdir)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -84,8 +86,9 @@ def bench(settings: Settings, shapes: list[str], calls: int, seconds: float, wor
         entry["latency_offered_video_s_per_s"] = live
         log(f"  latency at {live} live calls: p50 {r.pct(50):.0f} ms, p95 {r.pct(95):.0f} ms, p99 {r.pct(99):.0f} ms")
         if py is not None:
-            entry["peers"] = [run_peer(py, "fer", work.recording, str(settings.sample_fps)),
-                              run_peer(py, "naive", work.recording, settings.db_url)]
+            peers_dir = settings.state_dir / "bench"
+            entry["peers"] = [run_peer(py, "fer", work.recording, str(settings.sample_fps), peers_dir),
+                              run_peer(py, "naive", work.recording, settings.db_url, peers_dir)]
             for p in entry["peers"]:
                 p["video_s_per_s"] = round(p["video_seconds"] / p["wall_seconds"], 2)
                 log(f"  peer {p['mode']}: {p['video_s_per_s']} video-s/s")
@@ -102,7 +105,8 @@ def markdown(report: dict) -> str:
     for e in report["shapes"]:
         lines += [f"### {e['shape']}", "",
                   "| run | workers | chunks | video-s/s | per core | chunks/s | p50 ms | p95 ms | p99 ms | "
-                  "decode ms | inference ms | db ms | broker+queue ms | Triton batch (emotion / detector / expression / voice) | worker peak RSS MB |",
+                  "decode ms | inference ms | db ms | broker+queue ms | "
+                  "Triton batch (emotion / detector / expression / voice) | worker peak RSS MB |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in e["runs"]:
             bd, tb = r["breakdown_ms"], r["triton_batch"]

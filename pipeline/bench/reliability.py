@@ -21,9 +21,10 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from sqlalchemy import text
 
@@ -330,7 +331,8 @@ def faults(h: Harness, m: dict[str, Path], calls: int, pause_s: float) -> list[d
     services: dict[str, tuple[str, Callable[[Settings], None]] | None] = {
         "none (baseline)": None, "worker": None,
         "Triton": (triton.NAME, triton.start), "Postgres": (postgres.NAME, postgres.start),
-        "broker (tansu)": (broker.NAME, broker.start), "object store (SeaweedFS)": (objectstore.NAME, objectstore.start),
+        "broker (tansu)": (broker.NAME, broker.start),
+        "object store (SeaweedFS)": (objectstore.NAME, objectstore.start),
     }
     out = []
     expected_rows: int | None = None

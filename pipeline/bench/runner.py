@@ -113,7 +113,7 @@ class Bench:
         logs = [settings.state_dir / "logs" / f"{tag}-w{i}.log" for i in range(n)]
         deadline = time.time() + 180
         while time.time() < deadline:
-            if all(l.exists() and "Worker]: Ready" in l.read_text(errors="replace") for l in logs):
+            if all(log.exists() and "Worker]: Ready" in log.read_text(errors="replace") for log in logs):
                 break
             time.sleep(0.5)
         else:
@@ -132,7 +132,8 @@ class Bench:
 
     def _collect(self, topic: str, workers: list[subprocess.Popen], n_workers: int, video_s: float,
                  before: dict, first_publish: float) -> RunResult:
-        q = text("""SELECT extract(epoch FROM processed_at)::float8 AS done, extract(epoch FROM published_at)::float8 AS pub,
+        q = text("""SELECT extract(epoch FROM processed_at)::float8 AS done,
+                           extract(epoch FROM published_at)::float8 AS pub,
                            fetch_ms, decode_ms, inference_ms, db_ms, status
                     FROM chunks WHERE topic = :t""")
         with self.engine.connect() as conn:
@@ -141,7 +142,8 @@ class Bench:
         if failed:
             raise RuntimeError(f"{len(failed)} chunks failed during the benchmark")
         lat = np.array([(r.done - r.pub) * 1000 for r in rows])
-        parts = {k: float(np.mean([getattr(r, k) or 0 for r in rows])) for k in ("fetch_ms", "decode_ms", "inference_ms", "db_ms")}
+        parts = {k: float(np.mean([getattr(r, k) or 0 for r in rows]))
+                 for k in ("fetch_ms", "decode_ms", "inference_ms", "db_ms")}
         parts["broker_and_queue_ms"] = float(np.mean(lat)) - sum(parts.values())
         wall = max(r.done for r in rows) - first_publish
         rss = [_peak_rss_mb(w.pid) for w in workers]
@@ -200,7 +202,8 @@ class Bench:
                     chunk = work.chunks[k % len(work.chunks)]
                     seq_start = k * int(work.chunk_seconds * 1000)
                     pub.publish(ChunkMeta(f"{settings.app_id}-live{c}", k, seq_start,
-                                          duration_ms=chunk.end_ms - chunk.start_ms), work.payloads[k % len(work.chunks)])
+                                          duration_ms=chunk.end_ms - chunk.start_ms),
+                                work.payloads[k % len(work.chunks)])
                     pub.flush()
             self._wait_done(settings.chunks_topic, len(schedule), 600)
             return self._collect(settings.chunks_topic, workers, n_workers, len(schedule) * work.chunk_seconds,
@@ -210,6 +213,6 @@ class Bench:
 
     @staticmethod
     def _publish_call(pub: ChunkPublisher, work: Workload, call_id: str, realtime: bool) -> None:
-        for chunk, payload in zip(work.chunks, work.payloads):
+        for chunk, payload in zip(work.chunks, work.payloads, strict=True):
             pub.publish(ChunkMeta(call_id, chunk.seq, chunk.start_ms, duration_ms=chunk.end_ms - chunk.start_ms,
                                   end_of_call=chunk.seq == len(work.chunks) - 1), payload)

@@ -17,7 +17,7 @@ class Shape:
     fps: int
 
     @classmethod
-    def parse(cls, text: str) -> "Shape":  # "640x360@15"
+    def parse(cls, text: str) -> Shape:  # "640x360@15"
         size, fps = text.split("@")
         w, h = size.split("x")
         return cls(int(w), int(h), int(fps))

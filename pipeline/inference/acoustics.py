@@ -79,7 +79,7 @@ def arousal_score(rms_dbfs: float, f0_std_semitones: float, syllables_per_s: flo
     z = ((rms_dbfs - ENERGY_REF) / ENERGY_SPREAD,
          (f0_std_semitones - PITCH_VAR_REF) / PITCH_VAR_SPREAD,
          (syllables_per_s - RATE_REF) / RATE_SPREAD)
-    s = sum(w * float(np.clip(v, -3, 3)) for w, v in zip(WEIGHTS, z))
+    s = sum(w * float(np.clip(v, -3, 3)) for w, v in zip(WEIGHTS, z, strict=True))
     return float(1.0 / (1.0 + np.exp(-2.0 * s)))
 
 

@@ -27,8 +27,8 @@ def _load(folder: Path, name: str, device: str):
 
 
 def detector(folder: Path, min_face: int = 40, device: str = "cpu") -> MTCNN:
-    return MTCNN(*(_load(folder, f"{n}.pt", device) for n in ("pnet", "rnet", "onet")), min_face=min_face,
-                 device=device)
+    pnet, rnet, onet = (_load(folder, f"{n}.pt", device) for n in ("pnet", "rnet", "onet"))
+    return MTCNN(pnet, rnet, onet, min_face=min_face, device=device)
 
 
 def expression(folder: Path, device: str = "cpu"):

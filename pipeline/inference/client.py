@@ -35,7 +35,9 @@ class Result:
 
 
 def _frame_key(item: Item) -> tuple[int, int]:
-    return tuple(item.frames.shape[1:3]) if len(item.frames) else EMPTY_FRAME
+    if not len(item.frames):
+        return EMPTY_FRAME
+    return int(item.frames.shape[1]), int(item.frames.shape[2])
 
 
 def pack(items: list[Item]) -> dict[str, np.ndarray]:
@@ -99,8 +101,8 @@ class EmotionClient:
     async def close(self) -> None:
         await self._client.close()
 
-    async def wait_ready(self, timeout: float = 120.0) -> None:
-        deadline = asyncio.get_running_loop().time() + timeout
+    async def wait_ready(self, wait_s: float = 120.0) -> None:
+        deadline = asyncio.get_running_loop().time() + wait_s
         while True:
             try:
                 if await self._client.is_model_ready(self.model):
@@ -108,7 +110,7 @@ class EmotionClient:
             except InferenceServerException:
                 pass
             if asyncio.get_running_loop().time() > deadline:
-                raise TransientFault(f"Triton model {self.model!r} at {self.url} not ready after {timeout}s", "triton")
+                raise TransientFault(f"Triton model {self.model!r} at {self.url} not ready after {wait_s}s", "triton")
 
     async def ping(self) -> bool:
         try:

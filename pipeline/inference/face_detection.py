@@ -30,7 +30,7 @@ class Detections:
 def pyramid_scales(height: int, width: int, min_face: int) -> list[float]:
     scale = 12.0 / min_face
     side = min(height, width) * scale
-    scales = []
+    scales: list[float] = []
     while side >= 12:
         scales.append(scale * SCALE_FACTOR ** len(scales))
         side *= SCALE_FACTOR
@@ -110,7 +110,7 @@ def _crop_resize(images: torch.Tensor, boxes: torch.Tensor, image_inds: torch.Te
     """Crop (clamped to the image) and resize with area interpolation, as the reference does."""
     _, _, h, w = images.shape
     crops = []
-    for box, idx in zip(boxes.int().tolist(), image_inds.tolist()):
+    for box, idx in zip(boxes.int().tolist(), image_inds.tolist(), strict=True):
         x1, y1, x2, y2 = max(box[0], 1), max(box[1], 1), min(box[2], w), min(box[3], h)
         if x2 <= x1 - 1 or y2 <= y1 - 1:
             crops.append(torch.zeros(1, 3, size, size))

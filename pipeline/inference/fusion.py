@@ -49,15 +49,15 @@ def arousal_prior(arousal: float) -> np.ndarray:
 
 def fuse(face_probs: np.ndarray | None, speech_found: bool, arousal: float | None) -> Fused:
     face_found = face_probs is not None
-    voice = speech_found and arousal is not None
-    if face_found and voice:
-        p = np.asarray(face_probs) * arousal_prior(arousal) ** VOICE_WEIGHT
+    voice = arousal if speech_found else None
+    if face_probs is not None and voice is not None:
+        p = np.asarray(face_probs) * arousal_prior(voice) ** VOICE_WEIGHT
         modality = "face+voice"
-    elif face_found:
+    elif face_probs is not None:
         p = np.asarray(face_probs, np.float64)
         modality = "face"
-    elif voice:
-        p = VOICE_ONLY_MIX * arousal_prior(arousal) + (1 - VOICE_ONLY_MIX) / len(DFEW_LABELS)
+    elif voice is not None:
+        p = VOICE_ONLY_MIX * arousal_prior(voice) + (1 - VOICE_ONLY_MIX) / len(DFEW_LABELS)
         modality = "voice"
     else:
         return Fused(None, None, 0.0, False, speech_found, "none")
@@ -77,7 +77,7 @@ def faces_per_item(probs: np.ndarray, scores: np.ndarray, mask: np.ndarray) -> l
 def fuse_items(faces: list[tuple[np.ndarray | None, float]], speech_ratio: np.ndarray, arousal: np.ndarray,
                min_speech_ratio: float) -> list[Fused]:
     out = []
-    for (face_probs, _), ratio, ar in zip(faces, speech_ratio.reshape(-1), arousal.reshape(-1)):
+    for (face_probs, _), ratio, ar in zip(faces, speech_ratio.reshape(-1), arousal.reshape(-1), strict=True):
         speech = bool(ratio >= min_speech_ratio)
         out.append(fuse(face_probs, speech, float(ar) if speech else None))
     return out

@@ -31,5 +31,6 @@ def analyse(vad, audio: np.ndarray, lengths: np.ndarray, threshold: float,
             device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """(speech ratio, arousal) per item; arousal is -1 for items without audio."""
     ratio = speech_ratio(vad, audio, lengths, threshold, device)
-    arousal = np.array([prosody(a[:n]).arousal if n > 0 else -1.0 for a, n in zip(audio, lengths)], np.float32)
+    arousal = np.array([prosody(a[:n]).arousal if n > 0 else -1.0
+                        for a, n in zip(audio, lengths, strict=True)], np.float32)
     return ratio, arousal

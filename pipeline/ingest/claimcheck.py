@@ -106,5 +106,6 @@ def _classify(exc: ClientError, uri: str) -> Exception:
     if code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound", "403", "AccessDenied") or status in (403, 404):
         return BadChunk("claim_check_missing", f"{bounded(uri, 200)}: {code or status}")
     if 400 <= status < 500 and status != 429 and code not in ("SlowDown", "Throttling", "RequestTimeout"):
-        return BadChunk("claim_check_rejected", f"{bounded(uri, 200)}: {status} {code} {str(err.get('Message', ''))[:200]}")
+        message = str(err.get("Message", ""))[:200]
+        return BadChunk("claim_check_rejected", f"{bounded(uri, 200)}: {status} {code} {message}")
     return TransientFault(f"S3 error on {bounded(uri, 200)}: {status} {code}", "object_store")

@@ -7,19 +7,20 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from kafka import KafkaProducer
 
 from pipeline.contract import ChunkMeta
 from pipeline.ingest.claimcheck import ClaimCheckStore
+from pipeline.ingest.security import kafka_python_kwargs
 from pipeline.ingest.topics import ensure_topics
 from pipeline.media.cut import cut
 from pipeline.media.ffmpeg_bin import ffmpeg_exe
-from pipeline.ingest.security import kafka_python_kwargs
 from pipeline.settings import Settings
 
 
@@ -90,7 +91,7 @@ class ChunkPublisher:
         finally:
             self.producer.close(timeout=10)
 
-    def __enter__(self) -> "ChunkPublisher":
+    def __enter__(self) -> ChunkPublisher:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -115,7 +116,7 @@ def publish_recording(settings: Settings, recording: Path, call_id: str, *, layo
                       publisher: ChunkPublisher | None = None) -> list[ChunkMeta]:
     """Cut `recording` and publish every chunk; with `realtime`, pace them as a live recorder would."""
     chunks = cut(ffmpeg_exe(settings.ffmpeg_binary), recording, chunk_seconds or settings.chunk_seconds)
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     own = publisher is None
     pub = publisher or ChunkPublisher(settings)
     sent: list[ChunkMeta] = []

@@ -17,10 +17,11 @@ import os
 import subprocess
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Callable
+from typing import IO
 
 import ffmpeg
 import numpy as np
@@ -93,9 +94,10 @@ class Window:
 class _Stderr(threading.Thread):
     """Drains a process's stderr so it can never block on a full pipe; keeps only the last lines."""
 
-    def __init__(self, pipe) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, pipe: IO[bytes]) -> None:
         super().__init__(daemon=True)
-        self.pipe, self.lines = pipe, collections.deque(maxlen=20)
+        self.pipe = pipe
+        self.lines: collections.deque[str] = collections.deque(maxlen=20)
         self.partial = False
         self.start()
 
@@ -153,6 +155,7 @@ class StreamDecoder:
         argv = argv[:i] + input_args(path, demuxer, fast) + argv[i + 2:]
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self._procs.append(proc)
+        assert proc.stderr is not None
         self._errs.append(_Stderr(proc.stderr))
         return proc
 

@@ -6,7 +6,7 @@ import functools
 import shutil
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def ffmpeg_exe(configured: str = "") -> str:
     if configured:
         found = shutil.which(configured)

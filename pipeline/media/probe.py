@@ -54,7 +54,7 @@ def parse_report(stderr: str) -> MediaInfo:
     # Only the input section: stop where ffmpeg starts describing outputs.
     text = stderr.split("Output #0")[0]
     if "Input #0" not in text:
-        last = [l for l in stderr.strip().splitlines() if l.strip()][-1:] or ["no report"]
+        last = [line for line in stderr.strip().splitlines() if line.strip()][-1:] or ["no report"]
         raise BadChunk("undecodable", last[0].strip()[:300])
     duration = None
     m = _DURATION.search(text)

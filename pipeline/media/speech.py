@@ -18,7 +18,7 @@ _chunks: list[np.ndarray] = []
 
 
 @_CALLBACK
-def _collect(wav, numsamples, _events):  # type: ignore[no-untyped-def]
+def _collect(wav, numsamples, _events):
     if numsamples > 0 and wav:
         _chunks.append(np.ctypeslib.as_array(wav, shape=(numsamples,)).copy())
     return 0

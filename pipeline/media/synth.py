@@ -111,9 +111,9 @@ def generate_call(ffmpeg_bin: str, out: Path, seconds: float = 20.0, width: int 
                 x0 = int(np.clip(x0, side * half, side * half + half - img.shape[1]))
                 y0 = int(np.clip(y0, 0, height - img.shape[0]))
                 frame[y0:y0 + img.shape[0], x0:x0 + img.shape[1]] = img
-            proc.stdin.write(frame.tobytes())
-        proc.stdin.close()
-    err = proc.stderr.read().decode(errors="replace")
+            proc.stdin.write(frame.tobytes())  # type: ignore[union-attr]
+        proc.stdin.close()  # type: ignore[union-attr]
+    err = proc.stderr.read().decode(errors="replace")  # type: ignore[union-attr]
     if proc.wait() != 0:
         raise RuntimeError(f"ffmpeg failed generating {out}: {err[-500:]}")
     wav.unlink(missing_ok=True)

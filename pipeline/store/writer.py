@@ -37,7 +37,7 @@ def _segment_upsert(columns: list[str]):
     compiled form and sends the rows in "insertmanyvalues" batches, so a 45-minute chunk's thousands
     of rows neither rebuild a huge statement on the event loop nor exceed the driver's parameter limit."""
     stmt = insert(EmotionSegment)
-    update = {c: stmt.excluded[c] for c in columns if c not in SEGMENT_KEY}
+    update: dict[str, Any] = {c: stmt.excluded[c] for c in columns if c not in SEGMENT_KEY}
     update["updated_at"] = func.now()
     return stmt.on_conflict_do_update(index_elements=SEGMENT_KEY, set_=update)
 

@@ -110,7 +110,7 @@ def create_app(settings: Settings) -> faust.App:
         async with ready:
             if "handler" not in state:
                 client = EmotionClient(settings.triton_grpc_url, settings.triton_model, settings.triton_batch_items)
-                await client.wait_ready(timeout=600)
+                await client.wait_ready(wait_s=600)
                 name, version = await client.identity()
                 claims = ClaimCheckStore(settings)
                 processor = ChunkProcessor(settings, client, claims, ffmpeg_exe(settings.ffmpeg_binary), name, version)
@@ -186,12 +186,13 @@ def create_app(settings: Settings) -> faust.App:
             if running:
                 await asyncio.wait(list(running), timeout=5)
 
-    faust_on_error = process_chunks._on_error
+    agent: Any = process_chunks  # Faust's AgentT does not declare the error hook it calls
+    faust_on_error = agent._on_error
 
     async def on_error(agent: Any, exc: BaseException) -> None:
         if faust_on_error is not None:
             await faust_on_error(agent, exc)
         await agent_crashed(agent, exc)
 
-    process_chunks._on_error = on_error
+    agent._on_error = on_error
     return app

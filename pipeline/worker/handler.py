@@ -21,7 +21,7 @@ import socket
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.contract import H_DLQ_DETAIL, H_DLQ_REASON, ChunkMeta, bounded, parse
@@ -59,7 +59,7 @@ class DeadLetterRejected(Exception):
 
 def _published_at(meta: ChunkMeta | None) -> datetime | None:
     if meta and meta.published_at_ms:
-        return datetime.fromtimestamp(meta.published_at_ms / 1000, timezone.utc)
+        return datetime.fromtimestamp(meta.published_at_ms / 1000, UTC)
     return None
 
 
@@ -130,7 +130,7 @@ class MessageHandler:
                 await asyncio.sleep(delay)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # a bug while dead-lettering: back off and try again, never drop
+            except Exception:  # a bug while dead-lettering: back off and try again, never drop
                 attempts += 1
                 log.exception("error while settling %s (attempt %d)", msg.source, attempts)
                 await asyncio.sleep(min(self.retry_max_s, self.retry_initial_s * 2 ** min(attempts - 1, 30)))
@@ -165,14 +165,16 @@ class MessageHandler:
             return "erased"
         rows, t = await self.processor.process(meta, msg.value)
         ledger = self._ledger(msg, meta, attempt)
-        ledger.update(status="done", duration_ms=max((r["end_ms"] for r in rows), default=meta.start_ms) - meta.start_ms,
+        end_ms = max((r["end_ms"] for r in rows), default=meta.start_ms)
+        ledger.update(status="done", duration_ms=end_ms - meta.start_ms,
                       segments=len(rows), size_bytes=t.size_bytes, fetch_ms=t.fetch_ms, decode_ms=t.decode_ms,
                       inference_ms=t.inference_ms, error_reason=None, error_detail=None,
                       note="; ".join(t.notes) or None)
         db_ms = await self.writer.commit_chunk(self._call(meta), rows, ledger)
         await self._discard(meta)
         log.info("chunk %s/%d: %d segments (decode %.0f ms, inference %.0f ms, db %.0f ms)%s", meta.call_id,
-                 meta.seq, len(rows), t.decode_ms, t.inference_ms, db_ms or 0, f" [{ledger['note']}]" if t.notes else "")
+                 meta.seq, len(rows), t.decode_ms, t.inference_ms, db_ms or 0,
+                 f" [{ledger['note']}]" if t.notes else "")
         return "done"
 
     async def _discard(self, meta: ChunkMeta) -> None:

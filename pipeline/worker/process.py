@@ -22,8 +22,7 @@ from pipeline.inference.client import EmotionClient, Item, Result
 from pipeline.inference.labels import DFEW_LABELS
 from pipeline.ingest.claimcheck import ClaimCheckStore
 from pipeline.media.decode import AUDIO_RATE, ChunkFile, Decoded, StreamDecoder, Window
-from pipeline.media.segment import (Segment, SegmentPlanner, TrackView, effective_duration, segments,
-                                    track_views)
+from pipeline.media.segment import Segment, SegmentPlanner, TrackView, effective_duration, segments, track_views
 from pipeline.settings import Settings
 
 

@@ -1,3 +1,5 @@
+from itertools import pairwise
+
 from sqlalchemy import text
 
 from pipeline.store.db import sync_engine
@@ -27,5 +29,5 @@ def assert_contiguous(rows, track: str, start: int, end: int) -> None:
     mine = [r for r in rows if r.track == track]
     assert mine, f"no segments for {track}"
     assert mine[0].start_ms == start and abs(mine[-1].end_ms - end) <= 200
-    for a, b in zip(mine, mine[1:]):
+    for a, b in pairwise(mine):
         assert a.end_ms == b.start_ms, f"gap or overlap between {a} and {b}"

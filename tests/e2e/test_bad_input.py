@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from pipeline.contract import ChunkMeta, H_DLQ_REASON
+from pipeline.contract import H_DLQ_REASON, ChunkMeta
 from pipeline.ingest.producer import ChunkPublisher
 from pipeline.media.cut import cut
 from pipeline.media.ffmpeg_bin import ffmpeg_exe
@@ -44,7 +44,7 @@ def test_bad_chunks_are_dead_lettered_and_the_worker_goes_on(stack, media, tmp_p
     }
     try:
         with ChunkPublisher(settings) as pub:  # max request size follows the 4 MB inline limit
-            for name, (value, headers, _) in cases.items():
+            for value, headers, _ in cases.values():
                 call = dict(headers).get("call-id", b"bad-noheaders").decode()
                 pub.publish_raw(value, call.encode(), headers)
             # Valid input after the bad: an audio-only and a video-only chunk.

@@ -3,10 +3,10 @@
 
 import pytest
 
+from pipeline.contract import ChunkMeta
 from pipeline.ingest.producer import ChunkPublisher, publish_recording
 from pipeline.media.cut import cut
 from pipeline.media.ffmpeg_bin import ffmpeg_exe
-from pipeline.contract import ChunkMeta
 from tests.e2e.helpers import assert_contiguous, query, segments, wait_chunks
 
 pytestmark = pytest.mark.stack

@@ -78,7 +78,8 @@ def poison_corpus(good: bytes, mp4: bytes, bucket: str) -> list[tuple[str, bytes
         (f"{c}-random", os.urandom(50_000), h(f"{c}-random"), {"undecodable"}),
         (f"{c}-fakemp4", b"\x00\x00\x00\x18ftypisom" + os.urandom(5000), h(f"{c}-fakemp4"),
          {"undecodable", "no_media_streams"}),
-        (f"{c}-fakemkv", b"\x1a\x45\xdf\xa3" + os.urandom(5000), h(f"{c}-fakemkv"), {"undecodable", "no_media_streams"}),
+        (f"{c}-fakemkv", b"\x1a\x45\xdf\xa3" + os.urandom(5000), h(f"{c}-fakemkv"),
+         {"undecodable", "no_media_streams"}),
         (f"{c}-fakets", ts_garbage, h(f"{c}-fakets"), {"undecodable", "no_media_streams"}),
         (f"{c}-emptywav", wav_empty, h(f"{c}-emptywav"), {"undecodable", "no_media_streams"}),
         (f"{c}-truncated", mp4[: len(mp4) // 2], h(f"{c}-truncated"), {"truncated"}),
@@ -140,7 +141,8 @@ def test_poison_corpus_never_stalls_a_partition(stack, media, tmp_path):
             assert row[2] == "failed" and row[3] in reasons, (call, row)
             letter = letters[f"{settings.chunks_topic}/{place[0]}/{place[1]}"]
             assert letter.reason == row[3], call
-        big = letters[f"{settings.chunks_topic}/{(len(corpus) - 1) % PARTITIONS}/{2 * ((len(corpus) - 1) // PARTITIONS)}"]
+        last = len(corpus) - 1
+        big = letters[f"{settings.chunks_topic}/{last % PARTITIONS}/{2 * (last // PARTITIONS)}"]
         parked = big.header("dlq-payload")
         assert big.value == b"" and parked.startswith("s3://")
         b, k = parked[5:].split("/", 1)
@@ -172,7 +174,8 @@ def test_dlq_replay_after_the_cause_is_fixed_adds_no_duplicates(stack, tmp_path)
         s3_client(settings).put_object(Bucket=settings.claim_check_bucket, Key=key, Body=chunk)
         for _ in range(2):                      # replaying twice must not duplicate rows
             assert dlq.replay(settings, letters) == 1
-        wait_for(lambda: query(settings, "SELECT count(*) FROM chunks WHERE call_id='e2e-replay' AND status='done'")[0][0]
+        done = "SELECT count(*) FROM chunks WHERE call_id='e2e-replay' AND status='done'"
+        wait_for(lambda: query(settings, done)[0][0]
                  >= 2, 120, "both replays processed")
         rows = query(settings, "SELECT track, start_ms, count(*) FROM emotion_segments WHERE call_id='e2e-replay' "
                                "GROUP BY 1, 2")

@@ -29,7 +29,8 @@ def test_two_workers_split_six_calls_without_loss_or_duplicates(stack, media):
             wait_chunks(settings, call, 2, timeout=240)
         rows = query(settings, "SELECT call_id, track, start_ms, count(*) FROM emotion_segments "
                                "WHERE call_id LIKE 'e2e-scale-%' GROUP BY 1, 2, 3")
-        assert len(rows) == 6 * 10  # the customer only: agents are not analysed by default and all(r[3] == 1 for r in rows)
+        # The customer only: agents are not analysed by default.
+        assert len(rows) == 6 * 10 and all(r[3] == 1 for r in rows)
         done = query(settings, "SELECT count(DISTINCT (call_id, seq)) FROM chunks WHERE call_id LIKE 'e2e-scale-%' "
                                "AND status='done'")[0][0]
         assert done == 12

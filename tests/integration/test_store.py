@@ -41,7 +41,8 @@ def test_rewriting_a_chunk_updates_rows_instead_of_adding(stack):
     asyncio.run(write("happy", 7))
     asyncio.run(write("angry", 7))
     with sync_engine(stack.settings).connect() as conn:
-        rows = conn.execute(text("SELECT label, count(*) FROM emotion_segments WHERE call_id='store-1' GROUP BY 1")).all()
+        rows = conn.execute(text("SELECT label, count(*) FROM emotion_segments WHERE call_id='store-1' "
+                                 "GROUP BY 1")).all()
         ledger = conn.execute(text("SELECT status, attempts FROM chunks WHERE topic='t' AND \"offset\"=7")).all()
         summary = conn.execute(text("SELECT status FROM call_summary WHERE call_id='store-1'")).scalar_one()
     assert rows == [("angry", 3)]
@@ -66,7 +67,8 @@ def test_a_whole_day_of_rows_commits_in_batches_below_the_parameter_limit(stack)
     rows = [_row("store-long", s * 1000) for s in range(8000)]     # 8000 x 22 parameters >> 65,535
     _commit(stack, "store-long", rows, 100)
     with sync_engine(stack.settings).connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM emotion_segments WHERE call_id='store-long'")).scalar_one() == 8000
+        n = conn.execute(text("SELECT count(*) FROM emotion_segments WHERE call_id='store-long'")).scalar_one()
+        assert n == 8000
 
 
 def test_rows_postgres_refuses_are_the_chunks_fault_not_a_transient_one(stack):
@@ -105,7 +107,8 @@ def test_retention_deletes_only_what_is_older_than_the_limit(stack):
     _commit(stack, "store-new", [_row("store-new", s * 1000) for s in range(3)], 301)
     engine = sync_engine(stack.settings)
     with engine.begin() as conn:
-        conn.execute(text("UPDATE emotion_segments SET updated_at = now() - interval '40 days' WHERE call_id='store-old'"))
+        conn.execute(text("UPDATE emotion_segments SET updated_at = now() - interval '40 days' "
+                          "WHERE call_id='store-old'"))
         conn.execute(text("UPDATE chunks SET processed_at = now() - interval '40 days' WHERE call_id='store-old'"))
         conn.execute(text("UPDATE calls SET updated_at = now() - interval '40 days' WHERE call_id='store-old'"))
     counts = apply_retention(engine, 30, batch=2)          # batches smaller than the work: several rounds

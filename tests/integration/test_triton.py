@@ -72,10 +72,11 @@ def test_real_faces_and_speech_give_ordered_probabilities(stack):
 def test_batched_and_unbatched_calls_agree(stack):
     face, speech = _faces_view(), _speech()
     rng = np.random.default_rng(1)
-    items = [Item(np.stack([np.roll(face, int(rng.integers(-20, 20)), axis=1)] * 2), speech * float(rng.uniform(0.3, 1)))
+    items = [Item(np.stack([np.roll(face, int(rng.integers(-20, 20)), axis=1)] * 2),
+                  speech * float(rng.uniform(0.3, 1)))
              for _ in range(6)]
     batched, _ = _infer(stack.settings, items, batch_items=32)
     single, _ = _infer(stack.settings, items, batch_items=1)
-    for a, b in zip(batched, single):
+    for a, b in zip(batched, single, strict=True):
         assert a.label == b.label and a.face_found == b.face_found and a.speech_found == b.speech_found
         assert np.abs(a.probs - b.probs).max() < 1e-4

@@ -40,7 +40,8 @@ def test_converted_model_matches_keras(reference):
     x = preprocess_gray(faces)[..., None]
     expected = np.asarray(reference.predict(x, verbose=0))
     with torch.no_grad():
-        ours = torch.softmax(load_fer_hdf5(FER_MINI_XCEPTION.path())(torch.from_numpy(x).permute(0, 3, 1, 2)), 1).numpy()
+        model = load_fer_hdf5(FER_MINI_XCEPTION.path())
+        ours = torch.softmax(model(torch.from_numpy(x).permute(0, 3, 1, 2)), 1).numpy()
     assert np.abs(ours - expected).max() <= 1e-4
     assert (ours.argmax(1) == expected.argmax(1)).all()
     # The photograph is of a smiling astronaut: the original says happy, and so must we.

@@ -1,4 +1,4 @@
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -14,7 +14,7 @@ def headers(**over):
 
 def test_round_trip_through_headers():
     meta = ChunkMeta("call-1", 3, 15000, end_of_call=True, layout="dual", duration_ms=5000,
-                     claim_check="s3://bucket-1/k", call_started_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+                     claim_check="s3://bucket-1/k", call_started_at=datetime(2026, 1, 1, tzinfo=UTC),
                      published_at_ms=123)
     assert parse(meta.headers(), b"call-1") == meta
 

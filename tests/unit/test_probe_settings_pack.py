@@ -25,7 +25,8 @@ def test_parse_report_reads_streams_and_duration():
 
 
 def test_parse_report_audio_only_and_garbage():
-    info = parse_report("Input #0, wav, from 'x':\n  Duration: N/A\n  Stream #0:0: Audio: pcm_s16le, 16000 Hz, mono, s16\n")
+    info = parse_report("Input #0, wav, from 'x':\n  Duration: N/A\n"
+                        "  Stream #0:0: Audio: pcm_s16le, 16000 Hz, mono, s16\n")
     assert info.video is None and info.audio.channels == 1 and info.duration_ms is None
     with pytest.raises(BadChunk) as err:
         parse_report("x.mkv: Invalid data found when processing input\n")

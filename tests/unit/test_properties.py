@@ -5,7 +5,8 @@ The handler runs the real ChunkProcessor (real ffmpeg over the bytes) with a fak
 import asyncio
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipeline.contract import parse
 from pipeline.errors import BadChunk

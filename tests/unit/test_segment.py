@@ -1,3 +1,5 @@
+from itertools import pairwise
+
 import pytest
 
 from pipeline.media.segment import Segment, frame_indices, sample_range, segments, track_views
@@ -13,7 +15,7 @@ def test_unaligned_chunk_splits_edge_cells_so_neighbours_abut():
     assert a[-1] == Segment(5000, 5400)
     assert b[0] == Segment(5400, 6000)
     cover = sorted(a + b, key=lambda s: s.start_ms)
-    assert all(x.end_ms == y.start_ms for x, y in zip(cover, cover[1:]))
+    assert all(x.end_ms == y.start_ms for x, y in pairwise(cover))
     assert cover[0].start_ms == 0 and cover[-1].end_ms == 10000
 
 

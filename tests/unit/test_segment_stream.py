@@ -1,6 +1,7 @@
 """Streaming segmentation equals segmenting the whole chunk, whatever the windows and the final length."""
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.media.segment import SegmentPlanner, effective_duration, segments
 
@@ -21,7 +22,8 @@ def test_streamed_segments_equal_the_whole(start, seg, tol, steps, delta):
 
 
 def test_a_declared_duration_far_from_the_media_is_clamped_and_noted():
-    assert effective_duration(86_400_000, None, 2_400, 500) == (2_400, "duration-ms=86400000 clamped to the 2400 ms that decode")
+    clamped = "duration-ms=86400000 clamped to the 2400 ms that decode"
+    assert effective_duration(86_400_000, None, 2_400, 500) == (2_400, clamped)
     assert effective_duration(5_021, 5_060, 5_000, 500) == (5_021, None)   # the recorder's exact cut stands
     assert effective_duration(None, 5_060, 5_000, 500) == (5_060, None)
     assert effective_duration(None, 90_000, 5_000, 500) == (5_000, None)

@@ -67,7 +67,7 @@ class TritonPythonModel:
                                              "AUDIO_LEN": lengths.astype(np.int32)},
                                    ["SPEECH_RATIO", "AROUSAL"])
         out = {k: [] for k in ("PROBS", "CONFIDENCE", "FACE_FOUND", "SPEECH_FOUND", "FACE_SCORE")}
-        for (_, face_score), fused in zip(faces, fuse_items(faces, ratio, arousal, self.min_speech_ratio)):
+        for (_, face_score), fused in zip(faces, fuse_items(faces, ratio, arousal, self.min_speech_ratio), strict=True):
             out["PROBS"].append(fused.probs if fused.probs is not None else np.zeros(len(DFEW_LABELS)))
             out["CONFIDENCE"].append([fused.confidence])
             out["FACE_FOUND"].append([fused.face_found])
