@@ -2,13 +2,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.modelbuild.build import build_all, is_built
 from pipeline.settings import REPO_ROOT
 
 
 @pytest.fixture(scope="session")
 def model_repository() -> Path:
     """The repository's triton_models/, built from the installed packages if it is not yet."""
+    from pipeline.modelbuild.build import build_all, is_built  # torch: only for tests that need models
+
     repo = REPO_ROOT / "triton_models"
     if not is_built(repo):
         build_all(repo)
