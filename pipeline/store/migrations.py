@@ -5,8 +5,6 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from pipeline.store.models import Base
-
 LOCK_KEY = 0x63616C6C  # "call"
 
 VIEWS = """
@@ -81,8 +79,82 @@ GROUP BY c.call_id, c.started_at, c.layout, c.last_seq;
 """
 
 
+# Frozen: the DDL the models produced when migration 1 was written. Later changes are later migrations,
+# so a database migrated last month and one migrated today end up the same (tests/integration/test_migrations).
+TABLES_V1 = """
+CREATE TABLE IF NOT EXISTS calls (
+    call_id VARCHAR(128) NOT NULL,
+    started_at TIMESTAMP WITH TIME ZONE,
+    layout VARCHAR(16),
+    last_seq INTEGER,
+    first_seen_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL,
+    updated_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL,
+    PRIMARY KEY (call_id)
+);
+COMMENT ON COLUMN calls.last_seq IS 'seq of the end-of-call chunk, once seen';
+CREATE TABLE IF NOT EXISTS chunks (
+    id BIGSERIAL NOT NULL,
+    topic VARCHAR(255) NOT NULL,
+    partition INTEGER NOT NULL,
+    "offset" BIGINT NOT NULL,
+    call_id VARCHAR(128),
+    seq INTEGER,
+    status VARCHAR(16) NOT NULL,
+    error_reason VARCHAR(64),
+    error_detail TEXT,
+    start_ms BIGINT,
+    duration_ms BIGINT,
+    size_bytes BIGINT,
+    claim_check TEXT,
+    segments INTEGER,
+    published_at TIMESTAMP WITH TIME ZONE,
+    fetch_ms FLOAT,
+    decode_ms FLOAT,
+    inference_ms FLOAT,
+    db_ms FLOAT,
+    worker VARCHAR(255),
+    attempts INTEGER NOT NULL,
+    processed_at TIMESTAMP WITH TIME ZONE DEFAULT clock_timestamp() NOT NULL,
+    PRIMARY KEY (id),
+    CONSTRAINT chunks_message_key UNIQUE (topic, partition, "offset")
+);
+CREATE INDEX IF NOT EXISTS chunks_call_seq ON chunks (call_id, seq);
+COMMENT ON COLUMN chunks.status IS 'done | failed';
+COMMENT ON COLUMN chunks.db_ms IS 'time to commit the rows, measured up to the commit';
+COMMENT ON COLUMN chunks.processed_at IS 'when the chunk''s rows were written, just before commit';
+CREATE TABLE IF NOT EXISTS emotion_segments (
+    call_id VARCHAR(128) NOT NULL,
+    track VARCHAR(16) NOT NULL,
+    start_ms BIGINT NOT NULL,
+    model_version VARCHAR(128) NOT NULL,
+    end_ms BIGINT NOT NULL,
+    neutral FLOAT,
+    happy FLOAT,
+    sad FLOAT,
+    angry FLOAT,
+    fear FLOAT,
+    disgust FLOAT,
+    surprise FLOAT,
+    label VARCHAR(16),
+    confidence FLOAT NOT NULL,
+    face_found BOOLEAN NOT NULL,
+    speech_found BOOLEAN NOT NULL,
+    face_score FLOAT,
+    arousal FLOAT,
+    speech_ratio FLOAT,
+    model_name VARCHAR(128) NOT NULL,
+    chunk_seq INTEGER NOT NULL,
+    updated_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL,
+    PRIMARY KEY (call_id, track, start_ms, model_version)
+);
+COMMENT ON COLUMN emotion_segments.track IS 'agent | customer';
+COMMENT ON COLUMN emotion_segments.face_score IS 'mean face-detection confidence';
+COMMENT ON COLUMN emotion_segments.arousal IS 'prosodic arousal 0..1 when speech was found';
+"""
+
+
 def _v1_tables(conn: Connection) -> None:
-    Base.metadata.create_all(conn)
+    conn.exec_driver_sql(TABLES_V1)
 
 
 def _v2_views(conn: Connection) -> None:
@@ -120,6 +192,8 @@ GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO callstream_writer;
 GRANT SELECT ON emotion_timeline, call_track_summary, call_summary, calls, emotion_segments
     TO callstream_analyst;
 REVOKE ALL ON chunks, erasures, schema_migrations FROM callstream_analyst;
+COMMENT ON COLUMN chunks.status IS 'done | failed | erased';
+COMMENT ON COLUMN calls.last_seq IS 'highest seq marked end-of-call, once seen';
 """
 
 

@@ -37,7 +37,7 @@ class ChunkLedger(Base):
     offset: Mapped[int] = mapped_column(BigInteger)
     call_id: Mapped[str | None] = mapped_column(String(128))
     seq: Mapped[int | None] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16), comment="done | failed")
+    status: Mapped[str] = mapped_column(String(16), comment="done | failed | erased")
     error_reason: Mapped[str | None] = mapped_column(String(64))
     error_detail: Mapped[str | None] = mapped_column(Text)
     note: Mapped[str | None] = mapped_column(Text, comment="what was adjusted on a done chunk, e.g. a clamped duration")
