@@ -10,12 +10,14 @@ import time
 
 import pytest
 
+from pipeline.bench.runner import triton_counts
 from pipeline.contract import ChunkMeta
 from pipeline.ingest.producer import ChunkPublisher
 from pipeline.media.cut import cut
 from pipeline.media.ffmpeg_bin import ffmpeg_exe
 from pipeline.media.synth import generate_call
 from tests.e2e.helpers import query, wait_chunks
+from tests.stack import wait_for
 
 pytestmark = pytest.mark.stack
 
@@ -36,6 +38,11 @@ def _publish(settings, call, long, short):
         pub.publish(ChunkMeta(call, 0, 0, layout="dual"), long)
         pub.publish(ChunkMeta(call, 1, LONG_S * 1000, layout="dual", end_of_call=True), short)
         pub.wait()
+
+
+def triton_requests(settings) -> float:
+    """Requests the emotion model has executed so far (Triton's own metrics)."""
+    return triton_counts(settings).get("emotion", (0.0, 0.0))[0]
 
 
 def _done(settings, call):
@@ -76,8 +83,10 @@ def test_sigterm_mid_chunk_stops_within_ten_seconds_and_the_chunk_is_redone(stac
     while "worker ready" not in log.read_text(errors="replace"):
         assert time.time() < deadline and worker.poll() is None, stack.worker_log("stop-1")
         time.sleep(0.2)
+    before = triton_requests(stack.settings)
     _publish(settings, "e2e-stop", *long_and_short)
-    time.sleep(3)                            # the long chunk is being decoded and analysed
+    # The long chunk is being analysed: its first inference requests have been made.
+    wait_for(lambda: triton_requests(stack.settings) > before, 60, "the long chunk under way")
     assert 0 not in _done(settings, "e2e-stop")
     t0 = time.time()
     worker.send_signal(signal.SIGTERM)

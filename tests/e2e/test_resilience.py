@@ -1,7 +1,5 @@
 """Faults of the world, not of the chunk: nothing is dead-lettered, nothing is lost, nothing doubles."""
 
-import time
-
 import pytest
 
 from pipeline.contract import ChunkMeta
@@ -10,7 +8,7 @@ from pipeline.media.cut import cut
 from pipeline.media.ffmpeg_bin import ffmpeg_exe
 from pipeline.stack import broker, triton
 from tests.e2e.helpers import query, segments, wait_chunks
-from tests.stack import read_topic
+from tests.stack import read_topic, wait_for
 
 pytestmark = pytest.mark.stack
 
@@ -30,9 +28,9 @@ def test_triton_outage_is_retried_and_holds_the_offset(stack, media):
         wait_chunks(settings, "e2e-warm", 2)
         triton.stop(stack.settings)
         _publish(settings, media, "e2e-outage")
-        time.sleep(8)  # the worker has the chunks and keeps retrying
+        # The worker has the chunks and keeps retrying: several attempts, nothing settled meanwhile.
+        wait_for(lambda: stack.worker_log("outage").count("transient fault") >= 3, 60, "retries")
         assert query(settings, "SELECT count(*) FROM chunks WHERE call_id='e2e-outage'")[0][0] == 0
-        assert "transient fault" in stack.worker_log("outage")
         triton.start(stack.settings)
         wait_chunks(settings, "e2e-outage", 2, timeout=180)
         assert len(segments(settings, "e2e-outage")) == 10
