@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 
-from pipeline.settings import REPO_ROOT, Settings, mask
+from pipeline.settings import Settings, mask
 
 
 def cmd_up(settings: Settings, args) -> int:
@@ -181,23 +180,15 @@ def wait_for_call(settings: Settings, call_id: str, chunks: int, timeout: float,
     return done, failed
 
 
-def start_worker_process(settings: Settings, log_name: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    import os
-
-    log_dir = settings.state_dir / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log = open(log_dir / f"{log_name}.log", "ab")
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker"], stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, **(env or {})}, cwd=REPO_ROOT, start_new_session=True)
-
-
 def cmd_demo(settings: Settings, args) -> int:
     from pipeline.ingest.producer import publish_recording
 
     print("1/5 starting the embedded stack (SeaweedFS S3, tansu Kafka API, Postgres, Triton) ...")
     cmd_up(settings, args)
     print("2/5 starting a worker (log: .callstream/logs/worker-demo.log) ...")
-    worker = start_worker_process(settings, "worker-demo")
+    from pipeline.stack.procs import start_worker_process, stop_process
+
+    worker = start_worker_process(settings.state_dir, "worker-demo")
     try:
         print("3/5 generating a 20-second sample call (two participants, faces and speech) ...")
         from pipeline.media.ffmpeg_bin import ffmpeg_exe
@@ -217,11 +208,7 @@ def cmd_demo(settings: Settings, args) -> int:
         args.call_id, args.plot = call_id, str(settings.state_dir / "samples" / f"{call_id}.png")
         rc = cmd_timeline(settings, args)
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        stop_process(worker)
     print(f"""
 Next steps
   publish your own recording:   .venv/bin/callstream produce path/to/call.mp4 --call-id my-call-1

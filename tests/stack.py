@@ -12,9 +12,9 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.cli import start_worker_process
 from pipeline.settings import Settings
 from pipeline.stack import broker, objectstore, postgres, triton
+from pipeline.stack.procs import start_worker_process, stop_process
 
 
 def free_port() -> int:
@@ -62,17 +62,12 @@ class Stack:
                              CALLSTREAM_APP_ID=f"cs-{tag}")
 
     def start_worker(self, env: dict[str, str], name: str) -> subprocess.Popen:
-        proc = start_worker_process(Settings.from_env(env), f"worker-{name}", env)
+        proc = start_worker_process(Settings.from_env(env).state_dir, f"worker-{name}", env)
         self.workers.append(proc)
         return proc
 
     def stop_worker(self, proc: subprocess.Popen, timeout: float = 30) -> None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout)
 
     def worker_log(self, name: str) -> str:
         return (self.settings.state_dir / "logs" / f"worker-{name}.log").read_text(errors="replace")[-4000:]

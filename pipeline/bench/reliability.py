@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -92,13 +91,8 @@ class Harness:
         return Settings.from_env({**os.environ, **env}), env
 
     def start_worker(self, settings: Settings, env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
-        logs = settings.state_dir / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        path = logs / f"{name}.log"
-        with open(path, "ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker"], stdout=log,
-                                    stderr=subprocess.STDOUT, env={**os.environ, **env}, start_new_session=True,
-                                    cwd=self.code or Path(__file__).resolve().parents[2])
+        path = settings.state_dir / "logs" / f"{name}.log"
+        proc = procs.start_worker_process(settings.state_dir, name, env, cwd=self.code)
         deadline = time.time() + 240
         while "Worker]: Ready" not in path.read_text(errors="replace"):
             if time.time() > deadline or proc.poll() is not None:
@@ -109,15 +103,7 @@ class Harness:
 
     @staticmethod
     def stop_worker(proc: subprocess.Popen[bytes]) -> float:
-        t0 = time.time()
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        return time.time() - t0
+        return procs.stop_process(proc)
 
     def ledger(self, topic: str) -> list[Any]:
         q = text("""SELECT call_id, seq, status, error_reason, partition, "offset", segments,

@@ -15,11 +15,11 @@ import numpy as np
 from sqlalchemy import text
 
 from pipeline.bench.workload import Workload
-from pipeline.cli import start_worker_process
 from pipeline.contract import ChunkMeta
 from pipeline.ingest.producer import ChunkPublisher
 from pipeline.settings import Settings
 from pipeline.stack import procs
+from pipeline.stack.procs import start_worker_process, stop_process
 from pipeline.stack.triton import NAME as TRITON
 from pipeline.store.db import sync_engine
 
@@ -109,7 +109,7 @@ class Bench:
         return Settings.from_env({**os.environ, **env}), env
 
     def _start_workers(self, settings: Settings, env: dict[str, str], n: int, tag: str) -> list[subprocess.Popen]:
-        workers = [start_worker_process(settings, f"{tag}-w{i}", env) for i in range(n)]
+        workers = [start_worker_process(settings.state_dir, f"{tag}-w{i}", env) for i in range(n)]
         logs = [settings.state_dir / "logs" / f"{tag}-w{i}.log" for i in range(n)]
         deadline = time.time() + 180
         while time.time() < deadline:
@@ -154,10 +154,7 @@ class Bench:
         for w in workers:
             w.terminate()
         for w in workers:
-            try:
-                w.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                w.kill()
+            stop_process(w)
 
     def capacity(self, work: Workload, calls: int, n_workers: int) -> RunResult:
         """Publish the whole workload at once to warmed-up workers; time from first publication to last commit."""

@@ -6,12 +6,26 @@ leaving orphans, and a redelivered message always finds the same payload.
 
 from __future__ import annotations
 
+from typing import Any
+
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
 from pipeline.contract import bounded, check_claim_uri, split_s3_uri
 from pipeline.errors import BadChunk, TransientFault
 from pipeline.settings import Settings
-from pipeline.stack.objectstore import s3_client
+
+
+def s3_client(settings: Settings) -> Any:
+    """boto3 S3 client for the claim-check store (and the embedded stack's bucket setup)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("s3", endpoint_url=settings.s3_url, aws_access_key_id=settings.s3_access_key,
+                        aws_secret_access_key=settings.s3_secret_key, region_name=settings.s3_region,
+                        # Bounded waits: a store that hangs must surface as a fault, not stall a chunk.
+                        config=Config(retries={"max_attempts": 3, "mode": "standard"},
+                                      connect_timeout=5, read_timeout=30,
+                                      s3={"addressing_style": "path"}))
 
 
 def object_key(call_id: str, seq: int, suffix: str = "mkv") -> str:

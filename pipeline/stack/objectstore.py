@@ -7,22 +7,11 @@ import shutil
 import sys
 from pathlib import Path
 
+from pipeline.ingest.claimcheck import s3_client
 from pipeline.settings import Settings
 from pipeline.stack import procs
 
 NAME = "seaweedfs"
-
-
-def s3_client(settings: Settings):
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client("s3", endpoint_url=settings.s3_url, aws_access_key_id=settings.s3_access_key,
-                        aws_secret_access_key=settings.s3_secret_key, region_name=settings.s3_region,
-                        # Bounded waits: a store that hangs must surface as a fault, not stall a chunk.
-                        config=Config(retries={"max_attempts": 3, "mode": "standard"},
-                                      connect_timeout=5, read_timeout=30,
-                                      s3={"addressing_style": "path"}))
 
 
 def ensure_buckets(settings: Settings, *buckets: str) -> None:

@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -55,6 +56,35 @@ def start(state: Path, name: str, argv: list[str], env: dict[str, str] | None = 
                             env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True, **as_user(user))
     _pidfile(state, name).write_text(str(proc.pid))
     return proc.pid
+
+
+def start_worker_process(state: Path, log_name: str, env: dict[str, str] | None = None,
+                         cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    """A `callstream worker` in its own session, logging to state/logs/<log_name>.log. The parent's
+    handle on the log file is closed at once: the child keeps its own."""
+    from pipeline.settings import REPO_ROOT
+
+    (state / "logs").mkdir(parents=True, exist_ok=True)
+    with open(state / "logs" / f"{log_name}.log", "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker"], stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})},
+                                cwd=cwd or REPO_ROOT, start_new_session=True)
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> float:
+    """SIGTERM, wait, then SIGKILL the whole session; returns the seconds it took."""
+    start = time.time()
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+    return time.time() - start
 
 
 def as_user(user: str | None) -> dict:

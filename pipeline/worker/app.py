@@ -17,6 +17,8 @@ import signal
 from typing import Any
 
 import faust
+import mode
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline.inference.client import EmotionClient
 from pipeline.ingest.claimcheck import ClaimCheckStore
@@ -98,47 +100,60 @@ def create_app(settings: Settings) -> faust.App:
     chunks = app.topic(settings.chunks_topic, key_type=bytes, value_type=bytes,
                        partitions=settings.partitions)
     dlq = app.topic(settings.dlq_topic, key_type=bytes, value_type=bytes)
-    state: dict[str, MessageHandler] = {}
-    ready = asyncio.Lock()
+    runtime: dict[str, MessageHandler] = {}
+    ready = asyncio.Event()
 
     async def dead_letter(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> None:
         fut = await dlq.send(key=key, value=value, headers=headers)
         await fut
 
-    async def handler() -> MessageHandler:
-        # Clients bind to the running event loop, so they are built inside it, once.
-        async with ready:
-            if "handler" not in state:
-                client = EmotionClient(settings.triton_grpc_url, settings.triton_model, settings.triton_batch_items)
-                await client.wait_ready(wait_s=600)
-                name, version = await client.identity()
-                claims = ClaimCheckStore(settings)
-                processor = ChunkProcessor(settings, client, claims, ffmpeg_exe(settings.ffmpeg_binary), name, version)
-                writer = SegmentWriter(async_engine(settings, pool_size=settings.worker_concurrency))
+    @app.service
+    class WorkerRuntime(mode.Service):
+        """The worker's clients, opened when the app starts and closed when it stops (Faust's service
+        idiom): the Triton channel, the async engine's pool and the S3 client bind to the running loop."""
 
-                async def s3_up() -> bool:
-                    return await asyncio.to_thread(claims.ping)
+        client: EmotionClient | None = None
+        engine: AsyncEngine | None = None
 
-                async def park(source: str, payload: bytes) -> str:
-                    return await asyncio.to_thread(claims.put_dead_letter, source, payload)
+        async def on_start(self) -> None:
+            self.client = client = EmotionClient(settings.triton_grpc_url, settings.triton_model,
+                                                 settings.triton_batch_items)
+            await client.wait_ready(wait_s=600)
+            name, version = await client.identity()
+            claims = ClaimCheckStore(settings)
+            processor = ChunkProcessor(settings, client, claims, ffmpeg_exe(settings.ffmpeg_binary), name, version)
+            self.engine = async_engine(settings, pool_size=settings.worker_concurrency)
+            writer = SegmentWriter(self.engine)
 
-                async def discard(uri: str) -> None:
-                    await asyncio.to_thread(claims.delete, uri)
+            async def s3_up() -> bool:
+                return await asyncio.to_thread(claims.ping)
 
-                state["handler"] = MessageHandler(
-                    processor, writer, dead_letter,
-                    health={"triton": client.ping, "postgres": writer.ping, "object_store": s3_up},
-                    park_payload=park, retry_initial_s=settings.retry_initial_s, retry_max_s=settings.retry_max_s,
-                    max_attempts=settings.max_attempts, dlq_inline_limit=settings.dlq_inline_limit_bytes,
-                    discard_claim=discard if settings.delete_claim_checks else None)
-                log.info("worker ready: model %s (%s) at %s; analysing %s", name, version,
-                         settings.triton_grpc_url, ", ".join(sorted(settings.roles)))
-                employees = sorted(settings.roles & {"agent", "supervisor"})
-                if employees:
-                    log.warning("analysing the emotions of %s: emotion recognition of employees at work is prohibited "
-                                "in the EU by the AI Act, Article 5(1)(f), except for medical or safety reasons",
-                                " and ".join(employees))
-        return state["handler"]
+            async def park(source: str, payload: bytes) -> str:
+                return await asyncio.to_thread(claims.put_dead_letter, source, payload)
+
+            async def discard(uri: str) -> None:
+                await asyncio.to_thread(claims.delete, uri)
+
+            runtime["handler"] = MessageHandler(
+                processor, writer, dead_letter,
+                health={"triton": client.ping, "postgres": writer.ping, "object_store": s3_up},
+                park_payload=park, retry_initial_s=settings.retry_initial_s, retry_max_s=settings.retry_max_s,
+                max_attempts=settings.max_attempts, dlq_inline_limit=settings.dlq_inline_limit_bytes,
+                discard_claim=discard if settings.delete_claim_checks else None)
+            ready.set()
+            log.info("worker ready: model %s (%s) at %s; analysing %s", name, version,
+                     settings.triton_grpc_url, ", ".join(sorted(settings.roles)))
+            employees = sorted(settings.roles & {"agent", "supervisor"})
+            if employees:
+                log.warning("analysing the emotions of %s: emotion recognition of employees at work is prohibited "
+                            "in the EU by the AI Act, Article 5(1)(f), except for medical or safety reasons",
+                            " and ".join(employees))
+
+        async def on_stop(self) -> None:
+            if self.client is not None:
+                await self.client.close()
+            if self.engine is not None:
+                await self.engine.dispose()
 
     async def agent_crashed(agent: Any, exc: BaseException) -> None:
         # Nothing should get here (the handler settles every message); if something does, a worker
@@ -149,7 +164,8 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.agent(chunks, concurrency=1)
     async def process_chunks(stream: Any) -> None:
-        h = await handler()
+        await ready.wait()
+        h = runtime["handler"]
         slots = asyncio.Semaphore(settings.worker_concurrency)
         gate = OffsetGate()
         running: set[asyncio.Task[None]] = set()

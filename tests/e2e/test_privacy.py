@@ -10,9 +10,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from pipeline.contract import ChunkMeta
+from pipeline.ingest.claimcheck import s3_client
 from pipeline.ingest.producer import ChunkPublisher, publish_recording
 from pipeline.settings import REPO_ROOT
-from pipeline.stack.objectstore import s3_client
 from tests.e2e.helpers import query, wait_chunks
 from tests.stack import wait_for
 
