@@ -11,6 +11,7 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from pipeline.errors import BadChunk, TransientFault
+from pipeline.inference.fusion import Fused
 from pipeline.inference.labels import DFEW_LABELS
 
 EMPTY_FRAME = (16, 16)  # stands in for "no video" so audio-only items still have a valid tensor
@@ -22,16 +23,6 @@ class Item:
     audio: np.ndarray    # float32 mono 16 kHz; may be empty
 
 
-@dataclass
-class Result:
-    probs: np.ndarray | None
-    label: str | None
-    confidence: float
-    face_found: bool
-    speech_found: bool
-    face_score: float
-    arousal: float | None
-    speech_ratio: float
 
 
 def _frame_key(item: Item) -> tuple[int, int]:
@@ -59,15 +50,16 @@ def pack(items: list[Item]) -> dict[str, np.ndarray]:
     return {"FRAMES": frames, "FRAME_MASK": mask, "AUDIO": audio, "AUDIO_LEN": lengths}
 
 
-def unpack(outputs: dict[str, np.ndarray]) -> list[Result]:
+def unpack(outputs: dict[str, np.ndarray]) -> list[Fused]:
     results = []
     for k in range(len(outputs["PROBS"])):
         face, speech = bool(outputs["FACE_FOUND"][k, 0]), bool(outputs["SPEECH_FOUND"][k, 0])
         probs = outputs["PROBS"][k] if (face or speech) else None
         arousal = float(outputs["AROUSAL"][k, 0])
-        results.append(Result(
+        results.append(Fused(
             probs=probs, label=DFEW_LABELS[int(np.argmax(probs))] if probs is not None else None,
             confidence=float(outputs["CONFIDENCE"][k, 0]), face_found=face, speech_found=speech,
+            modality=Fused.modality_of(face, speech),
             face_score=float(outputs["FACE_SCORE"][k, 0]),
             arousal=arousal if speech and arousal >= 0 else None,
             speech_ratio=float(outputs["SPEECH_RATIO"][k, 0])))
@@ -140,7 +132,7 @@ class EmotionClient:
             raise classify(exc) from exc
         return {o: result.as_numpy(o) for o in OUTPUTS}
 
-    async def infer(self, items: list[Item], parallel: bool = True) -> list[Result]:
+    async def infer(self, items: list[Item], parallel: bool = True) -> list[Fused]:
         """Group items by frame size, split into batches, run them (concurrently unless `parallel` is
         False: a long chunk then holds one request at a time and live chunks keep their share)."""
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
@@ -152,7 +144,7 @@ class EmotionClient:
             outputs = await asyncio.gather(*(self._infer(pack([items[i] for i in b])) for b in batches))
         else:
             outputs = [await self._infer(pack([items[i] for i in b])) for b in batches]
-        results: list[Result | None] = [None] * len(items)
+        results: list[Fused | None] = [None] * len(items)
         for batch, out in zip(batches, outputs, strict=True):
             for i, r in zip(batch, unpack(out), strict=True):
                 results[i] = r

@@ -23,12 +23,21 @@ VOICE_ONLY_MIX = 0.5      # voice-only results are half uniform: arousal is weak
 
 @dataclass(frozen=True)
 class Fused:
+    """One (participant, segment) result: what the model serves and what the worker stores."""
     probs: np.ndarray | None   # (7,) DFEW order, None when nothing was observed
     label: str | None
     confidence: float
     face_found: bool
     speech_found: bool
     modality: str              # 'face+voice', 'face', 'voice' or 'none'
+    face_score: float = 0.0    # mean face-detection confidence (set where the detector ran)
+    arousal: float | None = None
+    speech_ratio: float = 0.0
+
+    @staticmethod
+    def modality_of(face_found: bool, speech_found: bool) -> str:
+        return {(True, True): "face+voice", (True, False): "face", (False, True): "voice"}.get(
+            (face_found, speech_found), "none")
 
 
 def aggregate_face(probs: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray | None, float]:

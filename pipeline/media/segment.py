@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-AGENT, CUSTOMER = "agent", "customer"
+AGENT, CUSTOMER = "agent", "customer"   # the tracks of v1 layouts (store.models.Track)
 
 
 @dataclass(frozen=True)

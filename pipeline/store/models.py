@@ -4,9 +4,82 @@ only with a migration and a note in the README."""
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, TypedDict
 
 from sqlalchemy import BigInteger, Boolean, DateTime, Float, Index, Integer, String, Text, UniqueConstraint, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# One DFEW probability column: NULL when nothing was observed in the segment.
+Prob = Annotated[float | None, mapped_column(Float)]
+
+
+class ChunkStatus(StrEnum):
+    DONE = "done"
+    FAILED = "failed"
+    ERASED = "erased"     # refused: the call was erased by `callstream forget`
+
+
+class Track(StrEnum):
+    AGENT = "agent"
+    CUSTOMER = "customer"
+
+
+class SegmentRow(TypedDict):
+    """What the worker upserts into emotion_segments for one (participant, segment)."""
+    call_id: str
+    track: str
+    start_ms: int
+    end_ms: int
+    model_version: str
+    model_name: str
+    neutral: float | None
+    happy: float | None
+    sad: float | None
+    angry: float | None
+    fear: float | None
+    disgust: float | None
+    surprise: float | None
+    label: str | None
+    confidence: float
+    face_found: bool
+    speech_found: bool
+    face_score: float | None
+    arousal: float | None
+    speech_ratio: float | None
+    chunk_seq: int
+
+
+class CallRow(TypedDict):
+    call_id: str
+    started_at: datetime | None
+    layout: str | None
+    last_seq: int | None
+
+
+class LedgerEntry(TypedDict, total=False):
+    """One consumed message in the chunks ledger; the key is (topic, partition, offset)."""
+    topic: str
+    partition: int
+    offset: int
+    worker: str
+    size_bytes: int
+    call_id: str
+    seq: int
+    start_ms: int
+    claim_check: str | None
+    published_at: datetime | None
+    status: str
+    duration_ms: int
+    segments: int
+    fetch_ms: float
+    decode_ms: float
+    inference_ms: float
+    db_ms: float
+    error_reason: str | None
+    error_detail: str | None
+    note: str | None
+    processed_at: Any
 
 
 class Base(DeclarativeBase):
@@ -78,13 +151,13 @@ class EmotionSegment(Base):
     start_ms: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     model_version: Mapped[str] = mapped_column(String(128), primary_key=True)
     end_ms: Mapped[int] = mapped_column(BigInteger)
-    neutral: Mapped[float | None] = mapped_column(Float)
-    happy: Mapped[float | None] = mapped_column(Float)
-    sad: Mapped[float | None] = mapped_column(Float)
-    angry: Mapped[float | None] = mapped_column(Float)
-    fear: Mapped[float | None] = mapped_column(Float)
-    disgust: Mapped[float | None] = mapped_column(Float)
-    surprise: Mapped[float | None] = mapped_column(Float)
+    neutral: Mapped[Prob]
+    happy: Mapped[Prob]
+    sad: Mapped[Prob]
+    angry: Mapped[Prob]
+    fear: Mapped[Prob]
+    disgust: Mapped[Prob]
+    surprise: Mapped[Prob]
     label: Mapped[str | None] = mapped_column(String(16))
     confidence: Mapped[float] = mapped_column(Float)
     face_found: Mapped[bool] = mapped_column(Boolean)

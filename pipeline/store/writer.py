@@ -8,6 +8,7 @@ acknowledges the message only after this transaction commits.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -17,7 +18,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from pipeline.errors import BadChunk, TransientFault
-from pipeline.store.models import Call, ChunkLedger, EmotionSegment
+from pipeline.store.models import Call, CallRow, ChunkLedger, EmotionSegment, LedgerEntry, SegmentRow
 
 SEGMENT_KEY = ["call_id", "track", "start_ms", "model_version"]
 LEDGER_KEY = ["topic", "partition", "offset"]
@@ -25,14 +26,14 @@ LEDGER_KEY = ["topic", "partition", "offset"]
 MAX_PARAMS = 30_000
 
 
-def _upsert(model, rows: list[dict[str, Any]], keys: list[str], extra: dict | None = None):
+def _upsert(model: Any, rows: Sequence[Mapping[str, Any]], keys: list[str], extra: dict[str, Any] | None = None) -> Any:
     stmt = insert(model).values(rows)
     update = {c: stmt.excluded[c] for c in rows[0] if c not in keys}
     update.update(extra or {})
     return stmt.on_conflict_do_update(index_elements=keys, set_=update)
 
 
-def _segment_upsert(columns: list[str]):
+def _segment_upsert(columns: list[str]) -> Any:
     """One statement for any number of segment rows, executed as executemany: SQLAlchemy caches its
     compiled form and sends the rows in "insertmanyvalues" batches, so a 45-minute chunk's thousands
     of rows neither rebuild a huge statement on the event loop nor exceed the driver's parameter limit."""
@@ -42,7 +43,7 @@ def _segment_upsert(columns: list[str]):
     return stmt.on_conflict_do_update(index_elements=SEGMENT_KEY, set_=update)
 
 
-def _call_upsert(call: dict[str, Any]):
+def _call_upsert(call: CallRow) -> Any:
     stmt = insert(Call).values(**call)
     # Keep the first known start time and layout; remember the end-of-call seq once any chunk says so.
     return stmt.on_conflict_do_update(index_elements=["call_id"], set_={
@@ -54,7 +55,7 @@ def _call_upsert(call: dict[str, Any]):
     })
 
 
-def _ledger_upsert(ledger: dict[str, Any]):
+def _ledger_upsert(ledger: LedgerEntry) -> Any:
     # clock_timestamp(), not now(): now() is the transaction's start, and latency is measured to the end.
     row = {**ledger, "processed_at": func.clock_timestamp()}
     return _upsert(ChunkLedger, [row], LEDGER_KEY, {"attempts": ChunkLedger.attempts + 1})
@@ -94,13 +95,12 @@ class SegmentWriter:
             rows = await conn.execute(text("SELECT track FROM erasures WHERE call_id = :c"), {"c": call_id})
             return {r[0] for r in rows}
 
-    async def record_refused(self, ledger: dict[str, Any]) -> None:
+    async def record_refused(self, ledger: LedgerEntry) -> None:
         """The ledger row of a chunk of an erased call: its place in the log only, nothing of the call."""
         async with self._transaction() as conn:
             await conn.execute(_ledger_upsert(ledger))
 
-    async def commit_chunk(self, call: dict[str, Any], segments: list[dict[str, Any]],
-                           ledger: dict[str, Any]) -> float:
+    async def commit_chunk(self, call: CallRow, segments: list[SegmentRow], ledger: LedgerEntry) -> float:
         """Write the chunk's call, segment and ledger rows in one transaction; returns the ms it took."""
         async with self._transaction() as conn:
             start = time.perf_counter()
@@ -120,7 +120,7 @@ class SegmentWriter:
             await conn.execute(_ledger_upsert({**ledger, "db_ms": db_ms}))
         return db_ms
 
-    async def record_failure(self, call: dict[str, Any] | None, ledger: dict[str, Any]) -> None:
+    async def record_failure(self, call: CallRow | None, ledger: LedgerEntry) -> None:
         async with self._transaction() as conn:
             if call:
                 await conn.execute(_call_upsert(call))

@@ -26,6 +26,7 @@ from typing import Any
 
 from pipeline.contract import H_DLQ_DETAIL, H_DLQ_REASON, ChunkMeta, bounded, parse
 from pipeline.errors import BadChunk, Dependency, TransientFault
+from pipeline.store.models import CallRow, ChunkStatus, LedgerEntry
 
 log = logging.getLogger("callstream.worker")
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
@@ -144,12 +145,12 @@ class MessageHandler:
         except Exception:
             return False
 
-    def _ledger(self, msg: Message, meta: ChunkMeta | None, attempts: int) -> dict[str, Any]:
-        ledger: dict[str, Any] = {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset,
-                                  "worker": WORKER_ID, "size_bytes": len(msg.value) if msg.value else 0}
+    def _ledger(self, msg: Message, meta: ChunkMeta | None, attempts: int) -> LedgerEntry:
+        ledger = LedgerEntry(topic=msg.topic, partition=msg.partition, offset=msg.offset, worker=WORKER_ID,
+                             size_bytes=len(msg.value) if msg.value else 0)
         if meta is not None:
-            ledger.update(call_id=meta.call_id, seq=meta.seq, start_ms=meta.start_ms,
-                          claim_check=meta.claim_check, published_at=_published_at(meta))
+            ledger.update({"call_id": meta.call_id, "seq": meta.seq, "start_ms": meta.start_ms,
+                           "claim_check": meta.claim_check, "published_at": _published_at(meta)})
         return ledger
 
     async def _process(self, msg: Message, attempt: int) -> str:
@@ -158,7 +159,8 @@ class MessageHandler:
             # Erased by `callstream forget`: a replay must not bring the call back. The ledger keeps
             # only the message's place in the log; the payload object is removed too.
             ledger = self._ledger(msg, None, attempt)
-            ledger.update(status="erased", segments=0, note="refused: the call was erased (callstream forget)")
+            ledger.update({"status": ChunkStatus.ERASED, "segments": 0,
+                           "note": "refused: the call was erased (callstream forget)"})
             await self.writer.record_refused(ledger)
             await self._discard(meta)
             log.info("refused %s: its call was erased", msg.source)
@@ -166,10 +168,10 @@ class MessageHandler:
         rows, t = await self.processor.process(meta, msg.value)
         ledger = self._ledger(msg, meta, attempt)
         end_ms = max((r["end_ms"] for r in rows), default=meta.start_ms)
-        ledger.update(status="done", duration_ms=end_ms - meta.start_ms,
-                      segments=len(rows), size_bytes=t.size_bytes, fetch_ms=t.fetch_ms, decode_ms=t.decode_ms,
-                      inference_ms=t.inference_ms, error_reason=None, error_detail=None,
-                      note="; ".join(t.notes) or None)
+        ledger.update({"status": ChunkStatus.DONE, "duration_ms": end_ms - meta.start_ms, "segments": len(rows),
+                       "size_bytes": t.size_bytes, "fetch_ms": t.fetch_ms, "decode_ms": t.decode_ms,
+                       "inference_ms": t.inference_ms, "error_reason": None, "error_detail": None,
+                       "note": "; ".join(t.notes) or None})
         db_ms = await self.writer.commit_chunk(self._call(meta), rows, ledger)
         await self._discard(meta)
         log.info("chunk %s/%d: %d segments (decode %.0f ms, inference %.0f ms, db %.0f ms)%s", meta.call_id,
@@ -186,9 +188,9 @@ class MessageHandler:
                 log.warning("could not delete %s (retention apply will): %s", bounded(meta.claim_check), exc)
 
     @staticmethod
-    def _call(meta: ChunkMeta) -> dict[str, Any]:
-        return {"call_id": meta.call_id, "started_at": meta.call_started_at, "layout": meta.layout,
-                "last_seq": meta.seq if meta.end_of_call else None}
+    def _call(meta: ChunkMeta) -> CallRow:
+        return CallRow(call_id=meta.call_id, started_at=meta.call_started_at, layout=meta.layout,
+                       last_seq=meta.seq if meta.end_of_call else None)
 
     async def _reject(self, msg: Message, bad: BadChunk, attempts: int) -> str:
         log.warning("dead-lettering %s: %s", msg.source, bounded(str(bad), 300))
@@ -211,13 +213,14 @@ class MessageHandler:
             log.warning("dead letter of %s refused (%s); sending a reference instead", msg.source, exc)
             await self._send(None, b"", extra + [(H_DLQ_PAYLOAD, f"omitted; see {msg.source}".encode())])
         ledger = self._ledger(msg, meta, attempts)
-        ledger.update(status="failed", error_reason=bad.reason, error_detail=bounded(bad.detail, 2000))
+        ledger.update({"status": ChunkStatus.FAILED, "error_reason": bad.reason,
+                       "error_detail": bounded(bad.detail, 2000)})
         try:
             await self.writer.record_failure(self._call(meta) if meta else None, ledger)
         except BadChunk as exc:  # the header-derived fields were refused: keep the ledger row anyway
             log.warning("ledger row of %s refused (%s); recording it without call fields", msg.source, exc)
-            ledger = {k: v for k, v in ledger.items() if k not in ("call_id", "seq", "start_ms", "claim_check",
-                                                                   "published_at")}
+            for field in ("call_id", "seq", "start_ms", "claim_check", "published_at"):
+                ledger.pop(field, None)  # type: ignore[misc]
             await self.writer.record_failure(None, ledger)
         return "failed"
 

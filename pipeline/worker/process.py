@@ -18,12 +18,14 @@ import numpy as np
 
 from pipeline.contract import ChunkMeta
 from pipeline.errors import BadChunk
-from pipeline.inference.client import EmotionClient, Item, Result
+from pipeline.inference.client import EmotionClient, Item
+from pipeline.inference.fusion import Fused
 from pipeline.inference.labels import DFEW_LABELS
 from pipeline.ingest.claimcheck import ClaimCheckStore
 from pipeline.media.decode import AUDIO_RATE, ChunkFile, Decoded, StreamDecoder, Window
 from pipeline.media.segment import Segment, SegmentPlanner, TrackView, effective_duration, segments, track_views
 from pipeline.settings import Settings
+from pipeline.store.models import SegmentRow
 
 
 @dataclass
@@ -150,7 +152,7 @@ class ChunkProcessor:
             return f"not analysed: {', '.join(sorted(tracks))} not in CALLSTREAM_ANALYSED_ROLES"
         return None
 
-    async def process(self, meta: ChunkMeta, value: bytes | None) -> tuple[list[dict[str, Any]], Timings]:
+    async def process(self, meta: ChunkMeta, value: bytes | None) -> tuple[list[SegmentRow], Timings]:
         t = Timings()
         skip = self.not_analysed(meta)
         if skip:
@@ -162,7 +164,7 @@ class ChunkProcessor:
             del payload  # the file holds it now; a 64 MB value must not stay in memory twice
             return await self._analyse(meta, path, t), t
 
-    async def _analyse(self, meta: ChunkMeta, path: Any, t: Timings) -> list[dict[str, Any]]:
+    async def _analyse(self, meta: ChunkMeta, path: Any, t: Timings) -> list[SegmentRow]:
         s = self.settings
         start = time.perf_counter()
         size = t.size_bytes
@@ -176,7 +178,7 @@ class ChunkProcessor:
             width = dec.size[0] if dec.size else None
             # Only analysed roles are cut into items: nobody else's face or voice reaches the model.
             views = [v for v in track_views(meta.layout or s.default_layout, width, dec.channels) if v.track in s.roles]
-            rows: list[dict[str, Any]] = []
+            rows: list[SegmentRow] = []
             windows = 0
             while not dec.finished:
                 start = time.perf_counter()
@@ -201,7 +203,7 @@ class ChunkProcessor:
             dec.close()
 
     async def _infer(self, meta: ChunkMeta, segs: list[Segment], buf: MediaBuffer, views: list[TrackView],
-                     t: Timings, parallel: bool = True) -> list[dict[str, Any]]:
+                     t: Timings, parallel: bool = True) -> list[SegmentRow]:
         """A chunk longer than one window sends its batches one at a time: a whole-call upload then
         takes one request slot of Triton, not all of them, and live chunks keep flowing."""
         keys, items = build_items(segs, buf, views, meta.start_ms)
@@ -210,15 +212,15 @@ class ChunkProcessor:
         t.inference_ms += (time.perf_counter() - start) * 1000
         return [self._row(meta, key, r) for key, r in zip(keys, results, strict=True)]
 
-    def _row(self, meta: ChunkMeta, key: tuple[str, int, int], r: Result) -> dict[str, Any]:
+    def _row(self, meta: ChunkMeta, key: tuple[str, int, int], r: Fused) -> SegmentRow:
         track, seg_start, seg_end = key
-        probs: dict[str, float | None] = dict.fromkeys(DFEW_LABELS) if r.probs is None else {
-            label: float(p) for label, p in zip(DFEW_LABELS, r.probs, strict=True)}
-        return {
-            "call_id": meta.call_id, "track": track, "start_ms": seg_start, "end_ms": seg_end,
-            "model_version": self.model_version, "model_name": self.model_name, **probs,
-            "label": r.label, "confidence": r.confidence, "face_found": r.face_found,
-            "speech_found": r.speech_found, "face_score": r.face_score if r.face_found else None,
-            "arousal": r.arousal, "speech_ratio": r.speech_ratio, "chunk_seq": meta.seq,
-        }
+        p: list[float | None] = [None] * len(DFEW_LABELS) if r.probs is None else [float(x) for x in r.probs]
+        assert len(p) == len(DFEW_LABELS) == 7  # neutral happy sad angry fear disgust surprise
+        return SegmentRow(
+            call_id=meta.call_id, track=track, start_ms=seg_start, end_ms=seg_end,
+            model_version=self.model_version, model_name=self.model_name,
+            neutral=p[0], happy=p[1], sad=p[2], angry=p[3], fear=p[4], disgust=p[5], surprise=p[6],
+            label=r.label, confidence=r.confidence, face_found=r.face_found, speech_found=r.speech_found,
+            face_score=r.face_score if r.face_found else None, arousal=r.arousal, speech_ratio=r.speech_ratio,
+            chunk_seq=meta.seq)
 

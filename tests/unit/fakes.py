@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.inference.client import Item, Result
+from pipeline.inference.client import Item
+from pipeline.inference.fusion import Fused
 from pipeline.worker.process import Timings
 
 
@@ -77,12 +78,13 @@ class FakeTriton:
     def __init__(self) -> None:
         self.items = 0
 
-    async def infer(self, items: list[Item], parallel: bool = True) -> list[Result]:
+    async def infer(self, items: list[Item], parallel: bool = True) -> list[Fused]:
         self.items += len(items)
         out = []
         for item in items:
             seen = bool(len(item.frames) or len(item.audio))
             probs = np.array([1, 0, 0, 0, 0, 0, 0], np.float32) if seen else None
-            out.append(Result(probs, "neutral" if seen else None, 1.0 if seen else 0.0, bool(len(item.frames)),
-                              bool(len(item.audio)), 0.99, 0.5 if len(item.audio) else None, 0.5))
+            face, speech = bool(len(item.frames)), bool(len(item.audio))
+            out.append(Fused(probs, "neutral" if seen else None, 1.0 if seen else 0.0, face, speech,
+                             Fused.modality_of(face, speech), 0.99, 0.5 if speech else None, 0.5))
         return out
