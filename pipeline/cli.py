@@ -12,7 +12,7 @@ from pathlib import Path
 from pipeline.settings import Settings, mask
 
 
-def cmd_up(settings: Settings, args) -> int:
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.modelbuild.build import build_all, is_built
     from pipeline.stack.control import up
 
@@ -36,14 +36,14 @@ def _prepare(settings: Settings) -> None:
     ensure_topics(settings)
 
 
-def cmd_down(settings: Settings, args) -> int:
+def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.stack.control import down
 
     down(settings)
     return 0
 
 
-def cmd_status(settings: Settings, args) -> int:
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.stack.control import status
 
     for name, pid in status(settings).items():
@@ -51,13 +51,13 @@ def cmd_status(settings: Settings, args) -> int:
     return 0
 
 
-def cmd_settings(settings: Settings, args) -> int:
+def cmd_settings(settings: Settings, args: argparse.Namespace) -> int:
     for env, value, doc in settings.describe():
         print(f"{env:<34} {value:<40} {doc}")
     return 0
 
 
-def cmd_models(settings: Settings, args) -> int:
+def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
     if args.models_cmd == "build":
         from pipeline.modelbuild.build import build_all
 
@@ -71,7 +71,7 @@ def cmd_models(settings: Settings, args) -> int:
     return evaluate_cli(settings, args)
 
 
-def cmd_produce(settings: Settings, args) -> int:
+def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from pipeline.ingest.producer import PublishError, publish_recording
@@ -92,7 +92,7 @@ def cmd_produce(settings: Settings, args) -> int:
     return 0
 
 
-def cmd_worker(settings: Settings, args) -> int:
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     import os
     import threading
 
@@ -130,7 +130,7 @@ def cmd_worker(settings: Settings, args) -> int:
     os._exit(EXIT_CODE["code"])
 
 
-def cmd_timeline(settings: Settings, args) -> int:
+def cmd_timeline(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.report import format_summary, format_timeline, plot_timeline
     from pipeline.store.db import sync_engine
     from pipeline.store.queries import timeline, track_summary
@@ -147,7 +147,7 @@ def cmd_timeline(settings: Settings, args) -> int:
     return 0
 
 
-def cmd_generate(settings: Settings, args) -> int:
+def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.media.ffmpeg_bin import ffmpeg_exe
     from pipeline.media.synth import generate_call
 
@@ -180,7 +180,7 @@ def wait_for_call(settings: Settings, call_id: str, chunks: int, timeout: float,
     return done, failed
 
 
-def cmd_demo(settings: Settings, args) -> int:
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.ingest.producer import publish_recording
 
     print("1/5 starting the embedded stack (SeaweedFS S3, tansu Kafka API, Postgres, Triton) ...")
@@ -219,7 +219,7 @@ Next steps
     return rc
 
 
-def cmd_bench(settings: Settings, args) -> int:
+def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.bench.main import bench, markdown
 
     cmd_up(settings, args)
@@ -230,7 +230,7 @@ def cmd_bench(settings: Settings, args) -> int:
     return 0
 
 
-def cmd_dlq(settings: Settings, args) -> int:
+def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.ingest import dlq
 
     letters = dlq.select(dlq.read_all(settings), args.reason, args.call)
@@ -244,7 +244,7 @@ def cmd_dlq(settings: Settings, args) -> int:
     return 0
 
 
-def cmd_reliability(settings: Settings, args) -> int:
+def cmd_reliability(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.bench.reliability import run
 
     cmd_up(settings, args)
@@ -255,7 +255,7 @@ def cmd_reliability(settings: Settings, args) -> int:
     return 0
 
 
-def cmd_forget(settings: Settings, args) -> int:
+def cmd_forget(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.ingest.claimcheck import ClaimCheckStore, object_key
     from pipeline.store import erasure
     from pipeline.store.db import sync_engine
@@ -291,7 +291,7 @@ def cmd_forget(settings: Settings, args) -> int:
     return 0
 
 
-def cmd_retention(settings: Settings, args) -> int:
+def cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
     import time as _time
 
     from pipeline.ingest.claimcheck import ClaimCheckStore

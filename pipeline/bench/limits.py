@@ -7,6 +7,7 @@ import concurrent.futures as cf
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import torch
 
@@ -26,7 +27,7 @@ def ffmpeg_limit(work: Workload, settings: Settings, parallel: int | None = None
     ff = ffmpeg_exe(settings.ffmpeg_binary)
     w, h = target_size(work.shape.width, work.shape.height, settings.frame_width)
 
-    def one(path) -> None:
+    def one(path: Path) -> None:
         fast = ["-skip_loop_filter", "all"] if settings.fast_decode else []
         subprocess.run([ff, "-hide_banner", "-nostdin", "-loglevel", "error", *fast, "-i", str(path),
                         "-map", "0:v:0", "-vf", f"fps={settings.sample_fps},scale={w}:{h}", "-pix_fmt", "rgb24",

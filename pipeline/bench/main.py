@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.bench.limits import ffmpeg_limit, model_limit
@@ -19,7 +20,7 @@ PEER_PACKAGES = ["tensorflow-cpu", "opencv-contrib-python-headless<5", "pandas",
                  "tqdm", "requests", "Pillow", "ffmpeg-python", "psycopg[binary]"]
 
 
-def peer_python(settings: Settings, log) -> Path:
+def peer_python(settings: Settings, log: Callable[..., None]) -> Path:
     """fer needs TensorFlow and OpenCV: a benchmark-only venv keeps them out of the serving environment."""
     venv = settings.state_dir / PEER_ENV
     py = venv / "bin" / "python"
@@ -51,7 +52,7 @@ def _row(name: str, r: RunResult, cores: int) -> dict:
 
 
 def bench(settings: Settings, shapes: list[str], calls: int, seconds: float, workers: list[int],
-          latency_seconds: float, peers: bool, log=print) -> dict:
+          latency_seconds: float, peers: bool, log: Callable[..., None] = print) -> dict:
     cores = os.cpu_count() or 1
     workdir = settings.state_dir / "bench"
     workdir.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ import subprocess
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -87,7 +88,8 @@ def triton_counts(settings: Settings) -> dict[str, tuple[float, float]]:
     return {k: (v[0], v[1]) for k, v in counts.items()}
 
 
-def _batch_sizes(before, after) -> dict[str, float]:
+def _batch_sizes(before: dict[str, tuple[float, float]],
+                 after: dict[str, tuple[float, float]]) -> dict[str, float]:
     out = {}
     for model, (inf, exe) in after.items():
         b_inf, b_exe = before.get(model, (0.0, 0.0))
@@ -97,7 +99,7 @@ def _batch_sizes(before, after) -> dict[str, float]:
 
 
 class Bench:
-    def __init__(self, settings: Settings, log=print) -> None:
+    def __init__(self, settings: Settings, log: Callable[..., None] = print) -> None:
         self.base = settings
         self.log = log
         self.engine = sync_engine(settings)

@@ -19,7 +19,7 @@ def version_dir(repo: Path, model: str) -> Path:
     return Path(repo) / model / VERSION
 
 
-def _load(folder: Path, name: str, device: str):
+def _load(folder: Path, name: str, device: str) -> torch.jit.ScriptModule:
     path = Path(folder) / name
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: run `callstream models build` first")
@@ -31,9 +31,9 @@ def detector(folder: Path, min_face: int = 40, device: str = "cpu") -> MTCNN:
     return MTCNN(pnet, rnet, onet, min_face=min_face, device=device)
 
 
-def expression(folder: Path, device: str = "cpu"):
+def expression(folder: Path, device: str = "cpu") -> torch.jit.ScriptModule:
     return _load(folder, "mini_xception.pt", device)
 
 
-def vad(folder: Path, device: str = "cpu"):
+def vad(folder: Path, device: str = "cpu") -> torch.jit.ScriptModule:
     return _load(folder, "silero_vad.jit", device)

@@ -3,6 +3,8 @@ Silero VAD speech ratio over zero-padded items, and prosodic arousal of each ite
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -12,7 +14,7 @@ WINDOW = 512  # Silero's window at 16 kHz
 SPEECH_THRESHOLD = 0.5  # Silero's own default: a window is speech above this probability
 
 
-def speech_ratio(vad, audio: np.ndarray, lengths: np.ndarray, threshold: float, device: str = "cpu") -> np.ndarray:
+def speech_ratio(vad: Any, audio: np.ndarray, lengths: np.ndarray, threshold: float, device: str = "cpu") -> np.ndarray:
     """Share of each item's own windows that Silero calls speech; padding windows do not count."""
     windows = audio.shape[1] // WINDOW
     if windows == 0:
@@ -27,7 +29,7 @@ def speech_ratio(vad, audio: np.ndarray, lengths: np.ndarray, threshold: float, 
     return (((probs > threshold) & valid).sum(axis=1) / counted).astype(np.float32)
 
 
-def analyse(vad, audio: np.ndarray, lengths: np.ndarray, threshold: float,
+def analyse(vad: Any, audio: np.ndarray, lengths: np.ndarray, threshold: float,
             device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """(speech ratio, arousal) per item; arousal is -1 for items without audio."""
     ratio = speech_ratio(vad, audio, lengths, threshold, device)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
+from typing import Any
 
 import numpy as np
 
@@ -18,13 +19,13 @@ _chunks: list[np.ndarray] = []
 
 
 @_CALLBACK
-def _collect(wav, numsamples, _events):
+def _collect(wav: Any, numsamples: int, _events: Any) -> int:
     if numsamples > 0 and wav:
         _chunks.append(np.ctypeslib.as_array(wav, shape=(numsamples,)).copy())
     return 0
 
 
-def _library():
+def _library() -> Any:
     global _lib, _rate
     if _lib is None:
         import espeakng_loader

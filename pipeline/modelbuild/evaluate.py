@@ -8,6 +8,7 @@ detector) and counted separately.
 
 from __future__ import annotations
 
+import argparse
 import csv
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -18,6 +19,7 @@ from PIL import Image
 
 from pipeline.inference import artifacts
 from pipeline.inference.labels import DFEW_LABELS
+from pipeline.settings import Settings
 
 ALIASES = {"happiness": "happy", "sadness": "sad", "anger": "angry", "fearful": "fear", "disgusted": "disgust",
            "surprised": "surprise", "neutrality": "neutral", "contempt": None}
@@ -87,7 +89,7 @@ def evaluate(repo: Path, dataset: Path, limit: int = 0) -> dict:
             "confusion": {t: dict(confusion[t]) for t in truths}}
 
 
-def evaluate_cli(settings, args) -> int:
+def evaluate_cli(settings: Settings, args: argparse.Namespace) -> int:
     report = evaluate(settings.model_repository, Path(args.dataset), args.limit)
     print(f"images {report['images']}  accuracy {report['accuracy']:.3f}  mean recall {report['mean_recall']:.3f}  "
           f"faces detected {report['face_detected']:.0%}")

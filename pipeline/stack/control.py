@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from pipeline.settings import Settings
 from pipeline.stack import broker, objectstore, postgres, procs, triton
 
 
-def up(settings: Settings, log=print) -> None:
+def up(settings: Settings, log: Callable[[str], None] = print) -> None:
     steps = []
     if not settings.s3_endpoint:
         steps.append(("object store (SeaweedFS S3)", objectstore.start))
@@ -25,7 +26,7 @@ def up(settings: Settings, log=print) -> None:
         log(f"  {what} ready in {time.time() - t:.1f}s")
 
 
-def down(settings: Settings, log=print) -> None:
+def down(settings: Settings, log: Callable[[str], None] = print) -> None:
     for what, stop in (("Triton", triton.stop), ("tansu", broker.stop),
                        ("Postgres", postgres.stop), ("SeaweedFS", objectstore.stop)):
         if stop(settings) is not False:

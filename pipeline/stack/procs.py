@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -123,7 +124,8 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def wait_until(check, what: str, timeout: float, state: Path | None = None, name: str | None = None) -> None:
+def wait_until(check: Callable[[], bool], what: str, timeout: float, state: Path | None = None,
+               name: str | None = None) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if check():

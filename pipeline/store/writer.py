@@ -8,7 +8,7 @@ acknowledges the message only after this transaction commits.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,6 +16,7 @@ from sqlalchemy import func, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pipeline.errors import BadChunk, TransientFault
 from pipeline.store.models import Call, CallRow, ChunkLedger, EmotionSegment, LedgerEntry, SegmentRow
@@ -62,11 +63,11 @@ def _ledger_upsert(ledger: LedgerEntry) -> Any:
 
 
 class SegmentWriter:
-    def __init__(self, engine) -> None:
+    def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
     @asynccontextmanager
-    async def _transaction(self):
+    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
         """One transaction. Faults are classified by what Postgres said: a server that cannot be reached,
         a dropped connection, a deadlock or serialization failure is transient; data, integrity and
         programming errors will fail the same way every time, so they are the chunk's (db_rejected)."""
