@@ -95,15 +95,17 @@ def build_items(segs: list[Segment], buf: MediaBuffer, views: list[TrackView],
     return keys, items
 
 
-def decoded_items(meta: ChunkMeta, decoded: Decoded, layout: str,
-                  segment_ms: int) -> tuple[list[tuple[str, int, int]], list[Item]]:
-    """Items of a chunk decoded whole (benchmarks of the bare model): the same cutting as the worker."""
+def decoded_items(meta: ChunkMeta, decoded: Decoded, layout: str, segment_ms: int,
+                  roles: frozenset[str] | None = None) -> tuple[list[tuple[str, int, int]], list[Item]]:
+    """Items of a chunk decoded whole (benchmarks of the bare model): the same cutting as the worker,
+    for the analysed `roles` (all tracks when None)."""
     channels = decoded.audio.shape[0] if decoded.audio.size else 0
     buf = MediaBuffer(decoded.fps, channels)
     buf.add(Window(0, decoded.frames, 0, decoded.audio))
     width = decoded.frames.shape[2] if len(decoded.frames) else None
     segs = segments(meta.start_ms, meta.duration_ms or decoded.duration_ms, segment_ms)
-    return build_items(segs, buf, track_views(layout, width, channels), meta.start_ms)
+    views = [v for v in track_views(layout, width, channels) if roles is None or v.track in roles]
+    return build_items(segs, buf, views, meta.start_ms)
 
 
 def decode_budget_s(settings: Settings, meta: ChunkMeta, container_ms: int | None, size_bytes: int) -> float:
