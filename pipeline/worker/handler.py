@@ -94,7 +94,7 @@ class MessageHandler:
 
     async def handle(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
                      headers: Any) -> str:
-        """Returns 'done' or 'failed' once the message's end is committed; retries until then."""
+        """Returns 'done', 'failed' or 'erased' once the message's end is committed; retries until then."""
         msg = Message(topic, partition, offset, key, value, headers)
         verdict: BadChunk | None = None
         attempts = 0
