@@ -6,6 +6,8 @@ leaving orphans, and a redelivered message always finds the same payload.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
@@ -47,23 +49,26 @@ class ClaimCheckStore:
         """Keep a dead letter's payload too large for the DLQ topic; `source` is topic/partition/offset."""
         bucket = self.settings.claim_check_bucket
         key = "dlq/" + source.replace("/", "-") + ".bin"
-        try:
+        uri = f"s3://{bucket}/{key}"
+        with _s3_errors(uri, "writing"):
             self.client.put_object(Bucket=bucket, Key=key, Body=payload)
-        except ClientError as exc:
-            raise _classify(exc, f"s3://{bucket}/{key}") from exc
-        except (EndpointConnectionError, BotoCoreError) as exc:
-            raise TransientFault(f"S3 unreachable writing s3://{bucket}/{key}: {exc}", "object_store") from exc
-        return f"s3://{bucket}/{key}"
+        return uri
 
-    def get(self, uri: str, max_bytes: int) -> bytes:
+    def _allowed(self, uri: str) -> tuple[str, str]:
+        """(bucket, key) of a plain claim-check URI in an allowed bucket; refused before any request.
+
+        Confused-deputy guard: the worker's credentials may reach more than chunks; a message must not
+        make it read (and analyse, and dead-letter a copy of) or delete an object it was not meant to."""
         check_claim_uri(uri)
         bucket, key = split_s3_uri(uri)
-        # Confused-deputy guard: the worker's credentials may read more than chunks; a message must not
-        # make it read (and analyse, and dead-letter a copy of) an object it was not meant to.
         if bucket not in self.settings.allowed_buckets:
             raise BadChunk("claim_check_refused", f"bucket {bucket!r} is not in CALLSTREAM_CLAIM_CHECK_BUCKETS "
                                                   f"({', '.join(sorted(self.settings.allowed_buckets))})")
-        try:
+        return bucket, key
+
+    def get(self, uri: str, max_bytes: int) -> bytes:
+        bucket, key = self._allowed(uri)
+        with _s3_errors(uri, "reading"):
             head = self.client.head_object(Bucket=bucket, Key=key)
             if head["ContentLength"] > max_bytes:
                 raise BadChunk("too_large", f"claim-check payload {head['ContentLength']} B > {max_bytes} B")
@@ -72,23 +77,12 @@ class ClaimCheckStore:
             if len(data) > max_bytes:
                 raise BadChunk("too_large", f"claim-check payload > {max_bytes} B")
             return data
-        except ClientError as exc:
-            raise _classify(exc, uri) from exc
-        except (EndpointConnectionError, BotoCoreError) as exc:
-            raise TransientFault(f"S3 unreachable reading {uri}: {exc}", "object_store") from exc
 
     def delete(self, uri: str) -> None:
         """Remove a chunk's payload once it is no longer needed (only in an allowed bucket)."""
-        check_claim_uri(uri)
-        bucket, key = split_s3_uri(uri)
-        if bucket not in self.settings.allowed_buckets:
-            raise BadChunk("claim_check_refused", f"bucket {bucket!r} is not an allowed claim-check bucket")
-        try:
+        bucket, key = self._allowed(uri)
+        with _s3_errors(uri, "deleting"):
             self.client.delete_object(Bucket=bucket, Key=key)
-        except ClientError as exc:
-            raise _classify(exc, uri) from exc
-        except (EndpointConnectionError, BotoCoreError) as exc:
-            raise TransientFault(f"S3 unreachable deleting {uri}: {exc}", "object_store") from exc
 
     def delete_prefix(self, prefix: str, older_than: float | None = None) -> int:
         """Delete every object under `prefix` in the claim-check bucket (older than a POSIX time)."""
@@ -109,6 +103,17 @@ class ClaimCheckStore:
             return True
         except Exception:
             return False
+
+
+@contextmanager
+def _s3_errors(uri: str, doing: str) -> Iterator[None]:
+    """Classify what the object store said about one request: see _classify; no answer is transient."""
+    try:
+        yield
+    except ClientError as exc:
+        raise _classify(exc, uri) from exc
+    except (EndpointConnectionError, BotoCoreError) as exc:
+        raise TransientFault(f"S3 unreachable {doing} {bounded(uri, 200)}: {exc}", "object_store") from exc
 
 
 def _classify(exc: ClientError, uri: str) -> Exception:
