@@ -62,6 +62,15 @@ class TrackView:
     channel: int | None  # audio channel of this track; None = no attributable audio
 
 
+def layout_tracks(layout: str) -> tuple[str, ...]:
+    """The participants a chunk of this layout carries, in track_views' order."""
+    if layout == "dual":
+        return (AGENT, CUSTOMER)
+    if layout in (AGENT, CUSTOMER):
+        return (layout,)
+    raise ValueError(f"unknown layout {layout!r}")
+
+
 def track_views(layout: str, frame_width: int | None, channels: int) -> list[TrackView]:
     """Who is where. 'dual': video side by side (agent left, customer right), stereo audio (agent
     left channel, customer right); mono audio in a dual recording cannot be attributed and is left out.
@@ -71,9 +80,8 @@ def track_views(layout: str, frame_width: int | None, channels: int) -> list[Tra
         stereo = channels >= 2
         return [TrackView(AGENT, 0 if half else None, half, 0 if stereo else None),
                 TrackView(CUSTOMER, half, frame_width if half else None, 1 if stereo else None)]
-    if layout in (AGENT, CUSTOMER):
-        return [TrackView(layout, 0 if frame_width else None, frame_width, 0 if channels else None)]
-    raise ValueError(f"unknown layout {layout!r}")
+    (track,) = layout_tracks(layout)
+    return [TrackView(track, 0 if frame_width else None, frame_width, 0 if channels else None)]
 
 
 def effective_duration(header_ms: int | None, container_ms: int | None, decoded_ms: float,

@@ -24,7 +24,7 @@ from pipeline.inference.client import EmotionClient
 from pipeline.ingest.claimcheck import ClaimCheckStore
 from pipeline.ingest.security import faust_credentials
 from pipeline.media.ffmpeg_bin import ffmpeg_exe
-from pipeline.settings import Settings
+from pipeline.settings import EMPLOYEE_ROLES, Settings
 from pipeline.store.db import async_engine
 from pipeline.store.writer import SegmentWriter
 from pipeline.worker.handler import MessageHandler
@@ -143,7 +143,7 @@ def create_app(settings: Settings) -> faust.App:
             ready.set()
             log.info("worker ready: model %s (%s) at %s; analysing %s", name, version,
                      settings.triton_grpc_url, ", ".join(sorted(settings.roles)))
-            employees = sorted(settings.roles & {"agent", "supervisor"})
+            employees = sorted(settings.roles & set(EMPLOYEE_ROLES))
             if employees:
                 log.warning("analysing the emotions of %s: emotion recognition of employees at work is prohibited "
                             "in the EU by the AI Act, Article 5(1)(f), except for medical or safety reasons",
@@ -154,13 +154,6 @@ def create_app(settings: Settings) -> faust.App:
                 await self.client.close()
             if self.engine is not None:
                 await self.engine.dispose()
-
-    async def agent_crashed(agent: Any, exc: BaseException) -> None:
-        # Nothing should get here (the handler settles every message); if something does, a worker
-        # that no longer consumes must not look alive: say so loudly and exit non-zero for a restart.
-        log.error("the chunks agent stopped consuming (%r); stopping the worker for a restart", exc)
-        EXIT_CODE["code"] = 1
-        os.kill(os.getpid(), signal.SIGTERM)
 
     @app.agent(chunks, concurrency=1)
     async def process_chunks(stream: Any) -> None:
@@ -176,12 +169,9 @@ def create_app(settings: Settings) -> faust.App:
             m = event.message
             try:
                 await h.handle(m.topic, m.partition, m.offset, m.key, m.value, m.headers)
-                # The payload is no longer needed while the ack may wait for an earlier, slower message.
-                for attr in ("value", "key"):
-                    try:
-                        setattr(m, attr, None)
-                    except AttributeError:
-                        pass
+                # The payload is no longer needed while the ack may wait for an earlier, slower message;
+                # the event holds its own reference to it besides the message's.
+                event.value = m.value = None
                 for done in gate.finish(m.tp, m.offset, event):
                     await manual.ack(done)
             finally:
@@ -206,9 +196,13 @@ def create_app(settings: Settings) -> faust.App:
     faust_on_error = agent._on_error
 
     async def on_error(agent: Any, exc: BaseException) -> None:
+        # Nothing should get here (the handler settles every message); if something does, a worker
+        # that no longer consumes must not look alive: say so loudly and exit non-zero for a restart.
         if faust_on_error is not None:
             await faust_on_error(agent, exc)
-        await agent_crashed(agent, exc)
+        log.error("the chunks agent stopped consuming (%r); stopping the worker for a restart", exc)
+        EXIT_CODE["code"] = 1
+        os.kill(os.getpid(), signal.SIGTERM)
 
     agent._on_error = on_error
     return app

@@ -102,7 +102,7 @@ class MessageHandler:
             try:
                 if verdict is None:
                     try:
-                        return await self._process(msg, attempts + 1)
+                        return await self._process(msg)
                     except (BadChunk, TransientFault):
                         raise
                     except asyncio.CancelledError:
@@ -118,14 +118,14 @@ class MessageHandler:
                 # Settling it failed for good (even the reduced ledger row): back off, never drop it.
                 attempts += 1
                 log.error("cannot settle %s (attempt %d): %s", msg.source, attempts, bounded(str(bad), 300))
-                await asyncio.sleep(min(self.retry_max_s, self.retry_initial_s * 2 ** min(attempts - 1, 30)))
+                await asyncio.sleep(self._backoff(attempts))
             except TransientFault as exc:
                 attempts += 1
                 if verdict is None and attempts >= self.max_attempts and await self._answers(exc.dependency):
                     verdict = BadChunk("retries_exhausted", f"{attempts} attempts while {exc.dependency} answered "
                                                             f"other requests; last: {bounded(str(exc), 400)}")
                     continue
-                delay = min(self.retry_max_s, self.retry_initial_s * 2 ** min(attempts - 1, 30))
+                delay = self._backoff(attempts)
                 log.warning("transient fault on %s (attempt %d, %s), retrying in %.1fs: %s", msg.source, attempts,
                             exc.dependency, delay, bounded(str(exc), 300))
                 await asyncio.sleep(delay)
@@ -134,7 +134,11 @@ class MessageHandler:
             except Exception:  # a bug while dead-lettering: back off and try again, never drop
                 attempts += 1
                 log.exception("error while settling %s (attempt %d)", msg.source, attempts)
-                await asyncio.sleep(min(self.retry_max_s, self.retry_initial_s * 2 ** min(attempts - 1, 30)))
+                await asyncio.sleep(self._backoff(attempts))
+
+    def _backoff(self, attempts: int) -> float:
+        """Capped exponential backoff before the next attempt (attempts counts failures so far)."""
+        return min(self.retry_max_s, self.retry_initial_s * 2 ** min(attempts - 1, 30))
 
     async def _answers(self, dependency: Dependency) -> bool:
         check = self.health.get(dependency)
@@ -145,7 +149,7 @@ class MessageHandler:
         except Exception:
             return False
 
-    def _ledger(self, msg: Message, meta: ChunkMeta | None, attempts: int) -> LedgerEntry:
+    def _ledger(self, msg: Message, meta: ChunkMeta | None) -> LedgerEntry:
         ledger = LedgerEntry(topic=msg.topic, partition=msg.partition, offset=msg.offset, worker=WORKER_ID,
                              size_bytes=len(msg.value) if msg.value else 0)
         if meta is not None:
@@ -153,12 +157,12 @@ class MessageHandler:
                            "claim_check": meta.claim_check, "published_at": _published_at(meta)})
         return ledger
 
-    async def _process(self, msg: Message, attempt: int) -> str:
+    async def _process(self, msg: Message) -> str:
         meta = parse(msg.headers, msg.key)
         if "*" in await self.writer.erased_tracks(meta.call_id):
             # Erased by `callstream forget`: a replay must not bring the call back. The ledger keeps
             # only the message's place in the log; the payload object is removed too.
-            ledger = self._ledger(msg, None, attempt)
+            ledger = self._ledger(msg, None)
             ledger.update({"status": ChunkStatus.ERASED, "segments": 0,
                            "note": "refused: the call was erased (callstream forget)"})
             await self.writer.record_refused(ledger)
@@ -166,7 +170,7 @@ class MessageHandler:
             log.info("refused %s: its call was erased", msg.source)
             return "erased"
         rows, t = await self.processor.process(meta, msg.value)
-        ledger = self._ledger(msg, meta, attempt)
+        ledger = self._ledger(msg, meta)
         end_ms = max((r["end_ms"] for r in rows), default=meta.start_ms)
         ledger.update({"status": ChunkStatus.DONE, "duration_ms": end_ms - meta.start_ms, "segments": len(rows),
                        "size_bytes": t.size_bytes, "fetch_ms": t.fetch_ms, "decode_ms": t.decode_ms,
@@ -196,9 +200,7 @@ class MessageHandler:
         log.warning("dead-lettering %s: %s", msg.source, bounded(str(bad), 300))
         try:
             meta: ChunkMeta | None = parse(msg.headers, msg.key)
-        except BadChunk:
-            meta = None
-        except Exception:
+        except Exception:  # BadChunk, or anything else: the dead letter needs no parsed headers
             meta = None
         extra = [(H_DLQ_REASON, bad.reason.encode()), (H_DLQ_DETAIL, bounded(bad.detail, 1000).encode()),
                  (H_DLQ_SOURCE, msg.source.encode()), (H_DLQ_ATTEMPTS, str(attempts).encode())]
@@ -212,7 +214,7 @@ class MessageHandler:
             # Still reach the DLQ: without the original headers and payload, pointing at the source offset.
             log.warning("dead letter of %s refused (%s); sending a reference instead", msg.source, exc)
             await self._send(None, b"", extra + [(H_DLQ_PAYLOAD, f"omitted; see {msg.source}".encode())])
-        ledger = self._ledger(msg, meta, attempts)
+        ledger = self._ledger(msg, meta)
         ledger.update({"status": ChunkStatus.FAILED, "error_reason": bad.reason,
                        "error_detail": bounded(bad.detail, 2000)})
         try:

@@ -23,7 +23,15 @@ from pipeline.inference.fusion import Fused
 from pipeline.inference.labels import DFEW_LABELS
 from pipeline.ingest.claimcheck import ClaimCheckStore
 from pipeline.media.decode import AUDIO_RATE, ChunkFile, Decoded, StreamDecoder, Window
-from pipeline.media.segment import Segment, SegmentPlanner, TrackView, effective_duration, segments, track_views
+from pipeline.media.segment import (
+    Segment,
+    SegmentPlanner,
+    TrackView,
+    effective_duration,
+    layout_tracks,
+    segments,
+    track_views,
+)
 from pipeline.settings import Settings
 from pipeline.store.models import SegmentRow
 
@@ -148,8 +156,7 @@ class ChunkProcessor:
             return "not analysed: consent header is 'none'"
         if self.settings.require_consent and meta.consent != "emotion":
             return "not analysed: CALLSTREAM_REQUIRE_CONSENT and no 'consent: emotion' header"
-        layout = meta.layout or self.settings.default_layout
-        tracks = {"agent", "customer"} if layout == "dual" else {layout}
+        tracks = set(layout_tracks(meta.layout or self.settings.default_layout))
         if not tracks & self.settings.roles:
             return f"not analysed: {', '.join(sorted(tracks))} not in CALLSTREAM_ANALYSED_ROLES"
         return None
