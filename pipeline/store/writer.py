@@ -19,7 +19,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pipeline.errors import BadChunk, TransientFault
-from pipeline.store.models import Call, CallRow, ChunkLedger, EmotionSegment, LedgerEntry, SegmentRow
+from pipeline.store.models import Call, CallRow, ChunkLedger, ChunkStatus, EmotionSegment, LedgerEntry, SegmentRow
 
 SEGMENT_KEY = ["call_id", "track", "start_ms", "model_version"]
 LEDGER_KEY = ["topic", "partition", "offset"]
@@ -62,6 +62,14 @@ def _ledger_upsert(ledger: LedgerEntry) -> Any:
     return _upsert(ChunkLedger, [row], LEDGER_KEY, {"attempts": ChunkLedger.attempts + 1})
 
 
+def _refused(ledger: LedgerEntry) -> LedgerEntry:
+    """A ledger entry reduced to the message's place in the log: nothing of an erased call stays."""
+    return LedgerEntry(topic=ledger["topic"], partition=ledger["partition"], offset=ledger["offset"],
+                       worker=ledger.get("worker", ""), size_bytes=ledger.get("size_bytes", 0),
+                       status=ChunkStatus.ERASED, segments=0,
+                       note="refused: the call was erased (callstream forget)")
+
+
 class SegmentWriter:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -99,7 +107,7 @@ class SegmentWriter:
     async def record_refused(self, ledger: LedgerEntry) -> None:
         """The ledger row of a chunk of an erased call: its place in the log only, nothing of the call."""
         async with self._transaction() as conn:
-            await conn.execute(_ledger_upsert(ledger))
+            await conn.execute(_ledger_upsert(_refused(ledger)))
 
     async def commit_chunk(self, call: CallRow, segments: list[SegmentRow], ledger: LedgerEntry) -> float:
         """Write the chunk's call, segment and ledger rows in one transaction; returns the ms it took."""
@@ -108,6 +116,9 @@ class SegmentWriter:
             # A participant erased from this call stays erased, whatever is replayed.
             gone = {r[0] for r in await conn.execute(text("SELECT track FROM erasures WHERE call_id = :c"),
                                                       {"c": call["call_id"]})}
+            if "*" in gone:  # erased while this chunk was in flight: nothing of the call is written
+                await conn.execute(_ledger_upsert(_refused(ledger)))
+                return 0.0
             segments = [r for r in segments if r["track"] not in gone]
             await conn.execute(_call_upsert(call))
             if segments:

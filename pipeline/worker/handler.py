@@ -162,10 +162,7 @@ class MessageHandler:
         if "*" in await self.writer.erased_tracks(meta.call_id):
             # Erased by `callstream forget`: a replay must not bring the call back. The ledger keeps
             # only the message's place in the log; the payload object is removed too.
-            ledger = self._ledger(msg, None)
-            ledger.update({"status": ChunkStatus.ERASED, "segments": 0,
-                           "note": "refused: the call was erased (callstream forget)"})
-            await self.writer.record_refused(ledger)
+            await self.writer.record_refused(self._ledger(msg, None))
             await self._discard(meta)
             log.info("refused %s: its call was erased", msg.source)
             return "erased"

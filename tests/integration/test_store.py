@@ -117,3 +117,17 @@ def test_retention_deletes_only_what_is_older_than_the_limit(stack):
         left = dict(conn.execute(text("SELECT call_id, count(*) FROM emotion_segments "
                                       "WHERE call_id IN ('store-old', 'store-new') GROUP BY 1")).all())
     assert left == {"store-new": 3}
+
+
+def test_a_call_erased_while_its_chunk_was_in_flight_gets_no_rows(stack):
+    """forget can run between the worker's pre-check and its commit: the commit itself checks again."""
+    engine = sync_engine(stack.settings)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO erasures (call_id) VALUES ('store-erased')"))
+    _commit(stack, "store-erased", [_row("store-erased", 0)], 400)
+    with engine.connect() as conn:
+        for table in ("emotion_segments", "chunks", "calls"):
+            n = conn.execute(text(f"SELECT count(*) FROM {table} WHERE call_id = 'store-erased'")).scalar_one()
+            assert n == 0, table
+        status = conn.execute(text("SELECT status FROM chunks WHERE topic = 't' AND \"offset\" = 400")).scalar_one()
+    assert status == "erased"
