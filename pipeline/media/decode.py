@@ -136,18 +136,23 @@ class StreamDecoder:
         self.frames_read = self.samples_read = 0
         self.video_done = self.info.video is None
         self.audio_done = self.info.audio is None
-        src = ffmpeg.input("x")  # placeholder input; the real, pinned input options are spliced in
-        quiet = ("-hide_banner", "-nostdin", "-loglevel", "error", "-threads", "2")
-        if self.info.video is not None:
-            self.size = target_size(self.info.video.width, self.info.video.height, frame_width)
-            out = (src.video.filter("fps", fps=fps).filter("scale", self.size[0], self.size[1])
-                   .output("pipe:", format="rawvideo", pix_fmt="rgb24"))
-            self.video = self._spawn(out.global_args(*quiet).compile(cmd=ffmpeg_bin), path, demuxer, fast)
-        if self.info.audio is not None:
-            out = src.audio.output("pipe:", format="f32le", acodec="pcm_f32le", ac=self.channels, ar=AUDIO_RATE)
-            self.audio = self._spawn(out.global_args(*quiet).compile(cmd=ffmpeg_bin), path, demuxer, False)
         self._timer = threading.Timer(self.timeout_s, self._expire)
         self._timer.daemon = True
+        src = ffmpeg.input("x")  # placeholder input; the real, pinned input options are spliced in
+        quiet = ("-hide_banner", "-nostdin", "-loglevel", "error", "-threads", "2")
+        try:
+            if self.info.video is not None:
+                self.size = target_size(self.info.video.width, self.info.video.height, frame_width)
+                out = (src.video.filter("fps", fps=fps).filter("scale", self.size[0], self.size[1])
+                       .output("pipe:", format="rawvideo", pix_fmt="rgb24"))
+                self.video = self._spawn(out.global_args(*quiet).compile(cmd=ffmpeg_bin), path, demuxer, fast)
+            if self.info.audio is not None:
+                out = src.audio.output("pipe:", format="f32le", acodec="pcm_f32le", ac=self.channels,
+                                       ar=AUDIO_RATE)
+                self.audio = self._spawn(out.global_args(*quiet).compile(cmd=ffmpeg_bin), path, demuxer, False)
+        except BaseException:
+            self.close()  # the first ffmpeg must not outlive a failed start of the second
+            raise
         self._timer.start()
 
     def _spawn(self, argv: list[str], path: Path, demuxer: str, fast: bool) -> subprocess.Popen[bytes]:
@@ -166,21 +171,13 @@ class StreamDecoder:
     @property
     def decoded_ms(self) -> float:
         """How far both streams have been decoded; a stream that has ended does not hold the other back."""
-        ends = []
+        streams = []  # (position in ms, ended) of each stream the chunk has
         if self.info.video is not None:
-            ends.append(self.frames_read * 1000.0 / self.fps)
+            streams.append((self.frames_read * 1000.0 / self.fps, self.video_done))
         if self.info.audio is not None:
-            ends.append(self.samples_read * 1000.0 / AUDIO_RATE)
-        live = [e for e, done in zip(ends, self._done_flags(), strict=True) if not done]
-        return min(live) if live else max(ends, default=0.0)
-
-    def _done_flags(self) -> list[bool]:
-        flags = []
-        if self.info.video is not None:
-            flags.append(self.video_done)
-        if self.info.audio is not None:
-            flags.append(self.audio_done)
-        return flags
+            streams.append((self.samples_read * 1000.0 / AUDIO_RATE, self.audio_done))
+        live = [ms for ms, ended in streams if not ended]
+        return min(live) if live else max((ms for ms, _ in streams), default=0.0)
 
     @property
     def finished(self) -> bool:
