@@ -256,7 +256,7 @@ def cmd_reliability(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_forget(settings: Settings, args: argparse.Namespace) -> int:
-    from pipeline.ingest.claimcheck import ClaimCheckStore, object_key
+    from pipeline.ingest.claimcheck import ClaimCheckStore, call_prefix, dead_letter_key
     from pipeline.store import erasure
     from pipeline.store.db import sync_engine
 
@@ -270,15 +270,16 @@ def cmd_forget(settings: Settings, args: argparse.Namespace) -> int:
     objects = 0
     if not args.participant:
         claims = ClaimCheckStore(settings)
-        objects += claims.delete_prefix(object_key(args.call_id, 0).rsplit("/", 1)[0] + "/")
-        for uri in gone.claim_checks:
+        prefix = f"s3://{settings.claim_check_bucket}/{call_prefix(args.call_id)}"
+        objects += claims.delete_prefix(call_prefix(args.call_id))
+        for uri in (u for u in gone.claim_checks if not u.startswith(prefix)):  # those are gone already
             try:
                 claims.delete(uri)
                 objects += 1
             except Exception as exc:  # another bucket or already gone: say so, keep going
                 print(f"  could not delete {uri}: {exc}", file=sys.stderr)
         for source in gone.dead_letter_sources:
-            objects += claims.delete_prefix("dlq/" + source.replace("/", "-") + ".bin")
+            objects += claims.delete_prefix(dead_letter_key(source))
     left = erasure.remaining(engine, args.call_id)
     what = f"participant {args.participant} of call {args.call_id}" if args.participant else f"call {args.call_id}"
     print(f"forgot {what}: {gone.segments} segment rows, {gone.ledger_rows} ledger rows, {gone.calls} call rows, "
@@ -294,7 +295,7 @@ def cmd_forget(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
     import time as _time
 
-    from pipeline.ingest.claimcheck import ClaimCheckStore
+    from pipeline.ingest.claimcheck import DEAD_LETTER_PREFIX, ClaimCheckStore
     from pipeline.store import erasure
     from pipeline.store.db import sync_engine
 
@@ -310,7 +311,7 @@ def cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
             print(f"  could not delete {uri}: {exc}", file=sys.stderr)
     if deleted:
         erasure.mark_media_deleted(engine, deleted)
-    parked = claims.delete_prefix("dlq/", older_than=_time.time() - settings.dlq_media_hours * 3600)
+    parked = claims.delete_prefix(DEAD_LETTER_PREFIX, older_than=_time.time() - settings.dlq_media_hours * 3600)
     print(f"dead-letter media older than {settings.dlq_media_hours:g} h: {len(deleted)} claim-check objects, "
           f"{parked} parked payloads deleted")
     if settings.retention_days <= 0:

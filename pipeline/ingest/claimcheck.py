@@ -30,8 +30,21 @@ def s3_client(settings: Settings) -> Any:
                                       s3={"addressing_style": "path"}))
 
 
+def call_prefix(call_id: str) -> str:
+    """Where every claim-check object of a call lives (what `callstream forget` deletes)."""
+    return f"calls/{call_id}/"
+
+
 def object_key(call_id: str, seq: int, suffix: str = "mkv") -> str:
-    return f"calls/{call_id}/{seq:06d}.{suffix}"
+    return f"{call_prefix(call_id)}{seq:06d}.{suffix}"
+
+
+DEAD_LETTER_PREFIX = "dlq/"
+
+
+def dead_letter_key(source: str) -> str:
+    """Where a dead letter's parked payload lives; `source` is topic/partition/offset."""
+    return DEAD_LETTER_PREFIX + source.replace("/", "-") + ".bin"
 
 
 class ClaimCheckStore:
@@ -48,7 +61,7 @@ class ClaimCheckStore:
     def put_dead_letter(self, source: str, payload: bytes) -> str:
         """Keep a dead letter's payload too large for the DLQ topic; `source` is topic/partition/offset."""
         bucket = self.settings.claim_check_bucket
-        key = "dlq/" + source.replace("/", "-") + ".bin"
+        key = dead_letter_key(source)
         uri = f"s3://{bucket}/{key}"
         with _s3_errors(uri, "writing"):
             self.client.put_object(Bucket=bucket, Key=key, Body=payload)

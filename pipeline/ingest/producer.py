@@ -70,7 +70,7 @@ class ChunkPublisher:
                 future.get(timeout=max(1.0, timeout))
                 ok += 1
             except Exception as exc:  # KafkaError, timeout: the chunk is not known to be in the log
-                failed[seq] = f"{type(exc).__name__}: {str(exc)[:120]}"
+                failed[seq] = _why(exc)
         self._pending.clear()
         if failed:
             raise PublishError(failed, ok)
@@ -96,6 +96,10 @@ class ChunkPublisher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:120]}"
 
 
 def _retry(fn: Callable[[], str], attempts: int = 5, delay: float = 0.5) -> str:
@@ -136,7 +140,7 @@ def publish_recording(settings: Settings, recording: Path, call_id: str, *, layo
             try:
                 sent.append(pub.publish(meta, payload))
             except Exception as exc:  # the payload could not be stored or the send not even queued
-                failed[meta.seq] = f"{type(exc).__name__}: {str(exc)[:120]}"
+                failed[meta.seq] = _why(exc)
                 continue
             finally:
                 chunk.path.unlink(missing_ok=True)
@@ -152,5 +156,5 @@ def publish_recording(settings: Settings, recording: Path, call_id: str, *, layo
         if own:
             pub.close()
     if failed:
-        raise PublishError(failed, len(sent) - len([s for s in sent if s.seq in failed]))
+        raise PublishError(failed, sum(m.seq not in failed for m in sent))
     return sent
