@@ -3,7 +3,6 @@ its own state folder, free ports, and its own database (created on DATABASE_URL'
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import subprocess
@@ -145,26 +144,7 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
 
 
 def read_topic(settings: Settings, topic: str, expect: int, timeout: float = 30) -> list:
-    """All messages of a topic from the beginning, without a consumer group (manual assignment)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    """All messages of a topic from the beginning, waiting for `expect` of them."""
+    from pipeline.ingest.topics import read_from_start
 
-    async def run() -> list:
-        consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
-                                    auto_offset_reset="earliest", group_id=None)
-        await consumer.start()
-        try:
-            await consumer.topics()  # refreshes metadata so the topic's partitions are known
-            parts = consumer.partitions_for_topic(topic) or set()
-            consumer.assign([TopicPartition(topic, p) for p in parts])
-            await consumer.seek_to_beginning()
-            got: list = []
-            deadline = time.time() + timeout
-            while len(got) < expect and time.time() < deadline:
-                batch = await consumer.getmany(timeout_ms=500)
-                for msgs in batch.values():
-                    got.extend(msgs)
-            return got
-        finally:
-            await consumer.stop()
-
-    return asyncio.run(run())
+    return read_from_start(settings, topic, expect=expect, timeout=timeout)

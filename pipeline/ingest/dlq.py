@@ -7,12 +7,10 @@ dead-lettered twice (a crash between the DLQ send and the ledger row) is replaye
 
 from __future__ import annotations
 
-import asyncio
-import time
 from dataclasses import dataclass
 
 from pipeline.contract import H_CALL_ID, H_CLAIM_CHECK, H_SEQ
-from pipeline.ingest.security import aiokafka_kwargs
+from pipeline.ingest.topics import read_from_start
 from pipeline.settings import Settings
 from pipeline.worker.handler import H_DLQ_PAYLOAD, H_DLQ_SOURCE
 
@@ -44,40 +42,9 @@ class DeadLetter:
 
 
 def read_all(settings: Settings, topic: str | None = None, idle_s: float = 3.0) -> list[DeadLetter]:
-    """Every record of the topic from the beginning, without a consumer group (manual assignment)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    topic = topic or settings.dlq_topic
-
-    async def run() -> list[DeadLetter]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
-                                    **aiokafka_kwargs(settings),
-                                    auto_offset_reset="earliest", group_id=None,
-                                    fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=32 * 1024 * 1024)
-        await consumer.start()
-        try:
-            await consumer.topics()
-            parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-            if not parts:
-                return []
-            consumer.assign(parts)
-            await consumer.seek_to_beginning()
-            ends = await consumer.end_offsets(parts)
-            out: list[DeadLetter] = []
-            last = time.monotonic()
-            async def behind() -> bool:
-                return any([await consumer.position(tp) < ends[tp] for tp in parts])
-
-            while await behind() and time.monotonic() - last < idle_s:
-                for msgs in (await consumer.getmany(timeout_ms=500)).values():
-                    for m in msgs:
-                        out.append(DeadLetter(m.partition, m.offset, m.key, m.value, list(m.headers or [])))
-                        last = time.monotonic()
-            return out
-        finally:
-            await consumer.stop()
-
-    return asyncio.run(run())
+    """Every dead letter on the topic, from its beginning."""
+    return [DeadLetter(m.partition, m.offset, m.key, m.value, list(m.headers or []))
+            for m in read_from_start(settings, topic or settings.dlq_topic, idle_s=idle_s, timeout=600)]
 
 
 def select(letters: list[DeadLetter], reason: str | None = None, call_id: str | None = None) -> list[DeadLetter]:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from typing import Any
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from pipeline.ingest.security import kafka_python_kwargs
+from pipeline.ingest.security import aiokafka_kwargs, kafka_python_kwargs
 from pipeline.settings import Settings
 
 
@@ -36,3 +38,44 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
                 pass
     finally:
         admin.close()
+
+
+def read_from_start(settings: Settings, topic: str, expect: int | None = None, timeout: float = 30.0,
+                    idle_s: float = 3.0) -> list[Any]:
+    """Every record of `topic` from its beginning, without a consumer group (manual assignment):
+    up to the end offsets seen at the start, or, with `expect`, until that many have arrived (records
+    still being published). Stops after `timeout`, or `idle_s` without a record while catching up."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def run() -> list[Any]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
+                                    auto_offset_reset="earliest", group_id=None, fetch_max_bytes=64 * 1024 * 1024,
+                                    max_partition_fetch_bytes=32 * 1024 * 1024, **aiokafka_kwargs(settings))
+        await consumer.start()
+        try:
+            await consumer.topics()  # refreshes metadata so the topic's partitions are known
+            parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+            if not parts:
+                return []
+            consumer.assign(parts)
+            await consumer.seek_to_beginning()
+            ends = await consumer.end_offsets(parts)
+
+            async def more() -> bool:
+                if expect is not None:
+                    return len(got) < expect
+                return any([await consumer.position(tp) < ends[tp] for tp in parts])
+
+            got: list[Any] = []
+            deadline, last = time.monotonic() + timeout, time.monotonic()
+            while time.monotonic() < deadline and await more():
+                if expect is None and time.monotonic() - last > idle_s:
+                    break  # behind the end offsets but nothing arrives: records were deleted
+                for msgs in (await consumer.getmany(timeout_ms=500)).values():
+                    got.extend(msgs)
+                    last = time.monotonic()
+            return got
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(run())
