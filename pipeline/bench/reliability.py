@@ -27,7 +27,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from pipeline.bench.runner import _descendants
+from pipeline.bench.runner import _descendants, status_mb
 from pipeline.contract import ChunkMeta
 from pipeline.ingest.producer import ChunkPublisher
 from pipeline.media.cut import cut
@@ -36,16 +36,6 @@ from pipeline.media.synth import generate_call
 from pipeline.settings import Settings
 from pipeline.stack import broker, objectstore, postgres, procs, triton
 from pipeline.store.db import sync_engine
-
-
-def _rss_mb(pid: int, field: str = "VmRSS:") -> float:
-    try:
-        for line in open(f"/proc/{pid}/status"):
-            if line.startswith(field):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 class RssSampler(threading.Thread):
@@ -61,9 +51,9 @@ class RssSampler(threading.Thread):
 
     def run(self) -> None:
         while not self._stop_event.is_set():
-            self.worker_peak = max(self.worker_peak, _rss_mb(self.pid, "VmHWM:"))
+            self.worker_peak = max(self.worker_peak, status_mb(self.pid))
             kids = [p for p in _descendants(self.pid) if p != self.pid]
-            self.children_peak = max(self.children_peak, sum(_rss_mb(p) for p in kids))
+            self.children_peak = max(self.children_peak, sum(status_mb(p, "VmRSS:") for p in kids))
             time.sleep(self.every)
 
     def stop(self) -> tuple[float, float]:
@@ -220,7 +210,7 @@ def bad_input(h: Harness, m: dict[str, Path]) -> list[dict[str, Any]]:
                 rows.append({"case": name, "outcome": (p.status + (f" ({p.error_reason})" if p.error_reason else ""))
                              if p else "NOT SETTLED", "seconds": round(p.done - t0, 2) if p else None,
                              "good_delay_ms": round((g.done - t0) * 1000 - base_ms) if g and ok else None,
-                             "worker_peak_mb": round(_rss_mb(worker.pid, "VmHWM:"))})
+                             "worker_peak_mb": round(status_mb(worker.pid))})
                 h.log(f"  {rows[-1]}")
     finally:
         sampler.stop()

@@ -44,10 +44,11 @@ class RunResult:
         return float(np.percentile(self.latencies_ms, q))
 
 
-def _peak_rss_mb(pid: int) -> float:
+def status_mb(pid: int, field: str = "VmHWM:") -> float:
+    """A memory line of /proc/PID/status in MB: VmHWM (peak RSS, the default) or VmRSS (now)."""
     try:
         for line in open(f"/proc/{pid}/status"):
-            if line.startswith("VmHWM:"):
+            if line.startswith(field):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
@@ -71,7 +72,7 @@ def _descendants(pid: int) -> list[int]:
 def triton_peak_rss_mb(settings: Settings) -> float:
     """Server plus its Python-backend stub processes (each model instance is its own process)."""
     pid = procs.running_pid(settings.state_dir, TRITON)
-    return sum(_peak_rss_mb(p) for p in _descendants(pid)) if pid else 0.0
+    return sum(status_mb(p) for p in _descendants(pid)) if pid else 0.0
 
 
 def triton_counts(settings: Settings) -> dict[str, tuple[float, float]]:
@@ -148,7 +149,7 @@ class Bench:
                  for k in ("fetch_ms", "decode_ms", "inference_ms", "db_ms")}
         parts["broker_and_queue_ms"] = float(np.mean(lat)) - sum(parts.values())
         wall = max(r.done for r in rows) - first_publish
-        rss = [_peak_rss_mb(w.pid) for w in workers]
+        rss = [status_mb(w.pid) for w in workers]
         return RunResult(n_workers, len(rows), video_s, wall, lat, parts,
                          _batch_sizes(before, triton_counts(self.base)), rss)
 
