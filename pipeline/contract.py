@@ -16,7 +16,11 @@ from pipeline.errors import BadChunk
 SCHEMA_VERSION = "1"
 SUPPORTED_SCHEMAS = {SCHEMA_VERSION}
 LAYOUTS = ("dual", "agent", "customer")
+ROLES = ("customer", "agent", "supervisor", "other")
+MEDIA = ("av", "audio", "video")   # which of a participant's tracks a chunk carries
 CALL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+PARTICIPANT_ID = CALL_ID             # attendee id, track owner, channel name: the same safe alphabet
+MAX_AUDIO_CHANNELS = 8               # channels an `audio-channels` map may name
 # S3 bucket naming rules; keys: printable ASCII without backslash, no empty, '.' or '..' segments.
 S3_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(?P<key>[!-~ ]{1,1024})$")
 
@@ -41,6 +45,11 @@ H_CLAIM_CHECK = "claim-check"
 H_CALL_STARTED_AT = "call-started-at"
 H_PUBLISHED_AT_MS = "published-at-ms"
 H_CONSENT = "consent"
+H_PARTICIPANT_ID = "participant-id"
+H_ROLE = "role"
+H_MEDIA = "media"
+H_AUDIO_CHANNEL = "audio-channel"
+H_AUDIO_CHANNELS = "audio-channels"
 CONSENTS = ("emotion", "none")
 # Set by the worker on dead-lettered messages.
 H_DLQ_REASON = "dlq-reason"
@@ -60,6 +69,18 @@ class ChunkMeta:
     call_started_at: datetime | None = None
     published_at_ms: int | None = None
     consent: str | None = None   # 'emotion': the person agreed to emotion analysis; 'none': they did not
+    participant_id: str | None = None   # set: the chunk carries this one participant
+    role: str | None = None             # with participant_id: customer, agent, supervisor or other
+    media: str = "av"                   # with participant_id: av, audio or video
+    audio_channel: int | None = None    # with participant_id: which channel is theirs (default 0)
+    # Multi-channel telephony: per channel (participant id, role), or None for a channel left out.
+    audio_channels: tuple[tuple[str, str] | None, ...] | None = None
+
+    @property
+    def stream(self) -> str:
+        """The chunk stream `seq` counts in: one per participant and media, '' for whole-call chunks.
+        Per-participant recorders number each track's files on their own."""
+        return f"{self.participant_id}/{self.media}" if self.participant_id else ""
 
     def headers(self) -> list[tuple[str, bytes]]:
         pairs = [(H_SCHEMA, SCHEMA_VERSION), (H_CALL_ID, self.call_id), (H_SEQ, str(self.seq)),
@@ -67,7 +88,11 @@ class ChunkMeta:
         optional = [(H_LAYOUT, self.layout), (H_DURATION_MS, self.duration_ms),
                     (H_CONTENT_TYPE, self.content_type), (H_CLAIM_CHECK, self.claim_check),
                     (H_CALL_STARTED_AT, self.call_started_at.isoformat() if self.call_started_at else None),
-                    (H_PUBLISHED_AT_MS, self.published_at_ms), (H_CONSENT, self.consent)]
+                    (H_PUBLISHED_AT_MS, self.published_at_ms), (H_CONSENT, self.consent),
+                    (H_PARTICIPANT_ID, self.participant_id), (H_ROLE, self.role),
+                    (H_MEDIA, self.media if self.participant_id and self.media != "av" else None),
+                    (H_AUDIO_CHANNEL, self.audio_channel),
+                    (H_AUDIO_CHANNELS, format_channels(self.audio_channels) if self.audio_channels else None)]
         pairs += [(k, str(v)) for k, v in optional if v is not None]
         return [(k, v.encode()) for k, v in pairs]
 
@@ -170,11 +195,78 @@ def parse(headers: Iterable[tuple[str | bytes, bytes | str | None]] | Mapping | 
     duration_ms = _int(h, H_DURATION_MS, False, MAX_CHUNK_MS)
     if duration_ms == 0:
         raise BadChunk("malformed_header", "duration-ms=0: a chunk has a length")
+    who = _participants(h, layout)
     return ChunkMeta(
         call_id=call_id, seq=seq, start_ms=start_ms, end_of_call=_bool(h, H_END_OF_CALL), layout=layout,
         duration_ms=duration_ms, content_type=bounded(h[H_CONTENT_TYPE], 100) if h.get(H_CONTENT_TYPE) else None,
         claim_check=claim, call_started_at=started_at,
-        published_at_ms=_int(h, H_PUBLISHED_AT_MS, False, MAX_EPOCH_MS), consent=consent)
+        published_at_ms=_int(h, H_PUBLISHED_AT_MS, False, MAX_EPOCH_MS), consent=consent, **who)
+
+
+def _participants(h: dict[str, str], layout: str | None) -> dict:
+    """Who the chunk carries: one participant (participant-id, role, media, audio-channel), a channel map
+    (audio-channels), or neither (a v1 layout). Mixing the ways is ambiguous, so it is malformed."""
+    pid, role, media = h.get(H_PARTICIPANT_ID) or None, h.get(H_ROLE) or None, h.get(H_MEDIA) or None
+    channel_raw, channels_raw = h.get(H_AUDIO_CHANNEL) or None, h.get(H_AUDIO_CHANNELS) or None
+    if pid is None:
+        for name, value in ((H_ROLE, role), (H_MEDIA, media), (H_AUDIO_CHANNEL, channel_raw)):
+            if value is not None:
+                raise BadChunk("malformed_header", f"{name} is only meaningful with {H_PARTICIPANT_ID}")
+        if channels_raw is None:
+            return {}
+        if layout is not None:
+            raise BadChunk("malformed_header", f"{H_AUDIO_CHANNELS} and {H_LAYOUT} both say who is where")
+        return {"audio_channels": parse_channels(channels_raw), "media": "audio"}
+    if not PARTICIPANT_ID.match(pid):
+        raise BadChunk("malformed_header", f"participant-id {bounded(pid, 64)!r} must match {PARTICIPANT_ID.pattern}")
+    if layout is not None or channels_raw is not None:
+        raise BadChunk("malformed_header", f"{H_PARTICIPANT_ID} names one participant; "
+                                           f"{H_LAYOUT} and {H_AUDIO_CHANNELS} describe several")
+    if role is None:
+        raise BadChunk("missing_header", f"header {H_ROLE!r} is required with {H_PARTICIPANT_ID}")
+    if role not in ROLES:
+        raise BadChunk("malformed_header", f"role {bounded(role, 40)!r}; expected one of {ROLES}")
+    media = media or "av"
+    if media not in MEDIA:
+        raise BadChunk("malformed_header", f"media {bounded(media, 40)!r}; expected one of {MEDIA}")
+    channel = _int(h, H_AUDIO_CHANNEL, False, MAX_AUDIO_CHANNELS - 1)
+    if channel is not None and media == "video":
+        raise BadChunk("malformed_header", f"{H_AUDIO_CHANNEL} on a video-only chunk")
+    return {"participant_id": pid, "role": role, "media": media, "audio_channel": channel}
+
+
+def parse_channels(raw: str) -> tuple[tuple[str, str] | None, ...]:
+    """`audio-channels`: per channel `ROLE`, `PARTICIPANT=ROLE` or `-` (left out), comma-separated, e.g.
+    `customer,agent` (Genesys external/internal) or `ext-1=customer,-,agent`. A bare role is also the
+    participant id, as in v1's agent and customer tracks."""
+    entries = [e.strip() for e in raw.split(",")]
+    if len(entries) > MAX_AUDIO_CHANNELS:
+        raise BadChunk("malformed_header", f"{H_AUDIO_CHANNELS} names {len(entries)} channels; "
+                                           f"at most {MAX_AUDIO_CHANNELS}")
+    out: list[tuple[str, str] | None] = []
+    for entry in entries:
+        if entry == "-":
+            out.append(None)
+            continue
+        pid, _, role = entry.rpartition("=")
+        pid = pid or role
+        if role not in ROLES:
+            raise BadChunk("malformed_header", f"{H_AUDIO_CHANNELS} entry {bounded(entry, 60)!r}: role must be one "
+                                               f"of {ROLES} (as ROLE, PARTICIPANT=ROLE or -)")
+        if not PARTICIPANT_ID.match(pid):
+            raise BadChunk("malformed_header", f"{H_AUDIO_CHANNELS} participant {bounded(pid, 64)!r} must match "
+                                               f"{PARTICIPANT_ID.pattern}")
+        out.append((pid, role))
+    ids = [e[0] for e in out if e]
+    if not ids:
+        raise BadChunk("malformed_header", f"{H_AUDIO_CHANNELS} leaves every channel out")
+    if len(set(ids)) != len(ids):
+        raise BadChunk("malformed_header", f"{H_AUDIO_CHANNELS} names a participant twice")
+    return tuple(out)
+
+
+def format_channels(channels: tuple[tuple[str, str] | None, ...]) -> str:
+    return ",".join("-" if c is None else (c[1] if c[0] == c[1] else f"{c[0]}={c[1]}") for c in channels)
 
 
 def check_claim_uri(uri: str) -> None:

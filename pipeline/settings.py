@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.contract import LAYOUTS, ROLES
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-ROLES = ("customer", "agent", "supervisor", "other")
 EMPLOYEE_ROLES = ("agent", "supervisor")
 
 
@@ -97,7 +98,12 @@ class Settings:
     fast_decode: bool = _setting("CALLSTREAM_FAST_DECODE", True,
                                  "Skip H.264/HEVC deblocking while decoding: frames are downscaled for faces "
                                  "anyway, and it saves about a fifth of decode time at 720p.")
-    segment_ms: int = _setting("CALLSTREAM_SEGMENT_MS", 1000, "Length of an analysis segment.")
+    segment_ms: int = _setting("CALLSTREAM_SEGMENT_MS", 1000,
+                               "Length of an analysis segment: the grid of every timeline. Keep it fixed for a "
+                               "database; a call analysed under two lengths mixes two grids.")
+    max_call_s: int = _setting("CALLSTREAM_MAX_CALL_S", 24 * 3600,
+                               "Longest call time a chunk may reach (start-ms + length); later media is "
+                               "dead-lettered. Bounds the rows, no-media rows included, one call can make.")
     chunk_seconds: float = _setting("CALLSTREAM_CHUNK_SECONDS", 5.0, "Chunk length cut by the producer.")
     default_layout: str = _setting("CALLSTREAM_DEFAULT_LAYOUT", "dual",
                                    "Track layout when a chunk has no layout header (see README).")
@@ -151,6 +157,8 @@ class Settings:
 
     # --- derived endpoints: the embedded stack fills in whatever was not given ---------------
     def __post_init__(self) -> None:
+        if self.default_layout not in LAYOUTS:
+            raise ValueError(f"CALLSTREAM_DEFAULT_LAYOUT={self.default_layout!r}; accepted: {', '.join(LAYOUTS)}")
         unknown = self.roles - set(ROLES)
         if unknown:
             raise ValueError(f"CALLSTREAM_ANALYSED_ROLES={self.analysed_roles!r}: unknown role(s) "
