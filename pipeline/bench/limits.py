@@ -52,7 +52,7 @@ def model_limit(work: Workload, settings: Settings) -> float:
     for c in work.chunks:
         decoded = decode(ff, c.path, settings.sample_fps, settings.frame_width, fast=settings.fast_decode)
         meta = ChunkMeta("bench", c.seq, c.start_ms, duration_ms=c.end_ms - c.start_ms)
-        batches.append(pack(decoded_items(meta, decoded, "dual", settings.segment_ms, settings.roles)[1]))
+        batches.append(pack(decoded_items(meta, decoded, settings.segment_ms, "dual", settings.roles)[1]))
     torch.set_num_threads(os.cpu_count() or 1)
     start = time.perf_counter()
     with torch.inference_mode():

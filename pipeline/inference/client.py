@@ -11,8 +11,8 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from pipeline.errors import BadChunk, TransientFault
-from pipeline.inference.fusion import Fused
-from pipeline.inference.labels import DFEW_LABELS
+from pipeline.inference.acoustics import SAMPLE_RATE
+from pipeline.inference.fusion import MIN_SPEECH_RATIO, Evidence
 
 EMPTY_FRAME = (16, 16)  # stands in for "no video" so audio-only items still have a valid tensor
 
@@ -50,19 +50,18 @@ def pack(items: list[Item]) -> dict[str, np.ndarray]:
     return {"FRAMES": frames, "FRAME_MASK": mask, "AUDIO": audio, "AUDIO_LEN": lengths}
 
 
-def unpack(outputs: dict[str, np.ndarray]) -> list[Fused]:
+def unpack(outputs: dict[str, np.ndarray], items: list[Item]) -> list[Evidence]:
+    """The model's per-item outputs as evidence: the unfused face sums and the voice estimate, which
+    merge across the pieces of a segment (fusion.merge); the fused outputs are what one whole piece gives."""
     results = []
-    for k in range(len(outputs["PROBS"])):
-        face, speech = bool(outputs["FACE_FOUND"][k, 0]), bool(outputs["SPEECH_FOUND"][k, 0])
-        probs = outputs["PROBS"][k] if (face or speech) else None
+    for k, item in enumerate(items):
+        faces = int(outputs["FACE_COUNT"][k, 0])
         arousal = float(outputs["AROUSAL"][k, 0])
-        results.append(Fused(
-            probs=probs, label=DFEW_LABELS[int(np.argmax(probs))] if probs is not None else None,
-            confidence=float(outputs["CONFIDENCE"][k, 0]), face_found=face, speech_found=speech,
-            modality=Fused.modality_of(face, speech),
-            face_score=float(outputs["FACE_SCORE"][k, 0]),
-            arousal=arousal if speech and arousal >= 0 else None,
-            speech_ratio=float(outputs["SPEECH_RATIO"][k, 0])))
+        results.append(Evidence(
+            frames=len(item.frames), faces=faces, face_weight=float(outputs["FACE_SCORE"][k, 0]) * faces,
+            face_probs=np.asarray(outputs["FACE_PROBS"][k], np.float64) if faces else None,
+            audio_ms=int(len(item.audio) * 1000 // SAMPLE_RATE), speech_ratio=float(outputs["SPEECH_RATIO"][k, 0]),
+            arousal=arousal if arousal >= 0 else None))
     return results
 
 
@@ -81,7 +80,7 @@ def classify(exc: InferenceServerException) -> Exception:
     return TransientFault(f"Triton inference failed: {exc}", "triton")
 
 
-OUTPUTS = ("PROBS", "CONFIDENCE", "FACE_FOUND", "SPEECH_FOUND", "FACE_SCORE", "AROUSAL", "SPEECH_RATIO")
+OUTPUTS = ("FACE_SCORE", "FACE_PROBS", "FACE_COUNT", "AROUSAL", "SPEECH_RATIO")
 _DTYPES = {"FRAMES": "UINT8", "FRAME_MASK": "BOOL", "AUDIO": "FP32", "AUDIO_LEN": "INT32"}
 
 
@@ -111,13 +110,15 @@ class EmotionClient:
             return False
             await asyncio.sleep(0.5)
 
-    async def identity(self) -> tuple[str, str]:
-        """(model name, model version) as the model's config declares them, stored with every row."""
+    async def identity(self) -> tuple[str, str, float]:
+        """(model name, model version, minimum speech ratio) as the model's config declares them: the name
+        and version are stored with every row, the ratio fuses merged pieces as the model fuses items."""
         config = (await self._client.get_model_config(self.model, as_json=True))["config"]
         params = config.get("parameters", {})
         name = params.get("model_name", {}).get("string_value", self.model)
         version = params.get("model_version", {}).get("string_value", "1")
-        return name, version
+        ratio = float(params.get("min_speech_ratio", {}).get("string_value", MIN_SPEECH_RATIO))
+        return name, version, ratio
 
     async def _infer(self, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         inputs = []
@@ -132,7 +133,7 @@ class EmotionClient:
             raise classify(exc) from exc
         return {o: result.as_numpy(o) for o in OUTPUTS}
 
-    async def infer(self, items: list[Item], parallel: bool = True) -> list[Fused]:
+    async def infer(self, items: list[Item], parallel: bool = True) -> list[Evidence]:
         """Group items by frame size, split into batches, run them (concurrently unless `parallel` is
         False: a long chunk then holds one request at a time and live chunks keep their share)."""
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
@@ -144,8 +145,8 @@ class EmotionClient:
             outputs = await asyncio.gather(*(self._infer(pack([items[i] for i in b])) for b in batches))
         else:
             outputs = [await self._infer(pack([items[i] for i in b])) for b in batches]
-        results: list[Fused | None] = [None] * len(items)
+        results: list[Evidence | None] = [None] * len(items)
         for batch, out in zip(batches, outputs, strict=True):
-            for i, r in zip(batch, unpack(out), strict=True):
+            for i, r in zip(batch, unpack(out, [items[i] for i in batch]), strict=True):
                 results[i] = r
         return results  # type: ignore[return-value]

@@ -40,14 +40,56 @@ class Fused:
             (face_found, speech_found), "none")
 
 
-def aggregate_face(probs: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray | None, float]:
-    """Mean of per-frame probabilities weighted by detection confidence, over trusted detections."""
+@dataclass(frozen=True)
+class Evidence:
+    """What one piece of media showed of one participant, in sums that merge exactly: the pieces of a
+    grid cell (from two chunks, or from an audio and a video chunk) merge into the evidence the whole
+    cell would have given the face path, and into a duration-weighted voice estimate."""
+    frames: int                     # sampled frames
+    faces: int                      # frames with a trusted face
+    face_weight: float              # sum of trusted detection scores
+    face_probs: np.ndarray | None   # (7,) score-weighted mean over trusted faces; None without any
+    audio_ms: int                   # audio analysed
+    speech_ratio: float             # share of that audio that is speech
+    arousal: float | None           # prosodic arousal of the audio, where it has speech
+
+    @property
+    def face_score(self) -> float:
+        return self.face_weight / self.faces if self.faces else 0.0
+
+
+def merge(pieces: list[Evidence]) -> Evidence:
+    faces = sum(p.faces for p in pieces)
+    weight = sum(p.face_weight for p in pieces)
+    probs: np.ndarray | None = None
+    if faces and weight > 0:
+        probs = np.sum([p.face_probs * p.face_weight for p in pieces if p.face_probs is not None], axis=0) / weight
+    audio_ms = sum(p.audio_ms for p in pieces)
+    speech = [(p.speech_ratio * p.audio_ms, p.arousal) for p in pieces]
+    speech_ms = sum(ms for ms, _ in speech)
+    voiced = [(ms, a) for ms, a in speech if a is not None and ms > 0]
+    arousal = sum(ms * a for ms, a in voiced) / sum(ms for ms, _ in voiced) if voiced else None
+    return Evidence(sum(p.frames for p in pieces), faces, weight, probs, audio_ms,
+                    speech_ms / audio_ms if audio_ms else 0.0, arousal)
+
+
+def fuse_evidence(e: Evidence, min_speech_ratio: float = MIN_SPEECH_RATIO) -> Fused:
+    """The fused result of (merged) evidence; for one whole cell it equals what the model serves."""
+    speech = e.audio_ms > 0 and e.speech_ratio >= min_speech_ratio and e.arousal is not None
+    f = fuse(e.face_probs, speech, e.arousal if speech else None)
+    return Fused(f.probs, f.label, f.confidence, f.face_found, f.speech_found, f.modality,
+                 face_score=e.face_score, arousal=e.arousal if speech else None, speech_ratio=e.speech_ratio)
+
+
+def aggregate_face(probs: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray | None, float, int]:
+    """Mean of per-frame probabilities weighted by detection confidence over trusted detections, their
+    mean score and their count."""
     probs, scores = np.asarray(probs, np.float64), np.asarray(scores, np.float64)
     trusted = scores >= FACE_MIN_SCORE
     if not trusted.any():
-        return None, 0.0
+        return None, 0.0, 0
     w = scores[trusted]
-    return (probs[trusted] * w[:, None]).sum(axis=0) / w.sum(), float(w.mean())
+    return (probs[trusted] * w[:, None]).sum(axis=0) / w.sum(), float(w.mean()), int(trusted.sum())
 
 
 def arousal_prior(arousal: float) -> np.ndarray:
@@ -75,7 +117,10 @@ def fuse(face_probs: np.ndarray | None, speech_found: bool, arousal: float | Non
     return Fused(p, DFEW_LABELS[best], float(p[best]), face_found, speech_found, modality)
 
 
-def faces_per_item(probs: np.ndarray, scores: np.ndarray, mask: np.ndarray) -> list[tuple[np.ndarray | None, float]]:
+FaceAggregate = tuple[np.ndarray | None, float, int]   # probabilities, mean score, trusted faces
+
+
+def faces_per_item(probs: np.ndarray, scores: np.ndarray, mask: np.ndarray) -> list[FaceAggregate]:
     """Aggregate per-frame results back to their items. `mask` (items x frames) marks the real frames;
     `probs` and `scores` hold one row per real frame, in mask order."""
     n_items, n_frames = mask.shape
@@ -83,10 +128,10 @@ def faces_per_item(probs: np.ndarray, scores: np.ndarray, mask: np.ndarray) -> l
     return [aggregate_face(probs[owner == i], scores[owner == i]) for i in range(n_items)]
 
 
-def fuse_items(faces: list[tuple[np.ndarray | None, float]], speech_ratio: np.ndarray, arousal: np.ndarray,
+def fuse_items(faces: list[FaceAggregate], speech_ratio: np.ndarray, arousal: np.ndarray,
                min_speech_ratio: float) -> list[Fused]:
     out = []
-    for (face_probs, _), ratio, ar in zip(faces, speech_ratio.reshape(-1), arousal.reshape(-1), strict=True):
+    for (face_probs, _, _), ratio, ar in zip(faces, speech_ratio.reshape(-1), arousal.reshape(-1), strict=True):
         speech = bool(ratio >= min_speech_ratio)
         out.append(fuse(face_probs, speech, float(ar) if speech else None))
     return out

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.inference.client import Item
-from pipeline.inference.fusion import Fused
+from pipeline.inference.fusion import Evidence
 from pipeline.worker.process import Timings
 
 
@@ -68,8 +68,8 @@ class FakeProcessor:
         self.calls += 1
         if self.errors:
             raise self.errors.pop(0)
-        return [{"call_id": meta.call_id, "track": "customer", "start_ms": meta.start_ms,
-                 "end_ms": meta.start_ms + 1000}], Timings(size_bytes=len(value or b""))
+        return [{"call_id": meta.call_id, "participant_id": "customer", "cell_ms": meta.start_ms,
+                 "start_ms": meta.start_ms, "end_ms": meta.start_ms + 1000}], Timings(size_bytes=len(value or b""))
 
 
 class FakeTriton:
@@ -78,13 +78,13 @@ class FakeTriton:
     def __init__(self) -> None:
         self.items = 0
 
-    async def infer(self, items: list[Item], parallel: bool = True) -> list[Fused]:
+    async def infer(self, items: list[Item], parallel: bool = True) -> list[Evidence]:
         self.items += len(items)
         out = []
         for item in items:
-            seen = bool(len(item.frames) or len(item.audio))
-            probs = np.array([1, 0, 0, 0, 0, 0, 0], np.float32) if seen else None
-            face, speech = bool(len(item.frames)), bool(len(item.audio))
-            out.append(Fused(probs, "neutral" if seen else None, 1.0 if seen else 0.0, face, speech,
-                             Fused.modality_of(face, speech), 0.99, 0.5 if speech else None, 0.5))
+            faces = len(item.frames)
+            out.append(Evidence(frames=faces, faces=faces, face_weight=0.99 * faces,
+                                face_probs=np.array([1.0, 0, 0, 0, 0, 0, 0]) if faces else None,
+                                audio_ms=len(item.audio) // 16, speech_ratio=0.5 if len(item.audio) else 0.0,
+                                arousal=0.5 if len(item.audio) else None))
         return out

@@ -2,7 +2,15 @@ import numpy as np
 import pytest
 
 from pipeline.inference.acoustics import arousal_score, prosody
-from pipeline.inference.fusion import FACE_MIN_SCORE, aggregate_face, arousal_prior, fuse
+from pipeline.inference.fusion import (
+    FACE_MIN_SCORE,
+    Evidence,
+    aggregate_face,
+    arousal_prior,
+    fuse,
+    fuse_evidence,
+    merge,
+)
 from pipeline.inference.labels import DFEW_LABELS, FER2013_LABELS, FER2013_TO_DFEW, permutation
 
 
@@ -16,10 +24,10 @@ def test_fer_order_maps_to_dfew_order():
 
 def test_face_aggregation_weights_by_confidence_and_ignores_untrusted():
     probs = np.array([[1, 0, 0, 0, 0, 0, 0], [0, 1, 0, 0, 0, 0, 0], [0, 0, 1, 0, 0, 0, 0]], float)
-    agg, score = aggregate_face(probs, np.array([0.99, 0.95, 0.5]))
+    agg, score, count = aggregate_face(probs, np.array([0.99, 0.95, 0.5]))
     assert agg[2] == 0 and agg[0] > agg[1] > 0 and np.isclose(agg.sum(), 1)
-    assert score == pytest.approx(0.97)
-    assert aggregate_face(probs, np.zeros(3)) == (None, 0.0)
+    assert score == pytest.approx(0.97) and count == 2
+    assert aggregate_face(probs, np.zeros(3)) == (None, 0.0, 0)
     assert FACE_MIN_SCORE > 0.5
 
 
@@ -73,3 +81,43 @@ def test_prosody_measures_pitch_energy_and_variability():
     assert prosody(_tone(150, level=0.03)).rms_dbfs < steady.rms_dbfs - 15
     silent = prosody(np.zeros(16000, np.float32))
     assert np.isnan(silent.f0_mean_hz) and silent.syllables_per_s == 0
+
+
+def _evidence(probs, scores, audio_ms=0, ratio=0.0, arousal=None):
+    agg, score, count = aggregate_face(probs, scores)
+    return Evidence(len(scores), count, score * count, agg, audio_ms, ratio, arousal)
+
+
+def test_pieces_of_a_cell_merge_into_what_the_whole_cell_gives():
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        n = int(rng.integers(2, 12))
+        probs = rng.dirichlet(np.ones(7), size=n)
+        scores = rng.uniform(0.5, 1.0, size=n)
+        cut = int(rng.integers(1, n))
+        whole = _evidence(probs, scores)
+        merged = merge([_evidence(probs[:cut], scores[:cut]), _evidence(probs[cut:], scores[cut:])])
+        assert merged.faces == whole.faces and merged.frames == whole.frames
+        if whole.face_probs is None:
+            assert merged.face_probs is None
+        else:
+            np.testing.assert_allclose(merged.face_probs, whole.face_probs)
+            assert merged.face_score == pytest.approx(whole.face_score)
+
+
+def test_one_piece_fuses_exactly_as_the_model_does():
+    face = np.array([0.05, 0.8, 0.05, 0.04, 0.02, 0.02, 0.02])
+    e = Evidence(4, 3, 2.9, face, 1000, 0.6, 0.7)
+    assert np.allclose(fuse_evidence(e).probs, fuse(face, True, 0.7).probs)
+    assert fuse_evidence(merge([e])).label == fuse(face, True, 0.7).label
+
+
+def test_voice_merges_by_speech_time():
+    # 300 ms of silence from one chunk and 700 ms of loud speech from the next: one speaking cell.
+    quiet = Evidence(0, 0, 0.0, None, 300, 0.0, 0.1)
+    loud = Evidence(0, 0, 0.0, None, 700, 0.9, 0.8)
+    m = merge([quiet, loud])
+    assert m.speech_ratio == pytest.approx(0.63) and m.arousal == pytest.approx(0.8)
+    f = fuse_evidence(m)
+    assert f.speech_found and not f.face_found and f.modality == "voice"
+    assert not fuse_evidence(merge([quiet])).speech_found

@@ -59,22 +59,28 @@ class TritonPythonModel:
         audio = pb_utils.get_input_tensor_by_name(request, "AUDIO").as_numpy()
         lengths = pb_utils.get_input_tensor_by_name(request, "AUDIO_LEN").as_numpy()
         n = len(frames)
-        faces = self.faces(frames, mask) if mask.any() else [(None, 0.0)] * n
+        faces = self.faces(frames, mask) if mask.any() else [(None, 0.0, 0)] * n
         ratio = np.zeros((n, 1), np.float32)
         arousal = np.full((n, 1), -1.0, np.float32)
         if (lengths > 0).any():
             ratio, arousal = _call("voice", {"AUDIO": np.ascontiguousarray(audio, np.float32),
                                              "AUDIO_LEN": lengths.astype(np.int32)},
                                    ["SPEECH_RATIO", "AROUSAL"])
-        out = {k: [] for k in ("PROBS", "CONFIDENCE", "FACE_FOUND", "SPEECH_FOUND", "FACE_SCORE")}
-        for (_, face_score), fused in zip(faces, fuse_items(faces, ratio, arousal, self.min_speech_ratio), strict=True):
-            out["PROBS"].append(fused.probs if fused.probs is not None else np.zeros(len(DFEW_LABELS)))
+        out = {k: [] for k in ("PROBS", "CONFIDENCE", "FACE_FOUND", "SPEECH_FOUND", "FACE_SCORE",
+                               "FACE_PROBS", "FACE_COUNT")}
+        zeros = np.zeros(len(DFEW_LABELS))
+        fused_items = fuse_items(faces, ratio, arousal, self.min_speech_ratio)
+        for (face_probs, face_score, face_count), fused in zip(faces, fused_items, strict=True):
+            out["PROBS"].append(fused.probs if fused.probs is not None else zeros)
             out["CONFIDENCE"].append([fused.confidence])
             out["FACE_FOUND"].append([fused.face_found])
             out["SPEECH_FOUND"].append([fused.speech_found])
             out["FACE_SCORE"].append([face_score])
+            # The face evidence before fusion: pieces of one grid cell from two chunks merge from these.
+            out["FACE_PROBS"].append(face_probs if face_probs is not None else zeros)
+            out["FACE_COUNT"].append([face_count])
         dtypes = {"PROBS": np.float32, "CONFIDENCE": np.float32, "FACE_FOUND": bool,
-                  "SPEECH_FOUND": bool, "FACE_SCORE": np.float32}
+                  "SPEECH_FOUND": bool, "FACE_SCORE": np.float32, "FACE_PROBS": np.float32, "FACE_COUNT": np.int32}
         tensors = [pb_utils.Tensor(k, np.asarray(v, dtype=dtypes[k])) for k, v in out.items()]
         tensors += [pb_utils.Tensor("AROUSAL", arousal.astype(np.float32)),
                     pb_utils.Tensor("SPEECH_RATIO", ratio.astype(np.float32))]
