@@ -71,25 +71,77 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
     return evaluate_cli(settings, args)
 
 
+def parse_participant(spec: str) -> tuple[str, str, Path, int]:
+    """ID:ROLE=FILE[@OFFSET_MS] -> (id, role, file, offset)."""
+    from pipeline.contract import PARTICIPANT_ID, ROLES
+
+    who, sep, rest = spec.partition("=")
+    pid, _, role = who.rpartition(":")
+    if not sep or not pid or role not in ROLES or not PARTICIPANT_ID.match(pid):
+        raise argparse.ArgumentTypeError(f"--participant {spec!r}: expected ID:ROLE=FILE[@OFFSET_MS] with ROLE one of "
+                                         f"{', '.join(ROLES)} and ID matching {PARTICIPANT_ID.pattern}")
+    path, at, offset = rest.rpartition("@") if "@" in rest and rest.rpartition("@")[2].isdigit() else (rest, "", "0")
+    return pid, role, Path(path), int(offset)
+
+
 def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from pipeline.ingest.producer import PublishError, publish_recording
+    from pipeline.ingest.producer import (
+        PublishError,
+        Upload,
+        chime_uploads,
+        participant_uploads,
+        publish_uploads,
+    )
+    from pipeline.media.cut import cut
+    from pipeline.media.ffmpeg_bin import ffmpeg_exe
 
-    bar = tqdm(desc=f"publishing {args.call_id}", unit="chunk")
+    sources = sum(bool(x) for x in (args.recording, args.participant, args.chime))
+    if sources != 1:
+        print("error: give one of: a RECORDING (with --layout), --participant ID:ROLE=FILE[@OFFSET_MS] "
+              "(repeatable), or --chime FOLDER", file=sys.stderr)
+        return 2
+    uploads: list[Upload] = []
+    if args.recording:
+        seconds = args.chunk_seconds or settings.chunk_seconds
+        chunks = cut(ffmpeg_exe(settings.ffmpeg_binary), Path(args.recording), seconds)
+        uploads = [Upload(c.path, c.seq, c.start_ms, c.end_ms, c.seq == len(chunks) - 1, layout=args.layout)
+                   for c in chunks]
+    elif args.participant:
+        for pid, role, path, offset in args.participant:
+            uploads += participant_uploads(settings, pid, role, path, offset, args.chunk_seconds)
+    else:
+        roles = dict(args.role or [])
+        uploads = chime_uploads(settings, Path(args.chime), roles, mixed_audio=args.mixed_audio)
+    bar = tqdm(desc=f"publishing {args.call_id}", unit="chunk", total=len(uploads))
     try:
-        sent = publish_recording(settings, Path(args.recording), args.call_id, layout=args.layout,
-                                 chunk_seconds=args.chunk_seconds, realtime=args.realtime,
-                                 on_chunk=lambda meta, size: bar.update(1))
+        sent = publish_uploads(settings, args.call_id, uploads, realtime=args.realtime,
+                               on_chunk=lambda meta, size: bar.update(1))
     except PublishError as exc:
         bar.close()
         print(f"error: {exc}", file=sys.stderr)
         return 1
     bar.close()
     claims = sum(1 for m in sent if m.claim_check)
+    who = sorted({f"{m.participant_id} ({m.role})" for m in sent if m.participant_id})
     print(f"published {len(sent)} chunks of call {args.call_id} to {settings.chunks_topic}"
-          + (f" ({claims} through the claim check)" if claims else ""))
+          + (f" ({claims} through the claim check)" if claims else "")
+          + (f"; participants: {', '.join(who)}" if who else ""))
+    unanalysed = sorted({m.role for m in sent if m.role and m.role not in settings.roles})
+    if unanalysed:
+        print(f"note: roles {', '.join(unanalysed)} are not in CALLSTREAM_ANALYSED_ROLES; their media will not "
+              "be analysed (see README, For deployers)")
     return 0
+
+
+def _role_map(spec: str) -> tuple[str, str]:
+    from pipeline.contract import ROLES
+
+    pid, _, role = spec.partition("=")
+    if role not in ROLES or not pid:
+        raise argparse.ArgumentTypeError(f"--role {spec!r}: expected ATTENDEE=ROLE, ROLE one of {', '.join(ROLES)}")
+    return pid, role
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
@@ -338,9 +390,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("dataset")
     e.add_argument("--limit", type=int, default=0, help="evaluate at most N images")
     pr = sub.add_parser("produce", help="cut a recording into chunks and publish them")
-    pr.add_argument("recording")
+    pr.add_argument("recording", nargs="?", help="a whole-call recording (v1 layouts: see --layout)")
     pr.add_argument("--call-id", required=True)
     pr.add_argument("--layout", choices=["dual", "agent", "customer"])
+    pr.add_argument("--participant", action="append", type=parse_participant, metavar="ID:ROLE=FILE[@OFFSET_MS]",
+                    help="one participant's own recording (a track file, one direction of a phone call), placed "
+                         "OFFSET_MS into the call; repeatable")
+    pr.add_argument("--chime", metavar="FOLDER",
+                    help="a Chime-style capture folder of per-attendee <UTC time>-<attendee>.mp4 chunk files")
+    pr.add_argument("--role", action="append", type=_role_map, metavar="ATTENDEE=ROLE",
+                    help="with --chime: an attendee's role (others: other, which is not analysed by default)")
+    pr.add_argument("--mixed-audio", action="store_true",
+                    help="with --chime: publish the mixed-audio files too, as participant 'mixed' (role other)")
     pr.add_argument("--chunk-seconds", type=float)
     pr.add_argument("--realtime", action="store_true", help="pace chunks as a live recorder would")
     w = sub.add_parser("worker", help="run a Faust worker")

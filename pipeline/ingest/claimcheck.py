@@ -35,8 +35,9 @@ def call_prefix(call_id: str) -> str:
     return f"calls/{call_id}/"
 
 
-def object_key(call_id: str, seq: int, suffix: str = "mkv") -> str:
-    return f"{call_prefix(call_id)}{seq:06d}.{suffix}"
+def object_key(call_id: str, seq: int, stream: str = "", suffix: str = "mkv") -> str:
+    """Per-participant streams number their chunks on their own, so the stream is part of the key."""
+    return f"{call_prefix(call_id)}{stream + '/' if stream else ''}{seq:06d}.{suffix}"
 
 
 DEAD_LETTER_PREFIX = "dlq/"
@@ -52,9 +53,9 @@ class ClaimCheckStore:
         self.settings = settings
         self.client = s3_client(settings)
 
-    def put(self, call_id: str, seq: int, payload: bytes) -> str:
+    def put(self, call_id: str, seq: int, payload: bytes, stream: str = "") -> str:
         bucket = self.settings.claim_check_bucket
-        key = object_key(call_id, seq)
+        key = object_key(call_id, seq, stream)
         self.client.put_object(Bucket=bucket, Key=key, Body=payload)
         return f"s3://{bucket}/{key}"
 

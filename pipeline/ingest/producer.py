@@ -6,9 +6,10 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,15 +22,21 @@ from pipeline.ingest.security import kafka_python_kwargs
 from pipeline.ingest.topics import ensure_topics
 from pipeline.media.cut import cut
 from pipeline.media.ffmpeg_bin import ffmpeg_exe
+from pipeline.media.probe import probe
 from pipeline.settings import Settings
+
+
+def label(meta: ChunkMeta) -> str:
+    """How a chunk is named to the user: its seq, in its participant stream if it has one."""
+    return f"{meta.stream} seq {meta.seq}" if meta.stream else f"seq {meta.seq}"
 
 
 class PublishError(RuntimeError):
     """Some chunks were not acknowledged by the broker (or their payload not stored); names them."""
 
-    def __init__(self, failed: dict[int, str], sent: int) -> None:
+    def __init__(self, failed: dict[str, str], sent: int) -> None:
         self.failed, self.sent = failed, sent
-        listed = ", ".join(f"seq {seq}: {why}" for seq, why in sorted(failed.items())[:20])
+        listed = ", ".join(f"{name}: {why}" for name, why in sorted(failed.items())[:20])
         super().__init__(f"{len(failed)} of {sent + len(failed)} chunks were not published ({listed})")
 
 
@@ -43,7 +50,7 @@ class ChunkPublisher:
             max_request_size=max(settings.inline_limit_bytes * 2, 1_048_576), client_id="callstream-producer",
             **kafka_python_kwargs(settings))
         self._claims: ClaimCheckStore | None = None
-        self._pending: list[tuple[int, Any]] = []
+        self._pending: list[tuple[str, Any]] = []
 
     def publish(self, meta: ChunkMeta, payload: bytes) -> ChunkMeta:
         """Send one chunk (storing a large payload first); `wait()` reports whether the broker took it."""
@@ -51,26 +58,26 @@ class ChunkPublisher:
             if self._claims is None:
                 self._claims = ClaimCheckStore(self.settings)
             claims = self._claims
-            meta = replace(meta, claim_check=_retry(lambda: claims.put(meta.call_id, meta.seq, payload)))
+            meta = replace(meta, claim_check=_retry(lambda: claims.put(meta.call_id, meta.seq, payload, meta.stream)))
             payload = b""
         meta = replace(meta, published_at_ms=int(time.time() * 1000))
         future = self.producer.send(self.settings.chunks_topic, key=meta.call_id.encode(), value=payload,
                                     headers=meta.headers())
-        self._pending.append((meta.seq, future))
+        self._pending.append((label(meta), future))
         return meta
 
     def wait(self, timeout: float = 60.0) -> None:
         """Block until every chunk sent so far is acknowledged (acks=all); raise PublishError naming
         those that were not. A recorder must know, not guess, that its chunks are in the log."""
         self.producer.flush(timeout=timeout)
-        failed: dict[int, str] = {}
+        failed: dict[str, str] = {}
         ok = 0
-        for seq, future in self._pending:
+        for name, future in self._pending:
             try:
                 future.get(timeout=max(1.0, timeout))
                 ok += 1
             except Exception as exc:  # KafkaError, timeout: the chunk is not known to be in the log
-                failed[seq] = _why(exc)
+                failed[name] = _why(exc)
         self._pending.clear()
         if failed:
             raise PublishError(failed, ok)
@@ -80,7 +87,7 @@ class ChunkPublisher:
         """Send exactly what is given: for recorders with their own framing, and for tests of bad input."""
         future = self.producer.send(topic or self.settings.chunks_topic, key=key, value=value, headers=headers,
                                     partition=partition)
-        self._pending.append((-1, future))
+        self._pending.append(("raw", future))
 
     def flush(self) -> None:
         self.producer.flush(timeout=60)
@@ -114,36 +121,51 @@ def _retry(fn: Callable[[], str], attempts: int = 5, delay: float = 0.5) -> str:
     raise AssertionError("unreachable")
 
 
-def publish_recording(settings: Settings, recording: Path, call_id: str, *, layout: str | None = None,
-                      chunk_seconds: float | None = None, realtime: bool = False,
-                      on_chunk: Callable[[ChunkMeta, int], None] | None = None,
-                      publisher: ChunkPublisher | None = None) -> list[ChunkMeta]:
-    """Cut `recording` and publish every chunk; with `realtime`, pace them as a live recorder would."""
-    chunks = cut(ffmpeg_exe(settings.ffmpeg_binary), recording, chunk_seconds or settings.chunk_seconds)
+@dataclass(frozen=True)
+class Upload:
+    """One chunk file to publish: where it sits in call time and whose it is."""
+    path: Path
+    seq: int
+    start_ms: int
+    end_ms: int
+    end_of_call: bool
+    participant_id: str | None = None
+    role: str | None = None
+    media: str = "av"
+    layout: str | None = None
+    delete_after: bool = True
+
+
+def publish_uploads(settings: Settings, call_id: str, uploads: list[Upload], *, realtime: bool = False,
+                    on_chunk: Callable[[ChunkMeta, int], None] | None = None,
+                    publisher: ChunkPublisher | None = None) -> list[ChunkMeta]:
+    """Publish chunk files in call-time order; with `realtime`, as a live recorder would (each once its
+    last moment has been recorded). Raises PublishError naming what the broker did not acknowledge."""
     started = datetime.now(UTC)
     own = publisher is None
     pub = publisher or ChunkPublisher(settings)
     sent: list[ChunkMeta] = []
     t0 = time.monotonic()
-    failed: dict[int, str] = {}
+    failed: dict[str, str] = {}
     try:
-        for chunk in chunks:
+        for up in sorted(uploads, key=lambda u: (u.end_ms, u.participant_id or "", u.media, u.seq)):
             if realtime:
-                # A live recorder can only publish a chunk once its last moment has been recorded.
-                delay = chunk.end_ms / 1000 - (time.monotonic() - t0)
+                delay = up.end_ms / 1000 - (time.monotonic() - t0)
                 if delay > 0:
                     time.sleep(delay)
-            meta = ChunkMeta(call_id=call_id, seq=chunk.seq, start_ms=chunk.start_ms,
-                             duration_ms=chunk.end_ms - chunk.start_ms, end_of_call=chunk.seq == len(chunks) - 1,
-                             layout=layout, content_type="video/x-matroska", call_started_at=started)
-            payload = chunk.path.read_bytes()
+            meta = ChunkMeta(call_id=call_id, seq=up.seq, start_ms=up.start_ms, duration_ms=up.end_ms - up.start_ms,
+                             end_of_call=up.end_of_call, layout=up.layout, content_type=_content_type(up.path),
+                             call_started_at=started, participant_id=up.participant_id, role=up.role,
+                             media=up.media if up.participant_id else "av")
             try:
+                payload = up.path.read_bytes()
                 sent.append(pub.publish(meta, payload))
             except Exception as exc:  # the payload could not be stored or the send not even queued
-                failed[meta.seq] = _why(exc)
+                failed[label(meta)] = _why(exc)
                 continue
             finally:
-                chunk.path.unlink(missing_ok=True)
+                if up.delete_after:
+                    up.path.unlink(missing_ok=True)
             if realtime:
                 pub.flush()
             if on_chunk:
@@ -156,5 +178,78 @@ def publish_recording(settings: Settings, recording: Path, call_id: str, *, layo
         if own:
             pub.close()
     if failed:
-        raise PublishError(failed, sum(m.seq not in failed for m in sent))
+        raise PublishError(failed, sum(label(m) not in failed for m in sent))
     return sent
+
+
+def _content_type(path: Path) -> str:
+    return {".mkv": "video/x-matroska", ".mka": "audio/x-matroska", ".mp4": "video/mp4", ".webm": "video/webm",
+            ".wav": "audio/wav", ".ogg": "audio/ogg"}.get(path.suffix.lower(), "application/octet-stream")
+
+
+def media_kind(settings: Settings, path: Path) -> str:
+    """av, audio or video: which tracks a participant's file has."""
+    info = probe(ffmpeg_exe(settings.ffmpeg_binary), Path(path))
+    return "av" if info.video and info.audio else "video" if info.video else "audio"
+
+
+def participant_uploads(settings: Settings, participant_id: str, role: str, recording: Path, offset_ms: int = 0,
+                        chunk_seconds: float | None = None) -> list[Upload]:
+    """One participant's recording (a Twilio or LiveKit track file, one direction of a phone call) cut
+    into chunks of its own stream, placed `offset_ms` into the call."""
+    media = media_kind(settings, recording)
+    chunks = cut(ffmpeg_exe(settings.ffmpeg_binary), recording, chunk_seconds or settings.chunk_seconds)
+    return [Upload(c.path, c.seq, offset_ms + c.start_ms, offset_ms + c.end_ms, c.seq == len(chunks) - 1,
+                   participant_id, role, media) for c in chunks]
+
+
+# Amazon Chime SDK media capture: 2021-11-30-20-43-12-345-<attendeeId>.mp4 (or <epoch ms>-<attendeeId>.mp4);
+# mixed audio files carry the time only.
+_CHIME_TIME = re.compile(r"^(?P<t>\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2}-\d{3}|\d{13})"
+                         r"(?:-(?P<who>[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}))?$")
+
+
+def chime_uploads(settings: Settings, folder: Path, roles: dict[str, str], default_role: str = "other",
+                  mixed_audio: bool = False) -> list[Upload]:
+    """A Chime-style capture folder: every per-attendee file is already a chunk of that attendee's video
+    stream, placed by its UTC start time relative to the earliest file. Mixed-audio files (no attendee)
+    are published as participant `mixed` (role other) only when asked: nobody's voice in particular."""
+    found = []
+    for path in sorted(Path(folder).rglob("*.mp4")):
+        m = _CHIME_TIME.match(path.stem)
+        if not m:
+            continue
+        t = m.group("t")
+        epoch_ms = int(t) if t.isdigit() else int(datetime.strptime(t[:-4], "%Y-%m-%d-%H-%M-%S")
+                                                    .replace(tzinfo=UTC).timestamp() * 1000) + int(t[-3:])
+        who = m.group("who")
+        if who is None and not mixed_audio:
+            continue
+        found.append((epoch_ms, who or "mixed", path))
+    if not found:
+        raise FileNotFoundError(f"no Chime-style <time>-<attendee>.mp4 files under {folder}")
+    origin = min(t for t, _, _ in found)
+    ffmpeg_bin = ffmpeg_exe(settings.ffmpeg_binary)
+    uploads: list[Upload] = []
+    for who in sorted({w for _, w, _ in found}):
+        files = sorted((t, p) for t, w, p in found if w == who)
+        for seq, (t, path) in enumerate(files):
+            info = probe(ffmpeg_bin, path)
+            start = t - origin
+            length = info.duration_ms or int(settings.chunk_seconds * 1000)
+            media = "audio" if who == "mixed" else ("av" if info.audio and info.video else
+                                                   "video" if info.video else "audio")
+            uploads.append(Upload(path, seq, start, start + length, seq == len(files) - 1, who,
+                                  "other" if who == "mixed" else roles.get(who, default_role), media,
+                                  delete_after=False))
+    return uploads
+
+
+def publish_recording(settings: Settings, recording: Path, call_id: str, *, layout: str | None = None,
+                      chunk_seconds: float | None = None, realtime: bool = False,
+                      on_chunk: Callable[[ChunkMeta, int], None] | None = None,
+                      publisher: ChunkPublisher | None = None) -> list[ChunkMeta]:
+    """Cut `recording` (a whole-call recording, v1 layouts) and publish every chunk."""
+    chunks = cut(ffmpeg_exe(settings.ffmpeg_binary), recording, chunk_seconds or settings.chunk_seconds)
+    uploads = [Upload(c.path, c.seq, c.start_ms, c.end_ms, c.seq == len(chunks) - 1, layout=layout) for c in chunks]
+    return publish_uploads(settings, call_id, uploads, realtime=realtime, on_chunk=on_chunk, publisher=publisher)

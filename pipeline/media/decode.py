@@ -13,6 +13,7 @@ argument lists: nothing from a message reaches a shell.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 import subprocess
 import tempfile
@@ -30,7 +31,7 @@ from pipeline.errors import BadChunk
 from pipeline.media.probe import MediaInfo, probe
 
 AUDIO_RATE = 16_000
-MAX_CHANNELS = 2          # dual layout uses two; more are never analysed
+MAX_CHANNELS = 8          # an audio-channels map names at most 8; more are never analysed
 SNIFF_BYTES = 4096
 
 
@@ -116,14 +117,24 @@ class StreamDecoder:
     which ends a blocked read at once: that is how cancellation and the deadline stop a decode)."""
 
     def __init__(self, ffmpeg_bin: str, path: Path, fps: float, frame_width: int,
-                 timeout_s: float | Callable[[MediaInfo], float], fast: bool = True) -> None:
-        """`timeout_s` may be a function of what the container declares (a budget that scales)."""
+                 timeout_s: float | Callable[[MediaInfo], float], fast: bool = True,
+                 video: bool = True, audio: bool = True) -> None:
+        """`timeout_s` may be a function of what the container declares (a budget that scales).
+        `video`/`audio` False: that stream is nobody's (an audio-only chunk of a participant whose
+        recorder muxed a picture in, say) and is never decoded."""
         with open(path, "rb") as f:
             demuxer = sniff_container(f.read(SNIFF_BYTES))
         if demuxer is None:
             raise BadChunk("undecodable", "not a media container callstream reads "
                                           "(MP4/MOV, Matroska/WebM, MPEG-TS, Ogg, WAV, FLAC)")
-        self.info: MediaInfo = probe(ffmpeg_bin, input_args(path, demuxer))
+        info = probe(ffmpeg_bin, input_args(path, demuxer))
+        if (video and info.video is None or not video) and (audio and info.audio is None or not audio):
+            wanted = " and ".join(k for k, w in (("video", video), ("audio", audio)) if w)
+            raise BadChunk("no_media_streams", f"the chunk's media header asks for {wanted}, which it lacks")
+        self.info: MediaInfo = dataclasses.replace(info, video=info.video if video else None,
+                                                   audio=info.audio if audio else None)
+        # The container's length may be that of a stream left undecoded: then it proves no truncation.
+        self._whole = self.info == info
         self.fps = fps
         self.timeout_s = timeout_s(self.info) if callable(timeout_s) else timeout_s
         self.size: tuple[int, int] | None = None
@@ -180,6 +191,15 @@ class StreamDecoder:
         return min(live) if live else max((ms for ms, _ in streams), default=0.0)
 
     @property
+    def video_ms(self) -> float:
+        """Video decoded so far (all of it once the stream has ended)."""
+        return self.frames_read * 1000.0 / self.fps if self.info.video is not None else 0.0
+
+    @property
+    def audio_ms(self) -> float:
+        return self.samples_read * 1000.0 / AUDIO_RATE if self.info.audio is not None else 0.0
+
+    @property
     def finished(self) -> bool:
         return self.video_done and self.audio_done
 
@@ -220,7 +240,7 @@ class StreamDecoder:
             raise BadChunk("undecodable", (lines[-1] if lines else f"ffmpeg exited {max(codes)}")[:300])
         if self.frames_read == 0 and self.samples_read == 0:
             raise BadChunk("undecodable", "no frames and no audio decoded")
-        if is_truncated(self.info.duration_ms, self.decoded_ms):
+        if self._whole and is_truncated(self.info.duration_ms, self.decoded_ms):
             raise BadChunk("truncated", f"decoded {self.decoded_ms:.0f} ms of the {self.info.duration_ms} ms "
                                         "the container declares")
 

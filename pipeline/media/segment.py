@@ -1,11 +1,11 @@
-"""Pure segment arithmetic: which analysis segments a chunk covers, and what each track sees in them.
+"""Pure segment arithmetic: which grid cells a chunk touches, and whose media each chunk carries.
 
-Segments sit on a grid fixed in *call* time (multiples of segment_ms from the call's start), so the
-same instant always maps to the same row whichever chunk carries it, and redelivery or out-of-order
-arrival cannot produce overlapping rows. A chunk boundary that falls inside a grid cell (stream-copy
-cuts land on keyframes) splits that cell into two rows that abut exactly. A piece shorter than
-`min_ms` at a chunk edge (encoder priming makes 20-ms slivers common) joins its neighbour within the
-chunk instead of becoming a row too short to hold a sampled frame.
+Segments sit on an exact grid in *call* time, `[k*S, (k+1)*S)`, so the same instant always maps to the
+same row whichever chunk carries it. A chunk cut off the grid (stream-copy cuts land on keyframes, a
+recorder starts a track at its own offset) contributes *pieces* of its edge cells; the store merges
+every piece of a cell, from every chunk and from audio and video streams alike, into one row
+(store/writer.py). So no row ever starts or ends off the grid because of a chunk boundary, and
+out-of-order or duplicated chunks give the same rows.
 """
 
 from __future__ import annotations
@@ -14,31 +14,32 @@ from dataclasses import dataclass
 
 import numpy as np
 
-AGENT, CUSTOMER = "agent", "customer"   # the tracks of v1 layouts (store.models.Track)
+from pipeline.contract import ChunkMeta
+
+AGENT, CUSTOMER = "agent", "customer"   # the participants of v1 layouts: id and role are the same word
 
 
 @dataclass(frozen=True)
 class Segment:
-    start_ms: int   # call time
+    """A piece of one grid cell that a chunk covers: [start_ms, end_ms) in call time."""
+    start_ms: int
     end_ms: int
 
+    def cell(self, segment_ms: int) -> int:
+        return self.start_ms // segment_ms * segment_ms
 
-def segments(chunk_start_ms: int, duration_ms: int, segment_ms: int, min_ms: int | None = None) -> list[Segment]:
+
+def segments(chunk_start_ms: int, duration_ms: int, segment_ms: int) -> list[Segment]:
+    """The chunk's span cut at every grid line: whole cells inside, pieces of cells at its edges."""
     if segment_ms <= 0:
         raise ValueError("segment_ms must be positive")
-    min_ms = segment_ms // 4 if min_ms is None else min_ms
     end = chunk_start_ms + max(duration_ms, 0)
     out = []
     start = chunk_start_ms
     while start < end:
-        cell_end = (start // segment_ms + 1) * segment_ms
-        stop = min(cell_end, end)
+        stop = min((start // segment_ms + 1) * segment_ms, end)
         out.append(Segment(start, stop))
         start = stop
-    if len(out) > 1 and out[-1].end_ms - out[-1].start_ms < min_ms:
-        out[-2:] = [Segment(out[-2].start_ms, out[-1].end_ms)]
-    if len(out) > 1 and out[0].end_ms - out[0].start_ms < min_ms:
-        out[:2] = [Segment(out[0].start_ms, out[1].end_ms)]
     return out
 
 
@@ -55,33 +56,53 @@ def sample_range(seg: Segment, chunk_start_ms: int, rate: int, n_samples: int) -
 
 
 @dataclass(frozen=True)
-class TrackView:
-    track: str
-    x0: int | None   # horizontal slice of the frame this track sees; None = no video for this track
+class View:
+    """Where one participant is in a chunk's media."""
+    participant_id: str
+    role: str
+    x0: int | None   # horizontal slice of the frame; None = no video of this participant
     x1: int | None
-    channel: int | None  # audio channel of this track; None = no attributable audio
+    channel: int | None  # audio channel; None = no attributable audio
 
 
-def layout_tracks(layout: str) -> tuple[str, ...]:
-    """The participants a chunk of this layout carries, in track_views' order."""
+def participants(meta: ChunkMeta, default_layout: str) -> list[tuple[str, str]]:
+    """(participant id, role) of everyone a chunk carries, in views() order; known before decoding, so
+    the privacy policy can refuse a chunk without fetching it."""
+    if meta.participant_id:
+        return [(meta.participant_id, meta.role or "other")]
+    if meta.audio_channels:
+        return [c for c in meta.audio_channels if c]
+    layout = meta.layout or default_layout
     if layout == "dual":
-        return (AGENT, CUSTOMER)
+        return [(AGENT, AGENT), (CUSTOMER, CUSTOMER)]
     if layout in (AGENT, CUSTOMER):
-        return (layout,)
+        return [(layout, layout)]
     raise ValueError(f"unknown layout {layout!r}")
 
 
-def track_views(layout: str, frame_width: int | None, channels: int) -> list[TrackView]:
-    """Who is where. 'dual': video side by side (agent left, customer right), stereo audio (agent
+def wants(meta: ChunkMeta) -> tuple[bool, bool]:
+    """(video, audio): which streams of the chunk are anyone's; the rest is never decoded."""
+    if meta.audio_channels:
+        return False, True
+    return meta.media != "audio", meta.media != "video"
+
+
+def views(meta: ChunkMeta, default_layout: str, frame_width: int | None, channels: int) -> list[View]:
+    """Who is where. 'dual' (v1): video side by side (agent left, customer right), stereo audio (agent
     left channel, customer right); mono audio in a dual recording cannot be attributed and is left out.
-    'agent'/'customer': the whole picture and the first channel are that one participant."""
-    if layout == "dual":
+    One participant: the whole picture and their channel (`audio-channel`, default the first).
+    `audio-channels`: one participant per named channel, audio only."""
+    if meta.audio_channels:
+        return [View(c[0], c[1], None, None, i) for i, c in enumerate(meta.audio_channels)
+                if c and i < channels]
+    if not meta.participant_id and (meta.layout or default_layout) == "dual":
         half = frame_width // 2 if frame_width else None
         stereo = channels >= 2
-        return [TrackView(AGENT, 0 if half else None, half, 0 if stereo else None),
-                TrackView(CUSTOMER, half, frame_width if half else None, 1 if stereo else None)]
-    (track,) = layout_tracks(layout)
-    return [TrackView(track, 0 if frame_width else None, frame_width, 0 if channels else None)]
+        return [View(AGENT, AGENT, 0 if half else None, half, 0 if stereo else None),
+                View(CUSTOMER, CUSTOMER, half, frame_width if half else None, 1 if stereo else None)]
+    ((pid, role),) = participants(meta, default_layout)
+    channel = meta.audio_channel or 0
+    return [View(pid, role, 0 if frame_width else None, frame_width, channel if channel < channels else None)]
 
 
 def effective_duration(header_ms: int | None, container_ms: int | None, decoded_ms: float,
@@ -104,14 +125,13 @@ def effective_duration(header_ms: int | None, container_ms: int | None, decoded_
 class SegmentPlanner:
     """Hands out a chunk's segments as its media is decoded, identical to segments() of the whole.
 
-    The length is known only at the end of a stream, and it decides the last cells (a short last piece
-    joins its neighbour) and, with a declared length, may end up to `tolerance_ms` short of what
-    decoded. So a cell is released only once media reaches a lookahead of one segment plus that
-    tolerance past it, and never the last cell of the partial plan; the rest comes from finish()."""
+    The length is known only at the end of a stream: with a declared length it may end up to
+    `tolerance_ms` short of what decoded. So a cell is released only once media reaches that tolerance
+    past its end, and never the last piece of the partial plan; the rest comes from finish()."""
 
     def __init__(self, chunk_start_ms: int, segment_ms: int, tolerance_ms: float) -> None:
         self.start, self.segment_ms = chunk_start_ms, segment_ms
-        self.lookahead = segment_ms + tolerance_ms
+        self.lookahead = tolerance_ms
         self.released: list[Segment] = []
 
     def ready(self, decoded_ms: float) -> list[Segment]:

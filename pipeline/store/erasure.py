@@ -25,20 +25,24 @@ class Forgotten:
 
 
 def forget(engine: Engine, call_id: str, track: str | None = None) -> Forgotten:
-    """Delete every row of the call (or of one of its tracks) and leave a tombstone, in one transaction."""
+    """Delete every row of the call (or of one participant, `track` being its id) and leave a tombstone,
+    in one transaction."""
     out = Forgotten()
     with engine.begin() as conn:
         conn.execute(text("INSERT INTO erasures (call_id, track) VALUES (:c, :t) ON CONFLICT DO NOTHING"),
                      {"c": call_id, "t": track or "*"})
         if track:
-            out.segments = conn.execute(text("DELETE FROM emotion_segments WHERE call_id = :c AND track = :t"),
+            out.segments = conn.execute(text("DELETE FROM emotion_segments WHERE call_id = :c AND participant_id = :t"),
                                         {"c": call_id, "t": track}).rowcount
+            conn.execute(text("DELETE FROM segment_pieces WHERE call_id = :c AND participant_id = :t"),
+                         {"c": call_id, "t": track})
             return out
         rows = conn.execute(text('SELECT claim_check, status, topic, partition, "offset" FROM chunks '
                                  "WHERE call_id = :c"), {"c": call_id}).all()
         out.claim_checks = sorted({r.claim_check for r in rows if r.claim_check})
         out.dead_letter_sources = [f"{r.topic}/{r.partition}/{r.offset}" for r in rows if r.status == "failed"]
         out.segments = conn.execute(text("DELETE FROM emotion_segments WHERE call_id = :c"), {"c": call_id}).rowcount
+        conn.execute(text("DELETE FROM segment_pieces WHERE call_id = :c"), {"c": call_id})
         out.ledger_rows = conn.execute(text("DELETE FROM chunks WHERE call_id = :c"), {"c": call_id}).rowcount
         out.calls = conn.execute(text("DELETE FROM calls WHERE call_id = :c"), {"c": call_id}).rowcount
     return out
@@ -54,7 +58,7 @@ def lift(engine: Engine, call_id: str, track: str | None = None) -> int:
 def remaining(engine: Engine, call_id: str) -> dict[str, int]:
     with engine.connect() as conn:
         return {t: conn.execute(text(f"SELECT count(*) FROM {t} WHERE call_id = :c"), {"c": call_id}).scalar_one()
-                for t in ("emotion_segments", "chunks", "calls")}
+                for t in ("emotion_segments", "segment_pieces", "chunks", "calls")}
 
 
 def _batched(engine: Engine, sql: str, params: Mapping[str, object]) -> int:
@@ -73,6 +77,8 @@ def apply_retention(engine: Engine, days: int, batch: int = 5000) -> dict[str, i
     return {
         "emotion_segments": _batched(engine, """DELETE FROM emotion_segments WHERE ctid IN (
             SELECT ctid FROM emotion_segments WHERE updated_at < now() - make_interval(days => :days) LIMIT :n)""", p),
+        "segment_pieces": _batched(engine, """DELETE FROM segment_pieces WHERE ctid IN (
+            SELECT ctid FROM segment_pieces WHERE updated_at < now() - make_interval(days => :days) LIMIT :n)""", p),
         "chunks": _batched(engine, """DELETE FROM chunks WHERE id IN (
             SELECT id FROM chunks WHERE processed_at < now() - make_interval(days => :days) LIMIT :n)""", p),
         "calls": _batched(engine, """DELETE FROM calls WHERE call_id IN (

@@ -201,12 +201,155 @@ def _v4_privacy(conn: Connection) -> None:
     conn.exec_driver_sql(PRIVACY_V4)
 
 
+PARTICIPANTS_V5 = """
+ALTER TABLE emotion_segments
+    ADD COLUMN IF NOT EXISTS participant_id varchar(128),
+    ADD COLUMN IF NOT EXISTS role varchar(16),
+    ADD COLUMN IF NOT EXISTS media varchar(8),
+    ADD COLUMN IF NOT EXISTS video_ms integer,
+    ADD COLUMN IF NOT EXISTS audio_ms integer;
+UPDATE emotion_segments SET participant_id = track, role = track WHERE participant_id IS NULL;
+ALTER TABLE emotion_segments ALTER COLUMN participant_id SET NOT NULL, ALTER COLUMN role SET NOT NULL;
+ALTER TABLE emotion_segments DROP CONSTRAINT emotion_segments_pkey;
+ALTER TABLE emotion_segments ADD PRIMARY KEY (call_id, participant_id, start_ms, model_version);
+COMMENT ON COLUMN emotion_segments.participant_id IS 'recorder''s id; agent | customer for v1 layouts';
+COMMENT ON COLUMN emotion_segments.role IS 'customer | agent | supervisor | other';
+COMMENT ON COLUMN emotion_segments.track IS 'deprecated (v1): the role';
+COMMENT ON COLUMN emotion_segments.media IS 'av | audio | video | none (a gap); NULL before v5';
+COMMENT ON COLUMN emotion_segments.video_ms IS 'ms of the cell with the participant''s video';
+COMMENT ON COLUMN emotion_segments.audio_ms IS 'ms of the cell with the participant''s audio';
+COMMENT ON COLUMN emotion_segments.chunk_seq IS 'a chunk that contributed (the first by seq)';
+
+CREATE TABLE IF NOT EXISTS segment_pieces (
+    call_id varchar(128) NOT NULL,
+    participant_id varchar(128) NOT NULL,
+    model_version varchar(128) NOT NULL,
+    cell_ms bigint NOT NULL,
+    stream varchar(140) NOT NULL,
+    seq integer NOT NULL,
+    role varchar(16) NOT NULL,
+    model_name varchar(128) NOT NULL,
+    start_ms bigint NOT NULL,
+    end_ms bigint NOT NULL,
+    video_ms integer NOT NULL,
+    audio_ms integer NOT NULL,
+    frames integer NOT NULL,
+    faces integer NOT NULL,
+    face_weight float NOT NULL,
+    face_probs float[],
+    speech_ratio float NOT NULL,
+    arousal float,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (call_id, participant_id, model_version, cell_ms, stream, seq)
+);
+COMMENT ON TABLE segment_pieces IS 'what each chunk saw of a participant in a grid cell; emotion_segments merges them';
+
+ALTER TABLE chunks ADD COLUMN IF NOT EXISTS stream varchar(140) NOT NULL DEFAULT '',
+                   ADD COLUMN IF NOT EXISTS end_of_call boolean;
+COMMENT ON COLUMN chunks.stream IS 'participant-id/media of a per-participant chunk; empty for whole-call chunks';
+UPDATE chunks k SET end_of_call = (k.seq = c.last_seq) FROM calls c WHERE c.call_id = k.call_id AND k.seq IS NOT NULL;
+CREATE INDEX IF NOT EXISTS chunks_call_stream_seq ON chunks (call_id, stream, seq);
+
+ALTER TABLE erasures ALTER COLUMN track TYPE varchar(128);
+COMMENT ON COLUMN erasures.track IS 'participant id, or * for the whole call';
+
+DROP VIEW IF EXISTS call_summary;
+DROP VIEW IF EXISTS call_track_summary;
+DROP VIEW IF EXISTS emotion_timeline;
+CREATE VIEW emotion_timeline AS
+SELECT s.call_id, s.participant_id, s.role, s.track, s.start_ms, s.end_ms,
+       s.start_ms / 1000.0 AS start_s, (s.end_ms - s.start_ms) / 1000.0 AS seconds,
+       c.started_at + s.start_ms * interval '1 millisecond' AS at,
+       s.label, s.confidence, s.neutral, s.happy, s.sad, s.angry, s.fear, s.disgust, s.surprise,
+       s.face_found, s.speech_found, s.arousal, s.media, s.video_ms, s.audio_ms, s.model_name, s.model_version
+FROM emotion_segments s LEFT JOIN calls c USING (call_id);
+
+CREATE VIEW call_participant_summary AS
+SELECT call_id, participant_id, min(role) AS role, model_version,
+       count(*) AS segments,
+       min(start_ms) / 1000.0 AS from_s,
+       max(end_ms) / 1000.0 AS until_s,
+       sum(end_ms - start_ms) / 1000.0 AS seconds,
+       sum(CASE WHEN media = 'none' THEN end_ms - start_ms ELSE 0 END) / 1000.0 AS no_media_seconds,
+       sum(CASE WHEN label IS NOT NULL THEN end_ms - start_ms ELSE 0 END) / 1000.0 AS observed_seconds,
+       sum(CASE WHEN label = 'neutral' THEN end_ms - start_ms ELSE 0 END) / 1000.0 AS neutral_seconds,
+       sum(CASE WHEN label = 'happy' THEN end_ms - start_ms ELSE 0 END) / 1000.0 AS happy_seconds,
+       sum(CASE WHEN label = 'sad' THEN end_ms - start_ms ELSE 0 END) / 1000.0 AS sad_seconds,
+       sum(CASE WHEN label = 'angry' THEN end_ms - start_ms ELSE 0 END) / 1000.0 AS angry_seconds,
+       sum(CASE WHEN label = 'fear' THEN end_ms - start_ms ELSE 0 END) / 1000.0 AS fear_seconds,
+       sum(CASE WHEN label = 'disgust' THEN end_ms - start_ms ELSE 0 END) / 1000.0 AS disgust_seconds,
+       sum(CASE WHEN label = 'surprise' THEN end_ms - start_ms ELSE 0 END) / 1000.0 AS surprise_seconds,
+       mode() WITHIN GROUP (ORDER BY label) FILTER (WHERE label IS NOT NULL) AS dominant_label,
+       avg(arousal) AS mean_arousal,
+       avg(CASE WHEN face_found THEN 1.0 ELSE 0.0 END) AS face_coverage,
+       avg(CASE WHEN speech_found THEN 1.0 ELSE 0.0 END) AS speech_coverage
+FROM emotion_segments GROUP BY call_id, participant_id, model_version;
+
+-- The v1 name, kept for existing queries: one row per participant, track being the participant id.
+CREATE VIEW call_track_summary AS
+SELECT call_id, participant_id AS track, model_version, segments, seconds, observed_seconds, neutral_seconds,
+       happy_seconds, sad_seconds, angry_seconds, fear_seconds, disgust_seconds, surprise_seconds,
+       dominant_label, mean_arousal, face_coverage, speech_coverage, participant_id, role, no_media_seconds
+FROM call_participant_summary;
+
+-- A call is complete once every chunk stream it has (one per participant and media, or the
+-- whole-call stream of v1 chunks) has an end-of-call seq and seqs 0..end are all settled.
+CREATE VIEW call_stream_summary AS
+WITH latest AS (
+    SELECT DISTINCT ON (call_id, stream, seq) call_id, stream, seq, status
+    FROM chunks WHERE call_id IS NOT NULL AND seq IS NOT NULL
+    ORDER BY call_id, stream, seq, processed_at DESC
+), ends AS (
+    SELECT call_id, stream, max(seq) FILTER (WHERE end_of_call) AS last_seq
+    FROM chunks WHERE call_id IS NOT NULL AND seq IS NOT NULL GROUP BY call_id, stream
+)
+SELECT l.call_id, l.stream, e.last_seq,
+       count(*) FILTER (WHERE l.status = 'done') AS chunks_done,
+       count(*) FILTER (WHERE l.status = 'failed') AS chunks_failed,
+       count(*) FILTER (WHERE l.seq > e.last_seq) AS chunks_past_end,
+       CASE WHEN e.last_seq IS NOT NULL
+                 AND count(*) FILTER (WHERE l.status = 'done' AND l.seq <= e.last_seq) = e.last_seq + 1
+                 THEN 'complete'
+            WHEN e.last_seq IS NOT NULL
+                 AND count(*) FILTER (WHERE l.seq <= e.last_seq) = e.last_seq + 1
+                 THEN 'complete_with_failures'
+            ELSE 'in_progress' END AS status
+FROM latest l JOIN ends e USING (call_id, stream)
+GROUP BY l.call_id, l.stream, e.last_seq;
+
+CREATE VIEW call_summary AS
+SELECT c.call_id, c.started_at, c.layout, c.last_seq,
+       coalesce(sum(st.chunks_done), 0) AS chunks_done,
+       coalesce(sum(st.chunks_failed), 0) AS chunks_failed,
+       coalesce(sum(st.chunks_past_end), 0) AS chunks_past_end,
+       CASE WHEN count(st.stream) = 0 THEN 'in_progress'
+            WHEN bool_and(st.status = 'complete') THEN 'complete'
+            WHEN bool_and(st.status <> 'in_progress') THEN 'complete_with_failures'
+            ELSE 'in_progress' END AS status,
+       count(st.stream) AS streams,
+       (SELECT count(DISTINCT participant_id) FROM emotion_segments s WHERE s.call_id = c.call_id) AS participants,
+       (SELECT max(end_ms) / 1000.0 FROM emotion_segments s WHERE s.call_id = c.call_id) AS analysed_until_s
+FROM calls c LEFT JOIN call_stream_summary st USING (call_id)
+GROUP BY c.call_id, c.started_at, c.layout, c.last_seq;
+
+GRANT SELECT, INSERT, UPDATE, DELETE ON segment_pieces TO callstream_writer;
+GRANT SELECT ON emotion_timeline, call_participant_summary, call_track_summary, call_summary, call_stream_summary
+    TO callstream_analyst;
+"""
+
+
+def _v5_participants(conn: Connection) -> None:
+    conn.exec_driver_sql(PARTICIPANTS_V5)
+
+
 MIGRATIONS = [(1, "tables: calls, chunks ledger, emotion_segments", _v1_tables),
               (2, "views: emotion_timeline, call_track_summary, call_summary", _v2_views),
               (3, "chunks.note; call_summary: complete once seqs 0..end are settled, later seqs counted",
                _v3_completion),
               (4, "erasures (tombstones); roles callstream_writer and callstream_analyst (views, not the ledger)",
-               _v4_privacy)]
+               _v4_privacy),
+              (5, "participants: emotion_segments by participant id and role, media coverage; segment_pieces; "
+                  "chunk streams and per-stream completion; call_participant_summary", _v5_participants)]
 
 
 def migrate(conn: Connection) -> list[int]:

@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import Annotated, Any, TypedDict
 
 from sqlalchemy import BigInteger, Boolean, DateTime, Float, Index, Integer, String, Text, UniqueConstraint, func
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # One DFEW probability column: NULL when nothing was observed in the segment.
@@ -25,9 +26,34 @@ class Track(StrEnum):
     CUSTOMER = "customer"
 
 
-class SegmentRow(TypedDict):
-    """What the worker upserts into emotion_segments for one (participant, segment)."""
+class PieceRow(TypedDict):
+    """What one chunk observed of one participant in one grid cell (segment_pieces): the cell's row in
+    emotion_segments is derived from all of its pieces, whichever chunks and streams they came from."""
     call_id: str
+    participant_id: str
+    role: str
+    model_version: str
+    model_name: str
+    cell_ms: int
+    stream: str
+    seq: int
+    start_ms: int
+    end_ms: int
+    video_ms: int
+    audio_ms: int
+    frames: int
+    faces: int
+    face_weight: float
+    face_probs: list[float] | None
+    speech_ratio: float
+    arousal: float | None
+
+
+class SegmentRow(TypedDict):
+    """What the writer upserts into emotion_segments for one (participant, grid cell)."""
+    call_id: str
+    participant_id: str
+    role: str
     track: str
     start_ms: int
     end_ms: int
@@ -47,6 +73,9 @@ class SegmentRow(TypedDict):
     face_score: float | None
     arousal: float | None
     speech_ratio: float | None
+    media: str
+    video_ms: int
+    audio_ms: int
     chunk_seq: int
 
 
@@ -65,7 +94,9 @@ class LedgerEntry(TypedDict, total=False):
     worker: str
     size_bytes: int
     call_id: str
+    stream: str
     seq: int
+    end_of_call: bool
     start_ms: int
     claim_check: str | None
     published_at: datetime | None
@@ -102,7 +133,8 @@ class ChunkLedger(Base):
 
     __tablename__ = "chunks"
     __table_args__ = (UniqueConstraint("topic", "partition", "offset", name="chunks_message_key"),
-                      Index("chunks_call_seq", "call_id", "seq"))
+                      Index("chunks_call_seq", "call_id", "seq"),
+                      Index("chunks_call_stream_seq", "call_id", "stream", "seq"))
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     topic: Mapped[str] = mapped_column(String(255))
@@ -110,6 +142,9 @@ class ChunkLedger(Base):
     offset: Mapped[int] = mapped_column(BigInteger)
     call_id: Mapped[str | None] = mapped_column(String(128))
     seq: Mapped[int | None] = mapped_column(Integer)
+    stream: Mapped[str] = mapped_column(String(140), server_default="",
+                                        comment="participant-id/media of a per-participant chunk; '' for whole-call")
+    end_of_call: Mapped[bool | None] = mapped_column(Boolean)
     status: Mapped[str] = mapped_column(String(16), comment="done | failed | erased")
     error_reason: Mapped[str | None] = mapped_column(String(64))
     error_detail: Mapped[str | None] = mapped_column(Text)
@@ -136,20 +171,25 @@ class Erasure(Base):
     __tablename__ = "erasures"
 
     call_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    track: Mapped[str] = mapped_column(String(64), primary_key=True, server_default="*")
+    track: Mapped[str] = mapped_column(String(128), primary_key=True, server_default="*",
+                                       comment="participant id, or * for the whole call")
     erased_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class EmotionSegment(Base):
-    """One row per (call, participant track, segment start, model version); probabilities in DFEW order.
-    All seven are NULL, and label is NULL, when neither a face nor speech was observed."""
+    """One row per (call, participant, grid cell, model version); probabilities in DFEW order. All seven
+    are NULL, and label is NULL, when neither a face nor speech was observed; media is 'none' where the
+    participant sent no media at all in the cell (a gap inside their timeline)."""
 
     __tablename__ = "emotion_segments"
 
     call_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    track: Mapped[str] = mapped_column(String(16), primary_key=True, comment="agent | customer")
+    participant_id: Mapped[str] = mapped_column(String(128), primary_key=True,
+                                                comment="recorder's id; agent | customer for v1 layouts")
     start_ms: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     model_version: Mapped[str] = mapped_column(String(128), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16), comment="customer | agent | supervisor | other")
+    track: Mapped[str] = mapped_column(String(16), comment="deprecated (v1): the role")
     end_ms: Mapped[int] = mapped_column(BigInteger)
     neutral: Mapped[Prob]
     happy: Mapped[Prob]
@@ -165,6 +205,36 @@ class EmotionSegment(Base):
     face_score: Mapped[float | None] = mapped_column(Float, comment="mean face-detection confidence")
     arousal: Mapped[float | None] = mapped_column(Float, comment="prosodic arousal 0..1 when speech was found")
     speech_ratio: Mapped[float | None] = mapped_column(Float)
+    media: Mapped[str | None] = mapped_column(String(8), comment="av | audio | video | none (a gap); NULL before v5")
+    video_ms: Mapped[int | None] = mapped_column(Integer, comment="ms of the cell with the participant's video")
+    audio_ms: Mapped[int | None] = mapped_column(Integer, comment="ms of the cell with the participant's audio")
     model_name: Mapped[str] = mapped_column(String(128))
-    chunk_seq: Mapped[int] = mapped_column(Integer)
+    chunk_seq: Mapped[int] = mapped_column(Integer, comment="a chunk that contributed (the first by seq)")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class SegmentPiece(Base):
+    """What one chunk saw of one participant in one grid cell, in sums that merge (inference.fusion.Evidence).
+    Keyed by the chunk's place in its stream, so a redelivered chunk replaces its own pieces."""
+
+    __tablename__ = "segment_pieces"
+
+    call_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    participant_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(128), primary_key=True)
+    cell_ms: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    stream: Mapped[str] = mapped_column(String(140), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    model_name: Mapped[str] = mapped_column(String(128))
+    start_ms: Mapped[int] = mapped_column(BigInteger)
+    end_ms: Mapped[int] = mapped_column(BigInteger)
+    video_ms: Mapped[int] = mapped_column(Integer)
+    audio_ms: Mapped[int] = mapped_column(Integer)
+    frames: Mapped[int] = mapped_column(Integer)
+    faces: Mapped[int] = mapped_column(Integer)
+    face_weight: Mapped[float] = mapped_column(Float)
+    face_probs: Mapped[list[float] | None] = mapped_column(ARRAY(Float))
+    speech_ratio: Mapped[float] = mapped_column(Float)
+    arousal: Mapped[float | None] = mapped_column(Float)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

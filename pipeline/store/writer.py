@@ -1,8 +1,12 @@
-"""Idempotent writes: one transaction per chunk holds its segments, its call row and its ledger row.
+"""Idempotent writes: one transaction per chunk holds its pieces, the rows they change, its call row and
+its ledger row.
 
-Segments upsert on (call, track, start, model version) and the ledger upserts on the message's
-(topic, partition, offset), so a redelivered or republished chunk rewrites the same rows. The worker
-acknowledges the message only after this transaction commits.
+A chunk's pieces upsert on (call, participant, model version, cell, stream, seq); the rows of the grid
+cells they touch are then rebuilt from *all* pieces of those cells (store/timeline.py), and the ledger
+upserts on the message's (topic, partition, offset). So a redelivered, republished or out-of-order chunk
+gives the same rows. Chunks of one call commit one at a time (a transaction-scoped advisory lock on the
+call), so two chunks sharing a cell always see each other's pieces. The worker acknowledges the
+message only after this transaction commits.
 """
 
 from __future__ import annotations
@@ -19,9 +23,23 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pipeline.errors import BadChunk, TransientFault
-from pipeline.store.models import Call, CallRow, ChunkLedger, ChunkStatus, EmotionSegment, LedgerEntry, SegmentRow
+from pipeline.inference.fusion import MIN_SPEECH_RATIO
+from pipeline.store.models import (
+    Call,
+    CallRow,
+    ChunkLedger,
+    ChunkStatus,
+    EmotionSegment,
+    LedgerEntry,
+    PieceRow,
+    SegmentPiece,
+    SegmentRow,
+)
+from pipeline.store.timeline import cell_rows, gap_cells, gap_row
 
-SEGMENT_KEY = ["call_id", "track", "start_ms", "model_version"]
+SEGMENT_KEY = ["call_id", "participant_id", "start_ms", "model_version"]
+PIECE_KEY = ["call_id", "participant_id", "model_version", "cell_ms", "stream", "seq"]
+CALL_LOCK = 0x63616C6D  # advisory lock namespace: one chunk of a call commits at a time
 LEDGER_KEY = ["topic", "partition", "offset"]
 # The driver sends at most 65,535 bind parameters per statement; stay well below it.
 MAX_PARAMS = 30_000
@@ -34,14 +52,34 @@ def _upsert(model: Any, rows: Sequence[Mapping[str, Any]], keys: list[str], extr
     return stmt.on_conflict_do_update(index_elements=keys, set_=update)
 
 
-def _segment_upsert(columns: list[str]) -> Any:
-    """One statement for any number of segment rows, executed as executemany: SQLAlchemy caches its
-    compiled form and sends the rows in "insertmanyvalues" batches, so a 45-minute chunk's thousands
-    of rows neither rebuild a huge statement on the event loop nor exceed the driver's parameter limit."""
-    stmt = insert(EmotionSegment)
-    update: dict[str, Any] = {c: stmt.excluded[c] for c in columns if c not in SEGMENT_KEY}
+def _many_upsert(model: Any, keys: list[str], columns: list[str]) -> Any:
+    """One statement for any number of rows, executed as executemany: SQLAlchemy caches its compiled
+    form and sends the rows in "insertmanyvalues" batches, so a 45-minute chunk's thousands of rows
+    neither rebuild a huge statement on the event loop nor exceed the driver's parameter limit."""
+    stmt = insert(model)
+    update: dict[str, Any] = {c: stmt.excluded[c] for c in columns if c not in keys}
     update["updated_at"] = func.now()
-    return stmt.on_conflict_do_update(index_elements=SEGMENT_KEY, set_=update)
+    return stmt.on_conflict_do_update(index_elements=keys, set_=update)
+
+
+async def _write_many(conn: AsyncConnection, model: Any, keys: list[str], rows: Sequence[Mapping[str, Any]]) -> None:
+    if not rows:
+        return
+    # Sorted keys: any two writers lock rows in the same order (no deadlock).
+    rows = sorted(rows, key=lambda r: tuple(r[k] for k in keys))
+    stmt = _many_upsert(model, keys, sorted(rows[0]))
+    batch = max(1, MAX_PARAMS // len(rows[0]))
+    for i in range(0, len(rows), batch):
+        await conn.execute(stmt, rows[i:i + batch])
+
+
+_NEIGHBOURS = text("""
+SELECT max(cell_ms) FILTER (WHERE cell_ms < :lo) AS below, min(cell_ms) FILTER (WHERE cell_ms > :hi) AS above,
+       max(cell_ms) AS last
+FROM segment_pieces WHERE call_id = :c AND participant_id = :p AND model_version = :v""")
+_CELL_PIECES = text("""
+SELECT * FROM segment_pieces
+WHERE call_id = :c AND participant_id = :p AND model_version = :v AND cell_ms = ANY(:cells)""")
 
 
 def _call_upsert(call: CallRow) -> Any:
@@ -71,8 +109,8 @@ def _refused(ledger: LedgerEntry) -> LedgerEntry:
 
 
 class SegmentWriter:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
+    def __init__(self, engine: AsyncEngine, segment_ms: int = 1000, min_speech_ratio: float = MIN_SPEECH_RATIO) -> None:
+        self.engine, self.segment_ms, self.min_speech_ratio = engine, segment_ms, min_speech_ratio
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -109,28 +147,47 @@ class SegmentWriter:
         async with self._transaction() as conn:
             await conn.execute(_ledger_upsert(_refused(ledger)))
 
-    async def commit_chunk(self, call: CallRow, segments: list[SegmentRow], ledger: LedgerEntry) -> float:
-        """Write the chunk's call, segment and ledger rows in one transaction; returns the ms it took."""
+    async def commit_chunk(self, call: CallRow, pieces: list[PieceRow], ledger: LedgerEntry) -> float:
+        """Write the chunk's pieces, the rows of the cells they touch, its call and ledger rows in one
+        transaction; returns the ms it took."""
         async with self._transaction() as conn:
             start = time.perf_counter()
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:ns, hashtext(:c))"),
+                               {"ns": CALL_LOCK, "c": call["call_id"]})
             # A participant erased from this call stays erased, whatever is replayed.
             gone = {r[0] for r in await conn.execute(text("SELECT track FROM erasures WHERE call_id = :c"),
                                                       {"c": call["call_id"]})}
             if "*" in gone:  # erased while this chunk was in flight: nothing of the call is written
                 await conn.execute(_ledger_upsert(_refused(ledger)))
                 return 0.0
-            segments = [r for r in segments if r["track"] not in gone]
+            pieces = [p for p in pieces if p["participant_id"] not in gone]
             await conn.execute(_call_upsert(call))
-            if segments:
-                # Sorted keys: concurrent chunks of one call lock rows in the same order (no deadlock).
-                segments = sorted(segments, key=lambda r: (r["track"], r["start_ms"]))
-                stmt = _segment_upsert(sorted(segments[0]))
-                batch = max(1, MAX_PARAMS // len(segments[0]))
-                for i in range(0, len(segments), batch):
-                    await conn.execute(stmt, segments[i:i + batch])
+            await _write_many(conn, SegmentPiece, PIECE_KEY, pieces)
+            await _write_many(conn, EmotionSegment, SEGMENT_KEY, await self._rows(conn, pieces, ledger.get("seq", 0)))
             db_ms = (time.perf_counter() - start) * 1000
             await conn.execute(_ledger_upsert({**ledger, "db_ms": db_ms}))
         return db_ms
+
+    async def _rows(self, conn: AsyncConnection, pieces: list[PieceRow], seq: int) -> list[SegmentRow]:
+        """The rows of every cell the pieces touch, of the participant's previous last cell (no longer
+        last, it becomes whole) and of the gaps between them and the participant's other media."""
+        by_participant: dict[tuple[str, str], list[PieceRow]] = {}
+        for p in pieces:
+            by_participant.setdefault((p["participant_id"], p["model_version"]), []).append(p)
+        rows: list[SegmentRow] = []
+        size = self.segment_ms
+        for (pid, version), ps in sorted(by_participant.items()):
+            call_id, role, name = ps[0]["call_id"], ps[0]["role"], ps[0]["model_name"]
+            cells = sorted({p["cell_ms"] for p in ps})
+            lo, hi = cells[0], cells[-1]
+            key = {"c": call_id, "p": pid, "v": version}
+            n = (await conn.execute(_NEIGHBOURS, {**key, "lo": lo, "hi": hi})).one()
+            touched = cells + ([n.below] if n.below is not None else [])
+            found = (await conn.execute(_CELL_PIECES, {**key, "cells": touched})).mappings().all()
+            rows += cell_rows([dict(r) for r in found], n.last, size, self.min_speech_ratio)
+            rows += [gap_row(call_id, pid, role, version, name, cell, size, seq)
+                     for cell in gap_cells(n.below, lo, hi, n.above, size)]
+        return rows
 
     async def record_failure(self, call: CallRow | None, ledger: LedgerEntry) -> None:
         async with self._transaction() as conn:

@@ -119,11 +119,11 @@ def create_app(settings: Settings) -> faust.App:
             self.client = client = EmotionClient(settings.triton_grpc_url, settings.triton_model,
                                                  settings.triton_batch_items)
             await client.wait_ready(wait_s=600)
-            name, version = await client.identity()
+            name, version, min_speech_ratio = await client.identity()
             claims = ClaimCheckStore(settings)
             processor = ChunkProcessor(settings, client, claims, ffmpeg_exe(settings.ffmpeg_binary), name, version)
             self.engine = async_engine(settings, pool_size=settings.worker_concurrency)
-            writer = SegmentWriter(self.engine)
+            writer = SegmentWriter(self.engine, settings.segment_ms, min_speech_ratio)
 
             async def s3_up() -> bool:
                 return await asyncio.to_thread(claims.ping)

@@ -153,7 +153,8 @@ class MessageHandler:
         ledger = LedgerEntry(topic=msg.topic, partition=msg.partition, offset=msg.offset, worker=WORKER_ID,
                              size_bytes=len(msg.value) if msg.value else 0)
         if meta is not None:
-            ledger.update({"call_id": meta.call_id, "seq": meta.seq, "start_ms": meta.start_ms,
+            ledger.update({"call_id": meta.call_id, "stream": meta.stream, "seq": meta.seq,
+                           "end_of_call": meta.end_of_call, "start_ms": meta.start_ms,
                            "claim_check": meta.claim_check, "published_at": _published_at(meta)})
         return ledger
 
@@ -166,17 +167,18 @@ class MessageHandler:
             await self._discard(meta)
             log.info("refused %s: its call was erased", msg.source)
             return "erased"
-        rows, t = await self.processor.process(meta, msg.value)
+        pieces, t = await self.processor.process(meta, msg.value)
         ledger = self._ledger(msg, meta)
-        end_ms = max((r["end_ms"] for r in rows), default=meta.start_ms)
-        ledger.update({"status": ChunkStatus.DONE, "duration_ms": end_ms - meta.start_ms, "segments": len(rows),
+        end_ms = max((p["end_ms"] for p in pieces), default=meta.start_ms)
+        cells = len({(p["participant_id"], p["cell_ms"]) for p in pieces})
+        ledger.update({"status": ChunkStatus.DONE, "duration_ms": end_ms - meta.start_ms, "segments": cells,
                        "size_bytes": t.size_bytes, "fetch_ms": t.fetch_ms, "decode_ms": t.decode_ms,
                        "inference_ms": t.inference_ms, "error_reason": None, "error_detail": None,
                        "note": "; ".join(t.notes) or None})
-        db_ms = await self.writer.commit_chunk(self._call(meta), rows, ledger)
+        db_ms = await self.writer.commit_chunk(self._call(meta), pieces, ledger)
         await self._discard(meta)
-        log.info("chunk %s/%d: %d segments (decode %.0f ms, inference %.0f ms, db %.0f ms)%s", meta.call_id,
-                 meta.seq, len(rows), t.decode_ms, t.inference_ms, db_ms or 0,
+        log.info("chunk %s/%s%d: %d segments (decode %.0f ms, inference %.0f ms, db %.0f ms)%s", meta.call_id,
+                 f"{meta.stream}/" if meta.stream else "", meta.seq, cells, t.decode_ms, t.inference_ms, db_ms or 0,
                  f" [{ledger['note']}]" if t.notes else "")
         return "done"
 
@@ -190,8 +192,9 @@ class MessageHandler:
 
     @staticmethod
     def _call(meta: ChunkMeta) -> CallRow:
+        # calls.last_seq is the whole-call stream's end; per-participant streams end in the ledger.
         return CallRow(call_id=meta.call_id, started_at=meta.call_started_at, layout=meta.layout,
-                       last_seq=meta.seq if meta.end_of_call else None)
+                       last_seq=meta.seq if meta.end_of_call and not meta.stream else None)
 
     async def _reject(self, msg: Message, bad: BadChunk, attempts: int) -> str:
         log.warning("dead-lettering %s: %s", msg.source, bounded(str(bad), 300))
@@ -218,7 +221,7 @@ class MessageHandler:
             await self.writer.record_failure(self._call(meta) if meta else None, ledger)
         except BadChunk as exc:  # the header-derived fields were refused: keep the ledger row anyway
             log.warning("ledger row of %s refused (%s); recording it without call fields", msg.source, exc)
-            for field in ("call_id", "seq", "start_ms", "claim_check", "published_at"):
+            for field in ("call_id", "stream", "seq", "end_of_call", "start_ms", "claim_check", "published_at"):
                 ledger.pop(field, None)  # type: ignore[misc]
             await self.writer.record_failure(None, ledger)
         return "failed"

@@ -19,21 +19,21 @@ import numpy as np
 from pipeline.contract import ChunkMeta
 from pipeline.errors import BadChunk
 from pipeline.inference.client import EmotionClient, Item
-from pipeline.inference.fusion import Fused
-from pipeline.inference.labels import DFEW_LABELS
+from pipeline.inference.fusion import Evidence
 from pipeline.ingest.claimcheck import ClaimCheckStore
 from pipeline.media.decode import AUDIO_RATE, ChunkFile, Decoded, StreamDecoder, Window
 from pipeline.media.segment import (
     Segment,
     SegmentPlanner,
-    TrackView,
+    View,
     effective_duration,
-    layout_tracks,
+    participants,
     segments,
-    track_views,
+    views,
+    wants,
 )
 from pipeline.settings import Settings
-from pipeline.store.models import SegmentRow
+from pipeline.store.models import PieceRow
 
 
 @dataclass
@@ -85,9 +85,9 @@ class MediaBuffer:
             self.audio, self.first_sample = self.audio[:, cut:], self.first_sample + cut
 
 
-def build_items(segs: list[Segment], buf: MediaBuffer, views: list[TrackView],
-                chunk_start_ms: int) -> tuple[list[tuple[str, int, int]], list[Item]]:
-    """Pure: cut buffered media into (track, segment) items for the model."""
+def build_items(segs: list[Segment], buf: MediaBuffer, views: list[View],
+                chunk_start_ms: int) -> tuple[list[tuple[View, Segment]], list[Item]]:
+    """Pure: cut buffered media into (participant, piece) items for the model."""
     keys, items = [], []
     empty_frames = np.zeros((0, 1, 1, 3), np.uint8)
     empty_audio = np.zeros(0, np.float32)
@@ -98,22 +98,26 @@ def build_items(segs: list[Segment], buf: MediaBuffer, views: list[TrackView],
             if view.x0 is not None and len(seen):
                 frames = np.ascontiguousarray(seen[:, :, view.x0:view.x1])
             audio = empty_audio if view.channel is None else buf.audio_in(seg, chunk_start_ms, view.channel)
-            keys.append((view.track, seg.start_ms, seg.end_ms))
+            keys.append((view, seg))
             items.append(Item(frames, audio))
     return keys, items
 
 
-def decoded_items(meta: ChunkMeta, decoded: Decoded, layout: str, segment_ms: int,
-                  roles: frozenset[str] | None = None) -> tuple[list[tuple[str, int, int]], list[Item]]:
+def overlap(seg: Segment, start_ms: float, end_ms: float) -> int:
+    return int(max(0.0, min(seg.end_ms, end_ms) - max(seg.start_ms, start_ms)))
+
+
+def decoded_items(meta: ChunkMeta, decoded: Decoded, segment_ms: int, default_layout: str = "dual",
+                  roles: frozenset[str] | None = None) -> tuple[list[tuple[View, Segment]], list[Item]]:
     """Items of a chunk decoded whole (benchmarks of the bare model): the same cutting as the worker,
-    for the analysed `roles` (all tracks when None)."""
+    for the analysed `roles` (everyone when None)."""
     channels = decoded.audio.shape[0] if decoded.audio.size else 0
     buf = MediaBuffer(decoded.fps, channels)
     buf.add(Window(0, decoded.frames, 0, decoded.audio))
     width = decoded.frames.shape[2] if len(decoded.frames) else None
     segs = segments(meta.start_ms, meta.duration_ms or decoded.duration_ms, segment_ms)
-    views = [v for v in track_views(layout, width, channels) if roles is None or v.track in roles]
-    return build_items(segs, buf, views, meta.start_ms)
+    chosen = [v for v in views(meta, default_layout, width, channels) if roles is None or v.role in roles]
+    return build_items(segs, buf, chosen, meta.start_ms)
 
 
 def decode_budget_s(settings: Settings, meta: ChunkMeta, container_ms: int | None, size_bytes: int) -> float:
@@ -156,29 +160,39 @@ class ChunkProcessor:
             return "not analysed: consent header is 'none'"
         if self.settings.require_consent and meta.consent != "emotion":
             return "not analysed: CALLSTREAM_REQUIRE_CONSENT and no 'consent: emotion' header"
-        tracks = set(layout_tracks(meta.layout or self.settings.default_layout))
-        if not tracks & self.settings.roles:
-            return f"not analysed: {', '.join(sorted(tracks))} not in CALLSTREAM_ANALYSED_ROLES"
+        roles = {role for _, role in participants(meta, self.settings.default_layout)}
+        if not roles & self.settings.roles:
+            return f"not analysed: {', '.join(sorted(roles))} not in CALLSTREAM_ANALYSED_ROLES"
         return None
 
-    async def process(self, meta: ChunkMeta, value: bytes | None) -> tuple[list[SegmentRow], Timings]:
+    def check_call_time(self, meta: ChunkMeta, end_ms: int) -> None:
+        """Media past CALLSTREAM_MAX_CALL_S is refused: it bounds the rows (and no-media rows) one call makes."""
+        limit = self.settings.max_call_s * 1000
+        if end_ms > limit:
+            raise BadChunk("malformed_header", f"chunk reaches {end_ms} ms of call time; CALLSTREAM_MAX_CALL_S "
+                                               f"allows {limit} ms (start-ms={meta.start_ms})")
+
+    async def process(self, meta: ChunkMeta, value: bytes | None) -> tuple[list[PieceRow], Timings]:
         t = Timings()
         skip = self.not_analysed(meta)
         if skip:
             # Nothing of the person is processed: the payload is not even fetched or decoded.
             t.notes.append(skip)
             return [], t
+        self.check_call_time(meta, meta.start_ms + (meta.duration_ms or 0))
         payload = await self.payload(meta, value, t)
         with ChunkFile(payload) as path:
             del payload  # the file holds it now; a 64 MB value must not stay in memory twice
             return await self._analyse(meta, path, t), t
 
-    async def _analyse(self, meta: ChunkMeta, path: Any, t: Timings) -> list[SegmentRow]:
+    async def _analyse(self, meta: ChunkMeta, path: Any, t: Timings) -> list[PieceRow]:
         s = self.settings
         start = time.perf_counter()
         size = t.size_bytes
+        video, audio = wants(meta)
         dec = await asyncio.to_thread(StreamDecoder, self.ffmpeg_bin, path, s.sample_fps, s.frame_width,
-                                      lambda info: decode_budget_s(s, meta, info.duration_ms, size), s.fast_decode)
+                                      lambda info: decode_budget_s(s, meta, info.duration_ms, size), s.fast_decode,
+                                      video, audio)
         try:
             t.decode_ms += (time.perf_counter() - start) * 1000
             tolerance = min(max(s.duration_tolerance_ms, 1000.0 / s.sample_fps), s.segment_ms - 1)
@@ -186,8 +200,8 @@ class ChunkProcessor:
             buf = MediaBuffer(s.sample_fps, dec.channels)
             width = dec.size[0] if dec.size else None
             # Only analysed roles are cut into items: nobody else's face or voice reaches the model.
-            views = [v for v in track_views(meta.layout or s.default_layout, width, dec.channels) if v.track in s.roles]
-            rows: list[SegmentRow] = []
+            chosen = [v for v in views(meta, s.default_layout, width, dec.channels) if v.role in s.roles]
+            pieces: list[PieceRow] = []
             windows = 0
             while not dec.finished:
                 start = time.perf_counter()
@@ -198,38 +212,42 @@ class ChunkProcessor:
                     break  # the rest goes in one call below: a short chunk makes exactly one request
                 segs = planner.ready(dec.decoded_ms)
                 if segs:
-                    rows += await self._infer(meta, segs, buf, views, t, parallel=False)
+                    pieces += await self._infer(meta, segs, buf, chosen, dec, t, parallel=False)
                     buf.drop_before(segs[-1].end_ms, meta.start_ms)
             duration, note = effective_duration(meta.duration_ms, dec.info.duration_ms, dec.decoded_ms, tolerance)
             if note:
                 t.notes.append(note)
+            self.check_call_time(meta, meta.start_ms + duration)
             segs = planner.finish(duration)
             if segs:
-                rows += await self._infer(meta, segs, buf, views, t, parallel=windows <= 1)
-            return rows
+                pieces += await self._infer(meta, segs, buf, chosen, dec, t, parallel=windows <= 1)
+            return pieces
         finally:
             # Also on cancellation: killing ffmpeg ends a read blocked in its thread at once.
             dec.close()
 
-    async def _infer(self, meta: ChunkMeta, segs: list[Segment], buf: MediaBuffer, views: list[TrackView],
-                     t: Timings, parallel: bool = True) -> list[SegmentRow]:
+    async def _infer(self, meta: ChunkMeta, segs: list[Segment], buf: MediaBuffer, chosen: list[View],
+                     dec: StreamDecoder, t: Timings, parallel: bool = True) -> list[PieceRow]:
         """A chunk longer than one window sends its batches one at a time: a whole-call upload then
         takes one request slot of Triton, not all of them, and live chunks keep flowing."""
-        keys, items = build_items(segs, buf, views, meta.start_ms)
+        keys, items = build_items(segs, buf, chosen, meta.start_ms)
         start = time.perf_counter()
         results = await self.client.infer(items, parallel=parallel) if items else []
         t.inference_ms += (time.perf_counter() - start) * 1000
-        return [self._row(meta, key, r) for key, r in zip(keys, results, strict=True)]
+        # What each stream really covered: a camera switched off ends the video, not the audio.
+        video_end = meta.start_ms + dec.video_ms
+        audio_end = meta.start_ms + dec.audio_ms
+        return [self._piece(meta, view, seg, e, overlap(seg, meta.start_ms, video_end) if view.x0 is not None else 0,
+                            overlap(seg, meta.start_ms, audio_end) if view.channel is not None else 0)
+                for (view, seg), e in zip(keys, results, strict=True)]
 
-    def _row(self, meta: ChunkMeta, key: tuple[str, int, int], r: Fused) -> SegmentRow:
-        track, seg_start, seg_end = key
-        p: list[float | None] = [None] * len(DFEW_LABELS) if r.probs is None else [float(x) for x in r.probs]
-        assert len(p) == len(DFEW_LABELS) == 7  # neutral happy sad angry fear disgust surprise
-        return SegmentRow(
-            call_id=meta.call_id, track=track, start_ms=seg_start, end_ms=seg_end,
+    def _piece(self, meta: ChunkMeta, view: View, seg: Segment, e: Evidence, video_ms: int,
+               audio_ms: int) -> PieceRow:
+        return PieceRow(
+            call_id=meta.call_id, participant_id=view.participant_id, role=view.role,
             model_version=self.model_version, model_name=self.model_name,
-            neutral=p[0], happy=p[1], sad=p[2], angry=p[3], fear=p[4], disgust=p[5], surprise=p[6],
-            label=r.label, confidence=r.confidence, face_found=r.face_found, speech_found=r.speech_found,
-            face_score=r.face_score if r.face_found else None, arousal=r.arousal, speech_ratio=r.speech_ratio,
-            chunk_seq=meta.seq)
-
+            cell_ms=seg.cell(self.settings.segment_ms), stream=meta.stream, seq=meta.seq,
+            start_ms=seg.start_ms, end_ms=seg.end_ms, video_ms=video_ms, audio_ms=audio_ms,
+            frames=e.frames, faces=e.faces, face_weight=e.face_weight,
+            face_probs=[float(x) for x in e.face_probs] if e.face_probs is not None else None,
+            speech_ratio=e.speech_ratio, arousal=e.arousal)

@@ -13,11 +13,18 @@ from pipeline.store.writer import SegmentWriter
 pytestmark = pytest.mark.stack
 
 
-def _row(call, start, label="happy"):
-    probs = dict(neutral=0.1, happy=0.6, sad=0.05, angry=0.1, fear=0.05, disgust=0.05, surprise=0.05)
-    return dict(call_id=call, track="customer", start_ms=start, end_ms=start + 1000, model_version="v1",
-                model_name="m", label=label, confidence=0.6, face_found=True, speech_found=False,
-                face_score=0.99, arousal=None, speech_ratio=0.0, chunk_seq=0, **probs)
+FACES = {"happy": [0.1, 0.6, 0.05, 0.1, 0.05, 0.05, 0.05], "angry": [0.1, 0.05, 0.05, 0.6, 0.1, 0.05, 0.05]}
+
+
+def _row(call, start, label="happy", end=None, seq=0, stream="", participant="customer", video=True, speech=0.0):
+    """One chunk's piece of the grid cell holding `start` (the whole cell unless `end` cuts it)."""
+    end = end or (start // 1000 + 1) * 1000
+    span = end - start
+    return dict(call_id=call, participant_id=participant, role="customer", model_version="v1", model_name="m",
+                cell_ms=start // 1000 * 1000, stream=stream, seq=seq, start_ms=start, end_ms=end,
+                video_ms=span if video else 0, audio_ms=span, frames=2 if video else 0, faces=2 if video else 0,
+                face_weight=1.98 if video else 0.0, face_probs=FACES[label] if video else None,
+                speech_ratio=speech, arousal=0.5)
 
 
 def test_migrations_are_idempotent(stack):
@@ -31,7 +38,8 @@ def test_rewriting_a_chunk_updates_rows_instead_of_adding(stack):
     async def write(label, offset):
         engine = async_engine(stack.settings)
         try:
-            ledger = dict(topic="t", partition=0, offset=offset, call_id="store-1", seq=0, status="done")
+            ledger = dict(topic="t", partition=0, offset=offset, call_id="store-1", seq=0, status="done",
+                          end_of_call=True)
             await SegmentWriter(engine).commit_chunk(
                 dict(call_id="store-1", started_at=None, layout="dual", last_seq=0),
                 [_row("store-1", s, label) for s in (0, 1000, 2000)], ledger)
@@ -54,7 +62,8 @@ def _commit(stack, call, rows, offset):
     async def go():
         engine = async_engine(stack.settings)
         try:
-            ledger = dict(topic="t", partition=1, offset=offset, call_id=call, seq=0, status="done")
+            ledger = dict(topic="t", partition=1, offset=offset, call_id=call, seq=rows[0]["seq"] if rows else 0,
+                          status="done", end_of_call=True)
             return await SegmentWriter(engine).commit_chunk(
                 dict(call_id=call, started_at=None, layout="customer", last_seq=0), rows, ledger)
         finally:
@@ -64,7 +73,7 @@ def _commit(stack, call, rows, offset):
 
 
 def test_a_whole_day_of_rows_commits_in_batches_below_the_parameter_limit(stack):
-    rows = [_row("store-long", s * 1000) for s in range(8000)]     # 8000 x 22 parameters >> 65,535
+    rows = [_row("store-long", s * 1000) for s in range(8000)]     # 8000 x 18 parameters >> 65,535
     _commit(stack, "store-long", rows, 100)
     with sync_engine(stack.settings).connect() as conn:
         n = conn.execute(text("SELECT count(*) FROM emotion_segments WHERE call_id='store-long'")).scalar_one()
@@ -88,9 +97,9 @@ def test_completion_is_right_whatever_the_order_and_later_chunks_are_counted(sta
             for seq, eoc in ((0, True), (2, False), (1, False)):      # end-of-call first, the rest later
                 await w.commit_chunk(dict(call_id="store-eoc", started_at=None, layout="customer",
                                           last_seq=seq if eoc else None),
-                                     [_row("store-eoc", seq * 1000)],
+                                     [_row("store-eoc", seq * 1000, seq=seq)],
                                      dict(topic="t", partition=2, offset=200 + seq, call_id="store-eoc", seq=seq,
-                                          status="done"))
+                                          status="done", end_of_call=eoc))
         finally:
             await engine.dispose()
 
@@ -131,3 +140,40 @@ def test_a_call_erased_while_its_chunk_was_in_flight_gets_no_rows(stack):
             assert n == 0, table
         status = conn.execute(text("SELECT status FROM chunks WHERE topic = 't' AND \"offset\" = 400")).scalar_one()
     assert status == "erased"
+
+
+def _rows(stack, call):
+    with sync_engine(stack.settings).connect() as conn:
+        return conn.execute(text("SELECT participant_id, start_ms, end_ms, label, media, face_found, speech_found, "
+                                 "video_ms, audio_ms FROM emotion_segments WHERE call_id = :c "
+                                 "ORDER BY participant_id, start_ms"), {"c": call}).all()
+
+
+def test_a_cell_two_chunks_share_is_one_row_whatever_their_order(stack):
+    # Chunk a covers 0-5400 ms, chunk b 5400-8000 (a keyframe cut off the grid). Cell 5000 is one row.
+    a = [_row("store-grid", s * 1000, seq=0) for s in range(5)] + [_row("store-grid", 5000, end=5400, seq=0)]
+    b = [_row("store-grid", 5400, seq=1, video=False, speech=0.9)] + \
+        [_row("store-grid", s * 1000, seq=1) for s in (6, 7)]
+    _commit(stack, "store-grid", b, 500)          # the later chunk first
+    first = _rows(stack, "store-grid")
+    assert [(r.start_ms, r.end_ms) for r in first] == [(5000, 6000), (6000, 7000), (7000, 8000)]
+    _commit(stack, "store-grid", a, 501)
+    _commit(stack, "store-grid", b, 500)          # and a redelivery of it
+    rows = _rows(stack, "store-grid")
+    assert [(r.start_ms, r.end_ms) for r in rows] == [(s, s + 1000) for s in range(0, 8000, 1000)]
+    cell = rows[5]
+    assert cell.face_found and cell.speech_found and cell.media == "av"   # face from a, voice from b
+    assert (cell.video_ms, cell.audio_ms) == (400, 1000)
+
+
+def test_gaps_inside_a_timeline_are_rows_without_media_and_only_the_end_is_short(stack):
+    _commit(stack, "store-gap", [_row("store-gap", 0), _row("store-gap", 1000)], 600)
+    _commit(stack, "store-gap", [_row("store-gap", 5000, seq=1), _row("store-gap", 6000, end=6300, seq=1)], 601)
+    rows = _rows(stack, "store-gap")
+    assert [(r.start_ms, r.end_ms, r.media) for r in rows] == [
+        (0, 1000, "av"), (1000, 2000, "av"), (2000, 3000, "none"), (3000, 4000, "none"), (4000, 5000, "none"),
+        (5000, 6000, "av"), (6000, 6300, "av")]
+    assert not any(r.face_found or r.speech_found or r.label for r in rows if r.media == "none")
+    # The gap is filled later (an out-of-order chunk): the no-media rows become real ones.
+    _commit(stack, "store-gap", [_row("store-gap", s * 1000, seq=2) for s in (2, 3, 4)], 602)
+    assert [r.media for r in _rows(stack, "store-gap")] == ["av"] * 7

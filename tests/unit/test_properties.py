@@ -107,7 +107,7 @@ def test_a_dual_chunk_under_the_default_policy_sends_only_the_customer_to_the_mo
     h = MessageHandler(processor, writer, dlq, retry_initial_s=0.001, retry_max_s=0.001)
     assert asyncio.run(h.handle("t", 0, 0, b"c-1", sample, list(VALID.items()) + [("layout", b"dual")])) == "done"
     rows = writer.commits[0][1]
-    assert rows and {r["track"] for r in rows} == {"customer"} and triton.items == len(rows)
+    assert rows and {r["participant_id"] for r in rows} == {"customer"} and triton.items == len(rows)
 
 
 @pytest.mark.parametrize("env, consent, layout, analysed", [
