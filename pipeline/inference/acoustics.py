@@ -75,6 +75,18 @@ def syllable_rate(frames: np.ndarray, seconds: float) -> float:
     return peaks / max(seconds, 1e-3)
 
 
+def pitch_spread(voiced_hz: np.ndarray) -> float:
+    """F0 variability in semitones, robust to the autocorrelation tracker's octave errors: deviations
+    are folded into +-6 semitones of the median and spread is the MAD scaled to a standard deviation.
+    A plain s.d. let one halved or doubled frame (common on G.711 telephone audio and after lossy
+    codecs) swing a segment's arousal by 0.3."""
+    if len(voiced_hz) < 3:
+        return 0.0
+    semis = 12 * np.log2(voiced_hz / np.median(voiced_hz))
+    semis = (semis + 6.0) % 12.0 - 6.0
+    return float(1.4826 * np.median(np.abs(semis - np.median(semis))))
+
+
 def arousal_score(rms_dbfs: float, f0_std_semitones: float, syllables_per_s: float) -> float:
     z = ((rms_dbfs - ENERGY_REF) / ENERGY_SPREAD,
          (f0_std_semitones - PITCH_VAR_REF) / PITCH_VAR_SPREAD,
@@ -91,6 +103,6 @@ def prosody(samples: np.ndarray) -> Prosody:
     f0 = frame_f0(frames)
     voiced = f0[~np.isnan(f0)]
     f0_mean = float(np.mean(voiced)) if len(voiced) else float("nan")
-    f0_std = float(np.std(12 * np.log2(voiced / np.median(voiced)))) if len(voiced) > 2 else 0.0
+    f0_std = pitch_spread(voiced)
     rate = syllable_rate(frames, seconds)
     return Prosody(rms, f0_mean, f0_std, rate, arousal_score(rms, f0_std, rate))

@@ -118,3 +118,60 @@ def generate_call(ffmpeg_bin: str, out: Path, seconds: float = 20.0, width: int 
         raise RuntimeError(f"ffmpeg failed generating {out}: {err[-500:]}")
     wav.unlink(missing_ok=True)
     return out
+
+
+def generate_track(ffmpeg_bin: str, out: Path, seconds: float, *, video: bool = True, audio: bool = True,
+                   speaker: int = 1, video_until: float | None = None, width: int = 320, height: int = 240,
+                   fps: int = 15, vcodec: str = "libx264", acodec: str = "aac", rate: int = 48_000,
+                   channels: int = 1, silent_from: float | None = None, gop_seconds: float = 1.0) -> Path:
+    """One participant's own recording, shaped like a recorder's per-track file: the face of that one
+    person (mirrored for the customer), their voice (speaker 0 agent, 1 customer; or both, one per channel,
+    with channels=2), any codec and rate (VP8/Opus in Matroska, mu-law or A-law at 8 kHz in WAV, ...).
+    `video_until` ends the video there while the audio goes on: a camera switched off."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    inputs, maps = [], []
+    if audio:
+        conv = _conversation(seconds)
+        pcm = conv if channels == 2 else conv[speaker:speaker + 1]
+        if silent_from is not None:
+            pcm = pcm.copy()
+            pcm[:, int(silent_from * 48_000):] = 0
+        wav = out.with_suffix(".src.wav")
+        write_wav(wav, pcm, 48_000)
+        inputs += ["-i", str(wav)]
+    frames_path = out.with_suffix(".src.rgb")
+    if video:
+        shown = min(seconds, video_until) if video_until is not None else seconds
+        face = _resize(_face_image(), int(height * 0.8), int(height * 0.8 * 280 / 300))
+        img = face if speaker == 0 else face[:, ::-1]
+        with open(frames_path, "wb") as f:
+            for i in range(int(shown * fps)):
+                t = i / fps
+                frame = np.full((height, width, 3), (46, 46, 46), np.uint8)
+                x0 = (width - img.shape[1]) // 2 + int(8 * np.sin(2 * np.pi * 0.2 * t))
+                y0 = (height - img.shape[0]) // 2 + int(5 * np.sin(2 * np.pi * 0.13 * t))
+                x0 = int(np.clip(x0, 0, width - img.shape[1]))
+                y0 = int(np.clip(y0, 0, height - img.shape[0]))
+                frame[y0:y0 + img.shape[0], x0:x0 + img.shape[1]] = img
+                f.write(frame.tobytes())
+        inputs = ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps),
+                  "-i", str(frames_path)] + inputs
+    n = 0
+    if video:
+        maps += ["-map", "0:v"]
+        n = 1
+    if audio:
+        maps += ["-map", f"{n}:a"]
+    codecs: list[str] = []
+    if video:
+        codecs += ["-c:v", vcodec, "-pix_fmt", "yuv420p", "-g", str(int(fps * gop_seconds))]
+        codecs += ["-preset", "veryfast", "-bf", "0"] if vcodec == "libx264" else ["-b:v", "300k"]
+    if audio:
+        codecs += ["-c:a", acodec, "-ar", str(rate), "-ac", str(channels)]
+    argv = [ffmpeg_bin, "-hide_banner", "-loglevel", "error", "-y", *inputs, *maps, *codecs, str(out)]
+    proc = subprocess.run(argv, capture_output=True)
+    frames_path.unlink(missing_ok=True)
+    out.with_suffix(".src.wav").unlink(missing_ok=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ffmpeg failed generating {out}: {proc.stderr.decode(errors='replace')[-500:]}")
+    return out

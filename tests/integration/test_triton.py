@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from pipeline.inference.client import EmotionClient, Item
+from pipeline.inference.fusion import fuse_evidence
 from pipeline.inference.labels import DFEW_LABELS
 
 pytestmark = pytest.mark.stack
@@ -59,9 +60,9 @@ def test_real_faces_and_speech_give_ordered_probabilities(stack):
              Item(np.stack([face]), np.zeros(0, np.float32)),            # video only
              Item(np.zeros((0, 1, 1, 3), np.uint8), speech),             # audio only
              Item(np.zeros((2, 270, 240, 3), np.uint8) + 40, np.zeros(16000, np.float32))]  # nothing
-    results, (name, version) = _infer(stack.settings, items)
-    assert name == "callstream-emotion" and version
-    both, video, audio, nothing = results
+    results, (name, version, ratio) = _infer(stack.settings, items)
+    assert name == "callstream-emotion" and version and 0 < ratio < 1
+    both, video, audio, nothing = (fuse_evidence(e, ratio) for e in results)
     assert both.probs.shape == (len(DFEW_LABELS),) and np.isclose(both.probs.sum(), 1, atol=1e-4)
     assert both.label == "happy" and both.face_found and both.speech_found and both.arousal is not None
     assert video.label == "happy" and video.face_found and not video.speech_found and video.arousal is None
@@ -77,6 +78,32 @@ def test_batched_and_unbatched_calls_agree(stack):
              for _ in range(6)]
     batched, _ = _infer(stack.settings, items, batch_items=32)
     single, _ = _infer(stack.settings, items, batch_items=1)
-    for a, b in zip(batched, single, strict=True):
+    for a, b in zip(map(fuse_evidence, batched), map(fuse_evidence, single), strict=True):
         assert a.label == b.label and a.face_found == b.face_found and a.speech_found == b.speech_found
         assert np.abs(a.probs - b.probs).max() < 1e-4
+
+
+@pytest.mark.parametrize("codec, rate", [("pcm_mulaw", 8000), ("pcm_alaw", 8000), ("pcm_s16le", 8000),
+                                         ("pcm_s16le", 16000), ("libopus", 48000)])
+def test_telephony_audio_gives_the_voice_analysis_of_wideband_audio(stack, tmp_path, codec, rate):
+    """The same customer speech as 8 kHz G.711 (mu-law, A-law), 8 and 16 kHz PCM and 48 kHz Opus: the
+    decoder brings all to 16 kHz, and each 1-s segment's speech decision and arousal must agree with
+    the 48 kHz PCM reference (the VAD and the prosody cues live below 4 kHz)."""
+    from pipeline.media.decode import decode
+    from pipeline.media.ffmpeg_bin import ffmpeg_exe
+    from pipeline.media.synth import generate_track
+
+    def voice(acodec, ar, name):
+        path = generate_track(ffmpeg_exe(), tmp_path / name, 16, video=False, acodec=acodec, rate=ar)
+        audio = decode(ffmpeg_exe(), path, 2.0, 320).audio[0]
+        items = [Item(np.zeros((0, 1, 1, 3), np.uint8), audio[i * 16000:(i + 1) * 16000]) for i in range(15)]
+        results, (_, _, ratio) = _infer(stack.settings, items)
+        return [fuse_evidence(e, ratio) for e in results]
+
+    ref = voice("pcm_s16le", 48000, "ref.wav")
+    got = voice(codec, rate, "x.mka" if codec == "libopus" else "x.wav")
+    assert sum(r.speech_found for r in ref) >= 5                     # the reference has speech to compare
+    agree = np.mean([a.speech_found == b.speech_found for a, b in zip(ref, got, strict=True)])
+    assert agree >= 0.85, (codec, rate, [(a.speech_found, b.speech_found) for a, b in zip(ref, got, strict=True)])
+    both = [(a.arousal, b.arousal) for a, b in zip(ref, got, strict=True) if a.speech_found and b.speech_found]
+    assert both and np.mean([abs(a - b) for a, b in both]) < 0.1, both
