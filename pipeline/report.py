@@ -1,4 +1,4 @@
-"""Human-facing output: the timeline as a table, and as a PNG of probabilities over time per track."""
+"""Human-facing output: the timeline as a table, and as a PNG of probabilities over time per participant."""
 
 from __future__ import annotations
 
@@ -8,17 +8,17 @@ from pipeline.inference.labels import DFEW_LABELS
 
 
 def format_timeline(rows: list[dict]) -> str:
-    lines = [f"{'time':>13}  {'track':<8} {'label':<9} {'conf':>5}  face speech arousal  top-2"]
+    lines = [f"{'time':>13}  {'participant':<12} {'label':<9} {'conf':>5}  face speech arousal  top-2"]
     for r in rows:
         span = f"{r['start_ms'] / 1000:6.1f}-{r['end_ms'] / 1000:<6.1f}"
         if r["label"] is None:
-            lines.append(f"{span}  {r['track']:<8} {'(none)':<9} {'':>5}  {'-':<4} {'-':<6} {'':>7}  "
-                         "no face, no speech")
+            why = "no media" if r.get("media") == "none" else "no face, no speech"
+            lines.append(f"{span}  {r['participant']:<12} {'(none)':<9} {'':>5}  {'-':<4} {'-':<6} {'':>7}  {why}")
             continue
         probs = sorted(((r[label], label) for label in DFEW_LABELS), reverse=True)[:2]
         top = ", ".join(f"{label} {p:.2f}" for p, label in probs)
         arousal = f"{r['arousal']:.2f}" if r["arousal"] is not None else "-"
-        lines.append(f"{span}  {r['track']:<8} {r['label']:<9} {r['confidence']:5.2f}  "
+        lines.append(f"{span}  {r['participant']:<12} {r['label']:<9} {r['confidence']:5.2f}  "
                      f"{'yes' if r['face_found'] else 'no':<4} {'yes' if r['speech_found'] else 'no':<6} "
                      f"{arousal:>7}  {top}")
     return "\n".join(lines)
@@ -27,7 +27,8 @@ def format_timeline(rows: list[dict]) -> str:
 def format_summary(rows: list[dict]) -> str:
     lines = []
     for r in rows:
-        lines.append(f"  {r['track']:<8} {float(r['seconds']):5.1f}s analysed, dominant {r['dominant_label'] or '-'}, "
+        lines.append(f"  {r['participant']} ({r['role']}): {float(r['seconds']):5.1f}s analysed, "
+                     f"dominant {r['dominant_label'] or '-'}, "
                      f"happy {float(r['happy_seconds']):.1f}s, angry {float(r['angry_seconds']):.1f}s, "
                      f"face in {float(r['face_coverage']) * 100:.0f}% / speech in "
                      f"{float(r['speech_coverage']) * 100:.0f}% of segments")
@@ -40,10 +41,10 @@ def plot_timeline(rows: list[dict], out: Path, title: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tracks = sorted({r["track"] for r in rows})
+    tracks = sorted({r["participant"] for r in rows})
     fig, axes = plt.subplots(len(tracks), 1, figsize=(11, 2.8 * len(tracks)), sharex=True, squeeze=False)
     for ax, track in zip(axes[:, 0], tracks, strict=True):
-        mine = [r for r in rows if r["track"] == track]
+        mine = [r for r in rows if r["participant"] == track]
         xs = [(r["start_ms"] + r["end_ms"]) / 2000 for r in mine]
         for label in DFEW_LABELS:
             ax.plot(xs, [r[label] if r[label] is not None else float("nan") for r in mine], label=label, lw=1.5)

@@ -342,7 +342,7 @@ def faults(h: Harness, m: dict[str, Path], calls: int, pause_s: float) -> list[d
                                      {"p": f"{prefix}-%"}).scalar_one()
                 overlaps = conn.execute(text("""
                     SELECT count(*) FROM emotion_segments a JOIN emotion_segments b
-                      ON a.call_id = b.call_id AND a.track = b.track AND a.start_ms < b.start_ms
+                      ON a.call_id = b.call_id AND a.participant_id = b.participant_id AND a.start_ms < b.start_ms
                      AND b.start_ms < a.end_ms
                     WHERE a.call_id LIKE :p"""), {"p": f"{prefix}-%"}).scalar_one()
             if expected_rows is None:

@@ -135,6 +135,12 @@ class Upload:
     layout: str | None = None
     delete_after: bool = True
 
+    def meta(self, call_id: str, started: datetime | None = None) -> ChunkMeta:
+        return ChunkMeta(call_id=call_id, seq=self.seq, start_ms=self.start_ms, duration_ms=self.end_ms - self.start_ms,
+                         end_of_call=self.end_of_call, layout=self.layout, content_type=_content_type(self.path),
+                         call_started_at=started, participant_id=self.participant_id, role=self.role,
+                         media=self.media if self.participant_id else "av")
+
 
 def publish_uploads(settings: Settings, call_id: str, uploads: list[Upload], *, realtime: bool = False,
                     on_chunk: Callable[[ChunkMeta, int], None] | None = None,
@@ -153,10 +159,7 @@ def publish_uploads(settings: Settings, call_id: str, uploads: list[Upload], *, 
                 delay = up.end_ms / 1000 - (time.monotonic() - t0)
                 if delay > 0:
                     time.sleep(delay)
-            meta = ChunkMeta(call_id=call_id, seq=up.seq, start_ms=up.start_ms, duration_ms=up.end_ms - up.start_ms,
-                             end_of_call=up.end_of_call, layout=up.layout, content_type=_content_type(up.path),
-                             call_started_at=started, participant_id=up.participant_id, role=up.role,
-                             media=up.media if up.participant_id else "av")
+            meta = up.meta(call_id, started)
             try:
                 payload = up.path.read_bytes()
                 sent.append(pub.publish(meta, payload))

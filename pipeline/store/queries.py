@@ -6,19 +6,30 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 TIMELINE = text("""
-SELECT track, start_ms, end_ms, label, confidence, neutral, happy, sad, angry, fear, disgust, surprise,
-       face_found, speech_found, arousal, model_version
-FROM emotion_timeline WHERE call_id = :call_id ORDER BY start_ms, track""")
+SELECT participant_id AS participant, role, start_ms, end_ms, label, confidence, neutral, happy, sad, angry, fear,
+       disgust, surprise, face_found, speech_found, arousal, media, model_version
+FROM emotion_timeline WHERE call_id = :call_id ORDER BY start_ms, participant_id""")
 
 TRACK_SUMMARY = text("""
-SELECT track, segments, seconds, observed_seconds, dominant_label, angry_seconds, happy_seconds,
-       neutral_seconds, mean_arousal, face_coverage, speech_coverage
-FROM call_track_summary WHERE call_id = :call_id ORDER BY track""")
+SELECT participant_id AS participant, role, segments, seconds, no_media_seconds, observed_seconds, dominant_label,
+       angry_seconds, happy_seconds, neutral_seconds, mean_arousal, face_coverage, speech_coverage
+FROM call_participant_summary WHERE call_id = :call_id ORDER BY participant_id""")
 
 PROGRESS = text("""
-SELECT count(DISTINCT seq) FILTER (WHERE status = 'done') AS done,
-       count(DISTINCT seq) FILTER (WHERE status = 'failed') AS failed
+SELECT count(DISTINCT (stream, seq)) FILTER (WHERE status = 'done') AS done,
+       count(DISTINCT (stream, seq)) FILTER (WHERE status = 'failed') AS failed
 FROM chunks WHERE call_id = :call_id""")
+
+# README §Is a timeline whole?: no rows = every participant's timeline is on the grid, without holes or
+# overlaps, and only its last row may be short. Kept here so the tests run exactly what users run.
+TIMELINE_CHECK = """
+SELECT participant_id, start_ms, end_ms, next_start FROM (
+    SELECT participant_id, start_ms, end_ms,
+           lead(start_ms) OVER (PARTITION BY participant_id, model_version ORDER BY start_ms) AS next_start
+    FROM emotion_segments WHERE call_id = :call_id) t
+WHERE (next_start IS NOT NULL AND next_start <> end_ms)          -- a hole or an overlap
+   OR start_ms % 1000 <> 0                                        -- off the 1-s grid
+   OR (next_start IS NOT NULL AND end_ms - start_ms <> 1000)      -- a short row before the end"""
 
 
 def timeline(engine: Engine, call_id: str) -> list[dict]:

@@ -16,8 +16,9 @@ def query(settings, sql: str, **params) -> list:
 
 
 def wait_chunks(settings, call_id: str, n: int, timeout: float = 180, status: str = "done") -> None:
-    wait_for(lambda: query(settings, "SELECT count(DISTINCT seq) FROM chunks WHERE call_id=:c AND status=:s",
-                           c=call_id, s=status)[0][0] >= n, timeout, f"{n} {status} chunks of {call_id}")
+    wait_for(lambda: query(settings, "SELECT count(*) FROM (SELECT DISTINCT stream, seq FROM chunks "
+                                     "WHERE call_id=:c AND status=:s) x", c=call_id, s=status)[0][0] >= n,
+             timeout, f"{n} {status} chunks of {call_id}")
 
 
 def segments(settings, call_id: str) -> list:
