@@ -27,9 +27,13 @@ def _segment_argv(ffmpeg_bin: str, src: Path, outdir: Path, seconds: float, copy
     codec = {"c": "copy"} if copy else {
         "c:v": "libx264", "preset": "veryfast", "c:a": "aac",
         "force_key_frames": f"expr:gte(t,n_forced*{seconds})"}
+    # avoid_negative_ts disabled: the list's times stay the source's own. Otherwise the muxer shifts
+    # everything by the audio encoder's priming (AAC: 21 ms), and every chunk lands 21 ms late in call
+    # time, ending the timeline in a 21-ms sliver row.
     out = ffmpeg.input(str(src)).output(
         str(outdir / "chunk%06d.mkv"), f="segment", segment_time=seconds, segment_format="matroska",
-        reset_timestamps=1, segment_list=str(outdir / "list.csv"), segment_list_type="csv", **codec)
+        reset_timestamps=1, segment_list=str(outdir / "list.csv"), segment_list_type="csv",
+        avoid_negative_ts="disabled", **codec)
     argv = out.global_args("-hide_banner", "-nostdin", "-loglevel", "error").compile(cmd=ffmpeg_bin)
     # Keep the first video and first audio stream only (optional maps: either may be absent).
     i = argv.index("-i") + 2
@@ -51,7 +55,9 @@ def cut(ffmpeg_bin: str, src: Path, seconds: float, workdir: Path | None = None)
         raise RuntimeError(f"ffmpeg could not cut {src}: {proc.stderr.decode(errors='replace')[-400:]}")
     with open(outdir / "list.csv", newline="") as f:
         rows = [(name, float(start), float(end)) for name, start, end in csv.reader(f)]
-    # Offsets are relative to the recording's first timestamp (encoder delay makes it non-zero).
-    origin = rows[0][1] if rows else 0.0
-    return [ChunkFile(outdir / name, seq, int(round((start - origin) * 1000)), int(round((end - origin) * 1000)))
+    # Offsets are relative to the recording's first timestamp; a negative one is encoder priming, which
+    # decodes to nothing.
+    origin = max(rows[0][1], 0.0) if rows else 0.0
+    return [ChunkFile(outdir / name, seq, max(0, int(round((start - origin) * 1000))),
+                      int(round((end - origin) * 1000)))
             for seq, (name, start, end) in enumerate(rows)]
