@@ -9,7 +9,7 @@ import time
 import uuid
 from pathlib import Path
 
-from pipeline.settings import Settings, mask
+from pipeline.settings import Settings, SettingsError, mask
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
@@ -261,12 +261,13 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         rc = cmd_timeline(settings, args)
     finally:
         stop_process(worker)
+    db = mask("database_url", settings.db_url)
     print(f"""
 Next steps
   publish your own recording:   .venv/bin/callstream produce path/to/call.mp4 --call-id my-call-1
   run a worker (or several):    .venv/bin/callstream worker
   print its timeline and plot:  .venv/bin/callstream timeline my-call-1 --plot my-call-1.png
-  query in SQL:                 psql "{mask('database_url', settings.db_url)}" -c "SELECT * FROM call_track_summary"
+  query in SQL:                 psql "{db}" -c "SELECT * FROM call_participant_summary"
   stop the embedded stack:      .venv/bin/callstream down""")
     return rc
 
@@ -454,7 +455,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("kafka", "botocore", "urllib3", "aiokafka"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    return COMMANDS[args.cmd](Settings.from_env(), args)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:  # a wrong setting stops every command before it starts anything
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return COMMANDS[args.cmd](settings, args)
 
 
 if __name__ == "__main__":

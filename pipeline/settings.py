@@ -10,10 +10,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, TypeAdapter, ValidationError
 
 from pipeline.contract import LAYOUTS, ROLES
 
@@ -21,8 +24,22 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 EMPLOYEE_ROLES = ("agent", "supervisor")
 
 
-def _setting(env: str, default: Any, doc: str) -> Any:
-    return field(default=default, metadata={"env": env, "doc": doc})
+class SettingsError(ValueError):
+    """A setting is wrong: names the variable, what it was given and what it accepts."""
+
+
+PORT: dict[str, float] = {"ge": 0, "le": 65535}
+COUNT: dict[str, float] = {"ge": 1}
+NON_NEGATIVE: dict[str, float] = {"ge": 0}
+POSITIVE: dict[str, float] = {"gt": 0}
+BOOLEANS = ("true", "false", "yes", "no", "on", "off", "1", "0")
+
+
+def _setting(env: str, default: Any, doc: str, *, choices: tuple[str, ...] | None = None,
+             bounds: Mapping[str, float] | None = None) -> Any:
+    """A setting: its variable, default and meaning; `choices` or numeric `bounds` (pydantic's ge, gt, le)
+    that it must satisfy. Numbers are non-negative unless bounds say otherwise."""
+    return field(default=default, metadata={"env": env, "doc": doc, "choices": choices, "bounds": bounds or {}})
 
 
 @dataclass(frozen=True)
@@ -33,31 +50,35 @@ class Settings:
     # --- Kafka -------------------------------------------------------------------------------
     kafka_bootstrap: str = _setting("CALLSTREAM_KAFKA_BOOTSTRAP", "",
                                     "host:port of a Kafka cluster; empty = the embedded tansu broker.")
-    kafka_port: int = _setting("CALLSTREAM_KAFKA_PORT", 9092, "Port of the embedded broker.")
+    kafka_port: int = _setting("CALLSTREAM_KAFKA_PORT", 9092, "Port of the embedded broker.", bounds=PORT)
     kafka_security_protocol: str = _setting("CALLSTREAM_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT",
-                                            "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, for every Kafka client.")
+                                            "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, for every Kafka client.",
+                                            choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"))
     kafka_sasl_mechanism: str = _setting("CALLSTREAM_KAFKA_SASL_MECHANISM", "PLAIN",
-                                         "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.")
+                                         "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.",
+                                         choices=("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"))
     kafka_sasl_username: str = _setting("CALLSTREAM_KAFKA_SASL_USERNAME", "", "SASL user name.")
-    kafka_sasl_password: str = _setting("CALLSTREAM_KAFKA_SASL_PASSWORD", "", "SASL password (never printed).")
+    kafka_sasl_password: SecretStr = _setting("CALLSTREAM_KAFKA_SASL_PASSWORD", SecretStr(""),
+                                              "SASL password (never printed).")
     kafka_ssl_cafile: str = _setting("CALLSTREAM_KAFKA_SSL_CAFILE", "",
                                      "CA bundle to verify the brokers; empty = the system's.")
     chunks_topic: str = _setting("CALLSTREAM_CHUNKS_TOPIC", "callstream.chunks", "Topic of media chunks.")
     dlq_topic: str = _setting("CALLSTREAM_DLQ_TOPIC", "callstream.chunks.dlq",
                               "Dead-letter topic: rejected chunks with the reason in a header.")
     partitions: int = _setting("CALLSTREAM_PARTITIONS", 12,
-                               "Partitions of the chunks topic; bounds how many workers share the load.")
+                               "Partitions of the chunks topic; bounds how many workers share the load.", bounds=COUNT)
     app_id: str = _setting("CALLSTREAM_APP_ID", "callstream", "Faust app id = Kafka consumer group.")
     worker_concurrency: int = _setting("CALLSTREAM_WORKER_CONCURRENCY", 4,
-                                       "Chunks in flight per worker (Faust agent concurrency).")
+                                       "Chunks in flight per worker (Faust agent concurrency).", bounds=COUNT)
     worker_web_port: int = _setting("CALLSTREAM_WORKER_WEB_PORT", 0,
-                                    "Faust web port of a worker; 0 = pick a free one.")
+                                    "Faust web port of a worker; 0 = pick a free one.", bounds=PORT)
     # --- object store (claim checks, broker storage) ----------------------------------------
     s3_endpoint: str = _setting("CALLSTREAM_S3_ENDPOINT", "",
                                 "S3 API URL; empty = the embedded SeaweedFS.")
-    s3_port: int = _setting("CALLSTREAM_S3_PORT", 8333, "S3 port of the embedded SeaweedFS.")
+    s3_port: int = _setting("CALLSTREAM_S3_PORT", 8333, "S3 port of the embedded SeaweedFS.", bounds=PORT)
     s3_access_key: str = _setting("CALLSTREAM_S3_ACCESS_KEY", "callstream", "S3 access key.")
-    s3_secret_key: str = _setting("CALLSTREAM_S3_SECRET_KEY", "callstream-secret", "S3 secret key.")
+    s3_secret_key: SecretStr = _setting("CALLSTREAM_S3_SECRET_KEY", SecretStr("callstream-secret"),
+                                        "S3 secret key (never printed).")
     s3_region: str = _setting("CALLSTREAM_S3_REGION", "us-east-1", "S3 region.")
     claim_check_bucket: str = _setting("CALLSTREAM_CLAIM_CHECK_BUCKET", "callstream-chunks",
                                        "Bucket for chunk payloads above the inline limit.")
@@ -66,7 +87,7 @@ class Settings:
     inline_limit_bytes: int = _setting("CALLSTREAM_INLINE_LIMIT_BYTES", 900_000,
                                        "Payloads above this go through the claim check.")
     max_chunk_bytes: int = _setting("CALLSTREAM_MAX_CHUNK_BYTES", 64 * 1024 * 1024,
-                                    "Chunks above this are dead-lettered as too large.")
+                                    "Chunks above this are dead-lettered as too large.", bounds=COUNT)
     claim_check_buckets: str = _setting("CALLSTREAM_CLAIM_CHECK_BUCKETS", "",
                                         "Comma-separated buckets a claim check may name; empty = only "
                                         "CALLSTREAM_CLAIM_CHECK_BUCKET. Any other bucket is refused unread.")
@@ -76,43 +97,46 @@ class Settings:
     # --- Triton ------------------------------------------------------------------------------
     triton_url: str = _setting("CALLSTREAM_TRITON_URL", "",
                                "host:port of Triton's gRPC endpoint; empty = the embedded tritonserver.")
-    triton_grpc_port: int = _setting("CALLSTREAM_TRITON_GRPC_PORT", 8001, "gRPC port of embedded Triton.")
-    triton_http_port: int = _setting("CALLSTREAM_TRITON_HTTP_PORT", 8000, "HTTP port of embedded Triton.")
-    triton_metrics_port: int = _setting("CALLSTREAM_TRITON_METRICS_PORT", 8002, "Metrics port of embedded Triton.")
+    triton_grpc_port: int = _setting("CALLSTREAM_TRITON_GRPC_PORT", 8001, "gRPC port of embedded Triton.", bounds=PORT)
+    triton_http_port: int = _setting("CALLSTREAM_TRITON_HTTP_PORT", 8000, "HTTP port of embedded Triton.", bounds=PORT)
+    triton_metrics_port: int = _setting("CALLSTREAM_TRITON_METRICS_PORT", 8002, "Metrics port of embedded Triton.",
+                                        bounds=PORT)
     triton_model: str = _setting("CALLSTREAM_TRITON_MODEL", "emotion",
                                  "The model the worker calls (one call per batch of segments).")
     model_repository: Path = _setting("CALLSTREAM_MODEL_REPOSITORY", REPO_ROOT / "triton_models",
                                       "Triton model repository served by the embedded tritonserver.")
     triton_batch_items: int = _setting("CALLSTREAM_TRITON_BATCH_ITEMS", 32,
-                                       "Most (track, segment) items sent in one inference request.")
+                                       "Most (track, segment) items sent in one inference request.", bounds=COUNT)
     # --- Postgres ----------------------------------------------------------------------------
     database_url: str = _setting("DATABASE_URL", "",
                                  "postgresql:// URL; empty = the embedded Postgres from the wheel.")
-    pg_port: int = _setting("CALLSTREAM_PG_PORT", 5433, "Port of the embedded Postgres.")
+    pg_port: int = _setting("CALLSTREAM_PG_PORT", 5433, "Port of the embedded Postgres.", bounds=PORT)
     # --- media and segmentation --------------------------------------------------------------
     ffmpeg_binary: str = _setting("CALLSTREAM_FFMPEG", "",
                                   "ffmpeg executable; empty = the one shipped by imageio-ffmpeg.")
-    sample_fps: float = _setting("CALLSTREAM_SAMPLE_FPS", 2.0, "Face frames sampled per second.")
+    sample_fps: float = _setting("CALLSTREAM_SAMPLE_FPS", 2.0, "Face frames sampled per second.", bounds=POSITIVE)
     frame_width: int = _setting("CALLSTREAM_FRAME_WIDTH", 480,
-                                "Decoded frames are scaled (in the decoder) to this width.")
+                                "Decoded frames are scaled (in the decoder) to this width.", bounds={"ge": 32})
     fast_decode: bool = _setting("CALLSTREAM_FAST_DECODE", True,
                                  "Skip H.264/HEVC deblocking while decoding: frames are downscaled for faces "
                                  "anyway, and it saves about a fifth of decode time at 720p.")
     segment_ms: int = _setting("CALLSTREAM_SEGMENT_MS", 1000,
                                "Length of an analysis segment: the grid of every timeline. Keep it fixed for a "
-                               "database; a call analysed under two lengths mixes two grids.")
+                               "database; a call analysed under two lengths mixes two grids.", bounds=COUNT)
     max_call_s: int = _setting("CALLSTREAM_MAX_CALL_S", 24 * 3600,
                                "Longest call time a chunk may reach (start-ms + length); later media is "
-                               "dead-lettered. Bounds the rows, no-media rows included, one call can make.")
-    chunk_seconds: float = _setting("CALLSTREAM_CHUNK_SECONDS", 5.0, "Chunk length cut by the producer.")
+                               "dead-lettered. Bounds the rows, no-media rows included, one call can make.",
+                               bounds=COUNT)
+    chunk_seconds: float = _setting("CALLSTREAM_CHUNK_SECONDS", 5.0, "Chunk length cut by the producer.",
+                                    bounds=POSITIVE)
     default_layout: str = _setting("CALLSTREAM_DEFAULT_LAYOUT", "dual",
-                                   "Track layout when a chunk has no layout header (see README).")
+                                   "Track layout when a chunk has no layout header (see README).", choices=LAYOUTS)
     duration_tolerance_ms: int = _setting("CALLSTREAM_DURATION_TOLERANCE_MS", 500,
                                           "duration-ms may differ this much from what decodes; beyond it the "
                                           "decoded length wins (noted in the ledger). Keep below segment length.")
     decode_window_s: float = _setting("CALLSTREAM_DECODE_WINDOW_S", 30.0,
                                       "Media is decoded and analysed this many seconds at a time, so memory "
-                                      "does not grow with a chunk's length.")
+                                      "does not grow with a chunk's length.", bounds=POSITIVE)
     decode_timeout_base_s: float = _setting("CALLSTREAM_DECODE_TIMEOUT_BASE_S", 60.0,
                                             "Decode budget of a chunk: this plus the factor below times its "
                                             "declared seconds.")
@@ -136,36 +160,41 @@ class Settings:
     require_consent: bool = _setting("CALLSTREAM_REQUIRE_CONSENT", False,
                                      "Analyse only chunks whose consent header is `emotion`.")
     # --- retries -----------------------------------------------------------------------------
-    retry_initial_s: float = _setting("CALLSTREAM_RETRY_INITIAL_S", 0.5, "First backoff on a transient fault.")
-    retry_max_s: float = _setting("CALLSTREAM_RETRY_MAX_S", 30.0, "Longest backoff between retries.")
+    retry_initial_s: float = _setting("CALLSTREAM_RETRY_INITIAL_S", 0.5, "First backoff on a transient fault.",
+                                      bounds=POSITIVE)
+    retry_max_s: float = _setting("CALLSTREAM_RETRY_MAX_S", 30.0, "Longest backoff between retries.", bounds=POSITIVE)
     max_attempts: int = _setting("CALLSTREAM_MAX_ATTEMPTS", 6,
                                  "Transient failures of one message before asking its dependency: if the "
-                                 "dependency answers, the message is dead-lettered as retries_exhausted.")
+                                 "dependency answers, the message is dead-lettered as retries_exhausted.", bounds=COUNT)
     stop_grace_s: float = _setting("CALLSTREAM_STOP_GRACE_S", 8.0,
                                    "After SIGTERM a worker leaves the group and exits within this time.")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Settings from environment variables, each parsed to its type (pydantic): a wrong type, a
+        bound or choice not met, or a typo in a boolean raises SettingsError naming the variable."""
         source: Mapping[str, str] = os.environ if env is None else env
         values: dict[str, Any] = {}
+        hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             raw = source.get(f.metadata["env"])
             if raw is None or raw == "":
                 continue
-            values[f.name] = _coerce(f.default, raw, f.metadata["env"])
+            values[f.name] = _parse(f.metadata["env"], hints[f.name], raw)
         return cls(**values)
 
     # --- derived endpoints: the embedded stack fills in whatever was not given ---------------
     def __post_init__(self) -> None:
-        if self.default_layout not in LAYOUTS:
-            raise ValueError(f"CALLSTREAM_DEFAULT_LAYOUT={self.default_layout!r}; accepted: {', '.join(LAYOUTS)}")
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            _check(f.metadata, hints[f.name], getattr(self, f.name))
         unknown = self.roles - set(ROLES)
         if unknown:
-            raise ValueError(f"CALLSTREAM_ANALYSED_ROLES={self.analysed_roles!r}: unknown role(s) "
+            raise SettingsError(f"CALLSTREAM_ANALYSED_ROLES={self.analysed_roles!r}: unknown role(s) "
                              f"{sorted(unknown)}; accepted: {', '.join(ROLES)}")
         employees = self.roles & set(EMPLOYEE_ROLES)
         if employees and not self.allow_employee_emotion_recognition:
-            raise ValueError(
+            raise SettingsError(
                 f"CALLSTREAM_ANALYSED_ROLES names {sorted(employees)}: emotion recognition of employees at work "
                 "is prohibited in the EU (AI Act Art. 5(1)(f)). Outside its scope, also set "
                 "CALLSTREAM_ALLOW_EMPLOYEE_EMOTION_RECOGNITION_PROHIBITED_IN_EU=true.")
@@ -206,7 +235,7 @@ class Settings:
 
     def describe(self) -> list[tuple[str, str, str]]:
         """(variable, value, meaning) for every setting, secrets masked: this is printed and logged."""
-        return [(f.metadata["env"], mask(f.name, str(getattr(self, f.name))), f.metadata["doc"])
+        return [(f.metadata["env"], mask(f.name, _plain(getattr(self, f.name))), f.metadata["doc"])
                 for f in dataclasses.fields(self)]
 
 
@@ -217,16 +246,33 @@ def mask(name: str, value: str) -> str:
     return re.sub(r"(://[^:/@\s]+):[^@\s]*@", r"\1:********@", value)
 
 
-def _coerce(default: Any, raw: str, name: str) -> Any:
+def _plain(value: Any) -> str:
+    return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+
+
+def _parse(env: str, kind: Any, raw: str) -> Any:
+    if kind is bool:
+        word = raw.strip().lower()
+        if word not in BOOLEANS:
+            raise SettingsError(f"{env}={raw!r} is not a boolean; accepted: {', '.join(BOOLEANS)}")
+        return word in ("true", "yes", "on", "1")
     try:
-        if isinstance(default, bool):
-            return raw.strip().lower() in {"1", "true", "yes", "on"}
-        if isinstance(default, int):
-            return int(raw)
-        if isinstance(default, float):
-            return float(raw)
-        if isinstance(default, Path):
-            return Path(raw)
-        return raw
-    except ValueError as exc:
-        raise ValueError(f"{name}={raw!r}: expected {type(default).__name__}") from exc
+        return TypeAdapter(kind).validate_python(raw.strip() if kind in (int, float) else raw)
+    except ValidationError as exc:
+        shown = "********" if kind is SecretStr else raw
+        name = {int: "an integer", float: "a number"}.get(kind, getattr(kind, "__name__", str(kind)))
+        raise SettingsError(f"{env}={shown!r} is not {name} ({exc.errors()[0]['msg']})") from None
+
+
+def _check(meta: Mapping[str, Any], kind: Any, value: Any) -> None:
+    """Bounds and choices of one setting (numbers are non-negative unless their bounds say otherwise)."""
+    env, choices, bounds = meta["env"], meta["choices"], dict(meta["bounds"])
+    if choices is not None and value not in choices:
+        raise SettingsError(f"{env}={value!r}; accepted: {', '.join(choices)}")
+    if kind in (int, float) and not isinstance(value, bool):
+        bounds = bounds or NON_NEGATIVE
+        try:
+            TypeAdapter(Annotated[kind, Field(**bounds)]).validate_python(value)
+        except ValidationError:
+            said = ", ".join(f"{({'ge': '>=', 'gt': '>', 'le': '<='})[k]} {v}" for k, v in bounds.items())
+            raise SettingsError(f"{env}={value!r}: must be {said}") from None

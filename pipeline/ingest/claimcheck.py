@@ -23,7 +23,7 @@ def s3_client(settings: Settings) -> Any:
     from botocore.config import Config
 
     return boto3.client("s3", endpoint_url=settings.s3_url, aws_access_key_id=settings.s3_access_key,
-                        aws_secret_access_key=settings.s3_secret_key, region_name=settings.s3_region,
+                        aws_secret_access_key=settings.s3_secret_key.get_secret_value(), region_name=settings.s3_region,
                         # Bounded waits: a store that hangs must surface as a fault, not stall a chunk.
                         config=Config(retries={"max_attempts": 3, "mode": "standard"},
                                       connect_timeout=5, read_timeout=30,

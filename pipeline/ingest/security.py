@@ -36,7 +36,7 @@ def kafka_python_kwargs(settings: Settings) -> dict[str, Any]:
     if protocol.startswith("SASL"):
         kw.update(sasl_mechanism=settings.kafka_sasl_mechanism.upper(),
                   sasl_plain_username=settings.kafka_sasl_username,
-                  sasl_plain_password=settings.kafka_sasl_password)
+                  sasl_plain_password=settings.kafka_sasl_password.get_secret_value())
     return kw
 
 
@@ -52,5 +52,6 @@ def faust_credentials(settings: Settings) -> Any:
         return None
     if protocol == "SSL":
         return faust.SSLCredentials(ssl_context(settings))
-    return faust.SASLCredentials(username=settings.kafka_sasl_username, password=settings.kafka_sasl_password,
+    return faust.SASLCredentials(username=settings.kafka_sasl_username,
+                                 password=settings.kafka_sasl_password.get_secret_value(),
                                  ssl_context=ssl_context(settings), mechanism=settings.kafka_sasl_mechanism.upper())

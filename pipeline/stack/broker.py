@@ -28,7 +28,7 @@ def start(settings: Settings) -> None:
         f"--storage-engine=s3://{settings.broker_bucket}/",
     ], env={
         "AWS_ENDPOINT": settings.s3_url, "AWS_ALLOW_HTTP": "true",
-        "AWS_ACCESS_KEY_ID": settings.s3_access_key, "AWS_SECRET_ACCESS_KEY": settings.s3_secret_key,
+        "AWS_ACCESS_KEY_ID": settings.s3_access_key, "AWS_SECRET_ACCESS_KEY": settings.s3_secret_key.get_secret_value(),
         "AWS_DEFAULT_REGION": settings.s3_region,
     })
     procs.wait_until(lambda: procs.port_open(port), "tansu broker", 60, settings.state_dir, NAME)

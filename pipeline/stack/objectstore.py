@@ -34,7 +34,7 @@ def start(settings: Settings) -> None:
     config = data / "s3.json"
     config.write_text(json.dumps({"identities": [{
         "name": "callstream",
-        "credentials": [{"accessKey": settings.s3_access_key, "secretKey": settings.s3_secret_key}],
+        "credentials": [{"accessKey": settings.s3_access_key, "secretKey": settings.s3_secret_key.get_secret_value()}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"],
     }]}))
     base = settings.s3_port

@@ -94,3 +94,37 @@ def test_settings_output_contains_no_secret():
     printed = "\n".join(" ".join(row) for row in s.describe())
     assert "hunter2" not in printed and "s3cr3t-key" not in printed
     assert "postgresql://writer:********@db/callstream?sslmode=require" in printed
+
+
+@pytest.mark.parametrize("env, says", [
+    ({"CALLSTREAM_PARTITIONS": "twelve"}, "CALLSTREAM_PARTITIONS='twelve' is not an integer"),
+    ({"CALLSTREAM_WORKER_CONCURRENCY": "-2"}, "CALLSTREAM_WORKER_CONCURRENCY=-2: must be >= 1"),
+    ({"CALLSTREAM_RETENTION_DAYS": "-1"}, "CALLSTREAM_RETENTION_DAYS=-1: must be >= 0"),
+    ({"CALLSTREAM_SAMPLE_FPS": "0"}, "CALLSTREAM_SAMPLE_FPS=0.0: must be > 0"),
+    ({"CALLSTREAM_PG_PORT": "70000"}, "CALLSTREAM_PG_PORT=70000: must be >= 0, <= 65535"),
+    ({"CALLSTREAM_DEFAULT_LAYOUT": "grid"}, "CALLSTREAM_DEFAULT_LAYOUT='grid'; accepted: dual, agent, customer"),
+    ({"CALLSTREAM_ANALYSED_ROLES": "custmer"}, "accepted: customer, agent, supervisor, other"),
+    ({"CALLSTREAM_FAST_DECODE": "ture"}, "CALLSTREAM_FAST_DECODE='ture' is not a boolean; accepted: true, false"),
+    ({"CALLSTREAM_KAFKA_SECURITY_PROTOCOL": "TLS"}, "accepted: PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL"),
+])
+def test_a_wrong_setting_is_refused_naming_the_variable_and_what_it_accepts(env, says):
+    from pipeline.settings import SettingsError
+
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env(env)
+    assert says in str(err.value)
+
+
+def test_secrets_are_secret_types_and_never_printed():
+    s = Settings.from_env({"CALLSTREAM_S3_SECRET_KEY": "s3cr3t", "CALLSTREAM_KAFKA_SASL_PASSWORD": "pw"})
+    assert "s3cr3t" not in repr(s) and "pw'" not in repr(s)
+    assert s.s3_secret_key.get_secret_value() == "s3cr3t"
+    assert all("s3cr3t" not in value for _, value, _ in s.describe())
+
+
+def test_the_cli_stops_on_a_wrong_setting_before_doing_anything(monkeypatch, capsys):
+    from pipeline.cli import main
+
+    monkeypatch.setenv("CALLSTREAM_MAX_ATTEMPTS", "0")
+    assert main(["status"]) == 2
+    assert "CALLSTREAM_MAX_ATTEMPTS=0: must be >= 1" in capsys.readouterr().err
