@@ -44,10 +44,63 @@ def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    """Services, then whether the pipeline keeps up: lag per partition, DLQ depth, calls in progress.
+    Each part says why it is unavailable instead of failing the whole command."""
     from pipeline.stack.control import status
 
+    print("services (embedded stack)")
     for name, pid in status(settings).items():
         print(f"  {name:<14} {'running, pid ' + str(pid) if pid else 'stopped'}")
+    try:
+        from pipeline.ingest.lag import group_lag, topic_depth
+
+        lags = group_lag(settings)
+        print(f"consumer group {settings.app_id} on {settings.chunks_topic}: lag {sum(p.lag for p in lags)}")
+        print(f"  {'partition':>9} {'committed':>10} {'end':>8} {'lag':>6}")
+        for p in lags:
+            committed = "-" if p.committed is None else str(p.committed)
+            print(f"  {p.partition:>9} {committed:>10} {p.end:>8} {p.lag:>6}")
+        print(f"dead letters on {settings.dlq_topic}: {topic_depth(settings, settings.dlq_topic)}")
+    except Exception as exc:
+        print(f"Kafka at {settings.bootstrap_servers} unavailable: {type(exc).__name__}: {exc}")
+    try:
+        from pipeline.store.db import sync_engine
+        from pipeline.store.queries import in_progress
+
+        engine = sync_engine(settings)
+        try:
+            calls = in_progress(engine)
+        finally:
+            engine.dispose()
+        print(f"calls in progress: {len(calls)}")
+        for c in calls[:20]:
+            until = "-" if c["analysed_until_s"] is None else f"{float(c['analysed_until_s']):.0f}s"
+            print(f"  {c['call_id']:<40} {c['chunks_done']:>4} chunks done, {c['chunks_failed']:>3} failed, "
+                  f"analysed until {until}, {c['participants']} participant(s)")
+    except Exception as exc:
+        print(f"Postgres unavailable: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+    return 0
+
+
+def cmd_alerts(settings: Settings, args: argparse.Namespace) -> int:
+    """Live alerts as they are published (the topic, not the table: what a supervisor's screen sees)."""
+    import json
+
+    from pipeline.ingest.topics import tail
+
+    def show(value: bytes | None) -> None:
+        try:
+            a = json.loads(value or b"")
+            print(f"{a['published_at'][:19]}  {a['call_id']}  {a['participant_id']} ({a['role']})  {a['rule']}  "
+                  f"{a['window']['start_ms'] / 1000:.0f}-{a['window']['end_ms'] / 1000:.0f}s  "
+                  f"{json.dumps(a['values'])}", flush=True)
+        except (ValueError, KeyError, TypeError):
+            print(f"(not an alert: {value[:80] if value else value!r})", flush=True)
+
+    try:
+        tail(settings, settings.alerts_topic, show, from_start=args.from_start, limit=args.max)
+    except KeyboardInterrupt:
+        pass
     return 0
 
 
@@ -380,7 +433,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("up", help="start the embedded stack (what settings do not point elsewhere)")
     sub.add_parser("down", help="stop the embedded stack")
-    sub.add_parser("status", help="which embedded services are running")
+    sub.add_parser("status", help="services, consumer lag per partition, dead letters, calls in progress")
+    al = sub.add_parser("alerts", help="live alerts: `alerts tail` prints them as they are published")
+    al.add_argument("alerts_cmd", choices=["tail"])
+    al.add_argument("--from-start", action="store_true", help="from the topic's beginning, not only new ones")
+    al.add_argument("--max", type=int, help="exit after this many alerts")
     sub.add_parser("settings", help="print every setting, its value and what it does")
     sub.add_parser("demo", help="start everything, process a generated call, print its timeline")
     m = sub.add_parser("models", help="build or evaluate the emotion model")
@@ -445,7 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "settings": cmd_settings, "demo": cmd_demo,
             "models": cmd_models, "produce": cmd_produce, "worker": cmd_worker, "timeline": cmd_timeline,
             "generate": cmd_generate, "bench": cmd_bench, "dlq": cmd_dlq,
-            "reliability": cmd_reliability, "forget": cmd_forget, "retention": cmd_retention}
+            "reliability": cmd_reliability, "forget": cmd_forget, "retention": cmd_retention, "alerts": cmd_alerts}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -455,12 +512,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("kafka", "botocore", "urllib3", "aiokafka"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from pipeline.alerts.rules import RuleError
+
     try:
         settings = Settings.from_env()
-    except SettingsError as exc:  # a wrong setting stops every command before it starts anything
+        return COMMANDS[args.cmd](settings, args)
+    except (SettingsError, RuleError) as exc:  # a wrong setting or rules file stops a command at its start
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return COMMANDS[args.cmd](settings, args)
 
 
 if __name__ == "__main__":

@@ -63,6 +63,10 @@ class Settings:
     kafka_ssl_cafile: str = _setting("CALLSTREAM_KAFKA_SSL_CAFILE", "",
                                      "CA bundle to verify the brokers; empty = the system's.")
     chunks_topic: str = _setting("CALLSTREAM_CHUNKS_TOPIC", "callstream.chunks", "Topic of media chunks.")
+    alerts_topic: str = _setting("CALLSTREAM_ALERTS_TOPIC", "callstream.alerts",
+                                 "Topic of live alerts (JSON), once per call and rule.")
+    alert_rules: str = _setting("CALLSTREAM_ALERT_RULES", "",
+                                "TOML file of live alert rules (see infra/alerts/rules.toml); empty = none.")
     dlq_topic: str = _setting("CALLSTREAM_DLQ_TOPIC", "callstream.chunks.dlq",
                               "Dead-letter topic: rejected chunks with the reason in a header.")
     partitions: int = _setting("CALLSTREAM_PARTITIONS", 12,
@@ -72,6 +76,8 @@ class Settings:
                                        "Chunks in flight per worker (Faust agent concurrency).", bounds=COUNT)
     worker_web_port: int = _setting("CALLSTREAM_WORKER_WEB_PORT", 0,
                                     "Faust web port of a worker; 0 = pick a free one.", bounds=PORT)
+    metrics_port: int = _setting("CALLSTREAM_METRICS_PORT", 9464,
+                                 "Port of the worker's Prometheus metrics (/metrics); 0 = not served.", bounds=PORT)
     # --- object store (claim checks, broker storage) ----------------------------------------
     s3_endpoint: str = _setting("CALLSTREAM_S3_ENDPOINT", "",
                                 "S3 API URL; empty = the embedded SeaweedFS.")

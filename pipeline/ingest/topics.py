@@ -1,4 +1,4 @@
-"""Create the chunks and dead-letter topics with the configured partition count (idempotent)."""
+"""Create the chunks, dead-letter and alerts topics with the configured partition count (idempotent)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
     try:
         existing = set(admin.list_topics())
         wanted = [NewTopic(settings.chunks_topic, settings.partitions, 1),
-                  NewTopic(settings.dlq_topic, max(1, settings.partitions // 4), 1)]
+                  NewTopic(settings.dlq_topic, max(1, settings.partitions // 4), 1),
+                  NewTopic(settings.alerts_topic, max(1, settings.partitions // 4), 1)]
         for topic in wanted:
             if topic.name in existing:
                 continue
@@ -79,3 +80,31 @@ def read_from_start(settings: Settings, topic: str, expect: int | None = None, t
             await consumer.stop()
 
     return asyncio.run(run())
+
+
+def tail(settings: Settings, topic: str, on_value: Any, from_start: bool = False, limit: int | None = None) -> None:
+    """Follow `topic` (every partition, no consumer group) and call on_value(value) per record, until
+    interrupted or `limit` records."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def run() -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
+                                    group_id=None, **aiokafka_kwargs(settings))
+        await consumer.start()
+        try:
+            await consumer.topics()
+            parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+            if not parts:
+                raise RuntimeError(f"topic {topic} does not exist (start a worker, or run `callstream up`)")
+            consumer.assign(parts)
+            await (consumer.seek_to_beginning() if from_start else consumer.seek_to_end())
+            seen = 0
+            while limit is None or seen < limit:
+                for msgs in (await consumer.getmany(timeout_ms=500)).values():
+                    for m in msgs:
+                        on_value(m.value)
+                        seen += 1
+        finally:
+            await consumer.stop()
+
+    asyncio.run(run())

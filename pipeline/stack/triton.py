@@ -91,7 +91,7 @@ def start(settings: Settings) -> None:
         f"--http-port={settings.triton_http_port}", f"--grpc-port={settings.triton_grpc_port}",
         f"--metrics-port={settings.triton_metrics_port}", "--http-address=127.0.0.1",
         "--grpc-address=127.0.0.1", "--log-verbose=0", "--exit-on-error=true",
-        "--strict-readiness=true",
+        "--strict-readiness=true", "--allow-metrics=true",  # batch sizes, queue time: docs/OPERATIONS.md
     ], env={
         "LD_LIBRARY_PATH": f"{libs}:{root / 'lib'}",
         "PYTHONPATH": ":".join(paths),

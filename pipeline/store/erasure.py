@@ -36,6 +36,8 @@ def forget(engine: Engine, call_id: str, track: str | None = None) -> Forgotten:
                                         {"c": call_id, "t": track}).rowcount
             conn.execute(text("DELETE FROM segment_pieces WHERE call_id = :c AND participant_id = :t"),
                          {"c": call_id, "t": track})
+            conn.execute(text("DELETE FROM alerts WHERE call_id = :c AND participant_id = :t"),
+                         {"c": call_id, "t": track})
             return out
         rows = conn.execute(text('SELECT claim_check, status, topic, partition, "offset" FROM chunks '
                                  "WHERE call_id = :c"), {"c": call_id}).all()
@@ -43,6 +45,7 @@ def forget(engine: Engine, call_id: str, track: str | None = None) -> Forgotten:
         out.dead_letter_sources = [f"{r.topic}/{r.partition}/{r.offset}" for r in rows if r.status == "failed"]
         out.segments = conn.execute(text("DELETE FROM emotion_segments WHERE call_id = :c"), {"c": call_id}).rowcount
         conn.execute(text("DELETE FROM segment_pieces WHERE call_id = :c"), {"c": call_id})
+        conn.execute(text("DELETE FROM alerts WHERE call_id = :c"), {"c": call_id})
         out.ledger_rows = conn.execute(text("DELETE FROM chunks WHERE call_id = :c"), {"c": call_id}).rowcount
         out.calls = conn.execute(text("DELETE FROM calls WHERE call_id = :c"), {"c": call_id}).rowcount
     return out
@@ -79,6 +82,8 @@ def apply_retention(engine: Engine, days: int, batch: int = 5000) -> dict[str, i
             SELECT ctid FROM emotion_segments WHERE updated_at < now() - make_interval(days => :days) LIMIT :n)""", p),
         "segment_pieces": _batched(engine, """DELETE FROM segment_pieces WHERE ctid IN (
             SELECT ctid FROM segment_pieces WHERE updated_at < now() - make_interval(days => :days) LIMIT :n)""", p),
+        "alerts": _batched(engine, """DELETE FROM alerts WHERE id IN (
+            SELECT id FROM alerts WHERE fired_at < now() - make_interval(days => :days) LIMIT :n)""", p),
         "chunks": _batched(engine, """DELETE FROM chunks WHERE id IN (
             SELECT id FROM chunks WHERE processed_at < now() - make_interval(days => :days) LIMIT :n)""", p),
         "calls": _batched(engine, """DELETE FROM calls WHERE call_id IN (

@@ -342,6 +342,33 @@ def _v5_participants(conn: Connection) -> None:
     conn.exec_driver_sql(PARTICIPANTS_V5)
 
 
+ALERTS_V6 = """
+CREATE TABLE IF NOT EXISTS alerts (
+    id bigserial NOT NULL,
+    call_id varchar(128) NOT NULL,
+    rule varchar(64) NOT NULL,
+    participant_id varchar(128) NOT NULL,
+    role varchar(16) NOT NULL,
+    window_start_ms bigint NOT NULL,
+    window_end_ms bigint NOT NULL,
+    details jsonb NOT NULL,
+    model_version varchar(128) NOT NULL,
+    fired_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    published_at timestamptz,
+    PRIMARY KEY (id),
+    CONSTRAINT alerts_once UNIQUE (call_id, rule)
+);
+CREATE INDEX IF NOT EXISTS alerts_unpublished ON alerts (fired_at) WHERE published_at IS NULL;
+COMMENT ON TABLE alerts IS 'live alerts: the first window of a call where a rule held; published_at once on the topic';
+GRANT SELECT, INSERT, UPDATE, DELETE ON alerts TO callstream_writer;
+GRANT SELECT ON alerts TO callstream_analyst;
+"""
+
+
+def _v6_alerts(conn: Connection) -> None:
+    conn.exec_driver_sql(ALERTS_V6)
+
+
 MIGRATIONS = [(1, "tables: calls, chunks ledger, emotion_segments", _v1_tables),
               (2, "views: emotion_timeline, call_track_summary, call_summary", _v2_views),
               (3, "chunks.note; call_summary: complete once seqs 0..end are settled, later seqs counted",
@@ -349,7 +376,8 @@ MIGRATIONS = [(1, "tables: calls, chunks ledger, emotion_segments", _v1_tables),
               (4, "erasures (tombstones); roles callstream_writer and callstream_analyst (views, not the ledger)",
                _v4_privacy),
               (5, "participants: emotion_segments by participant id and role, media coverage; segment_pieces; "
-                  "chunk streams and per-stream completion; call_participant_summary", _v5_participants)]
+                  "chunk streams and per-stream completion; call_participant_summary", _v5_participants),
+              (6, "alerts: live alert firings, once per call and rule, with their publication time", _v6_alerts)]
 
 
 def migrate(conn: Connection) -> list[int]:

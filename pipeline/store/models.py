@@ -7,8 +7,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, TypedDict
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Float, Index, Integer, String, Text, UniqueConstraint, func
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import BigInteger, Boolean, DateTime, Float, Index, Integer, String, Text, UniqueConstraint, func, text
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # One DFEW probability column: NULL when nothing was observed in the segment.
@@ -238,3 +238,24 @@ class SegmentPiece(Base):
     speech_ratio: Mapped[float] = mapped_column(Float)
     arousal: Mapped[float | None] = mapped_column(Float)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Alert(Base):
+    """A live alert: the first window of a call where a rule held. Once per call and rule; published to
+    the alerts topic after its chunk commits (published_at stays NULL until the broker has it)."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (UniqueConstraint("call_id", "rule", name="alerts_once"),
+                      Index("alerts_unpublished", "fired_at", postgresql_where=text("published_at IS NULL")))
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    call_id: Mapped[str] = mapped_column(String(128))
+    rule: Mapped[str] = mapped_column(String(64))
+    participant_id: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))
+    window_start_ms: Mapped[int] = mapped_column(BigInteger)
+    window_end_ms: Mapped[int] = mapped_column(BigInteger)
+    details: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    model_version: Mapped[str] = mapped_column(String(128))
+    fired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.clock_timestamp())
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -46,3 +46,13 @@ def progress(engine: Engine, call_id: str) -> tuple[int, int]:
     with engine.connect() as conn:
         row = conn.execute(PROGRESS, {"call_id": call_id}).one()
         return int(row.done), int(row.failed)
+
+
+IN_PROGRESS = text("""
+SELECT call_id, chunks_done, chunks_failed, participants, analysed_until_s FROM call_summary
+WHERE status = 'in_progress' ORDER BY call_id""")
+
+
+def in_progress(engine: Engine) -> list[dict]:
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(IN_PROGRESS)]

@@ -11,9 +11,11 @@ message only after this transaction commits.
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, text
@@ -22,6 +24,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from pipeline.alerts.rules import Rule, evaluate
 from pipeline.errors import BadChunk, TransientFault
 from pipeline.inference.fusion import MIN_SPEECH_RATIO
 from pipeline.store.models import (
@@ -108,9 +111,26 @@ def _refused(ledger: LedgerEntry) -> LedgerEntry:
                        note="refused: the call was erased (callstream forget)")
 
 
+_WINDOW_ROWS = text("""
+SELECT start_ms, end_ms, label, arousal, speech_found FROM emotion_segments
+WHERE call_id = :c AND participant_id = :p AND model_version = :v AND start_ms BETWEEN :a AND :b
+ORDER BY start_ms""")
+_FIRE = text("""
+INSERT INTO alerts (call_id, rule, participant_id, role, window_start_ms, window_end_ms, details, model_version)
+VALUES (:c, :rule, :p, :role, :a, :b, CAST(:details AS jsonb), :v) ON CONFLICT (call_id, rule) DO NOTHING""")
+_PENDING = text("""
+SELECT id, call_id, rule, participant_id, role, window_start_ms, window_end_ms, details, model_version, fired_at
+FROM alerts WHERE published_at IS NULL AND (CAST(:c AS varchar) IS NULL OR call_id = :c)
+ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED""")
+
+AlertSend = Callable[[bytes, bytes], Awaitable[None]]
+
+
 class SegmentWriter:
-    def __init__(self, engine: AsyncEngine, segment_ms: int = 1000, min_speech_ratio: float = MIN_SPEECH_RATIO) -> None:
+    def __init__(self, engine: AsyncEngine, segment_ms: int = 1000, min_speech_ratio: float = MIN_SPEECH_RATIO,
+                 rules: Sequence[Rule] = ()) -> None:
         self.engine, self.segment_ms, self.min_speech_ratio = engine, segment_ms, min_speech_ratio
+        self.rules = list(rules)
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -164,6 +184,8 @@ class SegmentWriter:
             await conn.execute(_call_upsert(call))
             await _write_many(conn, SegmentPiece, PIECE_KEY, pieces)
             await _write_many(conn, EmotionSegment, SEGMENT_KEY, await self._rows(conn, pieces, ledger.get("seq", 0)))
+            if self.rules:
+                await self._evaluate(conn, pieces)
             db_ms = (time.perf_counter() - start) * 1000
             await conn.execute(_ledger_upsert({**ledger, "db_ms": db_ms}))
         return db_ms
@@ -188,6 +210,45 @@ class SegmentWriter:
             rows += [gap_row(call_id, pid, role, version, name, cell, size, seq)
                      for cell in gap_cells(n.below, lo, hi, n.above, size)]
         return rows
+
+    async def _evaluate(self, conn: AsyncConnection, pieces: list[PieceRow]) -> None:
+        """Each rule on the rows around the cells this chunk touched, in the chunk's transaction: an
+        alert is recorded exactly when the rows that cause it are (published after the commit)."""
+        touched: dict[tuple[str, str, str, str], list[int]] = {}
+        for p in pieces:
+            touched.setdefault((p["call_id"], p["participant_id"], p["role"], p["model_version"]), []).append(
+                p["cell_ms"])
+        for (call_id, pid, role, version), cells in sorted(touched.items()):
+            rules = [r for r in self.rules if r.role == role]
+            if not rules:
+                continue
+            reach = max(r.reach_ms(self.segment_ms) for r in rules)
+            key = {"c": call_id, "p": pid, "v": version}
+            found = await conn.execute(_WINDOW_ROWS, {**key, "a": min(cells) - reach, "b": max(cells) + reach})
+            rows = [dict(r) for r in found.mappings()]
+            for rule in rules:
+                fired = evaluate(rule, rows)
+                if fired:
+                    await conn.execute(_FIRE, {**key, "rule": rule.name, "role": role, "a": fired.start_ms,
+                                               "b": fired.end_ms, "details": json.dumps(fired.details)})
+
+    async def publish_pending(self, send: AlertSend, call_id: str | None = None, limit: int = 100) -> list[str]:
+        """Publish recorded alerts not yet on the topic (of one call, or any), marking them published in
+        the same transaction; SKIP LOCKED: two workers never publish the same alert at once. Returns the
+        rules published. A failed send rolls the marks back, so the next attempt publishes again."""
+        async with self._transaction() as conn:
+            rows = (await conn.execute(_PENDING, {"c": call_id, "n": limit})).mappings().all()
+            for r in rows:
+                body = {"alert_id": r["id"], "call_id": r["call_id"], "participant_id": r["participant_id"],
+                        "role": r["role"], "rule": r["rule"],
+                        "window": {"start_ms": r["window_start_ms"], "end_ms": r["window_end_ms"]},
+                        "values": r["details"], "model_version": r["model_version"],
+                        "fired_at": r["fired_at"].isoformat(), "published_at": datetime.now(UTC).isoformat()}
+                await send(r["call_id"].encode(), json.dumps(body).encode())
+            if rows:
+                await conn.execute(text("UPDATE alerts SET published_at = clock_timestamp() WHERE id = ANY(:ids)"),
+                                   {"ids": [r["id"] for r in rows]})
+        return [r["rule"] for r in rows]
 
     async def record_failure(self, call: CallRow | None, ledger: LedgerEntry) -> None:
         async with self._transaction() as conn:

@@ -20,6 +20,7 @@ import faust
 import mode
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from pipeline.alerts.rules import load_rules
 from pipeline.inference.client import EmotionClient
 from pipeline.ingest.claimcheck import ClaimCheckStore
 from pipeline.ingest.security import faust_credentials
@@ -28,6 +29,7 @@ from pipeline.settings import EMPLOYEE_ROLES, Settings
 from pipeline.store.db import async_engine
 from pipeline.store.writer import SegmentWriter
 from pipeline.worker.handler import MessageHandler
+from pipeline.worker.metrics import Metrics
 from pipeline.worker.process import ChunkProcessor
 
 log = logging.getLogger("callstream.worker")
@@ -60,6 +62,43 @@ class OffsetGate:
 
     def pending(self) -> int:
         return sum(len(e) for e in self._open.values())
+
+    def lowest(self, tp: Any) -> int | None:
+        """The lowest offset of the partition still in flight."""
+        entries = self._open.get(tp)
+        return min(entries) if entries else None
+
+
+LAG_INTERVAL_S = 5.0
+ALERT_SWEEP_S = 5.0
+
+
+async def watch_lag(app: faust.App, topic: str, gate: OffsetGate, acked_next: dict[Any, int],
+                    metrics: Metrics) -> None:
+    """Consumer lag per assigned partition: the high watermark minus the next offset not yet settled
+    (in flight, else after the last acknowledged, else the fetch position)."""
+    shown: set[Any] = set()
+    while True:
+        await asyncio.sleep(LAG_INTERVAL_S)
+        try:
+            assigned = {tp for tp in app.consumer.assignment() if tp.topic == topic}
+            for tp in assigned:
+                high = app.consumer.highwater(tp)
+                nxt = gate.lowest(tp)
+                if nxt is None:
+                    nxt = acked_next.get(tp)
+                if nxt is None:
+                    nxt = await app.consumer.position(tp)
+                if high is None or nxt is None:
+                    continue
+                metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, high - nxt))
+            for tp in shown - assigned:  # revoked: another worker reports it now
+                metrics.lag.remove(tp.topic, str(tp.partition))
+            shown = assigned
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # e.g. during a rebalance: the next round reports again
+            log.debug("lag not measured this round: %s", exc)
 
 
 EXIT_CODE = {"code": 0}
@@ -100,12 +139,35 @@ def create_app(settings: Settings) -> faust.App:
     chunks = app.topic(settings.chunks_topic, key_type=bytes, value_type=bytes,
                        partitions=settings.partitions)
     dlq = app.topic(settings.dlq_topic, key_type=bytes, value_type=bytes)
-    runtime: dict[str, MessageHandler] = {}
+    alerts = app.topic(settings.alerts_topic, key_type=bytes, value_type=bytes)
+    rules = load_rules(settings.alert_rules)  # validated before anything starts: a bad file stops the worker
+    runtime: dict[str, Any] = {}
     ready = asyncio.Event()
+    metrics = Metrics()
 
     async def dead_letter(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> None:
         fut = await dlq.send(key=key, value=value, headers=headers)
         await fut
+
+    async def send_alert(key: bytes, value: bytes) -> None:
+        await (await alerts.send(key=key, value=value))
+
+    async def publish_alerts(call_id: str | None = None) -> None:
+        writer = runtime.get("writer")
+        if writer is None:
+            return
+        for rule in await writer.publish_pending(send_alert, call_id):
+            metrics.alerts.labels(rule).inc()
+            log.info("alert %s published for call %s", rule, call_id or "(sweep)")
+
+    @app.timer(interval=ALERT_SWEEP_S)
+    async def sweep_alerts() -> None:
+        """Alerts whose publication failed after their commit (broker down, worker stopped) go out here."""
+        if rules and ready.is_set():
+            try:
+                await publish_alerts()
+            except Exception as exc:
+                log.warning("alert sweep: %s", exc)
 
     @app.service
     class WorkerRuntime(mode.Service):
@@ -123,7 +185,8 @@ def create_app(settings: Settings) -> faust.App:
             claims = ClaimCheckStore(settings)
             processor = ChunkProcessor(settings, client, claims, ffmpeg_exe(settings.ffmpeg_binary), name, version)
             self.engine = async_engine(settings, pool_size=settings.worker_concurrency)
-            writer = SegmentWriter(self.engine, settings.segment_ms, min_speech_ratio)
+            writer = SegmentWriter(self.engine, settings.segment_ms, min_speech_ratio, rules)
+            runtime["writer"] = writer
 
             async def s3_up() -> bool:
                 return await asyncio.to_thread(claims.ping)
@@ -139,10 +202,12 @@ def create_app(settings: Settings) -> faust.App:
                 health={"triton": client.ping, "postgres": writer.ping, "object_store": s3_up},
                 park_payload=park, retry_initial_s=settings.retry_initial_s, retry_max_s=settings.retry_max_s,
                 max_attempts=settings.max_attempts, dlq_inline_limit=settings.dlq_inline_limit_bytes,
-                discard_claim=discard if settings.delete_claim_checks else None)
+                discard_claim=discard if settings.delete_claim_checks else None, metrics=metrics,
+                publish_alerts=publish_alerts if rules else None)
+            metrics.serve(settings.metrics_port)
             ready.set()
-            log.info("worker ready: model %s (%s) at %s; analysing %s", name, version,
-                     settings.triton_grpc_url, ", ".join(sorted(settings.roles)))
+            log.info("worker ready: model %s (%s) at %s; analysing %s; %d alert rule(s)", name, version,
+                     settings.triton_grpc_url, ", ".join(sorted(settings.roles)), len(rules))
             employees = sorted(settings.roles & set(EMPLOYEE_ROLES))
             if employees:
                 log.warning("analysing the emotions of %s: emotion recognition of employees at work is prohibited "
@@ -163,7 +228,9 @@ def create_app(settings: Settings) -> faust.App:
         gate = OffsetGate()
         running: set[asyncio.Task[None]] = set()
         manual = stream.noack()
+        acked_next: dict[Any, int] = {}
         watchdog = asyncio.create_task(watch_loop_lag())
+        lag = asyncio.create_task(watch_lag(app, settings.chunks_topic, gate, acked_next, metrics))
 
         async def run(event: Any) -> None:
             m = event.message
@@ -174,6 +241,7 @@ def create_app(settings: Settings) -> faust.App:
                 event.value = m.value = None
                 for done in gate.finish(m.tp, m.offset, event):
                     await manual.ack(done)
+                    acked_next[m.tp] = done.message.offset + 1
             finally:
                 slots.release()
 
@@ -187,6 +255,7 @@ def create_app(settings: Settings) -> faust.App:
         finally:
             # Stopping: unfinished messages stay unacknowledged, so the next owner processes them again.
             watchdog.cancel()
+            lag.cancel()
             for task in list(running):
                 task.cancel()
             if running:

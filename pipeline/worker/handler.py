@@ -27,6 +27,7 @@ from typing import Any
 from pipeline.contract import H_DLQ_DETAIL, H_DLQ_REASON, ChunkMeta, bounded, parse
 from pipeline.errors import BadChunk, Dependency, TransientFault
 from pipeline.store.models import CallRow, ChunkStatus, LedgerEntry
+from pipeline.worker.metrics import Metrics
 
 log = logging.getLogger("callstream.worker")
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
@@ -82,9 +83,13 @@ class MessageHandler:
     def __init__(self, processor: Any, writer: Any, dead_letter: DeadLetter, *,
                  health: Mapping[Dependency, Health] | None = None, park_payload: Any = None,
                  retry_initial_s: float = 0.5, retry_max_s: float = 30.0, max_attempts: int = 6,
-                 dlq_inline_limit: int = 900_000, discard_claim: Any = None) -> None:
+                 dlq_inline_limit: int = 900_000, discard_claim: Any = None, metrics: Metrics | None = None,
+                 publish_alerts: Callable[[str], Awaitable[None]] | None = None) -> None:
         """`park_payload(source, payload) -> uri` keeps a payload too large for the DLQ (claim check);
-        `discard_claim(uri)` deletes a claim-check object once the chunk's rows are committed."""
+        `discard_claim(uri)` deletes a claim-check object once the chunk's rows are committed;
+        `publish_alerts(call_id)` publishes the call's alerts its commit recorded."""
+        self.metrics = metrics or Metrics()
+        self.publish_alerts = publish_alerts
         self.discard_claim = discard_claim
         self.processor, self.writer, self.dead_letter = processor, writer, dead_letter
         self.health = dict(health or {})
@@ -95,14 +100,22 @@ class MessageHandler:
     async def handle(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
                      headers: Any) -> str:
         """Returns 'done', 'failed' or 'erased' once the message's end is committed; retries until then."""
-        msg = Message(topic, partition, offset, key, value, headers)
+        self.metrics.in_flight.inc()
+        try:
+            outcome, reason = await self._settle(Message(topic, partition, offset, key, value, headers))
+        finally:
+            self.metrics.in_flight.dec()
+        self.metrics.chunks.labels(outcome, reason).inc()
+        return outcome
+
+    async def _settle(self, msg: Message) -> tuple[str, str]:
         verdict: BadChunk | None = None
         attempts = 0
         while True:
             try:
                 if verdict is None:
                     try:
-                        return await self._process(msg)
+                        return await self._process(msg), ""
                     except (BadChunk, TransientFault):
                         raise
                     except asyncio.CancelledError:
@@ -110,7 +123,7 @@ class MessageHandler:
                     except Exception as exc:  # a bug must cost one chunk, not the worker
                         log.exception("unexpected error on %s", msg.source)
                         raise BadChunk("processing_error", _describe(exc)) from exc
-                return await self._reject(msg, verdict, attempts + 1)
+                return await self._reject(msg, verdict, attempts + 1), verdict.reason
             except BadChunk as bad:
                 if verdict is None:
                     verdict = bad
@@ -121,6 +134,7 @@ class MessageHandler:
                 await asyncio.sleep(self._backoff(attempts))
             except TransientFault as exc:
                 attempts += 1
+                self.metrics.retries.labels(exc.dependency).inc()
                 if verdict is None and attempts >= self.max_attempts and await self._answers(exc.dependency):
                     verdict = BadChunk("retries_exhausted", f"{attempts} attempts while {exc.dependency} answered "
                                                             f"other requests; last: {bounded(str(exc), 400)}")
@@ -176,11 +190,36 @@ class MessageHandler:
                        "inference_ms": t.inference_ms, "error_reason": None, "error_detail": None,
                        "note": "; ".join(t.notes) or None})
         db_ms = await self.writer.commit_chunk(self._call(meta), pieces, ledger)
+        self._observe(meta, t.fetch_ms, t.decode_ms, t.inference_ms, db_ms, cells)
+        if self.publish_alerts is not None:
+            await self._alerts(meta.call_id)
         await self._discard(meta)
         log.info("chunk %s/%s%d: %d segments (decode %.0f ms, inference %.0f ms, db %.0f ms)%s", meta.call_id,
                  f"{meta.stream}/" if meta.stream else "", meta.seq, cells, t.decode_ms, t.inference_ms, db_ms or 0,
                  f" [{ledger['note']}]" if t.notes else "")
         return "done"
+
+    def _observe(self, meta: ChunkMeta, fetch_ms: float, decode_ms: float, inference_ms: float, db_ms: float,
+                 cells: int) -> None:
+        m = self.metrics
+        for stage, ms in (("fetch", fetch_ms), ("decode", decode_ms), ("inference", inference_ms), ("db", db_ms)):
+            if ms:
+                m.stage.labels(stage).observe(ms / 1000)
+        m.segments.inc(cells)
+        if meta.published_at_ms:
+            now_ms = datetime.now(UTC).timestamp() * 1000
+            m.publish_to_commit.observe(max(0.0, now_ms - meta.published_at_ms) / 1000)
+
+    async def _alerts(self, call_id: str) -> None:
+        """Alerts the commit recorded go out now; one that cannot be published stays pending in the
+        `alerts` table and the worker's sweep publishes it later (never lost, never a chunk's fault)."""
+        assert self.publish_alerts is not None
+        try:
+            await self.publish_alerts(call_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("alerts of %s not published yet (the sweep retries): %s", bounded(call_id), exc)
 
     async def _discard(self, meta: ChunkMeta) -> None:
         """Media is kept no longer than needed; a failed delete is left to `retention apply`."""
@@ -214,6 +253,7 @@ class MessageHandler:
             # Still reach the DLQ: without the original headers and payload, pointing at the source offset.
             log.warning("dead letter of %s refused (%s); sending a reference instead", msg.source, exc)
             await self._send(None, b"", extra + [(H_DLQ_PAYLOAD, f"omitted; see {msg.source}".encode())])
+        self.metrics.dead_letters.labels(bad.reason).inc()
         ledger = self._ledger(msg, meta)
         ledger.update({"status": ChunkStatus.FAILED, "error_reason": bad.reason,
                        "error_detail": bounded(bad.detail, 2000)})

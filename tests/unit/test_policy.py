@@ -143,3 +143,27 @@ def test_cancellation_leaves_the_message_unsettled_for_the_next_owner():
 
     asyncio.run(go())
     assert not w.commits and not w.failures and not d.sent
+
+
+def test_metrics_count_every_end_reason_and_retry():
+    from pipeline.worker.metrics import Metrics
+
+    m = Metrics()
+    p = FakeProcessor([TransientFault("triton down", "triton"), BadChunk("undecodable", "x")])
+    h = handler(p, metrics=m)
+    published = ChunkMeta("call-1", 1, 1000, duration_ms=1000, published_at_ms=1).headers()
+    assert [run(h), run(h), run(h, headers=published), run(h, headers=[("seq", b"1")])] == \
+        ["failed", "done", "done", "failed"]   # the first retries once (triton), then is undecodable
+
+    def value(name, **labels):
+        return m.registry.get_sample_value(name, labels) or 0.0
+
+    assert value("callstream_chunks_total", outcome="done", reason="") == 2
+    assert value("callstream_chunks_total", outcome="failed", reason="undecodable") == 1
+    assert value("callstream_chunks_total", outcome="failed", reason="missing_header") == 1
+    assert value("callstream_dlq_published_total", reason="undecodable") == 1
+    assert value("callstream_retries_total", dependency="triton") == 1
+    assert value("callstream_segments_written_total") == 2
+    assert value("callstream_stage_seconds_count", stage="db") == 2
+    assert value("callstream_publish_to_commit_seconds_count") == 1     # only the chunk that says when
+    assert value("callstream_chunks_in_flight") == 0
