@@ -58,7 +58,8 @@ class Stack:
         """Own topics and consumer group for one test, so tests never see each other's messages."""
         tag = f"{name}-{uuid.uuid4().hex[:6]}"
         return self.with_env(CALLSTREAM_CHUNKS_TOPIC=f"chunks.{tag}", CALLSTREAM_DLQ_TOPIC=f"dlq.{tag}",
-                             CALLSTREAM_APP_ID=f"cs-{tag}")
+                             CALLSTREAM_ALERTS_TOPIC=f"alerts.{tag}", CALLSTREAM_APP_ID=f"cs-{tag}",
+                             CALLSTREAM_METRICS_PORT="0")
 
     def start_worker(self, env: dict[str, str], name: str) -> subprocess.Popen:
         proc = start_worker_process(Settings.from_env(env).state_dir, f"worker-{name}", env)
@@ -75,6 +76,7 @@ class Stack:
 def start_stack(state_dir: Path) -> Stack:
     env = {
         "CALLSTREAM_STATE_DIR": str(state_dir),
+        "CALLSTREAM_METRICS_PORT": "0",  # workers of a test share the machine: metrics only where asked
         "CALLSTREAM_KAFKA_PORT": str(free_port()),
         "CALLSTREAM_S3_PORT": str(free_base()),
         "CALLSTREAM_TRITON_HTTP_PORT": str(free_port()),

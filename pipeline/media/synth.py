@@ -175,3 +175,36 @@ def generate_track(ffmpeg_bin: str, out: Path, seconds: float, *, video: bool = 
     if proc.returncode != 0:
         raise RuntimeError(f"ffmpeg failed generating {out}: {proc.stderr.decode(errors='replace')[-500:]}")
     return out
+
+
+CALM_LINES = ["Hello, I am calling about my order from last week.",
+              "It has not arrived yet, could you please check where it is?",
+              "Thank you, I can wait a moment while you look it up."]
+ANGRY_LINES = ["I have been waiting for forty minutes and nobody calls me back!",
+               "This is completely unacceptable, I want my money back right now!",
+               "I am done with this company, cancel everything today!"]
+
+
+def speech_wav(out: Path, calm_s: float, shout_s: float = 0.0, rate: int = 16_000) -> Path:
+    """One speaker talking without pauses: `calm_s` of conversational speech (about -30 dBFS, 150 words a
+    minute), then `shout_s` of loud, fast, high-pitched, saturated speech (about -10 dBFS, 230 wpm): the
+    prosody of an upset caller, for arousal alerts. 16-bit mono WAV."""
+    from scipy.signal import resample_poly
+
+    def part(lines: list[str], seconds: float, shout: bool) -> np.ndarray:
+        pieces, total, i = [], 0, 0
+        while total < seconds * rate:
+            x, sr = synthesize(lines[i % len(lines)], pitch=80 if shout else 50, rate_wpm=230 if shout else 150)
+            x = resample_poly(x, rate, sr).astype(np.float32)
+            x /= max(float(np.abs(x).max()), 1e-6)
+            x = np.tanh(4 * x) / np.tanh(4) * 0.9 if shout else x * 0.25
+            gap = np.zeros(int(0.12 * rate), np.float32)
+            pieces += [x, gap]
+            total += len(x) + len(gap)
+            i += 1
+        return np.concatenate(pieces)[: int(seconds * rate)] if pieces else np.zeros(0, np.float32)
+
+    audio = np.concatenate([part(CALM_LINES, calm_s, False), part(ANGRY_LINES, shout_s, True)])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_wav(out, audio[None, :], rate)
+    return out
