@@ -5,5 +5,7 @@ RUN pip install --no-cache-dir "torch==2.13.0" --index-url https://download.pyto
 COPY pyproject.toml README.md ./
 COPY pipeline ./pipeline
 RUN pip install --no-cache-dir .
+# Prometheus metrics (CALLSTREAM_METRICS_PORT).
+EXPOSE 9464
 ENTRYPOINT ["callstream"]
 CMD ["worker"]

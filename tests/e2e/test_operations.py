@@ -4,6 +4,7 @@ different Kafka clients (confluent-kafka / librdkafka, and kafka-python)."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 import urllib.request
@@ -134,6 +135,13 @@ def test_metrics_alerts_and_any_kafka_client(stack, tmp_path):
                  "lag reported")
         lags = {k: v for k, v in scrape(port).items() if k[0] == "callstream_consumer_lag"}
         assert lags and all(v == 0 for v in lags.values())
+        # Triton serves the series the dashboard's batch-size and queue-time panels use.
+        dashboard = json.loads((REPO_ROOT / "infra" / "grafana" / "dashboards" / "callstream.json").read_text())
+        exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+        wanted = {m for e in exprs for m in re.findall(r"\b(nv_[a-z_]+)", e)}
+        url = f"http://127.0.0.1:{stack.settings.triton_metrics_port}/metrics"
+        triton = set(re.findall(r"^(nv_\w+)", urllib.request.urlopen(url, timeout=10).read().decode(), re.M))
+        assert wanted and wanted <= triton, wanted - triton
     finally:
         stack.stop_worker(worker)
     assert "Traceback" not in stack.worker_log("ops")
