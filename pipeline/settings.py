@@ -114,7 +114,7 @@ class Settings:
     triton_batch_items: int = _setting("CALLSTREAM_TRITON_BATCH_ITEMS", 32,
                                        "Most (track, segment) items sent in one inference request.", bounds=COUNT)
     # --- Postgres ----------------------------------------------------------------------------
-    database_url: str = _setting("DATABASE_URL", "",
+    database_url: SecretStr = _setting("DATABASE_URL", SecretStr(""),
                                  "postgresql:// URL; empty = the embedded Postgres from the wheel.")
     pg_port: int = _setting("CALLSTREAM_PG_PORT", 5433, "Port of the embedded Postgres.", bounds=PORT)
     # --- media and segmentation --------------------------------------------------------------
@@ -228,7 +228,7 @@ class Settings:
 
     @property
     def db_url(self) -> str:
-        return self.database_url or f"postgresql://postgres@127.0.0.1:{self.pg_port}/postgres"
+        return self.database_url.get_secret_value() or f"postgresql://postgres@127.0.0.1:{self.pg_port}/postgres"
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from pipeline.bench.limits import ffmpeg_limit, model_limit
 from pipeline.bench.runner import Bench, RunResult, triton_peak_rss_mb
 from pipeline.bench.workload import Shape, build
@@ -48,7 +50,11 @@ def _row(name: str, r: RunResult, cores: int) -> dict:
             "p50_ms": round(r.pct(50)), "p95_ms": round(r.pct(95)), "p99_ms": round(r.pct(99)),
             "breakdown_ms": {k: round(v, 1) for k, v in r.breakdown_ms.items()},
             "triton_batch": {k: round(v, 2) for k, v in r.batch_sizes.items()},
-            "worker_peak_rss_mb": [round(x) for x in r.worker_peak_rss_mb]}
+            "worker_peak_rss_mb": [round(x) for x in r.worker_peak_rss_mb],
+            **({"alerts": len(r.alert_latencies_ms),
+                "alert_p50_ms": round(float(np.percentile(r.alert_latencies_ms, 50))),
+                "alert_p95_ms": round(float(np.percentile(r.alert_latencies_ms, 95)))}
+               if r.alert_latencies_ms else {})}
 
 
 def bench(settings: Settings, shapes: list[str], calls: int, seconds: float, workers: list[int],
@@ -82,10 +88,16 @@ def bench(settings: Settings, shapes: list[str], calls: int, seconds: float, wor
         best = max(r.throughput for r in results.values())
         entry["fraction_of_limit"] = round(best / min(entry["ffmpeg_limit"], entry["model_limit"]), 2)
         live = max(1, round(base.throughput / 2))
-        r = b.latency(work, live, latency_seconds, workers[0])
+        r = b.latency(work, live, latency_seconds, workers[0], dashboard=workdir / f"dashboard-{shape}.png")
         entry["runs"].append(_row(f"latency at ~half load ({live} live calls)", r, cores))
         entry["latency_offered_video_s_per_s"] = live
         log(f"  latency at {live} live calls: p50 {r.pct(50):.0f} ms, p95 {r.pct(95):.0f} ms, p99 {r.pct(99):.0f} ms")
+        if r.alert_latencies_ms:
+            entry["alert_latency_ms"] = {"alerts": len(r.alert_latencies_ms),
+                                         "p50": round(float(np.percentile(r.alert_latencies_ms, 50))),
+                                         "p95": round(float(np.percentile(r.alert_latencies_ms, 95))),
+                                         "target_ms": round(work.chunk_seconds * 1000 + 2000)}
+            log(f"  live alerts: {entry['alert_latency_ms']} (recorded -> published)")
         if py is not None:
             peers_dir = settings.state_dir / "bench"
             entry["peers"] = [run_peer(py, "fer", work.recording, str(settings.sample_fps), peers_dir),
@@ -118,6 +130,11 @@ def markdown(report: dict) -> str:
                          f"{', '.join(map(str, r['worker_peak_rss_mb']))} |")
         lines += ["", f"- bare ffmpeg decode (limit): {e['ffmpeg_limit']} video-s/s; bare model inference (limit): "
                       f"{e['model_limit']} video-s/s; pipeline / slower limit: {e['fraction_of_limit']}"]
+        if "alert_latency_ms" in e:
+            a = e["alert_latency_ms"]
+            lines.append(f"- live alerts at half load: {a['alerts']} fired, from the window's last segment recorded "
+                         f"to published p50 {a['p50']} ms, p95 {a['p95']} ms (target: chunk length + 2 s = "
+                         f"{a['target_ms']} ms)")
         if "scale_out" in e:
             lines.append(f"- scale-out, 2 workers / 1 worker: {e['scale_out']}x")
         for p in e.get("peers", []):

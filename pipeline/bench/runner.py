@@ -11,10 +11,12 @@ import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from sqlalchemy import text
 
+from pipeline.bench.dashboard import Scraper, render
 from pipeline.bench.workload import Workload
 from pipeline.contract import ChunkMeta
 from pipeline.ingest.producer import ChunkPublisher
@@ -23,6 +25,15 @@ from pipeline.stack import procs
 from pipeline.stack.procs import start_worker_process, stop_process
 from pipeline.stack.triton import NAME as TRITON
 from pipeline.store.db import sync_engine
+
+# Bench calls show the same smiling face throughout: this rule fires on each call's third segment.
+BENCH_RULES = """
+[[rule]]
+name = "bench-customer-happy"
+labels = ["happy"]
+at_least = 3
+of_last = 5
+"""
 
 
 @dataclass
@@ -35,6 +46,7 @@ class RunResult:
     breakdown_ms: dict[str, float]
     batch_sizes: dict[str, float]
     worker_peak_rss_mb: list[float] = field(default_factory=list)
+    alert_latencies_ms: list[float] = field(default_factory=list)
 
     @property
     def throughput(self) -> float:
@@ -108,11 +120,14 @@ class Bench:
     def _isolated(self, tag: str) -> tuple[Settings, dict[str, str]]:
         run = f"bench-{tag}-{uuid.uuid4().hex[:6]}"
         env = {"CALLSTREAM_CHUNKS_TOPIC": f"{run}.chunks", "CALLSTREAM_DLQ_TOPIC": f"{run}.dlq",
-               "CALLSTREAM_APP_ID": run}
+               "CALLSTREAM_ALERTS_TOPIC": f"{run}.alerts", "CALLSTREAM_APP_ID": run, "CALLSTREAM_METRICS_PORT": "0"}
         return Settings.from_env({**os.environ, **env}), env
 
-    def _start_workers(self, settings: Settings, env: dict[str, str], n: int, tag: str) -> list[subprocess.Popen]:
-        workers = [start_worker_process(settings.state_dir, f"{tag}-w{i}", env) for i in range(n)]
+    def _start_workers(self, settings: Settings, env: dict[str, str], n: int, tag: str,
+                       metrics_ports: list[int] | None = None) -> list[subprocess.Popen]:
+        ports = metrics_ports or [0] * n
+        workers = [start_worker_process(settings.state_dir, f"{tag}-w{i}",
+                                        {**env, "CALLSTREAM_METRICS_PORT": str(ports[i])}) for i in range(n)]
         logs = [settings.state_dir / "logs" / f"{tag}-w{i}.log" for i in range(n)]
         deadline = time.time() + 180
         while time.time() < deadline:
@@ -179,11 +194,23 @@ class Bench:
         finally:
             self._stop(workers)
 
-    def latency(self, work: Workload, live_calls: int, duration_s: float, n_workers: int = 1) -> RunResult:
+    def latency(self, work: Workload, live_calls: int, duration_s: float, n_workers: int = 1,
+                dashboard: Path | None = None) -> RunResult:
         """`live_calls` concurrent calls, each publishing its next chunk when that chunk has been recorded
-        (every chunk length, starts staggered): a steady offered load of `live_calls` video-s per second."""
+        (every chunk length, starts staggered): a steady offered load of `live_calls` video-s per second.
+        A live alert rule that the generated faces satisfy fires once per call: its latency is measured
+        from the moment the window's last segment was recorded to the alert's publication. With
+        `dashboard`, the workers' and Triton's metrics are scraped and rendered there."""
         settings, env = self._isolated(f"lat{n_workers}")
-        workers = self._start_workers(settings, env, n_workers, f"bench-lat{n_workers}")
+        rules = settings.state_dir / "bench" / "alert-rules.toml"
+        rules.parent.mkdir(parents=True, exist_ok=True)
+        rules.write_text(BENCH_RULES)
+        env["CALLSTREAM_ALERT_RULES"] = str(rules)
+        ports = [procs.free_port() for _ in range(n_workers)]
+        workers = self._start_workers(settings, env, n_workers, f"bench-lat{n_workers}", ports)
+        scraper = Scraper([f"http://127.0.0.1:{p}/metrics" for p in ports]
+                          + [f"http://127.0.0.1:{self.base.triton_metrics_port}/metrics"])
+        scraper.start()
         try:
             per_call = max(1, int(duration_s // work.chunk_seconds))
             schedule = []
@@ -206,10 +233,37 @@ class Bench:
                                 work.payloads[k % len(work.chunks)])
                     pub.flush()
             self._wait_done(settings.chunks_topic, len(schedule), 600)
-            return self._collect(settings.chunks_topic, workers, n_workers, len(schedule) * work.chunk_seconds,
-                                 before, t0 + work.chunk_seconds)
+            time.sleep(4)  # a last scrape after the last commit
+            result = self._collect(settings.chunks_topic, workers, n_workers, len(schedule) * work.chunk_seconds,
+                                   before, t0 + work.chunk_seconds)
+            result.alert_latencies_ms = self._alert_latencies(settings.app_id, t0, work.chunk_seconds, live_calls)
+            return result
         finally:
+            scraper.stop()
             self._stop(workers)
+            if dashboard is not None and len(scraper.snapshots) > 5:
+                render(scraper.snapshots, dashboard, f"callstream, {live_calls} live calls, {n_workers} worker(s)")
+
+    def _alert_latencies(self, app_id: str, t0: float, chunk_s: float, live_calls: int) -> list[float]:
+        """Per call: publication time minus when the alert window's last segment was recorded (call c's
+        recording starts at t0 + c/live_calls of a chunk length; see the schedule above)."""
+        deadline = time.time() + 30
+        q = text("""SELECT call_id, window_end_ms, extract(epoch FROM published_at)::float8 AS published
+                    FROM alerts WHERE call_id LIKE :p""")
+        while True:
+            with self.engine.connect() as conn:
+                rows = conn.execute(q, {"p": f"{app_id}-live%"}).all()
+            if (len(rows) >= live_calls and all(r.published for r in rows)) or time.time() > deadline:
+                break
+            time.sleep(0.5)
+        out = []
+        for r in rows:
+            if r.published is None:
+                continue
+            c = int(r.call_id.rsplit("live", 1)[1])
+            recorded = t0 + chunk_s * c / live_calls + r.window_end_ms / 1000
+            out.append((r.published - recorded) * 1000)
+        return out
 
     @staticmethod
     def _publish_call(pub: ChunkPublisher, work: Workload, call_id: str, realtime: bool) -> None:

@@ -150,3 +150,12 @@ def tail(state: Path, name: str, lines: int = 15) -> str:
         return "\n".join(log_path(state, name).read_text(errors="replace").splitlines()[-lines:])
     except FileNotFoundError:
         return "(no log)"
+
+
+def free_port() -> int:
+    """A port nothing listens on now (for a worker's metrics in benchmarks and tests)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -116,8 +116,11 @@ def test_a_wrong_setting_is_refused_naming_the_variable_and_what_it_accepts(env,
 
 
 def test_secrets_are_secret_types_and_never_printed():
-    s = Settings.from_env({"CALLSTREAM_S3_SECRET_KEY": "s3cr3t", "CALLSTREAM_KAFKA_SASL_PASSWORD": "pw"})
-    assert "s3cr3t" not in repr(s) and "pw'" not in repr(s)
+    s = Settings.from_env({"CALLSTREAM_S3_SECRET_KEY": "s3cr3t", "CALLSTREAM_KAFKA_SASL_PASSWORD": "pw",
+                           "DATABASE_URL": "postgresql://u:dbpa55@db:5432/x"})
+    assert "s3cr3t" not in repr(s) and "pw'" not in repr(s) and "dbpa55" not in repr(s)
+    assert s.db_url == "postgresql://u:dbpa55@db:5432/x"
+    assert "postgresql://u:********@db:5432/x" in [v for _, v, _ in s.describe()]
     assert s.s3_secret_key.get_secret_value() == "s3cr3t"
     assert all("s3cr3t" not in value for _, value, _ in s.describe())
 
