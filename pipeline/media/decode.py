@@ -158,8 +158,11 @@ class StreamDecoder:
                        .output("pipe:", format="rawvideo", pix_fmt="rgb24"))
                 self.video = self._spawn(out.global_args(*quiet).compile(cmd=ffmpeg_bin), path, demuxer, fast)
             if self.info.audio is not None:
-                out = src.audio.output("pipe:", format="f32le", acodec="pcm_f32le", ac=self.channels,
-                                       ar=AUDIO_RATE)
+                # aresample async: a gap in the stream's timestamps (a muted track, a recorder pause) becomes
+                # silence, so every sample stays at its own call time; raw PCM would close the gap and
+                # shift all later audio early.
+                out = (src.audio.filter("aresample", **{"async": 1, "first_pts": 0})
+                       .output("pipe:", format="f32le", acodec="pcm_f32le", ac=self.channels, ar=AUDIO_RATE))
                 self.audio = self._spawn(out.global_args(*quiet).compile(cmd=ffmpeg_bin), path, demuxer, False)
         except BaseException:
             self.close()  # the first ffmpeg must not outlive a failed start of the second
