@@ -30,11 +30,13 @@ name = "customer-shouting"
 arousal_above = 0.7
 for_seconds = 4
 
+# The agent is not analysed (the lawful default): a rule on agents never sees a row, so never fires.
 [[rule]]
-name = "customer-furious"
+name = "agent-angry"
+role = "agent"
 labels = ["angry"]
-at_least = 3
-of_last = 5
+at_least = 1
+of_last = 1
 """
 
 
