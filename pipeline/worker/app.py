@@ -235,7 +235,7 @@ def create_app(settings: Settings) -> faust.App:
         async def run(event: Any) -> None:
             m = event.message
             try:
-                await h.handle(m.topic, m.partition, m.offset, m.key, m.value, m.headers)
+                await h.handle(m.topic, m.partition, m.offset, m.key, m.value, m.headers, m.timestamp)
                 # The payload is no longer needed while the ack may wait for an earlier, slower message;
                 # the event holds its own reference to it besides the message's.
                 event.value = m.value = None

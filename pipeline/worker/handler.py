@@ -49,6 +49,7 @@ class Message:
     key: bytes | None
     value: bytes | None
     headers: Any
+    timestamp: float | None = None   # the record's Kafka timestamp (s): when the broker got it, for any client
 
     @property
     def source(self) -> str:
@@ -59,9 +60,13 @@ class DeadLetterRejected(Exception):
     """The dead-letter topic refused this record itself (too large, invalid): send a smaller one."""
 
 
-def _published_at(meta: ChunkMeta | None) -> datetime | None:
+def _published_at(meta: ChunkMeta | None, timestamp: float | None = None) -> datetime | None:
+    """When the chunk was published: the recorder's `published-at-ms` header, else the record's Kafka
+    timestamp (every client sets one), so latency is measured for clients that do not set the header."""
     if meta and meta.published_at_ms:
         return datetime.fromtimestamp(meta.published_at_ms / 1000, UTC)
+    if timestamp and timestamp > 0:
+        return datetime.fromtimestamp(timestamp, UTC)
     return None
 
 
@@ -98,11 +103,11 @@ class MessageHandler:
         self.max_attempts, self.dlq_inline_limit = max_attempts, dlq_inline_limit
 
     async def handle(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
-                     headers: Any) -> str:
+                     headers: Any, timestamp: float | None = None) -> str:
         """Returns 'done', 'failed' or 'erased' once the message's end is committed; retries until then."""
         self.metrics.in_flight.inc()
         try:
-            outcome, reason = await self._settle(Message(topic, partition, offset, key, value, headers))
+            outcome, reason = await self._settle(Message(topic, partition, offset, key, value, headers, timestamp))
         finally:
             self.metrics.in_flight.dec()
         self.metrics.chunks.labels(outcome, reason).inc()
@@ -169,7 +174,7 @@ class MessageHandler:
         if meta is not None:
             ledger.update({"call_id": meta.call_id, "stream": meta.stream, "seq": meta.seq,
                            "end_of_call": meta.end_of_call, "start_ms": meta.start_ms,
-                           "claim_check": meta.claim_check, "published_at": _published_at(meta)})
+                           "claim_check": meta.claim_check, "published_at": _published_at(meta, msg.timestamp)})
         return ledger
 
     async def _process(self, msg: Message) -> str:
@@ -190,7 +195,7 @@ class MessageHandler:
                        "inference_ms": t.inference_ms, "error_reason": None, "error_detail": None,
                        "note": "; ".join(t.notes) or None})
         db_ms = await self.writer.commit_chunk(self._call(meta), pieces, ledger)
-        self._observe(meta, t.fetch_ms, t.decode_ms, t.inference_ms, db_ms, cells)
+        self._observe(ledger.get("published_at"), t.fetch_ms, t.decode_ms, t.inference_ms, db_ms, cells)
         if self.publish_alerts is not None:
             await self._alerts(meta.call_id)
         await self._discard(meta)
@@ -199,16 +204,15 @@ class MessageHandler:
                  f" [{ledger['note']}]" if t.notes else "")
         return "done"
 
-    def _observe(self, meta: ChunkMeta, fetch_ms: float, decode_ms: float, inference_ms: float, db_ms: float,
-                 cells: int) -> None:
+    def _observe(self, published_at: datetime | None, fetch_ms: float, decode_ms: float, inference_ms: float,
+                 db_ms: float, cells: int) -> None:
         m = self.metrics
         for stage, ms in (("fetch", fetch_ms), ("decode", decode_ms), ("inference", inference_ms), ("db", db_ms)):
             if ms:
                 m.stage.labels(stage).observe(ms / 1000)
         m.segments.inc(cells)
-        if meta.published_at_ms:
-            now_ms = datetime.now(UTC).timestamp() * 1000
-            m.publish_to_commit.observe(max(0.0, now_ms - meta.published_at_ms) / 1000)
+        if published_at is not None:
+            m.publish_to_commit.observe(max(0.0, (datetime.now(UTC) - published_at).total_seconds()))
 
     async def _alerts(self, call_id: str) -> None:
         """Alerts the commit recorded go out now; one that cannot be published stays pending in the

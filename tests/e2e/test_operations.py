@@ -129,9 +129,11 @@ def test_metrics_alerts_and_any_kafka_client(stack, tmp_path):
         assert m[("callstream_segments_written_total", ())] >= 32
         for stage in ("decode", "inference", "db"):
             assert m[("callstream_stage_seconds_count", (("stage", stage),))] == chunks
-        # Publication to commit is measured where the recorder says when it published (published-at-ms:
-        # ChunkPublisher sets it; the librdkafka chunks here do not).
-        assert m[("callstream_publish_to_commit_seconds_count", ())] == len(calm)
+        # Publication to commit is measured for every chunk: from published-at-ms where the recorder sets
+        # it (ChunkPublisher does), else from the record's Kafka timestamp (the librdkafka chunks here).
+        assert m[("callstream_publish_to_commit_seconds_count", ())] == chunks
+        assert query(settings, "SELECT count(*) FROM chunks WHERE call_id = 'e2e-ops-bad' AND published_at IS NULL"
+                     )[0][0] == 0
         assert m[("callstream_chunks_in_flight", ())] == 0
         wait_for(lambda: {k: v for k, v in scrape(port).items() if k[0] == "callstream_consumer_lag"}, 30,
                  "lag reported")

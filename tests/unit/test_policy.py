@@ -166,4 +166,6 @@ def test_metrics_count_every_end_reason_and_retry():
     assert value("callstream_segments_written_total") == 2
     assert value("callstream_stage_seconds_count", stage="db") == 2
     assert value("callstream_publish_to_commit_seconds_count") == 1     # only the chunk that says when
+    assert asyncio.run(h.handle("chunks", 0, 8, b"call-1", b"media", GOOD, timestamp=1.0)) == "done"
+    assert value("callstream_publish_to_commit_seconds_count") == 2     # or whose record has a timestamp
     assert value("callstream_chunks_in_flight") == 0
