@@ -146,9 +146,8 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
         chime_uploads,
         participant_uploads,
         publish_uploads,
+        recording_uploads,
     )
-    from pipeline.media.cut import cut
-    from pipeline.media.ffmpeg_bin import ffmpeg_exe
 
     sources = sum(bool(x) for x in (args.recording, args.participant, args.chime))
     if sources != 1:
@@ -157,10 +156,7 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     uploads: list[Upload] = []
     if args.recording:
-        seconds = args.chunk_seconds or settings.chunk_seconds
-        chunks = cut(ffmpeg_exe(settings.ffmpeg_binary), Path(args.recording), seconds)
-        uploads = [Upload(c.path, c.seq, c.start_ms, c.end_ms, c.seq == len(chunks) - 1, layout=args.layout)
-                   for c in chunks]
+        uploads = recording_uploads(settings, Path(args.recording), args.layout, args.chunk_seconds)
     elif args.participant:
         for pid, role, path, offset in args.participant:
             uploads += participant_uploads(settings, pid, role, path, offset, args.chunk_seconds)

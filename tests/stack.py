@@ -13,13 +13,7 @@ from pathlib import Path
 
 from pipeline.settings import Settings
 from pipeline.stack import broker, objectstore, postgres, triton
-from pipeline.stack.procs import start_worker_process, stop_process
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from pipeline.stack.procs import free_port, start_worker_process, stop_process
 
 
 def free_base(span: int = 10005) -> int:

@@ -253,6 +253,12 @@ def publish_recording(settings: Settings, recording: Path, call_id: str, *, layo
                       on_chunk: Callable[[ChunkMeta, int], None] | None = None,
                       publisher: ChunkPublisher | None = None) -> list[ChunkMeta]:
     """Cut `recording` (a whole-call recording, v1 layouts) and publish every chunk."""
-    chunks = cut(ffmpeg_exe(settings.ffmpeg_binary), recording, chunk_seconds or settings.chunk_seconds)
-    uploads = [Upload(c.path, c.seq, c.start_ms, c.end_ms, c.seq == len(chunks) - 1, layout=layout) for c in chunks]
+    uploads = recording_uploads(settings, recording, layout, chunk_seconds)
     return publish_uploads(settings, call_id, uploads, realtime=realtime, on_chunk=on_chunk, publisher=publisher)
+
+
+def recording_uploads(settings: Settings, recording: Path, layout: str | None = None,
+                      chunk_seconds: float | None = None) -> list[Upload]:
+    """A whole-call recording (v1 layouts) cut into chunks of the call's one stream."""
+    chunks = cut(ffmpeg_exe(settings.ffmpeg_binary), recording, chunk_seconds or settings.chunk_seconds)
+    return [Upload(c.path, c.seq, c.start_ms, c.end_ms, c.seq == len(chunks) - 1, layout=layout) for c in chunks]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from kafka import KafkaAdminClient
@@ -46,19 +48,11 @@ def read_from_start(settings: Settings, topic: str, expect: int | None = None, t
     """Every record of `topic` from its beginning, without a consumer group (manual assignment):
     up to the end offsets seen at the start, or, with `expect`, until that many have arrived (records
     still being published). Stops after `timeout`, or `idle_s` without a record while catching up."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
     async def run() -> list[Any]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
-                                    auto_offset_reset="earliest", group_id=None, fetch_max_bytes=64 * 1024 * 1024,
-                                    max_partition_fetch_bytes=32 * 1024 * 1024, **aiokafka_kwargs(settings))
-        await consumer.start()
-        try:
-            await consumer.topics()  # refreshes metadata so the topic's partitions are known
-            parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        async with _assigned(settings, topic, fetch_max_bytes=64 * 1024 * 1024,
+                             max_partition_fetch_bytes=32 * 1024 * 1024) as (consumer, parts):
             if not parts:
                 return []
-            consumer.assign(parts)
             await consumer.seek_to_beginning()
             ends = await consumer.end_offsets(parts)
 
@@ -76,8 +70,6 @@ def read_from_start(settings: Settings, topic: str, expect: int | None = None, t
                     got.extend(msgs)
                     last = time.monotonic()
             return got
-        finally:
-            await consumer.stop()
 
     return asyncio.run(run())
 
@@ -85,18 +77,10 @@ def read_from_start(settings: Settings, topic: str, expect: int | None = None, t
 def tail(settings: Settings, topic: str, on_value: Any, from_start: bool = False, limit: int | None = None) -> None:
     """Follow `topic` (every partition, no consumer group) and call on_value(value) per record, until
     interrupted or `limit` records."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
     async def run() -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
-                                    group_id=None, **aiokafka_kwargs(settings))
-        await consumer.start()
-        try:
-            await consumer.topics()
-            parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        async with _assigned(settings, topic) as (consumer, parts):
             if not parts:
                 raise RuntimeError(f"topic {topic} does not exist (start a worker, or run `callstream up`)")
-            consumer.assign(parts)
             await (consumer.seek_to_beginning() if from_start else consumer.seek_to_end())
             seen = 0
             while limit is None or seen < limit:
@@ -104,7 +88,23 @@ def tail(settings: Settings, topic: str, on_value: Any, from_start: bool = False
                     for m in msgs:
                         on_value(m.value)
                         seen += 1
-        finally:
-            await consumer.stop()
 
     asyncio.run(run())
+
+
+@asynccontextmanager
+async def _assigned(settings: Settings, topic: str, **options: Any) -> AsyncIterator[tuple[Any, list[Any]]]:
+    """A consumer without a group, assigned every partition of `topic` (none when it does not exist)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
+                                auto_offset_reset="earliest", group_id=None, **options, **aiokafka_kwargs(settings))
+    await consumer.start()
+    try:
+        await consumer.topics()  # refreshes metadata so the topic's partitions are known
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        if parts:
+            consumer.assign(parts)
+        yield consumer, parts
+    finally:
+        await consumer.stop()

@@ -125,3 +125,20 @@ def test_consent_and_roles_decide_whether_media_is_analysed_at_all(sample, env, 
     rows, ledger = writer.commits[0][1], writer.commits[0][2]
     assert bool(rows) == analysed and bool(triton.items) == analysed
     assert analysed or ledger["note"].startswith("not analysed")
+
+
+@pytest.mark.parametrize("env, headers, what", [
+    # A start past the default 24 h of call time: refused from the headers, before anything is fetched.
+    ({}, [("start-ms", str(25 * 3600 * 1000).encode()), ("layout", b"customer")], "start-ms=90000000"),
+    # Media that decodes past the limit (a 3-s chunk, a 1-s limit): refused once its length is known.
+    ({"CALLSTREAM_MAX_CALL_S": "1"}, [("layout", b"customer")], "chunk reaches 3"),
+])
+def test_call_time_past_the_limit_is_dead_lettered_before_any_row(sample, env, headers, what):
+    """CALLSTREAM_MAX_CALL_S bounds the rows (no-media rows included) a call can make: one header far in
+    the future must not fill hours of gap rows."""
+    writer, dlq, triton = FakeWriter(), FakeDLQ(), FakeTriton()
+    processor = ChunkProcessor(Settings.from_env(env), triton, None, ffmpeg_exe(), "m", "1")
+    h = MessageHandler(processor, writer, dlq, retry_initial_s=0.001, retry_max_s=0.001)
+    assert asyncio.run(h.handle("t", 0, 0, b"c-1", sample, list({**VALID, **dict(headers)}.items()))) == "failed"
+    assert dlq.reasons() == ["malformed_header"] and not writer.commits
+    assert what in writer.failures[0][1]["error_detail"]
