@@ -128,7 +128,9 @@ def stop_stack(stack: Stack) -> None:
             conn.execute(f'DROP DATABASE IF EXISTS "{stack.db_name}" WITH (FORCE)')
 
 
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.5, log=None):
+    """Poll until `predicate` is truthy; on timeout the failure carries the tail of `log()` (a worker's
+    log, say), so a run that fails on CI says why without a rerun."""
     deadline = time.time() + timeout
     last = None
     while time.time() < deadline:
@@ -136,7 +138,8 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
         if last:
             return last
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+    tail = f"\n--- log tail ---\n{str(log())[-4000:]}" if log is not None else ""
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r}){tail}")
 
 
 def read_topic(settings: Settings, topic: str, expect: int, timeout: float = 30) -> list:

@@ -167,6 +167,20 @@ class SegmentWriter:
         async with self._transaction() as conn:
             await conn.execute(_ledger_upsert(_refused(ledger)))
 
+    async def committed_at(self, call_id: str, stream: str, seq: int) -> str | None:
+        """Where (topic/partition/offset) this chunk's rows were already committed from, if they were."""
+        async with self._transaction() as conn:
+            row = (await conn.execute(text(
+                "SELECT topic, partition, \"offset\" FROM chunks WHERE call_id = :c AND stream = :s AND seq = :q "
+                "AND status = 'done' ORDER BY processed_at LIMIT 1"),
+                {"c": call_id, "s": stream, "q": seq})).first()
+            return f"{row[0]}/{row[1]}/{row[2]}" if row else None
+
+    async def record_redelivery(self, ledger: LedgerEntry) -> None:
+        """The ledger row of a copy of a chunk whose rows are already committed: done, adding nothing."""
+        async with self._transaction() as conn:
+            await conn.execute(_ledger_upsert(ledger))
+
     async def commit_chunk(self, call: CallRow, pieces: list[PieceRow], ledger: LedgerEntry) -> float:
         """Write the chunk's pieces, the rows of the cells they touch, its call and ledger rows in one
         transaction; returns the ms it took."""

@@ -186,7 +186,12 @@ class MessageHandler:
             await self._discard(meta)
             log.info("refused %s: its call was erased", msg.source)
             return "erased"
-        pieces, t = await self.processor.process(meta, msg.value)
+        try:
+            pieces, t = await self.processor.process(meta, msg.value)
+        except BadChunk as bad:
+            if bad.reason == "claim_check_missing" and meta.claim_check:
+                return await self._redelivered(msg, meta, bad)
+            raise
         ledger = self._ledger(msg, meta)
         end_ms = max((p["end_ms"] for p in pieces), default=meta.start_ms)
         cells = len({(p["participant_id"], p["cell_ms"]) for p in pieces})
@@ -202,6 +207,22 @@ class MessageHandler:
         log.info("chunk %s/%s%d: %d segments (decode %.0f ms, inference %.0f ms, db %.0f ms)%s", meta.call_id,
                  f"{meta.stream}/" if meta.stream else "", meta.seq, cells, t.decode_ms, t.inference_ms, db_ms or 0,
                  f" [{ledger['note']}]" if t.notes else "")
+        return "done"
+
+    async def _redelivered(self, msg: Message, meta: ChunkMeta, missing: BadChunk) -> str:
+        """A claim-check payload is deleted once its rows are committed, so a copy of that message (a
+        redelivery after a crash between commit and offset commit, a second DLQ replay) finds it gone.
+        That copy has nothing left to add: it is done, not a failure. Only a chunk never committed is
+        really missing its payload."""
+        first = await self.writer.committed_at(meta.call_id, meta.stream, meta.seq)
+        if first is None:
+            raise missing
+        ledger = self._ledger(msg, meta)
+        ledger.update({"status": ChunkStatus.DONE, "segments": 0, "error_reason": None, "error_detail": None,
+                       "note": bounded(f"redelivered: rows already committed from {first}; payload consumed", 300)})
+        await self.writer.record_redelivery(ledger)
+        log.info("chunk %s/%s%d at %s was already committed from %s", meta.call_id,
+                 f"{meta.stream}/" if meta.stream else "", meta.seq, msg.source, first)
         return "done"
 
     def _observe(self, published_at: datetime | None, fetch_ms: float, decode_ms: float, inference_ms: float,

@@ -177,3 +177,24 @@ def test_gaps_inside_a_timeline_are_rows_without_media_and_only_the_end_is_short
     # The gap is filled later (an out-of-order chunk): the no-media rows become real ones.
     _commit(stack, "store-gap", [_row("store-gap", s * 1000, seq=2) for s in (2, 3, 4)], 602)
     assert [r.media for r in _rows(stack, "store-gap")] == ["av"] * 7
+
+
+def test_a_redelivered_copy_is_recorded_done_and_points_at_the_first_commit(stack):
+    _commit(stack, "store-redo", [_row("store-redo", 0)], 40)
+
+    async def go():
+        engine = async_engine(stack.settings)
+        try:
+            w = SegmentWriter(engine)
+            before = await w.committed_at("store-redo", "", 0)
+            await w.record_redelivery(dict(topic="t", partition=1, offset=41, call_id="store-redo", seq=0,
+                                           status="done", segments=0, note="redelivered"))
+            return before, await w.committed_at("store-redo", "", 0), await w.committed_at("store-redo", "", 1)
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(go()) == ("t/1/40", "t/1/40", None)
+    with sync_engine(stack.settings).connect() as conn:
+        rows = conn.execute(text("SELECT count(*) FROM emotion_segments WHERE call_id='store-redo'")).scalar_one()
+        status = conn.execute(text("SELECT status FROM call_summary WHERE call_id='store-redo'")).scalar_one()
+    assert (rows, status) == (1, "complete")

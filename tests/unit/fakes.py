@@ -43,6 +43,15 @@ class FakeWriter:
     async def record_refused(self, ledger: dict) -> None:
         self.refused.append(ledger)
 
+    committed: dict[tuple[str, str, int], str] = field(default_factory=dict)   # (call, stream, seq) -> source
+    redeliveries: list[dict] = field(default_factory=list)
+
+    async def committed_at(self, call_id: str, stream: str, seq: int) -> str | None:
+        return self.committed.get((call_id, stream, seq))
+
+    async def record_redelivery(self, ledger: dict) -> None:
+        self.redeliveries.append(ledger)
+
 
 @dataclass
 class FakeDLQ:

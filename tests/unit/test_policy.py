@@ -42,6 +42,25 @@ def test_a_permanent_fault_is_dead_lettered_at_once_with_its_reason(reason):
     assert w.failures[0][1]["error_reason"] == reason and w.failures[0][1]["status"] == "failed"
 
 
+CLAIMED = ChunkMeta("call-1", 3, 0, duration_ms=1000, claim_check="s3://chunks/calls/call-1/000003.mkv").headers()
+
+
+def test_a_copy_of_a_committed_chunk_whose_payload_was_consumed_is_done_not_dead_lettered():
+    p, w, d = FakeProcessor([BadChunk("claim_check_missing", "404")]), FakeWriter(), FakeDLQ()
+    w.committed[("call-1", "", 3)] = "chunks/0/2"
+    assert run(handler(p, w, d), headers=CLAIMED, value=b"") == "done"
+    assert not d.sent and not w.failures and not w.commits
+    row = w.redeliveries[0]
+    assert row["status"] == "done" and row["segments"] == 0 and "chunks/0/2" in row["note"]
+
+
+def test_a_missing_payload_of_a_chunk_never_committed_is_dead_lettered():
+    p, w, d = FakeProcessor([BadChunk("claim_check_missing", "404")]), FakeWriter(), FakeDLQ()
+    w.committed[("call-1", "", 4)] = "chunks/0/2"          # another seq of the call does not count
+    assert run(handler(p, w, d), headers=CLAIMED, value=b"") == "failed"
+    assert d.reasons() == ["claim_check_missing"] and not w.redeliveries
+
+
 def test_a_bad_header_is_dead_lettered_with_the_original_message():
     d, w = FakeDLQ(), FakeWriter()
     headers = [(k, b"99999999999999999999" if k == "start-ms" else v) for k, v in GOOD]
