@@ -13,9 +13,8 @@ import torch
 
 from pipeline.bench.workload import Workload
 from pipeline.contract import ChunkMeta
-from pipeline.inference import artifacts, voice
+from pipeline.inference.analysis import Analyzer
 from pipeline.inference.client import pack
-from pipeline.inference.fusion import MIN_SPEECH_RATIO, faces_per_item, fuse_items
 from pipeline.media.decode import decode, target_size
 from pipeline.media.ffmpeg_bin import ffmpeg_exe
 from pipeline.settings import Settings
@@ -39,27 +38,25 @@ def ffmpeg_limit(work: Workload, settings: Settings, parallel: int | None = None
     return work.seconds / (time.perf_counter() - start)
 
 
-def model_limit(work: Workload, settings: Settings) -> float:
-    """Video seconds per wall second through detector, expression, VAD, prosody and fusion in-process,
-    batched per chunk as the worker batches them, with the code Triton runs (pipeline/inference/);
-    decoding happens before the clock starts."""
-    repo = settings.model_repository
-    detector = artifacts.detector(artifacts.version_dir(repo, "face_detector"))
-    expression = artifacts.expression(artifacts.version_dir(repo, "face_expression"))
-    vad = artifacts.vad(artifacts.version_dir(repo, "voice"))
+def model_limit(work: Workload, settings: Settings, tracking: bool = True) -> float:
+    """Video seconds per wall second through the analysis the `emotion` model runs (detector,
+    expression, VAD, prosody, fusion: pipeline/inference/analysis.py) in this process, one call per
+    chunk as the worker batches them; decoding happens before the clock starts."""
+    analyzer = Analyzer.load(settings.model_repository, tracking=tracking)
+    batches = decoded_batches(work, settings)
+    torch.set_num_threads(os.cpu_count() or 1)
+    start = time.perf_counter()
+    for t in batches:
+        analyzer.run(t["FRAMES"], t["FRAME_MASK"], t["AUDIO"], t["AUDIO_LEN"], t["TRACK"])
+    return work.seconds / (time.perf_counter() - start)
+
+
+def decoded_batches(work: Workload, settings: Settings, roles: frozenset[str] | None = None) -> list[dict]:
+    """The model's input tensors for each chunk of the workload, as the worker would send them."""
     ff = ffmpeg_exe(settings.ffmpeg_binary)
     batches = []
     for c in work.chunks:
         decoded = decode(ff, c.path, settings.sample_fps, settings.frame_width, fast=settings.fast_decode)
         meta = ChunkMeta("bench", c.seq, c.start_ms, duration_ms=c.end_ms - c.start_ms)
-        batches.append(pack(decoded_items(meta, decoded, settings.segment_ms, "dual", settings.roles)[1]))
-    torch.set_num_threads(os.cpu_count() or 1)
-    start = time.perf_counter()
-    with torch.inference_mode():
-        for t in batches:
-            frames, mask = t["FRAMES"], t["FRAME_MASK"]
-            found = detector.detect(frames.reshape((-1,) + frames.shape[2:])[mask.reshape(-1)])
-            probs = expression(torch.from_numpy(found.crops)).numpy()
-            ratio, arousal = voice.analyse(vad, t["AUDIO"], t["AUDIO_LEN"].reshape(-1), voice.SPEECH_THRESHOLD)
-            fuse_items(faces_per_item(probs, found.scores, mask), ratio, arousal, MIN_SPEECH_RATIO)
-    return work.seconds / (time.perf_counter() - start)
+        batches.append(pack(decoded_items(meta, decoded, settings.segment_ms, "dual", roles or settings.roles)[1]))
+    return batches

@@ -21,6 +21,7 @@ EMPTY_FRAME = (16, 16)  # stands in for "no video" so audio-only items still hav
 class Item:
     frames: np.ndarray   # (F, H, W, 3) uint8; F may be 0
     audio: np.ndarray    # float32 mono 16 kHz; may be empty
+    track: int = 0       # the view (participant) the frames show: the detector follows a face per view
 
 
 
@@ -40,6 +41,7 @@ def pack(items: list[Item]) -> dict[str, np.ndarray]:
     mask = np.zeros((len(items), n_frames), bool)
     audio = np.zeros((len(items), n_audio), np.float32)
     lengths = np.zeros((len(items), 1), np.int32)
+    tracks = np.array([[item.track] for item in items], np.int32)
     for k, item in enumerate(items):
         f = len(item.frames)
         if f:
@@ -47,7 +49,7 @@ def pack(items: list[Item]) -> dict[str, np.ndarray]:
             mask[k, :f] = True
         audio[k, : len(item.audio)] = item.audio
         lengths[k, 0] = len(item.audio)
-    return {"FRAMES": frames, "FRAME_MASK": mask, "AUDIO": audio, "AUDIO_LEN": lengths}
+    return {"FRAMES": frames, "FRAME_MASK": mask, "AUDIO": audio, "AUDIO_LEN": lengths, "TRACK": tracks}
 
 
 def unpack(outputs: dict[str, np.ndarray], items: list[Item]) -> list[Evidence]:
@@ -81,7 +83,7 @@ def classify(exc: InferenceServerException) -> Exception:
 
 
 OUTPUTS = ("FACE_SCORE", "FACE_PROBS", "FACE_COUNT", "AROUSAL", "SPEECH_RATIO")
-_DTYPES = {"FRAMES": "UINT8", "FRAME_MASK": "BOOL", "AUDIO": "FP32", "AUDIO_LEN": "INT32"}
+_DTYPES = {"FRAMES": "UINT8", "FRAME_MASK": "BOOL", "AUDIO": "FP32", "AUDIO_LEN": "INT32", "TRACK": "INT32"}
 
 
 class EmotionClient:

@@ -18,6 +18,12 @@ PROPOSALS_PER_IMAGE = 16   # stage-1 candidates refined per frame
 REFINED_PER_IMAGE = 2      # stage-2 candidates checked by the output stage per frame
 SCALE_FACTOR = 0.709
 CROP_MARGIN = 0.1  # widen the MTCNN box so the crop resembles FER2013's looser framing
+# Tracking: a view's face moves little between two sampled frames (0.5 s apart at 2 frames/s), so
+# after a full search the next frames of the same view only ask the output stage whether the last
+# box still holds a face. A full search runs again at least every KEYFRAME_EVERY frames of a view,
+# and on every frame whose check fails or whose box moved too far.
+KEYFRAME_EVERY = 10
+TRACK_MIN_IOU = 0.5
 
 
 @dataclass
@@ -132,9 +138,53 @@ class MTCNN:
         self.device = device
 
     @torch.inference_mode()
-    def detect(self, frames: np.ndarray) -> Detections:
+    def detect(self, frames: np.ndarray, tracks: np.ndarray | None = None) -> Detections:
+        """The most confident face per frame. `tracks` (one id per frame, frames of a view in time
+        order) lets frames after a view's key frame be checked where its face was instead of searched;
+        without it every frame gets the full cascade."""
+        if tracks is None or len(frames) < 2:
+            return self.search(frames)
+        plan = track_plan(np.asarray(tracks).reshape(-1), KEYFRAME_EVERY)
+        keys = np.flatnonzero(plan < 0)
+        out = self.search(frames[keys])
+        result = _empty(len(frames))
+        _put(result, keys, out)
+        follow = np.flatnonzero((plan >= 0) & (result.scores[np.maximum(plan, 0)] > 0))
+        lost = np.flatnonzero((plan >= 0) & (result.scores[np.maximum(plan, 0)] <= 0))
+        if len(follow):
+            checked = self.verify(frames[follow], result.boxes[plan[follow]])
+            _put(result, follow, checked)
+            lost = np.sort(np.concatenate([lost, follow[checked.scores <= 0]]))
+        if len(lost):
+            _put(result, lost, self.search(frames[lost]))
+        return result
+
+    @torch.inference_mode()
+    def verify(self, frames: np.ndarray, boxes: np.ndarray) -> Detections:
+        """The output stage alone on each frame's hinted box (a face box found on an earlier frame of
+        the same view): the regressed box and score where it still holds a face near the hint, else
+        nothing (the caller then searches the frame)."""
+        n = len(frames)
+        result = _empty(n)
+        if n == 0:
+            return result
+        hint = torch.from_numpy(np.asarray(boxes, np.float32))
+        square = _square(hint).trunc()
+        reg, _landmarks, probs = self.onet(_normalise(_crop_frames(frames, square, 48).to(self.device)))
+        reg, probs = reg.cpu(), probs.cpu()
+        found = _regress(square, reg)
+        ok = (probs[:, 1] > THRESHOLDS[2]) & (_iou(found, hint) >= TRACK_MIN_IOU)
+        for i in np.flatnonzero(ok.numpy()):
+            result.boxes[i] = found[i].numpy()
+            result.scores[i] = float(probs[i, 1])
+            result.crops[i] = face_crop(frames[i], found[i].numpy())
+        return result
+
+    @torch.inference_mode()
+    def search(self, frames: np.ndarray) -> Detections:
+        """The full cascade on every frame."""
         n, h, w = frames.shape[:3]
-        empty = Detections(np.zeros((n, 4), np.float32), np.zeros(n, np.float32), np.zeros((n, 64, 64), np.uint8))
+        empty = _empty(n)
         if n == 0:
             return empty
         images = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).float()
@@ -204,6 +254,51 @@ class MTCNN:
             result.scores[i] = float(best[4])
             result.crops[i] = face_crop(frames[i], best[:4].numpy())
         return result
+
+
+def track_plan(tracks: np.ndarray, every: int) -> np.ndarray:
+    """Per frame: -1 for a key frame (searched in full), else the index of the key frame of its track
+    whose box it is checked against. A track's first frame and every `every`-th after it are key."""
+    plan = np.full(len(tracks), -1, np.int64)
+    seen: dict[int, tuple[int, int]] = {}   # track -> (frames so far, its last key frame)
+    for i, t in enumerate(tracks.tolist()):
+        count, key = seen.get(t, (0, i))
+        if count % every == 0:
+            key = i
+        else:
+            plan[i] = key
+        seen[t] = (count + 1, key)
+    return plan
+
+
+def _empty(n: int) -> Detections:
+    return Detections(np.zeros((n, 4), np.float32), np.zeros(n, np.float32), np.zeros((n, 64, 64), np.uint8))
+
+
+def _put(into: Detections, where: np.ndarray, found: Detections) -> None:
+    into.boxes[where], into.scores[where], into.crops[where] = found.boxes, found.scores, found.crops
+
+
+def _iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    w = (torch.minimum(a[:, 2], b[:, 2]) - torch.maximum(a[:, 0], b[:, 0])).clamp(min=0)
+    h = (torch.minimum(a[:, 3], b[:, 3]) - torch.maximum(a[:, 1], b[:, 1])).clamp(min=0)
+    inter = w * h
+    area = lambda x: (x[:, 2] - x[:, 0]).clamp(min=0) * (x[:, 3] - x[:, 1]).clamp(min=0)  # noqa: E731
+    return inter / (area(a) + area(b) - inter).clamp(min=1e-6)
+
+
+def _crop_frames(frames: np.ndarray, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """One crop per frame (frame i, box i), as _crop_resize cuts them, converting only the crop to float."""
+    _, h, w = frames.shape[:3]
+    crops = []
+    for frame, box in zip(frames, boxes.int().tolist(), strict=True):
+        x1, y1, x2, y2 = max(box[0], 1), max(box[1], 1), min(box[2], w), min(box[3], h)
+        if x2 <= x1 - 1 or y2 <= y1 - 1:
+            crops.append(torch.zeros(1, 3, size, size))
+            continue
+        patch = torch.from_numpy(np.ascontiguousarray(frame[y1 - 1:y2, x1 - 1:x2])).permute(2, 0, 1)[None].float()
+        crops.append(F.interpolate(patch, size=(size, size), mode="area"))
+    return torch.cat(crops) if crops else torch.zeros(0, 3, size, size)
 
 
 def face_crop(frame: np.ndarray, box: np.ndarray, size: int = 64) -> np.ndarray:

@@ -93,13 +93,13 @@ def build_items(segs: list[Segment], buf: MediaBuffer, views: list[View],
     empty_audio = np.zeros(0, np.float32)
     for seg in segs:
         seen = buf.frames_in(seg, chunk_start_ms)
-        for view in views:
+        for track, view in enumerate(views):
             frames = empty_frames
             if view.x0 is not None and len(seen):
                 frames = np.ascontiguousarray(seen[:, :, view.x0:view.x1])
             audio = empty_audio if view.channel is None else buf.audio_in(seg, chunk_start_ms, view.channel)
             keys.append((view, seg))
-            items.append(Item(frames, audio))
+            items.append(Item(frames, audio, track))
     return keys, items
 
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from pipeline.inference import artifacts
-from pipeline.inference.face_detection import nms, pyramid_scales
+from pipeline.inference.face_detection import nms, pyramid_scales, track_plan
 
 
 @pytest.fixture(scope="module")
@@ -42,3 +42,24 @@ def test_pyramid_and_nms():
     boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 10, 10], [50, 50, 60, 60]], dtype=torch.float32)
     keep = nms(boxes, torch.tensor([0.9, 0.8, 0.7]), 0.5)
     assert keep.tolist() == [0, 2]
+
+
+def test_track_plan_marks_key_frames_and_the_key_each_other_frame_follows():
+    plan = track_plan(np.array([0, 1, 0, 0, 1, 0, 0]), every=3)
+    assert plan.tolist() == [-1, -1, 0, 0, 1, -1, 5]
+
+
+def test_a_followed_face_is_where_a_full_search_finds_it(detector):
+    img = _astronaut((270, 240))
+    frames = np.stack([np.roll(img, (2 * k, 3 * k), axis=(0, 1)) for k in range(6)]
+                      + [np.full_like(img, 90)])          # then the caller steps away
+    followed = detector.detect(frames, tracks=np.zeros(len(frames), int))
+    searched = detector.search(frames)
+    assert (followed.scores[:6] > 0.9).all() and followed.scores[6] == 0 and searched.scores[6] == 0
+    assert np.abs(followed.boxes[:6] - searched.boxes[:6]).max() < 6
+
+
+def test_a_hint_without_a_face_is_refused(detector):
+    img = _astronaut((270, 240))
+    wrong = np.array([[150, 180, 230, 260]], np.float32)    # the shoulder, not the face
+    assert detector.verify(img[None], wrong).scores[0] == 0
