@@ -97,6 +97,8 @@ def bench(settings: Settings, shapes: list[str], calls: int, seconds: float, wor
             results[n] = r
             entry["runs"].append(_row(f"capacity, {n} worker(s)", r, cores))
             entry.setdefault("live_calls_per_core", round(r.throughput / cores, 1))
+            entry.setdefault("capacity_cpu_s", {**r.cpu_s, "wall_s": round(r.wall_seconds, 1)})
+            log(f"  CPU seconds during that run: {r.cpu_s} in {r.wall_seconds:.1f} s of wall time")
             log(f"  pipeline, {n} worker(s): {r.throughput:.2f} video-s/s, {r.chunks / r.wall_seconds:.2f} chunks/s")
         base = results[workers[0]]
         if len(workers) > 1:

@@ -47,6 +47,7 @@ class RunResult:
     batch_sizes: dict[str, float]
     worker_peak_rss_mb: list[float] = field(default_factory=list)
     alert_latencies_ms: list[float] = field(default_factory=list)
+    cpu_s: dict[str, float] = field(default_factory=dict)   # CPU seconds used during the run, by whom
 
     @property
     def throughput(self) -> float:
@@ -79,6 +80,26 @@ def _descendants(pid: int) -> list[int]:
         seen.append(p)
         todo += children.get(p, [])
     return seen
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of these processes and of their children already reaped (ffmpeg)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(x) for x in fields[11:15]) / tick   # utime, stime, cutime, cstime
+    return total
+
+
+def cpu_snapshot(settings: Settings, workers: list[subprocess.Popen]) -> dict[str, float]:
+    """CPU seconds so far: the workers with their ffmpeg children, and Triton with its backend stubs."""
+    pid = procs.running_pid(settings.state_dir, TRITON)
+    worker_pids = [p for w in workers for p in _descendants(w.pid)]
+    return {"worker_and_ffmpeg": cpu_seconds(worker_pids), "triton": cpu_seconds(_descendants(pid) if pid else [])}
 
 
 def triton_peak_rss_mb(settings: Settings) -> float:
@@ -185,12 +206,16 @@ class Bench:
                 with self.engine.begin() as conn:
                     conn.execute(text("DELETE FROM chunks WHERE topic = :t"), {"t": settings.chunks_topic})
                 before = triton_counts(self.base)
+                cpu = cpu_snapshot(self.base, workers)
                 first = time.time()
                 for i in range(calls):
                     self._publish_call(pub, work, f"{settings.app_id}-call{i}", realtime=False)
                 pub.flush()
             self._wait_done(settings.chunks_topic, calls * len(work.chunks), 1800)
-            return self._collect(settings.chunks_topic, workers, n_workers, calls * work.seconds, before, first)
+            result = self._collect(settings.chunks_topic, workers, n_workers, calls * work.seconds, before, first)
+            after = cpu_snapshot(self.base, workers)
+            result.cpu_s = {k: round(after[k] - cpu[k], 1) for k in cpu}
+            return result
         finally:
             self._stop(workers)
 

@@ -89,6 +89,7 @@ _DTYPES = {"FRAMES": "UINT8", "FRAME_MASK": "BOOL", "AUDIO": "FP32", "AUDIO_LEN"
 class EmotionClient:
     def __init__(self, url: str, model: str = "emotion", batch_items: int = 32) -> None:
         self.url, self.model, self.batch_items = url, model, batch_items
+        self.send_track = True
         self._client = grpcclient.InferenceServerClient(url=url)
 
     async def close(self) -> None:
@@ -116,6 +117,8 @@ class EmotionClient:
         """(model name, model version, minimum speech ratio) as the model's config declares them: the name
         and version are stored with every row, the ratio fuses merged pieces as the model fuses items."""
         config = (await self._client.get_model_config(self.model, as_json=True))["config"]
+        # A server still on a model without TRACK (workers upgraded first) gets the inputs it knows.
+        self.send_track = any(i.get("name") == "TRACK" for i in config.get("input", []))
         params = config.get("parameters", {})
         name = params.get("model_name", {}).get("string_value", self.model)
         version = params.get("model_version", {}).get("string_value", "1")
@@ -125,6 +128,8 @@ class EmotionClient:
     async def _infer(self, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         inputs = []
         for name, value in tensors.items():
+            if name == "TRACK" and not self.send_track:
+                continue
             t = grpcclient.InferInput(name, list(value.shape), _DTYPES[name])
             t.set_data_from_numpy(value)
             inputs.append(t)

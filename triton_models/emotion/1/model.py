@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 
-from pipeline.inference.analysis import Analyzer
+from pipeline.inference.analysis import Analyzer, Request
 from pipeline.inference.fusion import MIN_SPEECH_RATIO
 from pipeline.inference.serving import instance_device, parameter
 from pipeline.inference.voice import SPEECH_THRESHOLD
@@ -28,21 +28,37 @@ class TritonPythonModel:
             tracking=parameter(args, "face_tracking", "true").lower() == "true")
 
     def execute(self, requests):
-        responses = []
-        for request in requests:
+        """Requests the dynamic batcher put together share the expression and voice passes; one whose
+        inputs are inconsistent fails alone, and if the shared pass fails each runs on its own."""
+        responses, ok, inputs = [None] * len(requests), [], []
+        for k, request in enumerate(requests):
             try:
-                responses.append(self.run(request))
-            except Exception as exc:  # one bad request must not fail the others in the batch
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc))))
+                inputs.append(self.inputs(request))
+                ok.append(k)
+            except Exception as exc:
+                responses[k] = _error(exc)
+        try:
+            outputs = self.analyzer.run_many(inputs)
+        except Exception:
+            outputs = []
+            for one in inputs:
+                try:
+                    outputs.append(self.analyzer.run_many([one])[0])
+                except Exception as exc:
+                    outputs.append(exc)
+        for k, out in zip(ok, outputs, strict=True):
+            responses[k] = _error(out) if isinstance(out, Exception) else pb_utils.InferenceResponse(
+                output_tensors=[pb_utils.Tensor(name, np.ascontiguousarray(v)) for name, v in out.items()])
         return responses
 
-    def run(self, request):
+    @staticmethod
+    def inputs(request):
         def get(name):
             t = pb_utils.get_input_tensor_by_name(request, name)
             return None if t is None else t.as_numpy()
 
-        tracks = get("TRACK")
-        out = self.analyzer.run(get("FRAMES"), get("FRAME_MASK"), get("AUDIO"), get("AUDIO_LEN"),
-                                None if tracks is None else tracks.reshape(-1))
-        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(k, np.ascontiguousarray(v))
-                                                         for k, v in out.items()])
+        return Request.of(get("FRAMES"), get("FRAME_MASK"), get("AUDIO"), get("AUDIO_LEN"), get("TRACK"))
+
+
+def _error(exc):
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc)))
