@@ -38,12 +38,14 @@ def ffmpeg_limit(work: Workload, settings: Settings, parallel: int | None = None
     return work.seconds / (time.perf_counter() - start)
 
 
-def model_limit(work: Workload, settings: Settings, tracking: bool = True) -> float:
+def model_limit(work: Workload, settings: Settings, tracking: bool = True,
+                batches: list[dict] | None = None) -> float:
     """Video seconds per wall second through the analysis the `emotion` model runs (detector,
     expression, VAD, prosody, fusion: pipeline/inference/analysis.py) in this process, one call per
-    chunk as the worker batches them; decoding happens before the clock starts."""
+    chunk as the worker batches them; decoding happens before the clock starts (`batches`: the
+    workload already decoded by `decoded_batches`)."""
     analyzer = Analyzer.load(settings.model_repository, tracking=tracking)
-    batches = decoded_batches(work, settings)
+    batches = batches if batches is not None else decoded_batches(work, settings)
     torch.set_num_threads(os.cpu_count() or 1)
     start = time.perf_counter()
     for t in batches:

@@ -85,9 +85,10 @@ def bench(settings: Settings, shapes: list[str], calls: int, seconds: float, wor
         entry: dict = {"shape": str(shape), "runs": []}
         entry["ffmpeg_limit"] = round(ffmpeg_limit(work, settings), 2)
         log(f"  bare ffmpeg decode: {entry['ffmpeg_limit']} video-s/s")
-        entry["model_limit"] = round(model_limit(work, settings), 2)
+        decoded = decoded_batches(work, settings)   # once for both limits
+        entry["model_limit"] = round(model_limit(work, settings, batches=decoded), 2)
         log(f"  bare model inference: {entry['model_limit']} video-s/s")
-        entry["model_limit_full_search"] = round(model_limit(work, settings, tracking=False), 2)
+        entry["model_limit_full_search"] = round(model_limit(work, settings, tracking=False, batches=decoded), 2)
         log(f"  bare model inference, full face search on every frame: {entry['model_limit_full_search']} video-s/s")
         entry["agreement"] = agreement(work, settings)
         log(f"  fast path vs full search, per segment: {entry['agreement']}")

@@ -96,7 +96,7 @@ class Analyzer:
     def run_many(self, requests: list[Request]) -> list[dict[str, np.ndarray]]:
         """Outputs for requests the dynamic batcher put together: detection per request (frames of
         different requests may differ in size), expression and voice in one pass for all."""
-        found = [self.detect(r.frames, r.mask, r.tracks) if r.mask.any() else _no_faces() for r in requests]
+        found = [self.detect(r.frames, r.mask, r.tracks) if r.mask.any() else Detections.empty(0) for r in requests]
         probs = self.expressions(found)
         voices = self.voices(requests)
         return [self._outputs(faces_per_item(p, d.scores, r.mask), ratio, arousal)
@@ -147,6 +147,3 @@ class Request:
                 raise ValueError(f"TRACK has {len(tracks)} values for {n} items")
         return cls(frames, mask, audio, lengths, tracks)
 
-
-def _no_faces() -> Detections:
-    return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 64, 64), np.uint8))

@@ -32,6 +32,10 @@ class Detections:
     scores: np.ndarray  # (N,) float32 detection confidence; 0 where no face
     crops: np.ndarray   # (N, 64, 64) uint8 grayscale face crops; zeros where no face
 
+    @classmethod
+    def empty(cls, n: int) -> Detections:
+        return cls(np.zeros((n, 4), np.float32), np.zeros(n, np.float32), np.zeros((n, 64, 64), np.uint8))
+
 
 def pyramid_scales(height: int, width: int, min_face: int) -> list[float]:
     scale = 12.0 / min_face
@@ -112,17 +116,19 @@ def _regress(boxes: torch.Tensor, reg: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _crop_resize(images: torch.Tensor, boxes: torch.Tensor, image_inds: torch.Tensor, size: int) -> torch.Tensor:
-    """Crop (clamped to the image) and resize with area interpolation, as the reference does."""
-    _, _, h, w = images.shape
+def _crop_resize(frames: np.ndarray, boxes: torch.Tensor, image_inds: torch.Tensor | np.ndarray,
+                 size: int) -> torch.Tensor:
+    """Crop box i of frame image_inds[i] (clamped to the frame) and resize with area interpolation, as
+    the reference does; only the crop is converted to float."""
+    _, h, w = frames.shape[:3]
     crops = []
-    for box, idx in zip(boxes.int().tolist(), image_inds.tolist(), strict=True):
+    for box, idx in zip(boxes.int().tolist(), np.asarray(image_inds).tolist(), strict=True):
         x1, y1, x2, y2 = max(box[0], 1), max(box[1], 1), min(box[2], w), min(box[3], h)
         if x2 <= x1 - 1 or y2 <= y1 - 1:
             crops.append(torch.zeros(1, 3, size, size))
             continue
-        patch = images[idx:idx + 1, :, y1 - 1:y2, x1 - 1:x2]
-        crops.append(F.interpolate(patch, size=(size, size), mode="area"))
+        patch = torch.from_numpy(np.ascontiguousarray(frames[idx, y1 - 1:y2, x1 - 1:x2])).permute(2, 0, 1)[None]
+        crops.append(F.interpolate(patch.float(), size=(size, size), mode="area"))
     return torch.cat(crops) if crops else torch.zeros(0, 3, size, size)
 
 
@@ -147,7 +153,7 @@ class MTCNN:
         plan = track_plan(np.asarray(tracks).reshape(-1), KEYFRAME_EVERY)
         keys = np.flatnonzero(plan < 0)
         out = self.search(frames[keys])
-        result = _empty(len(frames))
+        result = Detections.empty(len(frames))
         _put(result, keys, out)
         follow = np.flatnonzero((plan >= 0) & (result.scores[np.maximum(plan, 0)] > 0))
         lost = np.flatnonzero((plan >= 0) & (result.scores[np.maximum(plan, 0)] <= 0))
@@ -165,12 +171,13 @@ class MTCNN:
         the same view): the regressed box and score where it still holds a face near the hint, else
         nothing (the caller then searches the frame)."""
         n = len(frames)
-        result = _empty(n)
+        result = Detections.empty(n)
         if n == 0:
             return result
         hint = torch.from_numpy(np.asarray(boxes, np.float32))
         square = _square(hint).trunc()
-        reg, _landmarks, probs = self.onet(_normalise(_crop_frames(frames, square, 48).to(self.device)))
+        crops = _crop_resize(frames, square, np.arange(n), 48).to(self.device)
+        reg, _landmarks, probs = self.onet(_normalise(crops))
         reg, probs = reg.cpu(), probs.cpu()
         found = _regress(square, reg)
         ok = (probs[:, 1] > THRESHOLDS[2]) & (_iou(found, hint) >= TRACK_MIN_IOU)
@@ -184,7 +191,7 @@ class MTCNN:
     def search(self, frames: np.ndarray) -> Detections:
         """The full cascade on every frame."""
         n, h, w = frames.shape[:3]
-        empty = _empty(n)
+        empty = Detections.empty(n)
         if n == 0:
             return empty
         images = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).float()
@@ -221,7 +228,7 @@ class MTCNN:
         boxes = _square(boxes).trunc()
 
         # Stage 2: refine.
-        reg, probs = self.rnet(_normalise(_crop_resize(images, boxes, inds, 24)))
+        reg, probs = self.rnet(_normalise(_crop_resize(frames, boxes, inds.cpu(), 24).to(self.device)))
         passed = probs[:, 1] > THRESHOLDS[1]
         boxes = torch.cat([boxes[passed, :4], probs[passed, 1:2]], dim=1)
         inds, reg = inds[passed], reg[passed]
@@ -234,7 +241,8 @@ class MTCNN:
         boxes = _square(_regress(boxes, reg)).trunc()
 
         # Stage 3: output.
-        reg, _landmarks, probs = self.onet(_normalise(_crop_resize(images, boxes, inds, 48)))
+        crops = _crop_resize(frames, boxes, inds.cpu(), 48).to(self.device)
+        reg, _landmarks, probs = self.onet(_normalise(crops))
         passed = probs[:, 1] > THRESHOLDS[2]
         boxes = torch.cat([boxes[passed, :4], probs[passed, 1:2]], dim=1)
         inds, reg = inds[passed], reg[passed]
@@ -271,10 +279,6 @@ def track_plan(tracks: np.ndarray, every: int) -> np.ndarray:
     return plan
 
 
-def _empty(n: int) -> Detections:
-    return Detections(np.zeros((n, 4), np.float32), np.zeros(n, np.float32), np.zeros((n, 64, 64), np.uint8))
-
-
 def _put(into: Detections, where: np.ndarray, found: Detections) -> None:
     into.boxes[where], into.scores[where], into.crops[where] = found.boxes, found.scores, found.crops
 
@@ -285,20 +289,6 @@ def _iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     inter = w * h
     area = lambda x: (x[:, 2] - x[:, 0]).clamp(min=0) * (x[:, 3] - x[:, 1]).clamp(min=0)  # noqa: E731
     return inter / (area(a) + area(b) - inter).clamp(min=1e-6)
-
-
-def _crop_frames(frames: np.ndarray, boxes: torch.Tensor, size: int) -> torch.Tensor:
-    """One crop per frame (frame i, box i), as _crop_resize cuts them, converting only the crop to float."""
-    _, h, w = frames.shape[:3]
-    crops = []
-    for frame, box in zip(frames, boxes.int().tolist(), strict=True):
-        x1, y1, x2, y2 = max(box[0], 1), max(box[1], 1), min(box[2], w), min(box[3], h)
-        if x2 <= x1 - 1 or y2 <= y1 - 1:
-            crops.append(torch.zeros(1, 3, size, size))
-            continue
-        patch = torch.from_numpy(np.ascontiguousarray(frame[y1 - 1:y2, x1 - 1:x2])).permute(2, 0, 1)[None].float()
-        crops.append(F.interpolate(patch, size=(size, size), mode="area"))
-    return torch.cat(crops) if crops else torch.zeros(0, 3, size, size)
 
 
 def face_crop(frame: np.ndarray, box: np.ndarray, size: int = 64) -> np.ndarray:
