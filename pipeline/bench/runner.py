@@ -95,11 +95,20 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has been busy (all cores; /proc/stat minus idle and iowait): what
+    the per-process figures leave out is the broker, its object store, the publisher and the kernel."""
+    ticks = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_snapshot(settings: Settings, workers: list[subprocess.Popen]) -> dict[str, float]:
-    """CPU seconds so far: the workers with their ffmpeg children, and Triton with its backend stubs."""
+    """CPU seconds so far: the workers with their ffmpeg children, Triton with its backend stubs, and
+    the whole machine."""
     pid = procs.running_pid(settings.state_dir, TRITON)
     worker_pids = [p for w in workers for p in _descendants(w.pid)]
-    return {"worker_and_ffmpeg": cpu_seconds(worker_pids), "triton": cpu_seconds(_descendants(pid) if pid else [])}
+    return {"worker_and_ffmpeg": cpu_seconds(worker_pids), "triton": cpu_seconds(_descendants(pid) if pid else []),
+            "machine": machine_busy_seconds()}
 
 
 def triton_peak_rss_mb(settings: Settings) -> float:
