@@ -3,8 +3,8 @@
 Every byte of a chunk is untrusted, so ffmpeg only ever reads the chunk itself: the container is
 recognised from its first bytes, ffmpeg is told that one demuxer (`-f`, `-format_whitelist`) and the
 `file` protocol only, so playlists, concat scripts and references to other files or URLs never open.
-Frames and audio come out of two ffmpeg processes as streams and are read `window` seconds at a time,
-so memory does not grow with a chunk's length or resolution; a watchdog kills both processes when the
+One ffmpeg process per chunk reports the streams and writes both of them, read `window` seconds at a
+time, so memory does not grow with a chunk's length or resolution; a watchdog kills ffmpeg when the
 chunk's decode budget (scaled by its declared duration) runs out. The decoder does the sampling and
 scaling (fps and scale filters), so only the frames the model needs ever cross a pipe. Commands are
 argument lists: nothing from a message reaches a shell.
@@ -14,25 +14,39 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import math
 import os
+import re
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, TypeVar
 
 import ffmpeg
 import numpy as np
 
 from pipeline.errors import BadChunk
-from pipeline.media.probe import MediaInfo, probe
+from pipeline.media import avi
+from pipeline.media.probe import MediaInfo, parse_report
+
+_T = TypeVar("_T")
 
 AUDIO_RATE = 16_000
 MAX_CHANNELS = 8          # an audio-channels map names at most 8; more are never analysed
 SNIFF_BYTES = 4096
+HEADER_TIMEOUT_S = 30.0   # to read the container's header, before the chunk's own budget is known
+LOOKAHEAD_S = 20.0        # how far one stream may run past the window before the streams are split
+REPORT_BYTES = 200_000    # of ffmpeg's stream report kept for parsing
+LOG_ARGS = ("-hide_banner", "-nostdin", "-nostats", "-loglevel", "level+info")
+# aresample async: a gap in the stream's timestamps (a muted track, a recorder pause) becomes silence, so
+# every sample stays at its own call time; raw PCM would close the gap and shift all later audio early.
+# asetnsamples: quarter-second packets (the last one not padded), so the reader handles 4 per second, not 47.
+AUDIO_FILTER = "aresample=async=1:first_pts=0,asetnsamples=n=4000:p=0"
 
 
 def sniff_container(head: bytes) -> str | None:
@@ -67,12 +81,18 @@ def target_size(width: int, height: int, target_width: int) -> tuple[int, int]:
     """Fit inside a target_width square (never upscale), both sides even as yuv-derived filters prefer.
 
     Landscape frames scale to target_width wide as before; a tall or huge frame (8192x8192) is bounded
-    too, so a frame's bytes never depend on the sender's resolution."""
-    scale = min(1.0, target_width / max(width, 1), target_width / max(height, 1))
-    w = int(round(width * scale))
-    w -= w % 2
-    h = int(round(height * scale / 2)) * 2
+    too, so a frame's bytes never depend on the sender's resolution. The same arithmetic as
+    `scale_filter` (rounding half up, as ffmpeg's expressions do), so ffmpeg agrees to the pixel."""
+    scale = min(1.0, min(target_width / max(width, 1), target_width / max(height, 1)))
+    w = 2 * math.floor(math.floor(width * scale + 0.5) / 2)
+    h = 2 * math.floor(height * scale / 2 + 0.5)
     return max(w, 2), max(h, 2)
+
+
+def scale_filter(target_width: int) -> str:
+    """`target_size` as an ffmpeg scale filter, for a decoder that learns the input size as it starts."""
+    s = f"min(1,min({target_width}/iw,{target_width}/ih))"
+    return f"scale=w='max(2,2*floor(floor(iw*{s}+0.5)/2))':h='max(2,2*floor(ih*{s}/2+0.5))'"
 
 
 def is_truncated(declared_ms: int | None, decoded_ms: float) -> bool:
@@ -93,25 +113,71 @@ class Window:
 
 
 class _Stderr(threading.Thread):
-    """Drains a process's stderr so it can never block on a full pipe; keeps only the last lines."""
+    """Drains a process's stderr so it can never block on a full pipe.
+
+    ffmpeg runs at `-loglevel level+info`: the input's stream report (everything before "Stream
+    mapping:") is kept whole, bounded, for `parse_report`, and `reported` is set when it is complete (or
+    the process has ended); after it, only the last lines are kept, and lines ffmpeg tagged as errors
+    are told apart from its progress chatter."""
 
     def __init__(self, pipe: IO[bytes]) -> None:
         super().__init__(daemon=True)
         self.pipe = pipe
+        self.report: list[str] = []
+        self.reported = threading.Event()
         self.lines: collections.deque[str] = collections.deque(maxlen=20)
+        self.errors: collections.deque[str] = collections.deque(maxlen=5)
         self.partial = False
         self.start()
 
     def run(self) -> None:
-        for raw in iter(self.pipe.readline, b""):
-            line = raw.decode(errors="replace").strip()[:300]
-            self.partial = self.partial or "partial file" in line
-            if line:
-                self.lines.append(line)
+        size = 0
+        try:
+            for raw in iter(self.pipe.readline, b""):
+                text = raw.decode(errors="replace").rstrip()
+                if not self.reported.is_set():
+                    if "] Stream mapping:" in text or text.startswith("Stream mapping:"):
+                        self.reported.set()
+                    elif size < REPORT_BYTES:
+                        size += len(text) + 1
+                        self.report.append(_untag(text))
+                line = _untag(text).strip()[:300]
+                self.partial = self.partial or "partial file" in line
+                if line:
+                    self.lines.append(line)
+                    if any(tag in text for tag in ("[error]", "[fatal]", "[panic]")):
+                        self.errors.append(line)
+        finally:
+            self.reported.set()
+
+    @property
+    def message(self) -> str | None:
+        """What ffmpeg said went wrong: its last error line, else its last line."""
+        return self.errors[-1] if self.errors else (self.lines[-1] if self.lines else None)
+
+
+_TAG = re.compile(r"\[(?:quiet|panic|fatal|error|warning|info|verbose|debug|trace)\] ")
+
+
+def _untag(line: str) -> str:
+    """A line without ffmpeg's `[level] ` tag (which follows the `[component @ 0x..] ` prefix, if any)."""
+    return _TAG.sub("", line, count=1)
 
 
 class StreamDecoder:
-    """Two ffmpeg processes (sampled frames, PCM) over one chunk file, read a window at a time.
+    """One chunk's sampled frames and 16 kHz PCM, read a window at a time.
+
+    One ffmpeg process per chunk: it reports the container's streams on stderr before it writes
+    anything (no separate probe), demuxes the file once and writes both streams to one pipe as AVI,
+    interleaved by its muxer (pipeline/media/avi.py), so a reader never blocks on one pipe while the
+    other fills. A process start costs ~12 ms of CPU here and the separate probe, video and audio
+    processes this replaces cost about a third more per chunk (docs/BENCHMARKS.md).
+
+    Reading one interleaved pipe means one stream's data waits in memory while the other is read. That
+    is bounded: when one stream runs more than LOOKAHEAD_S past the window asked for (a camera switched
+    off early in a long chunk, a file whose streams are stored far apart), the rest of the chunk is
+    decoded by two processes, one per stream, each read at its own pace as before, skipping what was
+    already returned.
 
     Not thread-safe; one reader thread at a time, `close()` from any thread (it kills the processes,
     which ends a blocked read at once: that is how cancellation and the deadline stop a decode)."""
@@ -127,68 +193,142 @@ class StreamDecoder:
         if demuxer is None:
             raise BadChunk("undecodable", "not a media container callstream reads "
                                           "(MP4/MOV, Matroska/WebM, MPEG-TS, Ogg, WAV, FLAC)")
-        info = probe(ffmpeg_bin, input_args(path, demuxer))
-        if (video and info.video is None or not video) and (audio and info.audio is None or not audio):
-            wanted = " and ".join(k for k, w in (("video", video), ("audio", audio)) if w)
-            raise BadChunk("no_media_streams", f"the chunk's media header asks for {wanted}, which it lacks")
-        self.info: MediaInfo = dataclasses.replace(info, video=info.video if video else None,
-                                                   audio=info.audio if audio else None)
-        # The container's length may be that of a stream left undecoded: then it proves no truncation.
-        self._whole = self.info == info
-        self.fps = fps
-        self.timeout_s = timeout_s(self.info) if callable(timeout_s) else timeout_s
-        self.size: tuple[int, int] | None = None
-        self.channels = min(self.info.audio.channels, MAX_CHANNELS) if self.info.audio else 0
+        self.ffmpeg_bin, self.path, self.demuxer, self.fast = ffmpeg_bin, path, demuxer, fast
+        self.fps, self.frame_width = fps, frame_width
         self.timed_out = False
+        self._closed = False
         self._procs: list[subprocess.Popen[bytes]] = []
         self._errs: list[_Stderr] = []
-        self.video: subprocess.Popen[bytes] | None = None
-        self.audio: subprocess.Popen[bytes] | None = None
+        self._timer: threading.Timer | None = None
+        self.size: tuple[int, int] | None = None
+        self.channels = 0
         self.frames_read = self.samples_read = 0
-        self.video_done = self.info.video is None
-        self.audio_done = self.info.audio is None
-        self._timer = threading.Timer(self.timeout_s, self._expire)
-        self._timer.daemon = True
-        src = ffmpeg.input("x")  # placeholder input; the real, pinned input options are spliced in
-        quiet = ("-hide_banner", "-nostdin", "-loglevel", "error", "-threads", "2")
+        self._header = avi.Header()
+        self._frames: collections.deque[bytes] = collections.deque()  # read from the pipe, not yet returned
+        self._samples = bytearray()
+        self._eof = False
+        self.video: subprocess.Popen[bytes] | None = None  # the per-stream processes, once split
+        self.audio: subprocess.Popen[bytes] | None = None
+        self._split = False
+        started = time.monotonic()
+        self._arm(HEADER_TIMEOUT_S)
         try:
-            if self.info.video is not None:
-                self.size = target_size(self.info.video.width, self.info.video.height, frame_width)
-                out = (src.video.filter("fps", fps=fps).filter("scale", self.size[0], self.size[1])
-                       .output("pipe:", format="rawvideo", pix_fmt="rgb24"))
-                self.video = self._spawn(out.global_args(*quiet).compile(cmd=ffmpeg_bin), path, demuxer, fast)
-            if self.info.audio is not None:
-                # aresample async: a gap in the stream's timestamps (a muted track, a recorder pause) becomes
-                # silence, so every sample stays at its own call time; raw PCM would close the gap and
-                # shift all later audio early.
-                out = (src.audio.filter("aresample", **{"async": 1, "first_pts": 0})
-                       .output("pipe:", format="f32le", acodec="pcm_f32le", ac=self.channels, ar=AUDIO_RATE))
-                self.audio = self._spawn(out.global_args(*quiet).compile(cmd=ffmpeg_bin), path, demuxer, False)
+            mux = self._spawn(self._muxed_args(video, audio, None))
+            info = self._stream_report(self._errs[-1])
+            if (video and info.video is None or not video) and (audio and info.audio is None or not audio):
+                wanted = " and ".join(k for k, w in (("video", video), ("audio", audio)) if w)
+                raise BadChunk("no_media_streams", f"the chunk's media header asks for {wanted}, which it lacks")
+            self.info: MediaInfo = dataclasses.replace(info, video=info.video if video else None,
+                                                       audio=info.audio if audio else None)
+            # The container's length may be that of a stream left undecoded: then it proves no truncation.
+            self._whole = self.info == info
+            self.timeout_s = timeout_s(self.info) if callable(timeout_s) else timeout_s
+            self._arm(max(0.0, self.timeout_s - (time.monotonic() - started)))
+            if self.info.audio is not None and self.info.audio.channels > MAX_CHANNELS:
+                self._kill(mux)  # a rare file: decode again with the channels bounded
+                mux = self._spawn(self._muxed_args(video, audio, MAX_CHANNELS))
+            self._mux = mux
+            self._header = self._guard(lambda: avi.read_header(self._read_mux))
+            if self._header.video is not None:
+                self.size = (self._header.width, self._header.height)
+            self.channels = min(self._header.channels, MAX_CHANNELS)
         except BaseException:
-            self.close()  # the first ffmpeg must not outlive a failed start of the second
+            self.close()  # no ffmpeg outlives a failed start
             raise
-        self._timer.start()
+        self.video_done = self._header.video is None
+        self.audio_done = self._header.audio is None
 
-    def _spawn(self, argv: list[str], path: Path, demuxer: str, fast: bool) -> subprocess.Popen[bytes]:
+    # -- processes ---------------------------------------------------------------------------------
+
+    def _input_args(self, fast: bool) -> list[str]:
+        return ["-threads", "1", *input_args(self.path, self.demuxer, fast)]
+
+    def _video_filter(self, size: tuple[int, int] | None) -> str:
+        if size is not None:
+            return f"fps={self.fps},scale={size[0]}:{size[1]}"
+        return f"fps={self.fps},{scale_filter(self.frame_width)}"
+
+    def _muxed_args(self, video: bool, audio: bool, channels: int | None) -> list[str]:
+        """Both wanted streams to one AVI on stdout. The maps are optional: which streams exist is
+        known from the report, which this same process prints first."""
+        src = ffmpeg.input("x")  # placeholder input; the real, pinned input options are spliced in
+        streams, opts = [], dict[str, str | int]()
+        if video:
+            streams.append(src["v:0?"])
+            opts.update({"filter:v": self._video_filter(None), "pix_fmt": "rgb24", "c:v": "rawvideo"})
+        if audio:
+            streams.append(src["a:0?"])
+            opts.update({"filter:a": AUDIO_FILTER, "ar": AUDIO_RATE, "c:a": "pcm_f32le"})
+            if channels:
+                opts["ac"] = channels
+        out = ffmpeg.output(*streams, "pipe:1", format="avi", **opts)
+        return self._argv(out.global_args(*LOG_ARGS).compile(cmd=self.ffmpeg_bin), self.fast)
+
+    def _argv(self, argv: list[str], fast: bool) -> list[str]:
         i = argv.index("-i")
-        argv = argv[:i] + input_args(path, demuxer, fast) + argv[i + 2:]
+        return argv[:i] + self._input_args(fast) + argv[i + 2:]
+
+    def _spawn(self, argv: list[str]) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self._procs.append(proc)
         assert proc.stderr is not None
         self._errs.append(_Stderr(proc.stderr))
+        if self._closed:  # close() raced this start: nothing may outlive it
+            self._kill(proc)
         return proc
+
+    def _kill(self, proc: subprocess.Popen[bytes]) -> None:
+        """Stop one process that is no longer needed; its exit status and lines no longer count."""
+        i = self._procs.index(proc)
+        self._procs.pop(i)
+        self._errs.pop(i)
+        _stop(proc)
+
+    def _stream_report(self, err: _Stderr) -> MediaInfo:
+        """What the container holds, from the report ffmpeg prints before it decodes anything."""
+        err.reported.wait(HEADER_TIMEOUT_S + 5)
+        if self.timed_out:
+            raise BadChunk("decode_timeout", f"reading the container header took longer than {HEADER_TIMEOUT_S:.0f}s")
+        text = "\n".join(err.report)
+        if "Input #0" not in text:
+            err.join(timeout=2)
+            raise BadChunk("undecodable", (err.message or "no report")[:300])
+        info = parse_report(text)
+        if info.video is None and info.audio is None:
+            raise BadChunk("no_media_streams", "neither a video nor an audio stream")
+        return info
+
+    def _arm(self, seconds: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
 
     def _expire(self) -> None:
         self.timed_out = True
         self.close()
 
+    def _read_mux(self, n: int) -> bytes:
+        return _read_exact(self._mux, n)
+
+    def _guard(self, step: Callable[[], _T]) -> _T:
+        """Run a parsing step; when the output stops making sense, ffmpeg's own reason comes first."""
+        try:
+            return step()
+        except BadChunk:
+            self._check_exit()
+            raise
+
+    # -- positions ---------------------------------------------------------------------------------
+
     @property
     def decoded_ms(self) -> float:
         """How far both streams have been decoded; a stream that has ended does not hold the other back."""
         streams = []  # (position in ms, ended) of each stream the chunk has
-        if self.info.video is not None:
+        if self.size is not None:
             streams.append((self.frames_read * 1000.0 / self.fps, self.video_done))
-        if self.info.audio is not None:
+        if self.channels:
             streams.append((self.samples_read * 1000.0 / AUDIO_RATE, self.audio_done))
         live = [ms for ms, ended in streams if not ended]
         return min(live) if live else max((ms for ms, _ in streams), default=0.0)
@@ -196,51 +336,130 @@ class StreamDecoder:
     @property
     def video_ms(self) -> float:
         """Video decoded so far (all of it once the stream has ended)."""
-        return self.frames_read * 1000.0 / self.fps if self.info.video is not None else 0.0
+        return self.frames_read * 1000.0 / self.fps if self.size is not None else 0.0
 
     @property
     def audio_ms(self) -> float:
-        return self.samples_read * 1000.0 / AUDIO_RATE if self.info.audio is not None else 0.0
+        return self.samples_read * 1000.0 / AUDIO_RATE if self.channels else 0.0
 
     @property
     def finished(self) -> bool:
         return self.video_done and self.audio_done
 
+    # -- reading -----------------------------------------------------------------------------------
+
     def read(self, seconds: float) -> Window:
         """The next `seconds` of each stream that has not ended (fewer at the end)."""
+        want_f = max(1, int(round(seconds * self.fps))) if not self.video_done else 0
+        want_s = int(seconds * AUDIO_RATE) if not self.audio_done else 0
+        if not self._split:
+            self._fill(want_f, want_s, seconds)
+        if self._split:
+            packed = self._header.width * self._header.height * 3
+            frames_raw = _read_exact(self.video, want_f * packed) if want_f and self.video else b""
+            audio_raw = (_read_exact(self.audio, want_s * self._header.channels * 4)
+                         if want_s and self.audio else b"")
+        else:
+            frames_raw = b"".join(self._frames.popleft() for _ in range(min(want_f, len(self._frames))))
+            k = min(want_s * self._header.channels * 4, len(self._samples))
+            audio_raw = bytes(self._samples[:k])
+            del self._samples[:k]
+        window = self._window(frames_raw, audio_raw)
+        n_frames, n_samples = len(window.frames), window.audio.shape[1]
+        if self._split:
+            self.video_done = self.video_done or n_frames < want_f
+            self.audio_done = self.audio_done or n_samples < want_s
+        else:
+            self.video_done = self.video_done or (self._eof and not self._frames)
+            self.audio_done = self.audio_done or (self._eof and not self._samples)
+        if self.finished:
+            self._check_end()
+        return window
+
+    def _fill(self, want_f: int, want_s: int, seconds: float) -> None:
+        """Read the pipe until each stream that has not ended holds its window, or the pipe ends; split
+        into per-stream processes when one stream runs too far ahead of the other."""
+        h = self._header
+        sample_bytes = 4 * h.channels
+        ahead_f = want_f + int(LOOKAHEAD_S * self.fps)
+        ahead_s = want_s + int(LOOKAHEAD_S * AUDIO_RATE)
+        while not self._eof:
+            frames, samples = len(self._frames), len(self._samples) // sample_bytes if sample_bytes else 0
+            if (h.video is None or frames >= want_f) and (h.audio is None or samples >= want_s):
+                return
+            if frames > ahead_f or samples > ahead_s:
+                self._split_streams()
+                return
+            packet = self._guard(lambda: avi.read_packet(self._read_mux, h))
+            if packet is None:
+                self._eof = True
+            elif packet[0] == "video":
+                self._frames.append(packet[1])
+            else:
+                self._samples += packet[1]
+
+    def _split_streams(self) -> None:
+        """Decode the rest with one process per stream, skipping what has been returned already."""
+        h = self._header
+        self._kill(self._mux)
+        self._frames.clear()
+        self._samples = bytearray()
+        self._split = True
+        src = ffmpeg.input("x")
+        if h.video is not None and not self.video_done:
+            assert self.size is not None
+            out = (src["v:0"].output("pipe:", **{"filter:v": self._video_filter(self.size)}, format="rawvideo",
+                                     pix_fmt="rgb24"))
+            self.video = self._spawn(self._argv(out.global_args(*LOG_ARGS).compile(cmd=self.ffmpeg_bin), self.fast))
+            _discard(self.video, self.frames_read * h.width * h.height * 3)
+        if h.audio is not None and not self.audio_done:
+            out = src["a:0"].output("pipe:", **{"filter:a": AUDIO_FILTER}, format="f32le", acodec="pcm_f32le",
+                                    ac=h.channels, ar=AUDIO_RATE)
+            self.audio = self._spawn(self._argv(out.global_args(*LOG_ARGS).compile(cmd=self.ffmpeg_bin), False))
+            _discard(self.audio, self.samples_read * h.channels * 4)
+
+    def _window(self, frames_raw: bytes, audio_raw: bytes) -> Window:
+        h = self._header
         first_frame, first_sample = self.frames_read, self.samples_read
         frames = np.zeros((0, 2, 2, 3), np.uint8)
         audio = np.zeros((self.channels, 0), np.float32)
-        if self.video is not None and not self.video_done and self.size is not None:
-            w, h = self.size
-            want = max(1, int(round(seconds * self.fps)))
-            raw = _read_exact(self.video, want * w * h * 3)
-            n = len(raw) // (w * h * 3)
-            frames = np.frombuffer(raw[: n * w * h * 3], np.uint8).reshape(n, h, w, 3)
+        if self.size is not None and frames_raw:
+            row = h.width * 3 if self._split else h.row_bytes  # the split process writes packed rows
+            n = len(frames_raw) // (row * h.height)
+            rows = np.frombuffer(frames_raw[: n * row * h.height], np.uint8).reshape(n, h.height, row)
+            frames = (rows if row == h.width * 3 else rows[:, :, : h.width * 3]).reshape(n, h.height, h.width, 3)
             self.frames_read += n
-            self.video_done = n < want
-        if self.audio is not None and not self.audio_done:
-            want = int(seconds * AUDIO_RATE)
-            raw = _read_exact(self.audio, want * self.channels * 4)
-            n = len(raw) // (self.channels * 4)
-            audio = np.frombuffer(raw[: n * self.channels * 4], np.float32).reshape(n, self.channels).T.copy()
+        if self.channels and audio_raw:
+            n = len(audio_raw) // (h.channels * 4)
+            pcm = np.frombuffer(audio_raw[: n * h.channels * 4], np.float32).reshape(n, h.channels)
+            audio = pcm[:, : self.channels].T.copy()
             self.samples_read += n
-            self.audio_done = n < want
-        if self.finished:
-            self._check_end()
         return Window(first_frame, frames, first_sample, audio)
 
-    def _check_end(self) -> None:
-        codes = [p.wait() for p in self._procs]
+    # -- the end -----------------------------------------------------------------------------------
+
+    def _check_exit(self) -> None:
+        """ffmpeg's own verdict, when it has one: a timeout, a cut-off file, a failed decode."""
+        codes: list[int | None] = []
+        for p in self._procs:
+            try:
+                codes.append(p.wait(timeout=5))
+            except subprocess.TimeoutExpired:
+                codes.append(None)
         for err in self._errs:
             err.join(timeout=2)
         if self.timed_out:
             raise BadChunk("decode_timeout", f"decoding took longer than its {self.timeout_s:.0f}s budget")
-        lines = [line for err in self._errs for line in err.lines]
         if any(err.partial for err in self._errs):
+            lines = [line for err in self._errs for line in err.lines]
             raise BadChunk("truncated", next((x for x in lines if "partial file" in x), "partial file"))
-        if any(codes):
-            raise BadChunk("undecodable", (lines[-1] if lines else f"ffmpeg exited {max(codes)}")[:300])
+        failed = [(c, e) for c, e in zip(codes, self._errs, strict=True) if c]
+        if failed:
+            code, err = failed[0]
+            raise BadChunk("undecodable", (err.message or f"ffmpeg exited {code}")[:300])
+
+    def _check_end(self) -> None:
+        self._check_exit()
         if self.frames_read == 0 and self.samples_read == 0:
             raise BadChunk("undecodable", "no frames and no audio decoded")
         if self._whole and is_truncated(self.info.duration_ms, self.decoded_ms):
@@ -248,23 +467,38 @@ class StreamDecoder:
                                         "the container declares")
 
     def close(self) -> None:
-        self._timer.cancel()
-        for p in self._procs:
-            if p.poll() is None:
-                p.kill()
-        for p in self._procs:
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-            if p.stdout:
-                p.stdout.close()
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        for p in list(self._procs):
+            _stop(p)
 
     def __enter__(self) -> StreamDecoder:
         return self
 
     def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+    if proc.stdout:
+        proc.stdout.close()
+
+
+def _discard(proc: subprocess.Popen[bytes], n: int) -> None:
+    """Read and drop n bytes (what an earlier process already returned), a megabyte at a time."""
+    assert proc.stdout is not None
+    while n > 0:
+        part = proc.stdout.read(min(n, 1 << 20))
+        if not part:
+            return
+        n -= len(part)
 
 
 def _read_exact(proc: subprocess.Popen[bytes], n: int) -> bytes:

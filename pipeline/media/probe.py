@@ -12,10 +12,10 @@ from pathlib import Path
 
 from pipeline.errors import BadChunk
 
-_DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
-_VIDEO = re.compile(r"Stream #0:\d+[^:]*: Video: (\w+).*?, (\d{1,5})x(\d{1,5})")
+_DURATION = re.compile(r"^Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
+_VIDEO = re.compile(r"^Stream #0:\d+[^:]*: Video: (\w+).*?, (\d{1,5})x(\d{1,5})")
 _FPS = re.compile(r"(\d+(?:\.\d+)?) fps")
-_AUDIO = re.compile(r"Stream #0:\d+[^:]*: Audio: (\w+)[^,]*, (\d+) Hz, ([^,]+)")
+_AUDIO = re.compile(r"^Stream #0:\d+[^:]*: Audio: (\w+)[^,]*, (\d+) Hz, ([^,]+)")
 _LAYOUTS = {"mono": 1, "stereo": 2, "2.1": 3, "3.0": 3, "3.0(back)": 3, "quad": 4, "quad(side)": 4,
             "4.0": 4, "5.0": 5, "5.0(side)": 5, "5.1": 6, "5.1(side)": 6, "6.1": 7, "7.1": 8}
 
@@ -51,18 +51,20 @@ def channel_count(layout: str) -> int:
 
 
 def parse_report(stderr: str) -> MediaInfo:
+    """Streams and duration from the lines that start with them: a metadata value (a title that reads
+    "Stream #0:0: Video: h264, 16x16") is printed after its key, so it can never pass for one."""
     # Only the input section: stop where ffmpeg starts describing outputs.
     text = stderr.split("Output #0")[0]
     if "Input #0" not in text:
         last = [line for line in stderr.strip().splitlines() if line.strip()][-1:] or ["no report"]
         raise BadChunk("undecodable", last[0].strip()[:300])
     duration = None
-    m = _DURATION.search(text)
+    m = next((m for line in text.splitlines() if (m := _DURATION.search(line.strip()))), None)
     if m:
         h, mi, s = m.groups()
         duration = int(round((int(h) * 3600 + int(mi) * 60 + float(s)) * 1000))
     video = audio = None
-    for line in text.splitlines():
+    for line in (raw.strip() for raw in text.splitlines()):
         if video is None and (v := _VIDEO.search(line)) and "attached pic" not in line:
             fps = _FPS.search(line)
             video = VideoStream(v.group(1), int(v.group(2)), int(v.group(3)), float(fps.group(1)) if fps else None)

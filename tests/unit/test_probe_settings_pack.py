@@ -131,3 +131,16 @@ def test_the_cli_stops_on_a_wrong_setting_before_doing_anything(monkeypatch, cap
     monkeypatch.setenv("CALLSTREAM_MAX_ATTEMPTS", "0")
     assert main(["status"]) == 2
     assert "CALLSTREAM_MAX_ATTEMPTS=0: must be >= 1" in capsys.readouterr().err
+
+
+def test_a_metadata_value_cannot_pass_for_a_stream_or_a_duration():
+    """ffmpeg prints metadata as `key : value`; a title that reads like a stream line is still a title."""
+    report = ("Input #0, matroska,webm, from 'file:x':\n  Metadata:\n"
+              "    title           : Stream #0:0: Video: h264, 16x16\n"
+              "    comment         : Duration: 99:00:00.00, Stream #0:1: Audio: pcm_s16le, 8000 Hz, 7 channels\n"
+              "  Duration: 00:00:05.00, start: 0.000000, bitrate: 399 kb/s\n"
+              "  Stream #0:0: Video: h264 (High), yuv420p(progressive), 640x360, 15 fps, 15 tbr, 1k tbn\n"
+              "  Stream #0:1: Audio: aac (LC), 48000 Hz, stereo, fltp\n")
+    info = parse_report(report)
+    assert info.duration_ms == 5000 and (info.video.width, info.video.height) == (640, 360)
+    assert info.audio.channels == 2

@@ -1,0 +1,106 @@
+"""The chunk decoder on real ffmpeg: one process per chunk, the same media as one process per stream,
+bounded memory when one stream runs far ahead, and sizes that ffmpeg and Python agree on."""
+
+import subprocess
+
+import numpy as np
+import pytest
+
+from pipeline.errors import BadChunk
+from pipeline.media import decode as decoding
+from pipeline.media.decode import StreamDecoder, decode, target_size
+from pipeline.media.ffmpeg_bin import ffmpeg_exe
+from pipeline.media.synth import generate_call, generate_track
+
+FF = ffmpeg_exe()
+
+
+@pytest.fixture(scope="module")
+def call(tmp_path_factory):
+    return generate_call(FF, tmp_path_factory.mktemp("call") / "call.mp4", seconds=6.0)
+
+
+def spawned(monkeypatch) -> list[list[str]]:
+    """The argv of every process the decoder starts."""
+    started: list[list[str]] = []
+    real = subprocess.Popen
+
+    def popen(argv, *a, **kw):
+        started.append(argv)
+        return real(argv, *a, **kw)
+
+    monkeypatch.setattr(decoding.subprocess, "Popen", popen)
+    return started
+
+
+def test_one_ffmpeg_per_chunk_gives_what_one_per_stream_gives(call, monkeypatch):
+    started = spawned(monkeypatch)
+    one = decode(FF, call, 2.0, 480)
+    assert len(started) == 1  # no separate probe, no second process
+    monkeypatch.setattr(decoding, "LOOKAHEAD_S", -100.0)  # split at the first read
+    split = decode(FF, call, 2.0, 480)
+    assert len(started) == 1 + 3  # the muxed start, then one process per stream
+    assert one.frames.shape == split.frames.shape == (12, 270, 480, 3)
+    assert one.audio.shape == split.audio.shape and abs(one.audio.shape[1] / 16000 - 6.0) < 0.05
+    assert np.array_equal(one.frames, split.frames) and np.array_equal(one.audio, split.audio)
+    assert one.info == split.info and one.info.video.width == 640
+
+
+def test_a_split_mid_chunk_skips_what_was_already_returned(call, monkeypatch):
+    whole = decode(FF, call, 2.0, 480)
+    with StreamDecoder(FF, call, 2.0, 480, 60.0) as dec:
+        first = dec.read(2.0)
+        monkeypatch.setattr(decoding, "LOOKAHEAD_S", -100.0)
+        rest = [dec.read(2.0) for _ in range(4)]
+        assert dec.finished and dec.video is not None and dec.audio is not None
+    frames = np.concatenate([first.frames] + [w.frames for w in rest if len(w.frames)])
+    audio = np.concatenate([first.audio] + [w.audio for w in rest], axis=1)
+    assert np.array_equal(frames, whole.frames) and np.array_equal(audio, whole.audio)
+
+
+def test_a_camera_switched_off_early_in_a_long_chunk_keeps_memory_bounded(tmp_path, monkeypatch):
+    """Video for 2 s, audio for 70 s: the interleaved pipe would hold all the audio while waiting for
+    frames that never come; past the look-ahead the decoder reads each stream from its own process."""
+    path = generate_track(FF, tmp_path / "off.mp4", 70.0, video_until=2.0)
+    held = []
+    real_fill = StreamDecoder._fill
+
+    def fill(self, *a):
+        real_fill(self, *a)
+        held.append(len(self._samples) + sum(len(f) for f in self._frames))
+
+    monkeypatch.setattr(StreamDecoder, "_fill", fill)
+    with StreamDecoder(FF, path, 2.0, 320, 120.0) as dec:
+        windows = []
+        while not dec.finished:
+            windows.append(dec.read(10.0))
+        assert dec.video is not None  # it split
+    assert sum(len(w.frames) for w in windows) == 4
+    assert abs(sum(w.audio.shape[1] for w in windows) / 16000 - 70.0) < 0.1
+    assert max(held) <= (10 + decoding.LOOKAHEAD_S + 1) * 16000 * 4  # one channel, never the whole file
+
+
+def test_an_audio_only_file_and_an_unwanted_stream(call, tmp_path):
+    wav = tmp_path / "a.wav"
+    subprocess.run([FF, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "sine=d=3:sample_rate=8000",
+                    "-ac", "2", str(wav)], check=True)
+    audio_only = decode(FF, wav, 2.0, 480)
+    assert audio_only.frames.shape[0] == 0 and audio_only.audio.shape == (2, 48000)
+    with StreamDecoder(FF, call, 2.0, 480, 60.0, audio=False) as dec:
+        w = dec.read(60.0)
+        assert dec.finished and dec.channels == 0 and len(w.frames) == 12 and w.audio.size == 0
+    with pytest.raises(BadChunk, match="asks for video"):
+        StreamDecoder(FF, wav, 2.0, 480, 60.0, audio=False)
+
+
+@pytest.mark.parametrize("size", [(640, 360), (1280, 720), (333, 201), (479, 271), (500, 1000), (101, 57),
+                                  (4000, 3000), (2, 2)])
+def test_ffmpeg_scales_to_the_size_python_computes(tmp_path, size):
+    path = tmp_path / "f.mkv"
+    subprocess.run([FF, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+                    f"color=c=red:s={size[0]}x{size[1]}:d=1:r=2", "-c:v", "ffv1", str(path)], check=True)
+    with StreamDecoder(FF, path, 2.0, 480, 60.0) as dec:
+        assert dec.size == target_size(*size, 480)
+        frames = dec.read(5.0).frames
+    r, g, b = frames[-1, -1, -1].tolist()  # the last pixel: rows padded in the pipe are unpadded here
+    assert len(frames) == 2 and r > 240 and g < 10 and b < 10  # RGB order
