@@ -1,11 +1,11 @@
 """The two limits the pipeline is measured against, on the same chunks and sampling settings:
-bare ffmpeg decoding (`-f null`) and bare model inference on pre-decoded tensors (no Triton, no Kafka)."""
+bare decoding (the worker's decoder, no Kafka) and bare model inference on pre-decoded tensors (no
+Triton, no Kafka)."""
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -15,22 +15,19 @@ from pipeline.bench.workload import Workload
 from pipeline.contract import ChunkMeta
 from pipeline.inference.analysis import Analyzer
 from pipeline.inference.client import pack
-from pipeline.media.decode import decode, target_size
+from pipeline.media.decode import decode
 from pipeline.media.ffmpeg_bin import ffmpeg_exe
 from pipeline.settings import Settings
 from pipeline.worker.process import decoded_items
 
 
 def ffmpeg_limit(work: Workload, settings: Settings, parallel: int | None = None) -> float:
-    """Video seconds decoded per wall second, one ffmpeg per chunk, `parallel` at a time (all cores)."""
+    """Video seconds decoded per wall second by the worker's own decoder (one ffmpeg per chunk, its
+    output read and unpacked here), `parallel` chunks at a time (all cores)."""
     ff = ffmpeg_exe(settings.ffmpeg_binary)
-    w, h = target_size(work.shape.width, work.shape.height, settings.frame_width)
 
     def one(path: Path) -> None:
-        fast = ["-skip_loop_filter", "all"] if settings.fast_decode else []
-        subprocess.run([ff, "-hide_banner", "-nostdin", "-loglevel", "error", *fast, "-i", str(path),
-                        "-map", "0:v:0", "-vf", f"fps={settings.sample_fps},scale={w}:{h}", "-pix_fmt", "rgb24",
-                        "-f", "null", "-", "-map", "0:a:0", "-ar", "16000", "-f", "null", "-"], check=True)
+        decode(ff, path, settings.sample_fps, settings.frame_width, fast=settings.fast_decode)
 
     start = time.perf_counter()
     with cf.ThreadPoolExecutor(parallel or os.cpu_count()) as pool:
