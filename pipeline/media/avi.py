@@ -20,6 +20,7 @@ from pipeline.errors import BadChunk
 MAX_HEADER_BYTES = 64 * 1024       # ffmpeg writes ~2 KB for two streams
 MAX_AUDIO_PACKET = 1 << 20         # ffmpeg's PCM packets are a few KB
 MAX_SKIPPED_CHUNK = 1 << 20        # JUNK, index and metadata chunks
+WAVE_FORMAT_EXTENSIBLE = 0xFFFE
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,9 @@ def parse_streams(streams: list[tuple[bytes, bytes]]) -> Header:
             h = Header(i, width, abs(height), h.audio, h.channels, h.sample_rate)
         elif kind == b"auds" and h.audio is None and len(fmt) >= 16:
             tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", fmt[:16])
-            if tag != 3 or bits != 32 or not 0 < channels <= 64:
+            if tag == WAVE_FORMAT_EXTENSIBLE and len(fmt) >= 26:  # how more than 2 channels are declared
+                tag = struct.unpack("<H", fmt[24:26])[0]  # the sub-format GUID starts with the format tag
+            if tag != 3 or bits != 32 or channels < 1:
                 raise BadChunk("undecodable", f"unexpected decoded audio format {tag}/{channels}/{bits}")
             h = Header(h.video, h.width, h.height, i, channels, rate)
     return h

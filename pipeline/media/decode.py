@@ -224,11 +224,14 @@ class StreamDecoder:
             self._whole = self.info == info
             self.timeout_s = timeout_s(self.info) if callable(timeout_s) else timeout_s
             self._arm(max(0.0, self.timeout_s - (time.monotonic() - started)))
-            if self.info.audio is not None and self.info.audio.channels > MAX_CHANNELS:
-                self._kill(mux)  # a rare file: decode again with the channels bounded
-                mux = self._spawn(self._muxed_args(video, audio, MAX_CHANNELS))
             self._mux = mux
             self._header = self._guard(lambda: avi.read_header(self._read_mux))
+            if self._header.channels > MAX_CHANNELS:
+                # A rare file (or a decoder that finds more channels than the container declares): decode
+                # again with the channels bounded, so a window's audio never scales with the sender's count.
+                self._kill(mux)
+                self._mux = self._spawn(self._muxed_args(video, audio, MAX_CHANNELS))
+                self._header = self._guard(lambda: avi.read_header(self._read_mux))
             if self._header.video is not None:
                 self.size = (self._header.width, self._header.height)
             self.channels = min(self._header.channels, MAX_CHANNELS)
@@ -317,7 +320,7 @@ class StreamDecoder:
         try:
             return step()
         except BadChunk:
-            self._check_exit()
+            self._check_exit(wait_s=1.0)
             raise
 
     # -- positions ---------------------------------------------------------------------------------
@@ -438,12 +441,12 @@ class StreamDecoder:
 
     # -- the end -----------------------------------------------------------------------------------
 
-    def _check_exit(self) -> None:
+    def _check_exit(self, wait_s: float = 5.0) -> None:
         """ffmpeg's own verdict, when it has one: a timeout, a cut-off file, a failed decode."""
         codes: list[int | None] = []
         for p in self._procs:
             try:
-                codes.append(p.wait(timeout=5))
+                codes.append(p.wait(timeout=wait_s))
             except subprocess.TimeoutExpired:
                 codes.append(None)
         for err in self._errs:

@@ -104,3 +104,24 @@ def test_ffmpeg_scales_to_the_size_python_computes(tmp_path, size):
         frames = dec.read(5.0).frames
     r, g, b = frames[-1, -1, -1].tolist()  # the last pixel: rows padded in the pipe are unpadded here
     assert len(frames) == 2 and r > 240 and g < 10 and b < 10  # RGB order
+
+
+def test_more_channels_than_a_map_can_name_are_bounded(tmp_path, monkeypatch):
+    path = tmp_path / "many.wav"
+    subprocess.run([FF, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "sine=d=2:sample_rate=16000",
+                    "-af", "pan=10c|c0=c0|c1=c0|c2=c0|c3=c0|c4=c0|c5=c0|c6=c0|c7=c0|c8=c0|c9=c0", str(path)],
+                   check=True)
+    started = spawned(monkeypatch)
+    decoded = decode(FF, path, 2.0, 480)
+    assert decoded.audio.shape == (decoding.MAX_CHANNELS, 32000)
+    assert "-ac" in started[-1] and len(started) == 2  # decoded again with the channels bounded
+
+
+def test_a_four_channel_recording_keeps_its_channels(tmp_path):
+    """More than two channels come declared as WAVE_FORMAT_EXTENSIBLE; a channel map names any of them."""
+    path = tmp_path / "four.wav"
+    subprocess.run([FF, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "sine=d=2:sample_rate=16000",
+                    "-af", "pan=4c|c0=c0|c1=0*c0|c2=c0|c3=0*c0", str(path)], check=True)
+    audio = decode(FF, path, 2.0, 480).audio
+    assert audio.shape == (4, 32000)
+    assert np.abs(audio[0]).max() > 0.1 and np.abs(audio[1]).max() == 0 and np.abs(audio[2]).max() > 0.1
