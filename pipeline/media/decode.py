@@ -395,11 +395,31 @@ class StreamDecoder:
                 return
             packet = self._guard(lambda: avi.read_packet(self._read_mux, h))
             if packet is None:
+                if self._ended_early():
+                    self._split_streams()
+                    return
                 self._eof = True
             elif packet[0] == "video":
                 self._frames.append(packet[1])
             else:
                 self._samples += packet[1]
+
+    def _ended_early(self) -> bool:
+        """The one process failed, or stopped well before the length the container declares: a damaged
+        file whose demuxer gave up on one stream's data. Read on its own, the other stream may still be
+        whole (as it is when each stream has its own process), so that is tried before judging it."""
+        if self.timed_out:
+            return False
+        try:
+            code = self._mux.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return False
+        h = self._header
+        frames = self.frames_read + len(self._frames)
+        samples = self.samples_read + (len(self._samples) // (4 * h.channels) if h.channels else 0)
+        reached = max(frames * 1000.0 / self.fps if h.video is not None else 0.0,
+                      samples * 1000.0 / AUDIO_RATE if h.audio is not None else 0.0)
+        return code != 0 or (self._whole and is_truncated(self.info.duration_ms, reached))
 
     def _split_streams(self) -> None:
         """Decode the rest with one process per stream, skipping what has been returned already."""

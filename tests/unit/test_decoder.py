@@ -125,3 +125,26 @@ def test_a_four_channel_recording_keeps_its_channels(tmp_path):
     audio = decode(FF, path, 2.0, 480).audio
     assert audio.shape == (4, 32000)
     assert np.abs(audio[0]).max() > 0.1 and np.abs(audio[1]).max() == 0 and np.abs(audio[2]).max() > 0.1
+
+
+def test_one_process_that_stops_early_is_retried_one_stream_at_a_time(call, monkeypatch):
+    """A damaged file can end the shared demux at the first broken sample of either stream; read on its
+    own, the other stream may be whole. The muxed output is cut after a few packets here."""
+    whole = decode(FF, call, 2.0, 480)
+    real = decoding.avi.read_packet
+    count = {"n": 0}
+
+    def read_packet(read, header):
+        count["n"] += 1
+        if count["n"] <= 5:
+            return real(read, header)
+        while read(1 << 16):  # the rest never arrives: ffmpeg ends as if its demuxer had given up
+            pass
+        return None
+
+    monkeypatch.setattr(decoding.avi, "read_packet", read_packet)
+    with StreamDecoder(FF, call, 2.0, 480, 60.0) as dec:
+        windows = [dec.read(2.0) for _ in range(4)]
+        assert dec.finished and dec.video is not None and dec.audio is not None
+    assert np.array_equal(np.concatenate([w.frames for w in windows if len(w.frames)]), whole.frames)
+    assert np.array_equal(np.concatenate([w.audio for w in windows], axis=1), whole.audio)
