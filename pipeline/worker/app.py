@@ -121,6 +121,7 @@ async def watch_loop_lag(interval: float = 0.05) -> None:
 
 
 def create_app(settings: Settings) -> faust.App:
+    (settings.state_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.bootstrap_servers}",
@@ -134,6 +135,9 @@ def create_app(settings: Settings) -> faust.App:
         stream_buffer_maxsize=settings.worker_concurrency * 2,
         web_enabled=settings.worker_web_port > 0, web_port=settings.worker_web_port or 6066,
         store="memory://", table_cleanup_interval=3600.0,
+        # Faust makes a `<app id>-data` folder for table state even with the memory store: keep it with
+        # the rest of the state, not in whatever directory the worker was started from.
+        datadir=str(settings.state_dir / "faust" / "{conf.name}-data"),
         broker_credentials=faust_credentials(settings),
     )
     chunks = app.topic(settings.chunks_topic, key_type=bytes, value_type=bytes,

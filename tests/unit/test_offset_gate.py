@@ -1,6 +1,7 @@
 """The commit rule: a partition's offsets are acknowledged only in order, each after its end commits."""
 
-from pipeline.worker.app import OffsetGate
+from pipeline.settings import Settings
+from pipeline.worker.app import OffsetGate, create_app
 
 
 def test_a_fast_later_message_waits_for_the_slow_earlier_one():
@@ -28,3 +29,9 @@ def test_redelivered_lower_offsets_after_a_rebalance_hold_the_higher_ones():
     gate.begin("p0", 15)                               # the partition came back from an older commit
     assert gate.finish("p0", 20, "m20") == []
     assert gate.finish("p0", 15, "m15") == ["m15", "m20"]
+
+
+def test_the_worker_keeps_faust_state_under_the_state_dir(tmp_path):
+    """Faust makes an `<app id>-data` folder even with the memory store; not in the start directory."""
+    app = create_app(Settings.from_env({"CALLSTREAM_STATE_DIR": str(tmp_path), "CALLSTREAM_APP_ID": "cs-x"}))
+    assert app.conf.datadir == tmp_path / "faust" / "cs-x-data"
