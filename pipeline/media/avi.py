@@ -42,6 +42,11 @@ class Header:
     def frame_bytes(self) -> int:
         return self.row_bytes * self.height
 
+    @property
+    def packed_frame_bytes(self) -> int:
+        """The same frame without the row padding, as a rawvideo pipe carries it."""
+        return self.width * self.height * 3
+
 
 Read = Callable[[int], bytes]  # up to n bytes; fewer only at the end of the stream
 

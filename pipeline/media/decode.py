@@ -32,7 +32,7 @@ import numpy as np
 
 from pipeline.errors import BadChunk
 from pipeline.media import avi
-from pipeline.media.probe import MediaInfo, parse_report
+from pipeline.media.probe import MediaInfo, parse_report, require_streams
 
 _T = TypeVar("_T")
 
@@ -135,13 +135,14 @@ class _Stderr(threading.Thread):
         try:
             for raw in iter(self.pipe.readline, b""):
                 text = raw.decode(errors="replace").rstrip()
+                plain = _untag(text)
                 if not self.reported.is_set():
-                    if "] Stream mapping:" in text or text.startswith("Stream mapping:"):
+                    if plain.startswith("Stream mapping:"):
                         self.reported.set()
                     elif size < REPORT_BYTES:
-                        size += len(text) + 1
-                        self.report.append(_untag(text))
-                line = _untag(text).strip()[:300]
+                        size += len(plain) + 1
+                        self.report.append(plain)
+                line = plain.strip()[:300]
                 self.partial = self.partial or "partial file" in line
                 if line:
                     self.lines.append(line)
@@ -296,10 +297,7 @@ class StreamDecoder:
         if "Input #0" not in text:
             err.join(timeout=2)
             raise BadChunk("undecodable", (err.message or "no report")[:300])
-        info = parse_report(text)
-        if info.video is None and info.audio is None:
-            raise BadChunk("no_media_streams", "neither a video nor an audio stream")
-        return info
+        return require_streams(parse_report(text))
 
     def _arm(self, seconds: float) -> None:
         if self._timer is not None:
@@ -356,9 +354,9 @@ class StreamDecoder:
         want_f = max(1, int(round(seconds * self.fps))) if not self.video_done else 0
         want_s = int(seconds * AUDIO_RATE) if not self.audio_done else 0
         if not self._split:
-            self._fill(want_f, want_s, seconds)
+            self._fill(want_f, want_s)
         if self._split:
-            packed = self._header.width * self._header.height * 3
+            packed = self._header.packed_frame_bytes
             frames_raw = _read_exact(self.video, want_f * packed) if want_f and self.video else b""
             audio_raw = (_read_exact(self.audio, want_s * self._header.channels * 4)
                          if want_s and self.audio else b"")
@@ -379,15 +377,14 @@ class StreamDecoder:
             self._check_end()
         return window
 
-    def _fill(self, want_f: int, want_s: int, seconds: float) -> None:
+    def _fill(self, want_f: int, want_s: int) -> None:
         """Read the pipe until each stream that has not ended holds its window, or the pipe ends; split
         into per-stream processes when one stream runs too far ahead of the other."""
         h = self._header
-        sample_bytes = 4 * h.channels
         ahead_f = want_f + int(LOOKAHEAD_S * self.fps)
         ahead_s = want_s + int(LOOKAHEAD_S * AUDIO_RATE)
         while not self._eof:
-            frames, samples = len(self._frames), len(self._samples) // sample_bytes if sample_bytes else 0
+            frames, samples = len(self._frames), self._pending_samples
             if (h.video is None or frames >= want_f) and (h.audio is None or samples >= want_s):
                 return
             if frames > ahead_f or samples > ahead_s:
@@ -404,6 +401,11 @@ class StreamDecoder:
             else:
                 self._samples += packet[1]
 
+    @property
+    def _pending_samples(self) -> int:
+        """Samples read from the pipe and not yet returned."""
+        return len(self._samples) // (4 * self._header.channels) if self._header.channels else 0
+
     def _ended_early(self) -> bool:
         """The one process failed, or stopped well before the length the container declares: a damaged
         file whose demuxer gave up on one stream's data. Read on its own, the other stream may still be
@@ -416,7 +418,7 @@ class StreamDecoder:
             return False
         h = self._header
         frames = self.frames_read + len(self._frames)
-        samples = self.samples_read + (len(self._samples) // (4 * h.channels) if h.channels else 0)
+        samples = self.samples_read + self._pending_samples
         reached = max(frames * 1000.0 / self.fps if h.video is not None else 0.0,
                       samples * 1000.0 / AUDIO_RATE if h.audio is not None else 0.0)
         return code != 0 or (self._whole and is_truncated(self.info.duration_ms, reached))
@@ -434,7 +436,7 @@ class StreamDecoder:
             out = (src["v:0"].output("pipe:", **{"filter:v": self._video_filter(self.size)}, format="rawvideo",
                                      pix_fmt="rgb24"))
             self.video = self._spawn(self._argv(out.global_args(*LOG_ARGS).compile(cmd=self.ffmpeg_bin), self.fast))
-            _discard(self.video, self.frames_read * h.width * h.height * 3)
+            _discard(self.video, self.frames_read * h.packed_frame_bytes)
         if h.audio is not None and not self.audio_done:
             out = src["a:0"].output("pipe:", **{"filter:a": AUDIO_FILTER}, format="f32le", acodec="pcm_f32le",
                                     ac=h.channels, ar=AUDIO_RATE)

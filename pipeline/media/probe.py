@@ -58,13 +58,14 @@ def parse_report(stderr: str) -> MediaInfo:
     if "Input #0" not in text:
         last = [line for line in stderr.strip().splitlines() if line.strip()][-1:] or ["no report"]
         raise BadChunk("undecodable", last[0].strip()[:300])
+    lines = [raw.strip() for raw in text.splitlines()]
     duration = None
-    m = next((m for line in text.splitlines() if (m := _DURATION.search(line.strip()))), None)
+    m = next((m for line in lines if (m := _DURATION.search(line))), None)
     if m:
         h, mi, s = m.groups()
         duration = int(round((int(h) * 3600 + int(mi) * 60 + float(s)) * 1000))
     video = audio = None
-    for line in (raw.strip() for raw in text.splitlines()):
+    for line in lines:
         if video is None and (v := _VIDEO.search(line)) and "attached pic" not in line:
             fps = _FPS.search(line)
             video = VideoStream(v.group(1), int(v.group(2)), int(v.group(3)), float(fps.group(1)) if fps else None)
@@ -81,7 +82,10 @@ def probe(ffmpeg: str, source: Path | list[str], timeout: float = 30.0) -> Media
                               capture_output=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise BadChunk("decode_timeout", f"reading the container header took longer than {timeout:.0f}s") from None
-    info = parse_report(proc.stderr.decode(errors="replace")[:200_000])
+    return require_streams(parse_report(proc.stderr.decode(errors="replace")[:200_000]))
+
+
+def require_streams(info: MediaInfo) -> MediaInfo:
     if info.video is None and info.audio is None:
         raise BadChunk("no_media_streams", "neither a video nor an audio stream")
     return info
