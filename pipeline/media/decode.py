@@ -518,20 +518,23 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 def _discard(proc: subprocess.Popen[bytes], n: int) -> None:
     """Read and drop n bytes (what an earlier process already returned), a megabyte at a time."""
-    assert proc.stdout is not None
     while n > 0:
-        part = proc.stdout.read(min(n, 1 << 20))
+        part = _read_exact(proc, min(n, 1 << 20))
         if not part:
             return
         n -= len(part)
 
 
 def _read_exact(proc: subprocess.Popen[bytes], n: int) -> bytes:
-    """Up to n bytes; fewer only at the end of the stream (or when the process was killed)."""
+    """Up to n bytes; fewer only at the end of the stream (or when the process was killed, or its pipe
+    closed by `close()` between two reads: the deadline's verdict then comes from `_check_end`)."""
     assert proc.stdout is not None
     parts, got = [], 0
     while got < n:
-        part = proc.stdout.read(n - got)
+        try:
+            part = proc.stdout.read(n - got)
+        except ValueError:  # read of closed file
+            break
         if not part:
             break
         parts.append(part)

@@ -2,6 +2,7 @@
 bounded memory when one stream runs far ahead, and sizes that ffmpeg and Python agree on."""
 
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -148,3 +149,15 @@ def test_one_process_that_stops_early_is_retried_one_stream_at_a_time(call, monk
         assert dec.finished and dec.video is not None and dec.audio is not None
     assert np.array_equal(np.concatenate([w.frames for w in windows if len(w.frames)]), whole.frames)
     assert np.array_equal(np.concatenate([w.audio for w in windows], axis=1), whole.audio)
+
+
+@pytest.mark.parametrize("budget_s", [0.0, 0.3])
+def test_a_decode_past_its_budget_is_killed_and_named(call, budget_s):
+    """The budget comes from what the container declares, after the report; the watchdog re-armed with
+    it kills ffmpeg wherever the decode is (reading the header, or between windows)."""
+    with pytest.raises(BadChunk) as err:
+        with StreamDecoder(FF, call, 2.0, 480, lambda info: budget_s) as dec:
+            while not dec.finished:
+                dec.read(0.5)
+                time.sleep(0.1)
+    assert err.value.reason == "decode_timeout"
