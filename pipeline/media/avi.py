@@ -107,7 +107,8 @@ def parse_streams(streams: list[tuple[bytes, bytes]]) -> Header:
 
 
 def read_packet(read: Read, header: Header) -> tuple[str, bytes] | None:
-    """The next ("video", frame) or ("audio", samples) chunk; None at the end of the stream."""
+    """The next ("video", frame) or ("audio", samples) chunk; None at the end of the stream. A video
+    frame of b"" is a slot that repeats the previous picture."""
     while True:
         head = read(8)
         if not head:
@@ -120,6 +121,9 @@ def read_packet(read: Read, header: Header) -> tuple[str, bytes] | None:
             continue
         stream = int(cc[:2]) if cc[:2].isdigit() else -1
         if stream == header.video and cc[2:] in (b"dc", b"db"):
+            if size == 0:
+                # AVI's "no change" frame: ffmpeg's muxer writes one for each slot its video skips.
+                return "video", b""
             if size != header.frame_bytes:
                 raise BadChunk("undecodable", f"a decoded frame of {size} bytes, not {header.frame_bytes}")
             return "video", _exact(read, size, "a frame")

@@ -206,6 +206,7 @@ class StreamDecoder:
         self.frames_read = self.samples_read = 0
         self._header = avi.Header()
         self._frames: collections.deque[bytes] = collections.deque()  # read from the pipe, not yet returned
+        self._last_frame = b""
         self._samples = bytearray()
         self._eof = False
         self.video: subprocess.Popen[bytes] | None = None  # the per-stream processes, once split
@@ -248,9 +249,13 @@ class StreamDecoder:
         return ["-threads", "1", *input_args(self.path, self.demuxer, fast)]
 
     def _video_filter(self, size: tuple[int, int] | None) -> str:
+        """start_time=0: a video that starts after the audio (a camera switched on 2 s into the chunk)
+        is padded to the chunk's start with its first picture. Without it, its sampled frames start at
+        its own first frame: AVI's muxer then writes empty "no change" slots, and a per-stream split
+        would put every frame early by the gap."""
         if size is not None:
-            return f"fps={self.fps},scale={size[0]}:{size[1]}"
-        return f"fps={self.fps},{scale_filter(self.frame_width)}"
+            return f"fps={self.fps}:start_time=0,scale={size[0]}:{size[1]}"
+        return f"fps={self.fps}:start_time=0,{scale_filter(self.frame_width)}"
 
     def _muxed_args(self, video: bool, audio: bool, channels: int | None) -> list[str]:
         """Both wanted streams to one AVI on stdout. The maps are optional: which streams exist is
@@ -397,7 +402,10 @@ class StreamDecoder:
                     return
                 self._eof = True
             elif packet[0] == "video":
-                self._frames.append(packet[1])
+                # An empty frame is AVI's "no change": the previous picture again (black if none yet).
+                frame = packet[1] or self._last_frame or bytes(h.frame_bytes)
+                self._frames.append(frame)
+                self._last_frame = frame
             else:
                 self._samples += packet[1]
 

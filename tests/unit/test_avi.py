@@ -47,6 +47,13 @@ def test_frames_and_audio_come_out_in_order_with_odd_chunks_skipped():
     assert out == [("video", frame), ("audio", bytes(16)), ("video", frame)]
 
 
+def test_an_empty_video_chunk_is_a_repeat_not_an_error():
+    """ffmpeg's AVI muxer writes a 0-byte chunk for each frame slot its video skips ("no change")."""
+    frame = bytes(range(24))
+    header, out = packets(stream() + chunk(b"00dc", frame) + chunk(b"00dc", b"") + chunk(b"00dc", frame))
+    assert out == [("video", frame), ("video", b""), ("video", frame)]
+
+
 def test_audio_only_and_video_only_headers():
     assert packets(stream(video=None) + chunk(b"00wb", bytes(8)))[1] == [("audio", bytes(8))]
     header, out = packets(stream(channels=None) + chunk(b"00db", bytes(24)))

@@ -161,3 +161,28 @@ def test_a_decode_past_its_budget_is_killed_and_named(call, budget_s):
                 dec.read(0.5)
                 time.sleep(0.1)
     assert err.value.reason == "decode_timeout"
+
+
+def _remux(src, dst, *args):
+    subprocess.run([FF, "-hide_banner", "-loglevel", "error", "-y", *args, "-i", str(src), "-i", str(src),
+                    "-map", "1:v", "-map", "0:a", "-c", "copy", str(dst)], check=True)
+
+
+def test_a_video_that_starts_after_its_audio_keeps_its_frames_in_place(call, tmp_path, monkeypatch):
+    """A camera switched on 2 s into a chunk. The muxer's frame slots before it used to be refused as
+    "a decoded frame of 0 bytes"; now the video is padded to the chunk's start with its first picture
+    and every later frame is at its own time, in one process or split per stream."""
+    on_time, late = tmp_path / "on_time.mkv", tmp_path / "late.mkv"
+    _remux(call, on_time)
+    subprocess.run([FF, "-hide_banner", "-loglevel", "error", "-y", "-i", str(call), "-itsoffset", "2",
+                    "-i", str(call), "-map", "1:v", "-map", "0:a", "-c", "copy", str(late)], check=True)
+    base, shifted = decode(FF, on_time, 2.0, 480), decode(FF, late, 2.0, 480)
+    n = len(base.frames)
+    assert len(shifted.frames) == n + 4
+    assert np.array_equal(shifted.frames[4:], base.frames)   # slot k + 4 (2 s later) is slot k
+    assert all(np.array_equal(f, shifted.frames[0]) for f in shifted.frames[1:4])  # padded with its first picture
+    assert np.array_equal(shifted.audio, base.audio)
+    monkeypatch.setattr(decoding, "LOOKAHEAD_S", -100.0)
+    split = decode(FF, late, 2.0, 480)
+    assert np.array_equal(split.frames, shifted.frames) and np.array_equal(split.audio, shifted.audio)
+
