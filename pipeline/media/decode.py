@@ -246,7 +246,12 @@ class StreamDecoder:
     # -- processes ---------------------------------------------------------------------------------
 
     def _input_args(self, fast: bool) -> list[str]:
-        return ["-threads", "1", *input_args(self.path, self.demuxer, fast)]
+        # Matroska/WebM declare every codec parameter the report and the decoders need in their track
+        # headers, so ffmpeg's stream-info pass (which decodes the first 7 H.264 frames only to guess
+        # a reorder delay, then throws them away) is skipped: 9 % of a 720p chunk's decode CPU, same
+        # output (docs/BENCHMARKS.md). MP4/MOV keep it: without it their duration is not computed.
+        skip = ["-nofind_stream_info"] if self.demuxer == "matroska" else []
+        return [*skip, "-threads", "1", *input_args(self.path, self.demuxer, fast)]
 
     def _video_filter(self, size: tuple[int, int] | None) -> str:
         """start_time=0: a video that starts after the audio (a camera switched on 2 s into the chunk)

@@ -186,3 +186,16 @@ def test_a_video_that_starts_after_its_audio_keeps_its_frames_in_place(call, tmp
     split = decode(FF, late, 2.0, 480)
     assert np.array_equal(split.frames, shifted.frames) and np.array_equal(split.audio, shifted.audio)
 
+
+def test_matroska_skips_the_stream_info_pass_and_decodes_the_same(call, tmp_path, monkeypatch):
+    mkv = tmp_path / "c.mkv"
+    _remux(call, mkv)
+    started = spawned(monkeypatch)
+    fast = decode(FF, mkv, 2.0, 480)
+    decode(FF, call, 2.0, 480)
+    assert "-nofind_stream_info" in started[0] and "-nofind_stream_info" not in started[1]  # not for MP4
+    monkeypatch.setattr(StreamDecoder, "_input_args",
+                        lambda self, fast: ["-threads", "1", *decoding.input_args(self.path, self.demuxer, fast)])
+    full = decode(FF, mkv, 2.0, 480)
+    assert fast.info == full.info
+    assert np.array_equal(fast.frames, full.frames) and np.array_equal(fast.audio, full.audio)
