@@ -6,6 +6,7 @@ of them run exactly what Triton serves.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, cast
 
@@ -43,7 +44,12 @@ def expression(folder: Path, device: str = "cpu") -> torch.jit.ScriptModule:
     """Frozen: its batch norms fold into the convolutions before them, which makes the net 25-30 %
     cheaper on the CPU (outputs equal to 1e-7). Freezing the detector's nets gains nothing (no batch
     norm), and optimize_for_inference's oneDNN layouts made both slower at these sizes (measured)."""
-    return cast(Any, torch.jit.freeze(_channels_last(_load(folder, "mini_xception.pt", device))))
+    net = _channels_last(_load(folder, "mini_xception.pt", device))
+    with warnings.catch_warnings():
+        # TorchScript as a whole is deprecated in favour of torch.compile; the served artifacts are
+        # TorchScript (Triton's own format for PyTorch models), so freezing them is what applies.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return cast(Any, torch.jit.freeze(net))
 
 
 def vad(folder: Path, device: str = "cpu") -> torch.jit.ScriptModule:
