@@ -47,10 +47,11 @@ def ffmpeg_limit(work: Workload, settings: Settings, parallel: int | None = None
 def model_limit(work: Workload, settings: Settings, tracking: bool = True,
                 batches: list[dict] | None = None, instances: int | None = None) -> float:
     """Video seconds per wall second through the analysis the `emotion` model runs (detector,
-    expression, VAD, prosody, fusion: pipeline/inference/analysis.py), served as Triton serves it: one
-    instance per core (`instances`), each its own model on one torch thread, one call per chunk as the
-    worker batches them. Decoding happens before the clock starts (`batches`: the workload already
-    decoded by `decoded_batches`)."""
+    expression, VAD, prosody, fusion: pipeline/inference/analysis.py), with all the cores for it: one
+    instance per core (`instances`), each its own model on one torch thread as in Triton, one call per
+    chunk as the worker batches them. (Triton itself runs one instance on the 2-core reference machine,
+    where it shares the cores with ffmpeg: see triton_models/emotion/config.pbtxt.) Decoding happens
+    before the clock starts (`batches`: the workload already decoded by `decoded_batches`)."""
     n = instances or os.cpu_count() or 1
     analyzers = [Analyzer.load(settings.model_repository, tracking=tracking) for _ in range(n)]
     batches = batches if batches is not None else decoded_batches(work, settings)
