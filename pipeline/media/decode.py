@@ -47,6 +47,12 @@ LOG_ARGS = ("-hide_banner", "-nostdin", "-nostats", "-loglevel", "level+info")
 # every sample stays at its own call time; raw PCM would close the gap and shift all later audio early.
 # asetnsamples: quarter-second packets (the last one not padded), so the reader handles 4 per second, not 47.
 AUDIO_FILTER = "aresample=async=1:first_pts=0,asetnsamples=n=4000:p=0"
+# Matroska/WebM declare every codec parameter the report and the decoders need in their track headers,
+# so ffmpeg's stream-info pass (which decodes the first 7 H.264 frames only to guess a reorder delay,
+# then throws them away) is skipped: 9 % of a 720p chunk's decode CPU, same output (docs/BENCHMARKS.md).
+# MP4/MOV keep it: without it their duration is not computed. A Matroska file whose decoders cannot
+# start without the pass is started once more with it.
+SKIP_PROBE = ("-nofind_stream_info",)
 
 
 def sniff_container(head: bytes) -> str | None:
@@ -212,6 +218,7 @@ class StreamDecoder:
         self.video: subprocess.Popen[bytes] | None = None  # the per-stream processes, once split
         self.audio: subprocess.Popen[bytes] | None = None
         self._split = False
+        self._skip_probe = demuxer == "matroska"
         started = time.monotonic()
         self._arm(HEADER_TIMEOUT_S)
         try:
@@ -227,7 +234,7 @@ class StreamDecoder:
             self.timeout_s = timeout_s(self.info) if callable(timeout_s) else timeout_s
             self._arm(max(0.0, self.timeout_s - (time.monotonic() - started)))
             self._mux = mux
-            self._header = self._guard(lambda: avi.read_header(self._read_mux))
+            self._header = self._first_header(video, audio)
             if self._header.channels > MAX_CHANNELS:
                 # A rare file (or a decoder that finds more channels than the container declares): decode
                 # again with the channels bounded, so a window's audio never scales with the sender's count.
@@ -243,14 +250,22 @@ class StreamDecoder:
         self.video_done = self._header.video is None
         self.audio_done = self._header.audio is None
 
+    def _first_header(self, video: bool, audio: bool) -> avi.Header:
+        try:
+            return self._guard(lambda: avi.read_header(self._read_mux))
+        except BadChunk:
+            if not self._skip_probe or self.timed_out:
+                raise
+            # Decoders that could not start from the track headers alone: once more with the pass.
+            self._skip_probe = False
+            self._kill(self._mux)
+            self._mux = self._spawn(self._muxed_args(video, audio, None))
+            return self._guard(lambda: avi.read_header(self._read_mux))
+
     # -- processes ---------------------------------------------------------------------------------
 
     def _input_args(self, fast: bool) -> list[str]:
-        # Matroska/WebM declare every codec parameter the report and the decoders need in their track
-        # headers, so ffmpeg's stream-info pass (which decodes the first 7 H.264 frames only to guess
-        # a reorder delay, then throws them away) is skipped: 9 % of a 720p chunk's decode CPU, same
-        # output (docs/BENCHMARKS.md). MP4/MOV keep it: without it their duration is not computed.
-        skip = ["-nofind_stream_info"] if self.demuxer == "matroska" else []
+        skip = list(SKIP_PROBE) if self._skip_probe else []
         return [*skip, "-threads", "1", *input_args(self.path, self.demuxer, fast)]
 
     def _video_filter(self, size: tuple[int, int] | None) -> str:

@@ -199,3 +199,16 @@ def test_matroska_skips_the_stream_info_pass_and_decodes_the_same(call, tmp_path
     full = decode(FF, mkv, 2.0, 480)
     assert fast.info == full.info
     assert np.array_equal(fast.frames, full.frames) and np.array_equal(fast.audio, full.audio)
+
+
+def test_a_matroska_file_that_needs_the_stream_info_pass_gets_it(call, tmp_path, monkeypatch):
+    """Decoders that fail to start without ffmpeg's stream-info pass are started once more with it
+    (stood in for by forcing a decoder that cannot read the stream)."""
+    mkv = tmp_path / "c.mkv"
+    _remux(call, mkv)
+    want = decode(FF, mkv, 2.0, 480)
+    monkeypatch.setattr(decoding, "SKIP_PROBE", ("-c:v", "mjpeg"))
+    started = spawned(monkeypatch)
+    got = decode(FF, mkv, 2.0, 480)
+    assert len(started) == 2 and "mjpeg" in started[0] and "mjpeg" not in started[1]
+    assert np.array_equal(got.frames, want.frames) and np.array_equal(got.audio, want.audio)
