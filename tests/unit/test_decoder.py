@@ -163,8 +163,9 @@ def test_a_decode_past_its_budget_is_killed_and_named(call, budget_s):
     assert err.value.reason == "decode_timeout"
 
 
-def _remux(src, dst, *args):
-    subprocess.run([FF, "-hide_banner", "-loglevel", "error", "-y", *args, "-i", str(src), "-i", str(src),
+def _remux(src, dst, *video_args):
+    """src's audio and video in Matroska; video_args apply to the video's input (an -itsoffset)."""
+    subprocess.run([FF, "-hide_banner", "-loglevel", "error", "-y", "-i", str(src), *video_args, "-i", str(src),
                     "-map", "1:v", "-map", "0:a", "-c", "copy", str(dst)], check=True)
 
 
@@ -174,8 +175,7 @@ def test_a_video_that_starts_after_its_audio_keeps_its_frames_in_place(call, tmp
     and every later frame is at its own time, in one process or split per stream."""
     on_time, late = tmp_path / "on_time.mkv", tmp_path / "late.mkv"
     _remux(call, on_time)
-    subprocess.run([FF, "-hide_banner", "-loglevel", "error", "-y", "-i", str(call), "-itsoffset", "2",
-                    "-i", str(call), "-map", "1:v", "-map", "0:a", "-c", "copy", str(late)], check=True)
+    _remux(call, late, "-itsoffset", "2")
     base, shifted = decode(FF, on_time, 2.0, 480), decode(FF, late, 2.0, 480)
     n = len(base.frames)
     assert len(shifted.frames) == n + 4
