@@ -238,9 +238,7 @@ class StreamDecoder:
             if self._header.channels > MAX_CHANNELS:
                 # A rare file (or a decoder that finds more channels than the container declares): decode
                 # again with the channels bounded, so a window's audio never scales with the sender's count.
-                self._kill(mux)
-                self._mux = self._spawn(self._muxed_args(video, audio, MAX_CHANNELS))
-                self._header = self._guard(lambda: avi.read_header(self._read_mux))
+                self._header = self._restart(video, audio, MAX_CHANNELS)
             if self._header.video is not None:
                 self.size = (self._header.width, self._header.height)
             self.channels = min(self._header.channels, MAX_CHANNELS)
@@ -258,9 +256,13 @@ class StreamDecoder:
                 raise
             # Decoders that could not start from the track headers alone: once more with the pass.
             self._skip_probe = False
-            self._kill(self._mux)
-            self._mux = self._spawn(self._muxed_args(video, audio, None))
-            return self._guard(lambda: avi.read_header(self._read_mux))
+            return self._restart(video, audio, None)
+
+    def _restart(self, video: bool, audio: bool, channels: int | None) -> avi.Header:
+        """Replace the one process (whichever is current) with a new one; its output's header."""
+        self._kill(self._mux)
+        self._mux = self._spawn(self._muxed_args(video, audio, channels))
+        return self._guard(lambda: avi.read_header(self._read_mux))
 
     # -- processes ---------------------------------------------------------------------------------
 

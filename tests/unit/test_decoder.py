@@ -118,6 +118,21 @@ def test_more_channels_than_a_map_can_name_are_bounded(tmp_path, monkeypatch):
     assert "-ac" in started[-1] and len(started) == 2  # decoded again with the channels bounded
 
 
+def test_the_stream_info_retry_and_the_channel_bound_together(call, tmp_path, monkeypatch):
+    """A Matroska file restarted with the stream-info pass, then again with its channels bounded: each
+    restart replaces the process that is current, and the chunk decodes."""
+    mkv = tmp_path / "many.mkv"
+    subprocess.run([FF, "-hide_banner", "-loglevel", "error", "-i", str(call), "-map", "0:v", "-map", "0:a",
+                    "-c:v", "copy", "-c:a", "pcm_s16le",
+                    "-af", "pan=10c|c0=c0|c1=c0|c2=c0|c3=c0|c4=c0|c5=c0|c6=c0|c7=c0|c8=c0|c9=c0", str(mkv)],
+                   check=True)
+    monkeypatch.setattr(decoding, "SKIP_PROBE", ("-c:v", "mjpeg"))
+    started = spawned(monkeypatch)
+    decoded = decode(FF, mkv, 2.0, 480)
+    assert len(started) == 3 and "mjpeg" in started[0] and "-ac" in started[2]
+    assert decoded.audio.shape[0] == decoding.MAX_CHANNELS and len(decoded.frames) == 12
+
+
 def test_a_four_channel_recording_keeps_its_channels(tmp_path):
     """More than two channels come declared as WAVE_FORMAT_EXTENSIBLE; a channel map names any of them."""
     path = tmp_path / "four.wav"
