@@ -49,18 +49,19 @@ def model_limit(work: Workload, settings: Settings, tracking: bool = True,
     """Video seconds per wall second through the analysis the `emotion` model runs (detector,
     expression, VAD, prosody, fusion: pipeline/inference/analysis.py), with all the cores for it: one
     instance per core (`instances`), each its own model on one torch thread as in Triton, one call per
-    chunk as the worker batches them. (Triton itself runs one instance on the 2-core reference machine,
-    where it shares the cores with ffmpeg: see triton_models/emotion/config.pbtxt.) Decoding happens
-    before the clock starts (`batches`: the workload already decoded by `decoded_batches`)."""
+    chunk as the worker batches them, the call's chunks in order with the face tracking carried from
+    one to the next as the worker carries it. (Triton itself runs one instance on the 2-core reference
+    machine, where it shares the cores with ffmpeg: see triton_models/emotion/config.pbtxt.) Decoding
+    happens before the clock starts (`batches`: the workload already decoded by `decoded_batches`)."""
     n = instances or os.cpu_count() or 1
     analyzers = [Analyzer.load(settings.model_repository, tracking=tracking) for _ in range(n)]
     batches = batches if batches is not None else decoded_batches(work, settings)
-    reps = _repeats(work)
-    jobs = batches * reps
+    reps = -(-_repeats(work) // n) * n   # whole passes over the call, the same number per instance
 
     def serve(i: int) -> None:
-        for t in jobs[i::n]:
-            analyzers[i].run(t["FRAMES"], t["FRAME_MASK"], t["AUDIO"], t["AUDIO_LEN"], t["TRACK"])
+        # A pass is the workload's call, its chunks in order, tracking carried from chunk to chunk.
+        for _ in range(reps // n):
+            analyzers[i].run_chained(batches)
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # torch releases the GIL inside its ops: n threads keep n cores busy

@@ -16,13 +16,14 @@ import numpy as np
 import torch
 
 from pipeline.inference import artifacts, voice
-from pipeline.inference.face_detection import MTCNN, Detections
+from pipeline.inference.face_detection import KEYFRAME_EVERY, MTCNN, Detections, TrackState
 from pipeline.inference.fusion import MIN_SPEECH_RATIO, FaceAggregate, faces_per_item, fuse_items
 from pipeline.inference.labels import DFEW_LABELS
 
 OUTPUT_DTYPES = {"PROBS": np.float32, "CONFIDENCE": np.float32, "FACE_FOUND": bool, "SPEECH_FOUND": bool,
                  "FACE_SCORE": np.float32, "AROUSAL": np.float32, "SPEECH_RATIO": np.float32,
-                 "FACE_PROBS": np.float32, "FACE_COUNT": np.int32}
+                 "FACE_PROBS": np.float32, "FACE_COUNT": np.int32, "TRACK_STATE": np.float32}
+NO_STATE = np.zeros(5, np.float32)
 
 
 @dataclass
@@ -34,6 +35,7 @@ class Analyzer:
     min_speech_ratio: float = MIN_SPEECH_RATIO
     tracking: bool = True
     vad_run_windows: int = voice.RUN_WINDOWS
+    keyframe_every: int = KEYFRAME_EVERY
     device: str = "cpu"
 
     @classmethod
@@ -43,15 +45,18 @@ class Analyzer:
                    artifacts.expression(artifacts.version_dir(repo, "face_expression"), device),
                    artifacts.vad(artifacts.version_dir(repo, "voice"), device), device=device, **kw)
 
-    def detect(self, frames: np.ndarray, mask: np.ndarray, tracks: np.ndarray | None) -> Detections:
-        """Each real frame's most confident face, followed per view when tracking is on."""
-        flat = frames.reshape((-1,) + frames.shape[2:])[mask.reshape(-1)]
-        per_frame = None
-        if self.tracking:
-            # Frames of one view in time order: the item's track (the caller's view id), else the item.
-            ids = tracks.reshape(-1) if tracks is not None else np.arange(len(frames))
-            per_frame = np.repeat(ids, mask.shape[1]).reshape(mask.shape)[mask]
-        return self.detector.detect(np.ascontiguousarray(flat), per_frame)
+    def detect(self, r: Request) -> tuple[Detections, dict[int, TrackState]]:
+        """Each real frame's most confident face, followed per view when tracking is on, going on from
+        the views' carried states (HINT); the views' states after this request."""
+        if not r.mask.any():
+            return Detections.empty(0), {}
+        flat = r.frames.reshape((-1,) + r.frames.shape[2:])[r.mask.reshape(-1)]
+        if not self.tracking:
+            return self.detector.search(np.ascontiguousarray(flat)), {}
+        # Frames of one view in time order: the item's track (the caller's view id), else the item.
+        ids = r.tracks if r.tracks is not None else np.arange(len(r.frames))
+        per_frame = np.repeat(ids, r.mask.shape[1]).reshape(r.mask.shape)[r.mask]
+        return self.detector.track(np.ascontiguousarray(flat), per_frame, self.keyframe_every, r.carried(ids))
 
     def expressions(self, found: list[Detections]) -> list[np.ndarray]:
         """DFEW probabilities per frame (zeros where no face), one forward pass for all requests."""
@@ -93,16 +98,29 @@ class Analyzer:
         """The `emotion` model's outputs for one request (see its config.pbtxt)."""
         return self.run_many([Request.of(frames, mask, audio, lengths, tracks)])[0]
 
+    def run_chained(self, batches: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        """One call's requests in order, each going on from the views' states the one before returned,
+        as the worker chains a call's chunks (benchmarks and the agreement check)."""
+        outputs, states = [], None
+        for t in batches:
+            out = self.run_many([Request.of(t["FRAMES"], t["FRAME_MASK"], t["AUDIO"], t["AUDIO_LEN"],
+                                            t.get("TRACK"), carry_states(t.get("TRACK"), states))])[0]
+            states = {int(k): v for k, v in zip(_ids(t), out["TRACK_STATE"], strict=True)}
+            outputs.append(out)
+        return outputs
+
     def run_many(self, requests: list[Request]) -> list[dict[str, np.ndarray]]:
         """Outputs for requests the dynamic batcher put together: detection per request (frames of
         different requests may differ in size), expression and voice in one pass for all."""
-        found = [self.detect(r.frames, r.mask, r.tracks) if r.mask.any() else Detections.empty(0) for r in requests]
+        tracked = [self.detect(r) for r in requests]
+        found = [d for d, _ in tracked]
         probs = self.expressions(found)
         voices = self.voices(requests)
-        return [self._outputs(faces_per_item(p, d.scores, r.mask), ratio, arousal)
-                for r, d, p, (ratio, arousal) in zip(requests, found, probs, voices, strict=True)]
+        return [self._outputs(faces_per_item(p, d.scores, r.mask), ratio, arousal, r.states_out(states))
+                for r, (d, states), p, (ratio, arousal) in zip(requests, tracked, probs, voices, strict=True)]
 
-    def _outputs(self, faces: list[FaceAggregate], ratio: np.ndarray, arousal: np.ndarray) -> dict[str, np.ndarray]:
+    def _outputs(self, faces: list[FaceAggregate], ratio: np.ndarray, arousal: np.ndarray,
+                 states: np.ndarray) -> dict[str, np.ndarray]:
         n = len(faces)
         zeros = np.zeros(len(DFEW_LABELS))
         out: dict[str, list] = {k: [] for k in OUTPUT_DTYPES}
@@ -118,6 +136,7 @@ class Analyzer:
             out["FACE_COUNT"].append([face_count])
         out["AROUSAL"] = arousal.reshape(-1, 1).tolist()
         out["SPEECH_RATIO"] = ratio.reshape(-1, 1).tolist()
+        out["TRACK_STATE"] = states.tolist()
         return {k: np.asarray(v, dtype=OUTPUT_DTYPES[k]).reshape(n, -1) for k, v in out.items()}
 
 
@@ -129,9 +148,10 @@ class Request:
     audio: np.ndarray
     lengths: np.ndarray
     tracks: np.ndarray | None
+    hints: np.ndarray | None = None   # (N, 5): a view's TrackState (x1, y1, x2, y2, frames) before this request
 
     @classmethod
-    def of(cls, frames: Any, mask: Any, audio: Any, lengths: Any, tracks: Any = None) -> Request:
+    def of(cls, frames: Any, mask: Any, audio: Any, lengths: Any, tracks: Any = None, hints: Any = None) -> Request:
         frames, mask = np.asarray(frames), np.asarray(mask).astype(bool)
         audio, lengths = np.asarray(audio, np.float32), np.asarray(lengths).reshape(-1).astype(np.int64)
         n = len(frames)
@@ -145,5 +165,51 @@ class Request:
             tracks = np.asarray(tracks).reshape(-1)
             if len(tracks) != n:
                 raise ValueError(f"TRACK has {len(tracks)} values for {n} items")
-        return cls(frames, mask, audio, lengths, tracks)
+        if hints is not None:
+            hints = np.asarray(hints, np.float32).reshape(n, -1) if np.size(hints) == 5 * n else None
+            if hints is None:
+                raise ValueError(f"HINT must hold 5 values for each of the {n} items")
+            # Untrusted numbers: anything not finite means no hint; boxes far outside any frame stay outside.
+            hints = np.clip(np.nan_to_num(hints, nan=0.0, posinf=0.0, neginf=0.0), -1e5, 1e5)
+        return cls(frames, mask, audio, lengths, tracks, hints)
 
+    def carried(self, ids: np.ndarray) -> dict[int, TrackState]:
+        """Each view's state from the first of its items that carries a usable one. A hint is only
+        where to look first: the output stage must still find a face there, so a wrong or hostile
+        hint costs a search, never a face that is not in the frame."""
+        out: dict[int, TrackState] = {}
+        if self.hints is None:
+            return out
+        for t, h in zip(ids.tolist(), self.hints, strict=True):
+            if t not in out:
+                state = TrackState((float(h[0]), float(h[1]), float(h[2]), float(h[3])), int(max(h[4], 0)))
+                if state.usable():
+                    out[t] = state
+        return out
+
+    def states_out(self, states: dict[int, TrackState]) -> np.ndarray:
+        """TRACK_STATE: each item's view's state after this request (zeros: none to carry)."""
+        ids = self.tracks if self.tracks is not None else np.arange(len(self.frames))
+        rows = [np.array([*states[t].box, states[t].frames], np.float32) if t in states else NO_STATE
+                for t in ids.tolist()]
+        return np.stack(rows) if rows else np.zeros((0, 5), np.float32)
+
+
+
+def _ids(t: dict[str, np.ndarray]) -> list[int]:
+    tracks = t.get("TRACK")
+    return np.asarray(tracks).reshape(-1).tolist() if tracks is not None else list(range(len(t["FRAMES"])))
+
+
+def carry_states(tracks: np.ndarray | None, states: dict[int, np.ndarray] | None) -> np.ndarray | None:
+    """HINT for a request: each view's state on the first of its items, zeros elsewhere."""
+    if tracks is None or not states:
+        return None
+    ids = np.asarray(tracks).reshape(-1).tolist()
+    hints = np.zeros((len(ids), 5), np.float32)
+    given: set[int] = set()
+    for k, t in enumerate(ids):
+        if t in states and t not in given:
+            hints[k] = states[t]
+            given.add(t)
+    return hints

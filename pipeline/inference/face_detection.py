@@ -19,10 +19,14 @@ REFINED_PER_IMAGE = 2      # stage-2 candidates checked by the output stage per 
 SCALE_FACTOR = 0.709
 CROP_MARGIN = 0.1  # widen the MTCNN box so the crop resembles FER2013's looser framing
 # Tracking: a view's face moves little between two sampled frames (0.5 s apart at 2 frames/s), so
-# after a full search the next frames of the same view only ask the output stage whether the last
-# box still holds a face. A full search runs again at least every KEYFRAME_EVERY frames of a view,
-# and on every frame whose check fails or whose box moved too far.
-KEYFRAME_EVERY = 10
+# after a full search the next frames of the same view only ask the output stage whether the searched
+# box still holds a face. A full search runs again at least every KEYFRAME_EVERY frames of a view (15 s
+# at 2 frames/s), and on every frame whose check fails or whose box moved too far. The key box and the
+# count can be carried from one request to the next (TrackState): a call's next chunk then goes on
+# checking instead of starting with a search of its own. A search is about a quarter of a 5-s chunk's
+# model time; labels and face_found agreed on 100 % of segments at 10, 20, 30 and 1000 frames
+# (docs/BENCHMARKS.md).
+KEYFRAME_EVERY = 30
 TRACK_MIN_IOU = 0.5
 
 
@@ -35,6 +39,18 @@ class Detections:
     @classmethod
     def empty(cls, n: int) -> Detections:
         return cls(np.zeros((n, 4), np.float32), np.zeros(n, np.float32), np.zeros((n, 64, 64), np.uint8))
+
+
+@dataclass(frozen=True)
+class TrackState:
+    """Where a view's tracking stands after its last frame: the box its frames are checked against
+    (found by a full search) and how many frames, that search's included, have used it."""
+    box: tuple[float, float, float, float]
+    frames: int
+
+    def usable(self) -> bool:
+        x1, y1, x2, y2 = self.box
+        return self.frames > 0 and x2 > x1 and y2 > y1 and all(map(np.isfinite, self.box))
 
 
 def pyramid_scales(height: int, width: int, min_face: int) -> list[float]:
@@ -148,13 +164,28 @@ class MTCNN:
         """The most confident face per frame. `tracks` (one id per frame, frames of a view in time
         order) lets frames after a view's key frame be checked where its face was instead of searched;
         without it every frame gets the full cascade."""
-        if tracks is None or len(frames) < 2:
-            return self.search(frames)
-        plan = track_plan(np.asarray(tracks).reshape(-1), KEYFRAME_EVERY)
+        return self.track(frames, tracks)[0]
+
+    @torch.inference_mode()
+    def track(self, frames: np.ndarray, tracks: np.ndarray | None, every: int = KEYFRAME_EVERY,
+              carried: dict[int, TrackState] | None = None) -> tuple[Detections, dict[int, TrackState]]:
+        """`detect`, going on from each view's carried state (the frames before these, in an earlier
+        request): the same boxes as if those frames had come in this request. Returns the state of each
+        view whose key frame holds a face after its last frame, for the next request."""
+        if tracks is None or (len(frames) < 2 and not carried):
+            return self.search(frames), {}
+        ids = np.asarray(tracks).reshape(-1)
+        start = {t: s for t, s in (carried or {}).items() if s.usable()}
+        n = len(frames)
+        # Carried key boxes sit after the frames (slot n + k), as if found by a search there.
+        slots = {t: n + k for k, t in enumerate(start)}
+        plan, ends = track_plan(ids, every, {t: (slots[t], s.frames) for t, s in start.items()})
         keys = np.flatnonzero(plan < 0)
-        out = self.search(frames[keys])
-        result = Detections.empty(len(frames))
-        _put(result, keys, out)
+        found = self.search(frames[keys])
+        result = Detections.empty(n + len(start))
+        _put(result, keys, found)
+        for t, s in start.items():
+            result.boxes[slots[t]], result.scores[slots[t]] = s.box, 1.0
         follow = np.flatnonzero((plan >= 0) & (result.scores[np.maximum(plan, 0)] > 0))
         lost = np.flatnonzero((plan >= 0) & (result.scores[np.maximum(plan, 0)] <= 0))
         if len(follow):
@@ -163,7 +194,9 @@ class MTCNN:
             lost = np.sort(np.concatenate([lost, follow[checked.scores <= 0]]))
         if len(lost):
             _put(result, lost, self.search(frames[lost]))
-        return result
+        states = {t: TrackState(_box(result.boxes[key]), used) for t, (key, used) in ends.items()
+                  if result.scores[key] > 0}
+        return Detections(result.boxes[:n], result.scores[:n], result.crops[:n]), states
 
     @torch.inference_mode()
     def verify(self, frames: np.ndarray, boxes: np.ndarray) -> Detections:
@@ -265,19 +298,26 @@ class MTCNN:
         return result
 
 
-def track_plan(tracks: np.ndarray, every: int) -> np.ndarray:
+def track_plan(tracks: np.ndarray, every: int,
+               carried: dict[int, tuple[int, int]] | None = None) -> tuple[np.ndarray, dict[int, tuple[int, int]]]:
     """Per frame: -1 for a key frame (searched in full), else the index of the key frame of its track
-    whose box it is checked against. A track's first frame and every `every`-th after it are key."""
+    whose box it is checked against. A track's first frame and every `every`-th after it are key.
+    `carried` starts a track from an earlier key (its index here, frames that used it so far). Also
+    returns each track's key and count after its last frame, to be carried on."""
     plan = np.full(len(tracks), -1, np.int64)
-    seen: dict[int, tuple[int, int]] = {}   # track -> (frames so far, its last key frame)
+    seen: dict[int, tuple[int, int]] = dict(carried or {})   # track -> (its key frame, frames that used it)
     for i, t in enumerate(tracks.tolist()):
-        count, key = seen.get(t, (0, i))
-        if count % every == 0:
-            key = i
+        key, used = seen.get(t, (i, every))
+        if used >= every:
+            key, used = i, 0
         else:
             plan[i] = key
-        seen[t] = (count + 1, key)
-    return plan
+        seen[t] = (key, used + 1)
+    return plan, seen
+
+
+def _box(b: np.ndarray) -> tuple[float, float, float, float]:
+    return float(b[0]), float(b[1]), float(b[2]), float(b[3])
 
 
 def _put(into: Detections, where: np.ndarray, found: Detections) -> None:

@@ -34,6 +34,7 @@ from pipeline.media.segment import (
 )
 from pipeline.settings import Settings
 from pipeline.store.models import PieceRow
+from pipeline.worker.tracks import Key, TrackMemory
 
 
 @dataclass
@@ -134,6 +135,7 @@ class ChunkProcessor:
                  ffmpeg_bin: str, model_name: str, model_version: str) -> None:
         self.settings, self.client, self.claims = settings, client, claims
         self.ffmpeg_bin, self.model_name, self.model_version = ffmpeg_bin, model_name, model_version
+        self.tracks = TrackMemory()
 
     async def payload(self, meta: ChunkMeta, value: bytes | None, t: Timings) -> bytes:
         limit = self.settings.max_chunk_bytes
@@ -231,15 +233,35 @@ class ChunkProcessor:
         """A chunk longer than one window sends its batches one at a time: a whole-call upload then
         takes one request slot of Triton, not all of them, and live chunks keep flowing."""
         keys, items = build_items(segs, buf, chosen, meta.start_ms)
+        views = self._carry_in(meta, keys, items)
         start = time.perf_counter()
-        results = await self.client.infer(items, parallel=parallel) if items else []
+        results, states = await self.client.infer_tracked(items, parallel=parallel) if items else ([], {})
         t.inference_ms += (time.perf_counter() - start) * 1000
+        for track, (key, end_ms, shape) in views.items():
+            self.tracks.put(key, end_ms, shape, states.get(track))
+        if meta.end_of_call:
+            self.tracks.forget([key for key, _, _ in views.values()])
         # What each stream really covered: a camera switched off ends the video, not the audio.
         video_end = meta.start_ms + dec.video_ms
         audio_end = meta.start_ms + dec.audio_ms
         return [self._piece(meta, view, seg, e, overlap(seg, meta.start_ms, video_end) if view.x0 is not None else 0,
                             overlap(seg, meta.start_ms, audio_end) if view.channel is not None else 0)
                 for (view, seg), e in zip(keys, results, strict=True)]
+
+    def _carry_in(self, meta: ChunkMeta, keys: list[tuple[View, Segment]],
+                  items: list[Item]) -> dict[int, tuple[Key, int, tuple[int, int]]]:
+        """Hand each view's remembered tracking state to its first item with frames; returns, per view
+        with frames, where its state is to be remembered (key, end of its last framed piece, size)."""
+        views: dict[int, tuple[Key, int, tuple[int, int]]] = {}
+        for (view, seg), item in zip(keys, items, strict=True):
+            if not len(item.frames):
+                continue
+            shape = (int(item.frames.shape[1]), int(item.frames.shape[2]))
+            key = (meta.call_id, meta.stream, view.participant_id)
+            if item.track not in views:
+                item.hint = self.tracks.get(key, seg.start_ms, shape)
+            views[item.track] = (key, seg.end_ms, shape)
+        return views
 
     def _piece(self, meta: ChunkMeta, view: View, seg: Segment, e: Evidence, video_ms: int,
                audio_ms: int) -> PieceRow:

@@ -97,6 +97,31 @@ def test_a_face_followed_through_one_view_gets_what_a_search_of_every_frame_gets
         assert np.abs(a.probs - b.probs).max() < 0.01
 
 
+def test_a_chunk_handed_its_views_tracking_state_goes_on_from_it(stack):
+    """TRACK_STATE comes back per view and HINT takes it on: the next chunk checks the box instead of
+    searching (the state's frame count goes on), with the label of a chunk that searched."""
+    face, speech = _faces_view(), _speech()
+    chunk = [Item(np.stack([np.roll(face, 2 * k, axis=1)] * 2), speech) for k in range(3)]
+
+    async def run():
+        client = EmotionClient(stack.settings.triton_grpc_url)
+        try:
+            await client.wait_ready(60)
+            await client.identity()
+            first, states = await client.infer_tracked(chunk)
+            hinted = [Item(i.frames, i.audio, hint=states[0] if k == 0 else None) for k, i in enumerate(chunk)]
+            second, after = await client.infer_tracked(hinted)
+            return client.carry_tracks, first, states, second, after
+        finally:
+            await client.close()
+
+    carries, first, states, second, after = asyncio.run(run())
+    assert carries and states[0][4] == 6 and after[0][4] == 12
+    np.testing.assert_allclose(after[0][:4], states[0][:4])      # the same searched box, carried on
+    for a, b in zip(map(fuse_evidence, first), map(fuse_evidence, second), strict=True):
+        assert a.label == b.label == "happy" and np.abs(a.probs - b.probs).max() < 0.01
+
+
 @pytest.mark.parametrize("codec, rate", [("pcm_mulaw", 8000), ("pcm_alaw", 8000), ("pcm_s16le", 8000),
                                          ("pcm_s16le", 16000), ("libopus", 48000)])
 def test_telephony_audio_gives_the_voice_analysis_of_wideband_audio(stack, tmp_path, codec, rate):

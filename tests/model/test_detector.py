@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from pipeline.inference import artifacts
-from pipeline.inference.face_detection import nms, pyramid_scales, track_plan
+from pipeline.inference.face_detection import TrackState, nms, pyramid_scales, track_plan
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +45,22 @@ def test_pyramid_and_nms():
 
 
 def test_track_plan_marks_key_frames_and_the_key_each_other_frame_follows():
-    plan = track_plan(np.array([0, 1, 0, 0, 1, 0, 0]), every=3)
+    plan, ends = track_plan(np.array([0, 1, 0, 0, 1, 0, 0]), every=3)
     assert plan.tolist() == [-1, -1, 0, 0, 1, -1, 5]
+    assert ends == {0: (5, 2), 1: (1, 2)}
+
+
+def test_a_carried_track_goes_on_where_the_earlier_frames_left_it():
+    tracks = np.array([0, 1, 0, 0, 1, 0, 0])
+    whole, _ = track_plan(tracks, every=3)
+    first, ends = track_plan(tracks[:3], every=3)
+    # The rest, carried on: its earlier keys sit at slots 7 (track 0) and 8 (track 1).
+    rest, _ = track_plan(tracks[3:], every=3, carried={0: (7, ends[0][1]), 1: (8, ends[1][1])})
+    assert first.tolist() == whole[:3].tolist()
+    assert rest.tolist() == [7, 8, -1, 5 - 3]
+    # A count already at the interval (or past it, from an untrusted hint) searches at once.
+    assert track_plan(np.array([0, 0]), every=3, carried={0: (9, 3)})[0].tolist() == [-1, 0]
+    assert track_plan(np.array([0]), every=3, carried={0: (9, 10**6)})[0].tolist() == [-1]
 
 
 def test_a_followed_face_is_where_a_full_search_finds_it(detector):
@@ -63,3 +77,43 @@ def test_a_hint_without_a_face_is_refused(detector):
     img = _astronaut((270, 240))
     wrong = np.array([[150, 180, 230, 260]], np.float32)    # the shoulder, not the face
     assert detector.verify(img[None], wrong).scores[0] == 0
+
+
+def _walk(img, steps):
+    return np.stack([np.roll(img, (2 * k, 3 * k), axis=(0, 1)) for k in range(steps)])
+
+
+def test_a_call_tracked_chunk_by_chunk_gets_the_boxes_it_gets_in_one_piece(detector):
+    frames = _walk(_astronaut((270, 240)), 12)
+    tracks = np.zeros(len(frames), int)
+    whole, whole_state = detector.track(frames, tracks, every=5)
+    first, state = detector.track(frames[:7], tracks[:7], every=5)
+    rest, rest_state = detector.track(frames[7:], tracks[7:], every=5, carried=state)
+    assert state[0].frames == 2   # key frame 5 and frame 6 used it
+    np.testing.assert_allclose(np.concatenate([first.boxes, rest.boxes]), whole.boxes, atol=1e-4)
+    np.testing.assert_array_equal(np.concatenate([first.crops, rest.crops]), whole.crops)
+    assert rest_state == whole_state
+
+
+def test_a_carried_state_saves_the_chunk_its_search(detector, monkeypatch):
+    frames = _walk(_astronaut((270, 240)), 4)
+    _, state = detector.track(frames[:2], np.zeros(2, int))
+    searched = []
+    search = detector.search
+    monkeypatch.setattr(detector, "search", lambda f: searched.append(len(f)) or search(f))
+    found, _ = detector.track(frames[2:], np.zeros(2, int), carried=state)
+    assert (found.scores > 0.9).all() and sum(searched) == 0
+
+
+@pytest.mark.parametrize("hint", [
+    TrackState((150.0, 180.0, 230.0, 260.0), 1),      # the shoulder, not the face
+    TrackState((-5000.0, -5000.0, -4000.0, -4000.0), 1),  # outside the frame
+    TrackState((0.0, 0.0, 1e5, 1e5), 1),               # the whole world
+    TrackState((10.0, 10.0, 5.0, 5.0), 1),             # not a box
+])
+def test_a_wrong_carried_state_costs_a_search_not_a_face(detector, hint):
+    frames = _walk(_astronaut((270, 240)), 2)
+    found, _ = detector.track(frames, np.zeros(2, int), carried={0: hint})
+    searched = detector.search(frames)
+    assert (found.scores > 0.9).all()
+    assert np.abs(found.boxes - searched.boxes).max() < 6

@@ -86,6 +86,17 @@ class FakeTriton:
 
     def __init__(self) -> None:
         self.items = 0
+        self.hints: list[dict[int, list[float] | None]] = []   # per call: each view's hint on its first item
+
+    async def infer_tracked(self, items: list[Item], parallel: bool = True) -> tuple[list[Evidence], dict]:
+        """Like the model, a state per view with frames; its last value counts the calls so far."""
+        first: dict[int, list[float] | None] = {}
+        for item in items:
+            if len(item.frames) and item.track not in first:
+                first[item.track] = None if item.hint is None else item.hint.tolist()
+        self.hints.append(first)
+        states = {t: np.array([10, 20, 90, 100, len(self.hints)], np.float32) for t in first}
+        return await self.infer(items, parallel), states
 
     async def infer(self, items: list[Item], parallel: bool = True) -> list[Evidence]:
         self.items += len(items)

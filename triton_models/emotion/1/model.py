@@ -12,6 +12,7 @@ import torch
 import triton_python_backend_utils as pb_utils
 
 from pipeline.inference.analysis import Analyzer, Request
+from pipeline.inference.face_detection import KEYFRAME_EVERY
 from pipeline.inference.fusion import MIN_SPEECH_RATIO
 from pipeline.inference.serving import instance_device, parameter
 from pipeline.inference.voice import SPEECH_THRESHOLD
@@ -25,7 +26,8 @@ class TritonPythonModel:
             repo, int(parameter(args, "min_face_px", "40")), instance_device(args),
             speech_threshold=float(parameter(args, "speech_threshold", str(SPEECH_THRESHOLD))),
             min_speech_ratio=float(parameter(args, "min_speech_ratio", str(MIN_SPEECH_RATIO))),
-            tracking=parameter(args, "face_tracking", "true").lower() == "true")
+            tracking=parameter(args, "face_tracking", "true").lower() == "true",
+            keyframe_every=max(1, int(parameter(args, "face_search_every", str(KEYFRAME_EVERY)))))
 
     def execute(self, requests):
         """Requests the dynamic batcher put together share the expression and voice passes; one whose
@@ -57,7 +59,7 @@ class TritonPythonModel:
             t = pb_utils.get_input_tensor_by_name(request, name)
             return None if t is None else t.as_numpy()
 
-        return Request.of(get("FRAMES"), get("FRAME_MASK"), get("AUDIO"), get("AUDIO_LEN"), get("TRACK"))
+        return Request.of(get("FRAMES"), get("FRAME_MASK"), get("AUDIO"), get("AUDIO_LEN"), get("TRACK"), get("HINT"))
 
 
 def _error(exc):
