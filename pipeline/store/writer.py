@@ -49,9 +49,11 @@ LEDGER_KEY = ["topic", "partition", "offset"]
 MAX_PARAMS = 30_000
 
 
-def _upsert(model: Any, rows: Sequence[Mapping[str, Any]], keys: list[str], extra: dict[str, Any] | None = None) -> Any:
-    stmt = insert(model).values(rows)
-    update = {c: stmt.excluded[c] for c in rows[0] if c not in keys}
+def _upsert(model: Any, row: Mapping[str, Any], keys: list[str], extra: dict[str, Any] | None = None) -> Any:
+    # One row as keyword values: SQLAlchemy caches that form's compiled SQL (a list of rows it
+    # compiles again on every call).
+    stmt = insert(model).values(**row)
+    update = {c: stmt.excluded[c] for c in row if c not in keys}
     update.update(extra or {})
     return stmt.on_conflict_do_update(index_elements=keys, set_=update)
 
@@ -103,7 +105,7 @@ def _call_upsert(call: CallRow) -> Any:
 def _ledger_upsert(ledger: LedgerEntry) -> Any:
     # clock_timestamp(), not now(): now() is the transaction's start, and latency is measured to the end.
     row = {**ledger, "processed_at": func.clock_timestamp()}
-    return _upsert(ChunkLedger, [row], LEDGER_KEY, {"attempts": ChunkLedger.attempts + 1})
+    return _upsert(ChunkLedger, row, LEDGER_KEY, {"attempts": ChunkLedger.attempts + 1})
 
 
 def _refused(ledger: LedgerEntry) -> LedgerEntry:
