@@ -195,7 +195,6 @@ class Request:
         return np.stack(rows) if rows else np.zeros((0, 5), np.float32)
 
 
-
 def _ids(t: dict[str, np.ndarray]) -> list[int]:
     tracks = t.get("TRACK")
     return np.asarray(tracks).reshape(-1).tolist() if tracks is not None else list(range(len(t["FRAMES"])))

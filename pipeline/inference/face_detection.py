@@ -172,7 +172,7 @@ class MTCNN:
         """`detect`, going on from each view's carried state (the frames before these, in an earlier
         request): the same boxes as if those frames had come in this request. Returns the state of each
         view whose key frame holds a face after its last frame, for the next request."""
-        if tracks is None or (len(frames) < 2 and not carried):
+        if tracks is None:
             return self.search(frames), {}
         ids = np.asarray(tracks).reshape(-1)
         start = {t: s for t, s in (carried or {}).items() if s.usable()}
