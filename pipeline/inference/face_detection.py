@@ -23,7 +23,7 @@ CROP_MARGIN = 0.1  # widen the MTCNN box so the crop resembles FER2013's looser 
 # box still holds a face. A full search runs again at least every KEYFRAME_EVERY frames of a view (15 s
 # at 2 frames/s), and on every frame whose check fails or whose box moved too far. The key box and the
 # count can be carried from one request to the next (TrackState): a call's next chunk then goes on
-# checking instead of starting with a search of its own. A search is about a quarter of a 5-s chunk's
+# checking instead of starting with a search of its own. A search is about a fifth of a 5-s chunk's
 # model time; labels and face_found agreed on 100 % of segments at 10, 20, 30 and 1000 frames
 # (docs/BENCHMARKS.md).
 KEYFRAME_EVERY = 30

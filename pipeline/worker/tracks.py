@@ -2,7 +2,7 @@
 
 The model returns where it last searched a view's face (TRACK_STATE); handing that back with the
 call's next chunk (HINT) lets the chunk start by checking that box instead of with a full search of
-its own (a search was about a quarter of a 5-s chunk's model time). A state is only a place to look
+its own (a search was about a fifth of a 5-s chunk's model time). A state is only a place to look
 first: the model still has to find a face there, so a stale or missing state costs one search, never
 a wrong face. It is handed back only when the next media follows on without a gap and at the same
 frame size, and the memory is bounded: a worker that restarts, or takes over a partition, simply
