@@ -53,10 +53,8 @@ class Analyzer:
         flat = r.frames.reshape((-1,) + r.frames.shape[2:])[r.mask.reshape(-1)]
         if not self.tracking:
             return self.detector.search(np.ascontiguousarray(flat)), {}
-        # Frames of one view in time order: the item's track (the caller's view id), else the item.
-        ids = r.tracks if r.tracks is not None else np.arange(len(r.frames))
-        per_frame = np.repeat(ids, r.mask.shape[1]).reshape(r.mask.shape)[r.mask]
-        return self.detector.track(np.ascontiguousarray(flat), per_frame, self.keyframe_every, r.carried(ids))
+        per_frame = np.repeat(r.view_ids(), r.mask.shape[1]).reshape(r.mask.shape)[r.mask]
+        return self.detector.track(np.ascontiguousarray(flat), per_frame, self.keyframe_every, r.carried())
 
     def expressions(self, found: list[Detections]) -> list[np.ndarray]:
         """DFEW probabilities per frame (zeros where no face), one forward pass for all requests."""
@@ -101,11 +99,13 @@ class Analyzer:
     def run_chained(self, batches: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
         """One call's requests in order, each going on from the views' states the one before returned,
         as the worker chains a call's chunks (benchmarks and the agreement check)."""
-        outputs, states = [], None
+        outputs: list[dict[str, np.ndarray]] = []
+        states: dict[int, np.ndarray] = {}
         for t in batches:
-            out = self.run_many([Request.of(t["FRAMES"], t["FRAME_MASK"], t["AUDIO"], t["AUDIO_LEN"],
-                                            t.get("TRACK"), carry_states(t.get("TRACK"), states))])[0]
-            states = {int(k): v for k, v in zip(_ids(t), out["TRACK_STATE"], strict=True)}
+            r = Request.of(t["FRAMES"], t["FRAME_MASK"], t["AUDIO"], t["AUDIO_LEN"], t.get("TRACK"),
+                           carry_states(t.get("TRACK"), states))
+            out = self.run_many([r])[0]
+            states = dict(zip(r.view_ids().tolist(), out["TRACK_STATE"], strict=True))
             outputs.append(out)
         return outputs
 
@@ -173,14 +173,18 @@ class Request:
             hints = np.clip(np.nan_to_num(hints, nan=0.0, posinf=0.0, neginf=0.0), -1e5, 1e5)
         return cls(frames, mask, audio, lengths, tracks, hints)
 
-    def carried(self, ids: np.ndarray) -> dict[int, TrackState]:
+    def view_ids(self) -> np.ndarray:
+        """Each item's view: its TRACK (the caller's view id), else the item itself."""
+        return self.tracks if self.tracks is not None else np.arange(len(self.frames))
+
+    def carried(self) -> dict[int, TrackState]:
         """Each view's state from the first of its items that carries a usable one. A hint is only
         where to look first: the output stage must still find a face there, so a wrong or hostile
         hint costs a search, never a face that is not in the frame."""
         out: dict[int, TrackState] = {}
         if self.hints is None:
             return out
-        for t, h in zip(ids.tolist(), self.hints, strict=True):
+        for t, h in zip(self.view_ids().tolist(), self.hints, strict=True):
             if t not in out:
                 state = TrackState((float(h[0]), float(h[1]), float(h[2]), float(h[3])), int(max(h[4], 0)))
                 if state.usable():
@@ -189,26 +193,14 @@ class Request:
 
     def states_out(self, states: dict[int, TrackState]) -> np.ndarray:
         """TRACK_STATE: each item's view's state after this request (zeros: none to carry)."""
-        ids = self.tracks if self.tracks is not None else np.arange(len(self.frames))
         rows = [np.array([*states[t].box, states[t].frames], np.float32) if t in states else NO_STATE
-                for t in ids.tolist()]
+                for t in self.view_ids().tolist()]
         return np.stack(rows) if rows else np.zeros((0, 5), np.float32)
 
 
-def _ids(t: dict[str, np.ndarray]) -> list[int]:
-    tracks = t.get("TRACK")
-    return np.asarray(tracks).reshape(-1).tolist() if tracks is not None else list(range(len(t["FRAMES"])))
-
-
-def carry_states(tracks: np.ndarray | None, states: dict[int, np.ndarray] | None) -> np.ndarray | None:
-    """HINT for a request: each view's state on the first of its items, zeros elsewhere."""
+def carry_states(tracks: np.ndarray | None, states: dict[int, np.ndarray]) -> np.ndarray | None:
+    """HINT for a request: each item gets its view's state (the model takes the first usable one)."""
     if tracks is None or not states:
         return None
-    ids = np.asarray(tracks).reshape(-1).tolist()
-    hints = np.zeros((len(ids), 5), np.float32)
-    given: set[int] = set()
-    for k, t in enumerate(ids):
-        if t in states and t not in given:
-            hints[k] = states[t]
-            given.add(t)
-    return hints
+    return np.array([states.get(t, NO_STATE) for t in np.asarray(tracks).reshape(-1).tolist()],
+                    np.float32).reshape(-1, 5)
