@@ -123,13 +123,13 @@ class EmotionClient:
                 pass
             if asyncio.get_running_loop().time() > deadline:
                 raise TransientFault(f"Triton model {self.model!r} at {self.url} not ready after {wait_s}s", "triton")
+            await asyncio.sleep(0.5)
 
     async def ping(self) -> bool:
         try:
             return bool(await self._client.is_model_ready(self.model, client_timeout=5))
         except Exception:
             return False
-            await asyncio.sleep(0.5)
 
     async def identity(self) -> tuple[str, str, float]:
         """(model name, model version, minimum speech ratio) as the model's config declares them: the name
