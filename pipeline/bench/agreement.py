@@ -1,6 +1,7 @@
 """Does the fast path say what the full path says? Face tracking is judged per segment against the
-detector's full search on every frame, on the same tensors: the label stored for the segment, and
-whether a face was found at all."""
+detector's full search on every frame: the label stored for the segment, and whether a face was found
+at all. The reference may see its own tensors (frames scaled the way the decoder used to), so a change
+of the decoder's output is judged by the same figures."""
 
 from __future__ import annotations
 
@@ -35,13 +36,18 @@ class Agreement:
                 "face_found_agreement": round(self.same_face_found / self.segments, 4) if self.segments else None}
 
 
-def compare(batches: list[dict[str, np.ndarray]], reference: Analyzer, fast: Analyzer) -> dict:
-    """Both analyzers on the same model inputs (the `emotion` model's tensors, TRACK included): the
-    reference on each request alone, the fast path on the requests in order, each going on from the
-    tracking state the one before returned, as the worker chains a call's chunks."""
+def compare(batches: list[dict[str, np.ndarray]], reference: Analyzer, fast: Analyzer,
+            reference_batches: list[dict[str, np.ndarray]] | None = None) -> dict:
+    """The `emotion` model's tensors (TRACK included) through both analyzers: the reference on each
+    request alone (on `reference_batches`, the same requests decoded the old way, when given), the fast
+    path on the requests in order, each going on from the tracking state the one before returned, as
+    the worker chains a call's chunks."""
     total = Agreement()
-    for t, out in zip(batches, fast.run_chained(batches), strict=True):
-        ref = reference.run(t["FRAMES"], t["FRAME_MASK"], t["AUDIO"], t["AUDIO_LEN"], t.get("TRACK"))
+    refs = batches if reference_batches is None else reference_batches
+    for t, r, out in zip(batches, refs, fast.run_chained(batches), strict=True):
+        if r["FRAME_MASK"].shape != t["FRAME_MASK"].shape or not np.array_equal(r["FRAME_MASK"], t["FRAME_MASK"]):
+            raise ValueError("the reference requests are not the same segments")
+        ref = reference.run(r["FRAMES"], r["FRAME_MASK"], r["AUDIO"], r["AUDIO_LEN"], r.get("TRACK"))
         total.add(ref, out, t["FRAME_MASK"])
     return total.report()
 

@@ -16,7 +16,7 @@ from pipeline.bench.workload import Workload
 from pipeline.contract import ChunkMeta
 from pipeline.inference.analysis import Analyzer
 from pipeline.inference.client import pack
-from pipeline.media.decode import decode
+from pipeline.media.decode import SCALER, decode
 from pipeline.media.ffmpeg_bin import ffmpeg_exe
 from pipeline.settings import Settings
 from pipeline.worker.process import decoded_items
@@ -74,12 +74,15 @@ def model_limit(work: Workload, settings: Settings, tracking: bool = True,
         torch.set_num_threads(threads)
 
 
-def decoded_batches(work: Workload, settings: Settings, roles: frozenset[str] | None = None) -> list[dict]:
-    """The model's input tensors for each chunk of the workload, as the worker would send them."""
+def decoded_batches(work: Workload, settings: Settings, roles: frozenset[str] | None = None,
+                    scaler: str = SCALER) -> list[dict]:
+    """The model's input tensors for each chunk of the workload, as the worker would send them (or, with
+    another `scaler`, as a worker scaling that way would)."""
     ff = ffmpeg_exe(settings.ffmpeg_binary)
     batches = []
     for c in work.chunks:
-        decoded = decode(ff, c.path, settings.sample_fps, settings.frame_width, fast=settings.fast_decode)
+        decoded = decode(ff, c.path, settings.sample_fps, settings.frame_width, fast=settings.fast_decode,
+                         scaler=scaler)
         meta = ChunkMeta("bench", c.seq, c.start_ms, duration_ms=c.end_ms - c.start_ms)
         batches.append(pack(decoded_items(meta, decoded, settings.segment_ms, "dual", roles or settings.roles)[1]))
     return batches

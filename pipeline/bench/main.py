@@ -65,11 +65,14 @@ def combined_limit(decode: float, model: float) -> float:
 
 
 def agreement(work: Workload, settings: Settings) -> dict:
-    """The served path (face tracking, VAD runs) against the full search on every frame with whole-
-    item VAD: on the generated calls (both participants' views, more segments) and on photograph views."""
+    """The served path (face tracking, VAD runs, frames scaled by area) against the full search on every
+    frame with whole-item VAD on frames scaled as before (bicubic): on the generated calls (both
+    participants' views, more segments) and on photograph views."""
     reference = Analyzer.load(settings.model_repository, tracking=False, vad_run_windows=1 << 30)
     fast = Analyzer.load(settings.model_repository)
-    calls = compare(decoded_batches(work, settings, frozenset({"customer", "agent"})), reference, fast)
+    both = frozenset({"customer", "agent"})
+    calls = compare(decoded_batches(work, settings, both), reference, fast,
+                    decoded_batches(work, settings, both, scaler="bicubic"))
     return {"calls": calls, "photo": compare([photo_views(views=12)], reference, fast)}
 
 

@@ -107,6 +107,21 @@ def test_ffmpeg_scales_to_the_size_python_computes(tmp_path, size):
     assert len(frames) == 2 and r > 240 and g < 10 and b < 10  # RGB order
 
 
+def test_the_area_scaler_gives_the_bicubic_frames_within_a_grey_level(call, monkeypatch):
+    """The decoder scales by area averaging (cheaper than ffmpeg's default bicubic); the benchmark's
+    agreement check decodes the old way, so the setting must reach ffmpeg on every path."""
+    area = decode(FF, call, 2.0, 480)
+    bicubic = decode(FF, call, 2.0, 480, scaler="bicubic")
+    assert area.frames.shape == bicubic.frames.shape == (12, 270, 480, 3)
+    assert not np.array_equal(area.frames, bicubic.frames)
+    assert np.abs(area.frames.astype(np.int16) - bicubic.frames).mean() < 2.0
+    monkeypatch.setattr(decoding, "LOOKAHEAD_S", -100.0)  # the per-stream processes scale the same way
+    assert np.array_equal(decode(FF, call, 2.0, 480).frames, area.frames)
+    assert np.array_equal(decode(FF, call, 2.0, 480, scaler="bicubic").frames, bicubic.frames)
+    with pytest.raises(ValueError, match="scaler"):
+        StreamDecoder(FF, call, 2.0, 480, 60.0, scaler="area,drawtext")
+
+
 def test_more_channels_than_a_map_can_name_are_bounded(tmp_path, monkeypatch):
     path = tmp_path / "many.wav"
     subprocess.run([FF, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "sine=d=2:sample_rate=16000",
