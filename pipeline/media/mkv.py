@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-MAX_BLOCKS = 500_000        # a 64 MB chunk of tiny blocks; past this the file is not planned
+MAX_BLOCKS = 100_000        # 10 min of 60-fps video with its audio; past this the file is not planned
 MAX_DEPTH_BYTES = 1 << 20   # Info and Tracks are small; a larger one is not read
 TIMECODE_SCALE_NS = 1_000_000
 
