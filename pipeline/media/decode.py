@@ -6,8 +6,9 @@ recognised from its first bytes, ffmpeg is told that one demuxer (`-f`, `-format
 One ffmpeg process per chunk reports the streams and writes both of them, read `window` seconds at a
 time, so memory does not grow with a chunk's length or resolution; a watchdog kills ffmpeg when the
 chunk's decode budget (scaled by its declared duration) runs out. The decoder does the sampling and
-scaling (fps and scale filters), so only the frames the model needs ever cross a pipe. Commands are
-argument lists: nothing from a message reaches a shell.
+scaling (fps and scale filters), so only the frames the model needs ever cross a pipe; in Matroska it
+does not even decode the frames no sample shows (pipeline/media/gop.py). Commands are argument lists:
+nothing from a message reaches a shell.
 """
 
 from __future__ import annotations
