@@ -293,6 +293,8 @@ def _block(buf: memoryview, start: int, end: int, timecode: int, group_key: bool
         return
     if flags & 0x06:
         raise Unreadable("a laced video block")
+    if flags & 0x08:  # decoded, never shown: the fps filter's view of which frame is shown no longer holds
+        raise Unreadable("an invisible video frame")
     flagged = bool(flags & 0x80) if group_key is None else group_key
     payload = buf[start + n + 3:end]
     packets.append(Packet(pts, flagged and _random_access(video, payload, nal_len)))

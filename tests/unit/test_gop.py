@@ -154,3 +154,34 @@ def test_hostile_bytes_never_fail_the_index(media, tmp_path):
         assert index is None or isinstance(index, mkv.Index)
         if index is not None and index.video:
             gop.drop_filter(index.video, 2.0, index.tick_ns)
+
+
+def _video_block_flags(data: bytes, track: int) -> list[int]:
+    """Offsets of the flags byte of each SimpleBlock of `track` (known-size elements only)."""
+    buf, out = memoryview(data), []
+    for eid, s, e, _ in mkv._elements(buf, 0, len(buf)):
+        if eid != mkv.SEGMENT:
+            continue
+        for cid, cs, ce, _ in mkv._elements(buf, s, e):
+            if cid != mkv.CLUSTER:
+                continue
+            for bid, bs, be, _ in mkv._elements(buf, cs, ce):
+                if bid == mkv.SIMPLE_BLOCK:
+                    number, n, _ = mkv._vint(buf, bs, be)
+                    if number == track:
+                        out.append(bs + n + 2)
+    return out
+
+
+def test_a_laced_or_invisible_video_frame_is_not_planned(media, tmp_path):
+    data = bytearray(media["h264-30fps-1s"].read_bytes())
+    index = mkv.read_index(media["h264-30fps-1s"])
+    assert index is not None and index.video is not None
+    offsets = _video_block_flags(bytes(data), 1)
+    assert len(offsets) == len(index.video)
+    for bit in (0x08, 0x02):
+        changed = bytearray(data)
+        changed[offsets[40]] |= bit
+        path = tmp_path / f"flag{bit}.mkv"
+        path.write_bytes(bytes(changed))
+        assert mkv.read_index(path) is None  # so: the stream-info pass, and every frame decoded
