@@ -78,6 +78,13 @@ def test_other_sampling_rates_get_the_same_frames(media, fps, monkeypatch):
     assert np.array_equal(full.frames, dropped.frames)
 
 
+def test_one_process_per_stream_drops_the_same_and_gets_the_same(media, monkeypatch):
+    full, _ = _both(media["h264-bframes-25fps"], monkeypatch)
+    monkeypatch.setattr(decoding, "LOOKAHEAD_S", -100.0)  # split into per-stream processes at once
+    split = decode(FF, media["h264-bframes-25fps"], 2.0, 480)
+    assert np.array_equal(full.frames, split.frames) and np.array_equal(full.audio, split.audio)
+
+
 def test_the_decoder_asks_ffmpeg_to_drop_them(media, monkeypatch):
     started = []
     real = subprocess.Popen
