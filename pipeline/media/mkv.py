@@ -210,13 +210,15 @@ def _read(buf: memoryview) -> Index:
         size, m, unknown = _vint(buf, pos + n, seg_end)
         start = pos + n + m
         stop = min(seg_end, start + size) if not unknown else seg_end
-        if eid == INFO and not unknown and size <= MAX_DEPTH_BYTES:
+        if eid in (INFO, TRACKS) and (unknown or size > MAX_DEPTH_BYTES):
+            raise Unreadable("a header element too large to read")  # its timestamp scale would be guessed
+        if eid == INFO:
             for cid, s, e, _ in _elements(buf, start, stop):
                 if cid == TIMECODE_SCALE:
                     tick_ns = _uint(buf, s, e)
                     if tick_ns <= 0:
                         raise Unreadable("a zero timestamp scale")
-        elif eid == TRACKS and not unknown and size <= MAX_DEPTH_BYTES:
+        elif eid == TRACKS:
             for cid, s, e, _ in _elements(buf, start, stop):
                 if cid == TRACK_ENTRY:
                     t = _track(buf, s, e)
