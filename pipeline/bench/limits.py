@@ -21,6 +21,7 @@ from pipeline.media.ffmpeg_bin import ffmpeg_exe
 from pipeline.settings import Settings
 from pipeline.worker.process import decoded_items
 
+WARMUP_PASSES = 3  # over a call's first two chunks, per model instance, before the model limit's clock
 MIN_VIDEO_S = 120.0  # each limit is timed on at least this much video (the workload repeated): a 30-s
                      # workload decodes in half a second, where one slow chunk moves the figure by a fifth
 
@@ -66,6 +67,10 @@ def model_limit(work: Workload, settings: Settings, tracking: bool = True,
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # torch releases the GIL inside its ops: n threads keep n cores busy
     try:
+        # TorchScript optimises a net on its first runs: warm every instance up off the clock, as a
+        # serving Triton instance is, or whichever shape is measured first reads slow.
+        with cf.ThreadPoolExecutor(n) as pool:
+            list(pool.map(lambda i: [analyzers[i].run_chained(batches[:2]) for _ in range(WARMUP_PASSES)], range(n)))
         start = time.perf_counter()
         with cf.ThreadPoolExecutor(n) as pool:
             list(pool.map(serve, range(n)))
