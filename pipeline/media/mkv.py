@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MAX_BLOCKS = 100_000        # 10 min of 60-fps video with its audio; past this the file is not planned
-MAX_DEPTH_BYTES = 1 << 20   # Info and Tracks are small; a larger one is not read
+MAX_HEADER_BYTES = 1 << 20  # Info and Tracks are small; a larger one is not read
 TIMECODE_SCALE_NS = 1_000_000
 
 EBML = 0x1A45DFA3
@@ -210,7 +210,7 @@ def _read(buf: memoryview) -> Index:
         size, m, unknown = _vint(buf, pos + n, seg_end)
         start = pos + n + m
         stop = min(seg_end, start + size) if not unknown else seg_end
-        if eid in (INFO, TRACKS) and (unknown or size > MAX_DEPTH_BYTES):
+        if eid in (INFO, TRACKS) and (unknown or size > MAX_HEADER_BYTES):
             raise Unreadable("a header element too large to read")  # its timestamp scale would be guessed
         if eid == INFO:
             for cid, s, e, _ in _elements(buf, start, stop):
