@@ -59,22 +59,21 @@ def model_limit(work: Workload, settings: Settings, tracking: bool = True,
     batches = batches if batches is not None else decoded_batches(work, settings)
     reps = -(-_repeats(work) // n) * n   # whole passes over the call, the same number per instance
 
-    def serve(i: int) -> None:
-        # A pass is the workload's call, its chunks in order, tracking carried from chunk to chunk.
-        for _ in range(reps // n):
-            analyzers[i].run_chained(batches)
+    def serve(i: int, calls: list[dict], passes: int) -> None:
+        # A pass is the call, its chunks in order, tracking carried from chunk to chunk.
+        for _ in range(passes):
+            analyzers[i].run_chained(calls)
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # torch releases the GIL inside its ops: n threads keep n cores busy
     try:
-        # TorchScript optimises a net on its first runs: warm every instance up off the clock, as a
-        # serving Triton instance is, or whichever shape is measured first reads slow.
         with cf.ThreadPoolExecutor(n) as pool:
-            list(pool.map(lambda i: [analyzers[i].run_chained(batches[:2]) for _ in range(WARMUP_PASSES)], range(n)))
-        start = time.perf_counter()
-        with cf.ThreadPoolExecutor(n) as pool:
-            list(pool.map(serve, range(n)))
-        return work.seconds * reps / (time.perf_counter() - start)
+            # TorchScript optimises a net on its first runs: warm every instance up off the clock, as a
+            # serving Triton instance is, or whichever shape is measured first reads slow.
+            list(pool.map(lambda i: serve(i, batches[:2], WARMUP_PASSES), range(n)))
+            start = time.perf_counter()
+            list(pool.map(lambda i: serve(i, batches, reps // n), range(n)))
+            return work.seconds * reps / (time.perf_counter() - start)
     finally:
         torch.set_num_threads(threads)
 

@@ -12,8 +12,7 @@ from pathlib import Path
 
 from pipeline.errors import BadChunk
 
-_DURATION = re.compile(r"^Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
-_START = re.compile(r"^Duration: .*?, start: (-?\d+(?:\.\d+)?)")
+_DURATION = re.compile(r"^Duration: (\d+):(\d+):(\d+(?:\.\d+)?)(?:, start: (-?\d+(?:\.\d+)?))?")
 _VIDEO = re.compile(r"^Stream #0:\d+[^:]*: Video: (\w+).*?, (\d{1,5})x(\d{1,5})")
 _FPS = re.compile(r"(\d+(?:\.\d+)?) fps")
 _AUDIO = re.compile(r"^Stream #0:\d+[^:]*: Audio: (\w+)[^,]*, (\d+) Hz, ([^,]+)")
@@ -63,9 +62,9 @@ def parse_report(stderr: str) -> MediaInfo:
     duration = None
     m = next((m for line in lines if (m := _DURATION.search(line))), None)
     if m:
-        h, mi, s = m.groups()
+        h, mi, s, start_s = m.groups()
         duration = int(round((int(h) * 3600 + int(mi) * 60 + float(s)) * 1000))
-        start = next((float(m.group(1)) for line in lines if (m := _START.search(line))), 0.0)
+        start = float(start_s or 0.0)  # printed on the Duration line itself
         if "Input #0, matroska" in text and 0 < start * 1000 < duration:
             # ffmpeg's Matroska muxer writes where the last frame ends as the Duration: a chunk stamped
             # from 10 s into its call would read as 10 s longer than it is, and as truncated.
