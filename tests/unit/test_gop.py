@@ -192,3 +192,14 @@ def test_a_laced_or_invisible_video_frame_is_not_planned(media, tmp_path):
         path = tmp_path / f"flag{bit}.mkv"
         path.write_bytes(bytes(changed))
         assert mkv.read_index(path) is None  # so: the stream-info pass, and every frame decoded
+
+
+def test_the_work_a_chunk_can_ask_for_is_bounded(media, monkeypatch):
+    """A chunk of endless tiny blocks is not planned past MAX_BLOCKS (the reader stops and every frame
+    is decoded); a plan never hands ffmpeg more than MAX_RANGES terms to evaluate per packet."""
+    monkeypatch.setattr(mkv, "MAX_BLOCKS", 50)
+    assert mkv.read_index(media["h264-30fps-1s"]) is None
+    monkeypatch.undo()
+    packets = _packets(*range(0, 30 * 400, 30), n=30 * 400)  # 400 one-second groups
+    assert len(gop.drop_ranges(packets, gop.unneeded(packets, 2.0, 1_000_000))) == gop.MAX_RANGES
+    assert gop.drop_filter(packets, 2.0, 1_000_000).count("between(") == gop.MAX_RANGES
