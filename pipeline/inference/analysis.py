@@ -8,70 +8,127 @@ runs the same object, so the two measure the same code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from pipeline.inference import artifacts, voice
-from pipeline.inference.face_detection import KEYFRAME_EVERY, MTCNN, Detections, TrackState
-from pipeline.inference.fusion import MIN_SPEECH_RATIO, FaceAggregate, faces_per_item, fuse_items
+from pipeline.inference.face_detection import KEYFRAME_EVERY, MTCNN, Detections, TrackState, face_crop
+from pipeline.inference.fusion import DEFAULT_FUSION, FaceAggregate, FusionParams, faces_per_item, fuse_items
 from pipeline.inference.labels import DFEW_LABELS
+from pipeline.serving import manifest as mf
+from pipeline.serving.nets import FaceExpression, VoiceEmotion
 
 OUTPUT_DTYPES = {"PROBS": np.float32, "CONFIDENCE": np.float32, "FACE_FOUND": bool, "SPEECH_FOUND": bool,
                  "FACE_SCORE": np.float32, "AROUSAL": np.float32, "SPEECH_RATIO": np.float32,
-                 "FACE_PROBS": np.float32, "FACE_COUNT": np.int32, "TRACK_STATE": np.float32}
+                 "FACE_PROBS": np.float32, "FACE_COUNT": np.int32, "TRACK_STATE": np.float32,
+                 "VOICE_PROBS": np.float32}
 NO_STATE = np.zeros(5, np.float32)
 
 
 @dataclass
 class Analyzer:
     detector: MTCNN
-    expression: Any
+    faces: list[FaceExpression]
     vad: Any
+    voice_net: VoiceEmotion | None = None
+    fusion: FusionParams = DEFAULT_FUSION
     speech_threshold: float = voice.SPEECH_THRESHOLD
-    min_speech_ratio: float = MIN_SPEECH_RATIO
     tracking: bool = True
     vad_run_windows: int = voice.RUN_WINDOWS
     keyframe_every: int = KEYFRAME_EVERY
     device: str = "cpu"
+    manifest: mf.Manifest | None = field(default=None, repr=False)
+
+    @property
+    def min_speech_ratio(self) -> float:
+        return self.fusion.min_speech_ratio
 
     @classmethod
-    def load(cls, repo: Path, min_face: int = 40, device: str = "cpu", **kw: Any) -> Analyzer:
-        """The nets of a model repository (each kept in its own model's version folder)."""
-        return cls(artifacts.detector(artifacts.version_dir(repo, "face_detector"), min_face, device),
-                   artifacts.expression(artifacts.version_dir(repo, "face_expression"), device),
-                   artifacts.vad(artifacts.version_dir(repo, "voice"), device), device=device, **kw)
+    def load(cls, repo: Path, device: str = "cpu", model: str = "emotion", **overrides: Any) -> Analyzer:
+        """The nets a model of the repository declares in its manifest (`<repo>/<model>/manifest.toml`)."""
+        return cls.from_manifest(Path(repo) / model / mf.MANIFEST, Path(repo), device, **overrides)
 
-    def detect(self, r: Request) -> tuple[Detections, dict[int, TrackState]]:
+    @classmethod
+    def from_manifest(cls, path: Path, repo: Path, device: str = "cpu", **overrides: Any) -> Analyzer:
+        """Every net a manifest names, loaded and ready; `overrides` replace fields (benchmarks switch
+        tracking off for the reference, say). Raises ManifestError naming the file and key."""
+        m = mf.load(path)
+        where = path.parent
+
+        def at(relative: str, key: str) -> Path:
+            return mf.resolve(where, relative, repo, key, str(path))
+
+        def loaded(key: str, make: Any) -> Any:
+            try:
+                return make()
+            except (ValueError, OSError, RuntimeError) as exc:
+                raise mf.ManifestError(f"{path}: {key}: {exc}") from None
+
+        faces = [loaded(f"face[{i}].file", lambda f=f, i=i: FaceExpression.load(f, at(f.file, f"face[{i}].file"),
+                                                                                  device))
+                 for i, f in enumerate(m.face)]
+        folder = at(m.detector.folder, "detector.folder")
+        detector = loaded("detector.folder", lambda: artifacts.detector(folder, m.detector.min_face_px, device,
+                                                                          faces[0].crop))
+        vad = loaded("voice.vad", lambda: artifacts.vad_file(at(m.voice.vad, "voice.vad"), device))
+        net = m.voice.emotion
+        voice_net = None if net is None else loaded(
+            "voice.emotion.file", lambda: VoiceEmotion.load(net, at(net.file, "voice.emotion.file"), device))
+        fusion = FusionParams(face_weight=m.fusion.face_weight, voice_weight=m.fusion.voice_weight,
+                              arousal_weight=m.fusion.arousal_weight, voice_only_mix=m.fusion.voice_only_mix,
+                              min_speech_ratio=m.voice.min_speech_ratio)
+        fields: dict[str, Any] = dict(speech_threshold=m.voice.speech_threshold, tracking=m.detector.tracking,
+                                      keyframe_every=m.detector.search_every, device=device, manifest=m)
+        return cls(detector, faces, vad, voice_net, fusion, **{**fields, **overrides})
+
+    @property
+    def voice_window_ms(self) -> int:
+        """The audio context the voice-emotion net wants around a segment (0: no voice net)."""
+        return self.voice_net.window_ms if self.voice_net is not None else 0
+
+    def detect(self, r: Request) -> tuple[np.ndarray, Detections, dict[int, TrackState]]:
         """Each real frame's most confident face, followed per view when tracking is on, going on from
-        the views' carried states (HINT); the views' states after this request."""
+        the views' carried states (HINT); the real frames, their detections, the views' states after."""
         if not r.mask.any():
-            return Detections.empty(0), {}
-        flat = r.frames.reshape((-1,) + r.frames.shape[2:])[r.mask.reshape(-1)]
+            return r.frames.reshape((-1,) + r.frames.shape[2:])[:0], self.detector.empty(0), {}
+        flat = np.ascontiguousarray(r.frames.reshape((-1,) + r.frames.shape[2:])[r.mask.reshape(-1)])
         if not self.tracking:
-            return self.detector.search(np.ascontiguousarray(flat)), {}
+            return flat, self.detector.search(flat), {}
         per_frame = np.repeat(r.view_ids(), r.mask.shape[1]).reshape(r.mask.shape)[r.mask]
-        return self.detector.track(np.ascontiguousarray(flat), per_frame, self.keyframe_every, r.carried())
+        found, states = self.detector.track(flat, per_frame, self.keyframe_every, r.carried())
+        return flat, found, states
 
-    def expressions(self, found: list[Detections]) -> list[np.ndarray]:
-        """DFEW probabilities per frame (zeros where no face), one forward pass for all requests."""
-        crops = [d.crops[d.scores > 0] for d in found]
+    def expressions(self, frames: list[np.ndarray], found: list[Detections]) -> list[np.ndarray]:
+        """DFEW probabilities per frame (zeros where no face): each face net in one pass for all
+        requests, several nets pooled as a weighted geometric mean (their manifest weights)."""
         probs = [np.zeros((len(d.scores), len(DFEW_LABELS)), np.float32) for d in found]
-        if sum(len(c) for c in crops):
-            with torch.inference_mode():
-                out = self.expression(torch.from_numpy(np.concatenate(crops)).to(self.device)).cpu().numpy()
-            start = 0
-            for d, c, p in zip(found, crops, probs, strict=True):
-                p[d.scores > 0] = out[start:start + len(c)]
-                start += len(c)
+        faced = [d.scores > 0 for d in found]
+        if not sum(int(f.sum()) for f in faced):
+            return probs
+        outs = []
+        for k, net in enumerate(self.faces):
+            if k == 0:   # the detector cut these crops for the first net
+                crops = [d.crops[f] for d, f in zip(found, faced, strict=True)]
+            else:
+                crops = [np.stack([face_crop(fr[i], d.boxes[i], net.crop) for i in np.flatnonzero(f)])
+                         if f.any() else np.zeros(net.crop.shape(0), np.uint8)
+                         for fr, d, f in zip(frames, found, faced, strict=True)]
+            outs.append(net.probs(np.concatenate(crops)))
+        pooled = outs[0] if len(outs) == 1 else pool([(net.spec.weight, o) for net, o in zip(self.faces, outs,
+                                                                                              strict=True)])
+        start = 0
+        for p, f in zip(probs, faced, strict=True):
+            p[f] = pooled[start:start + int(f.sum())]
+            start += int(f.sum())
         return probs
 
-    def voices(self, requests: list[Request]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(speech ratio, arousal) per item of each request; Silero's sequential windows are run once
-        for the items of all requests together, which costs about what one request's run does."""
+    def voices(self, requests: list[Request]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(speech ratio, arousal, voice-net probabilities) per item of each request. Silero's sequential
+        windows are run once for the items of all requests together, which costs about what one
+        request's run does; the voice net runs only on items with speech (zeros elsewhere)."""
         lengths = [r.lengths.reshape(-1) for r in requests]
         longest = max((r.audio.shape[1] for r in requests), default=0)
         audio = np.zeros((sum(len(n) for n in lengths), longest), np.float32)
@@ -85,9 +142,17 @@ class Analyzer:
         if (every > 0).any():
             ratio, arousal = voice.analyse(self.vad, audio, every, self.speech_threshold, self.device,
                                            self.vad_run_windows)
+        heard = np.zeros((len(every), len(DFEW_LABELS)), np.float32)
+        if self.voice_net is not None:
+            windows = [w for r in requests for w in r.voice_windows()]
+            net = self.voice_net.spec
+            run = [i for i, w in enumerate(windows) if ratio[i] >= self.min_speech_ratio
+                   and len(w) >= net.min_window_s * voice.SAMPLE_RATE]
+            if run:
+                heard[run] = self.voice_net.probs([windows[i] for i in run])
         out, row = [], 0
         for n in lengths:
-            out.append((ratio[row:row + len(n)], arousal[row:row + len(n)]))
+            out.append((ratio[row:row + len(n)], arousal[row:row + len(n)], heard[row:row + len(n)]))
             row += len(n)
         return out
 
@@ -103,7 +168,7 @@ class Analyzer:
         states: dict[int, np.ndarray] = {}
         for t in batches:
             r = Request.of(t["FRAMES"], t["FRAME_MASK"], t["AUDIO"], t["AUDIO_LEN"], t.get("TRACK"),
-                           carry_states(t.get("TRACK"), states))
+                           carry_states(t.get("TRACK"), states), t.get("VOICE_WINDOW"), t.get("VOICE_LEN"))
             out = self.run_many([r])[0]
             states = dict(zip(r.view_ids().tolist(), out["TRACK_STATE"], strict=True))
             outputs.append(out)
@@ -113,19 +178,20 @@ class Analyzer:
         """Outputs for requests the dynamic batcher put together: detection per request (frames of
         different requests may differ in size), expression and voice in one pass for all."""
         tracked = [self.detect(r) for r in requests]
-        found = [d for d, _ in tracked]
-        probs = self.expressions(found)
+        probs = self.expressions([f for f, _, _ in tracked], [d for _, d, _ in tracked])
         voices = self.voices(requests)
-        return [self._outputs(faces_per_item(p, d.scores, r.mask), ratio, arousal, r.states_out(states))
-                for r, (d, states), p, (ratio, arousal) in zip(requests, tracked, probs, voices, strict=True)]
+        return [self._outputs(faces_per_item(p, d.scores, r.mask), ratio, arousal, heard, r.states_out(states))
+                for r, (_, d, states), p, (ratio, arousal, heard) in zip(requests, tracked, probs, voices,
+                                                                          strict=True)]
 
-    def _outputs(self, faces: list[FaceAggregate], ratio: np.ndarray, arousal: np.ndarray,
+    def _outputs(self, faces: list[FaceAggregate], ratio: np.ndarray, arousal: np.ndarray, heard: np.ndarray,
                  states: np.ndarray) -> dict[str, np.ndarray]:
         n = len(faces)
         zeros = np.zeros(len(DFEW_LABELS))
         out: dict[str, list] = {k: [] for k in OUTPUT_DTYPES}
+        voice_probs = [h if h.any() else None for h in heard]
         for (face_probs, face_score, face_count), fused in zip(
-                faces, fuse_items(faces, ratio, arousal, self.min_speech_ratio), strict=True):
+                faces, fuse_items(faces, ratio, arousal, voice_probs, self.fusion), strict=True):
             out["PROBS"].append(fused.probs if fused.probs is not None else zeros)
             out["CONFIDENCE"].append([fused.confidence])
             out["FACE_FOUND"].append([fused.face_found])
@@ -137,6 +203,7 @@ class Analyzer:
         out["AROUSAL"] = arousal.reshape(-1, 1).tolist()
         out["SPEECH_RATIO"] = ratio.reshape(-1, 1).tolist()
         out["TRACK_STATE"] = states.tolist()
+        out["VOICE_PROBS"] = heard.tolist()
         return {k: np.asarray(v, dtype=OUTPUT_DTYPES[k]).reshape(n, -1) for k, v in out.items()}
 
 
@@ -149,9 +216,12 @@ class Request:
     lengths: np.ndarray
     tracks: np.ndarray | None
     hints: np.ndarray | None = None   # (N, 5): a view's TrackState (x1, y1, x2, y2, frames) before this request
+    voice: np.ndarray | None = None           # (N, T) VOICE_WINDOW: each item's audio context for the voice net
+    voice_lengths: np.ndarray | None = None   # (N,) VOICE_LEN
 
     @classmethod
-    def of(cls, frames: Any, mask: Any, audio: Any, lengths: Any, tracks: Any = None, hints: Any = None) -> Request:
+    def of(cls, frames: Any, mask: Any, audio: Any, lengths: Any, tracks: Any = None, hints: Any = None,
+           voice: Any = None, voice_lengths: Any = None) -> Request:
         frames, mask = np.asarray(frames), np.asarray(mask).astype(bool)
         audio, lengths = np.asarray(audio, np.float32), np.asarray(lengths).reshape(-1).astype(np.int64)
         n = len(frames)
@@ -171,7 +241,23 @@ class Request:
                 raise ValueError(f"HINT must hold 5 values for each of the {n} items")
             # Untrusted numbers: anything not finite means no hint; boxes far outside any frame stay outside.
             hints = np.clip(np.nan_to_num(hints, nan=0.0, posinf=0.0, neginf=0.0), -1e5, 1e5)
-        return cls(frames, mask, audio, lengths, tracks, hints)
+        if (voice is None) != (voice_lengths is None):
+            raise ValueError("VOICE_WINDOW and VOICE_LEN come together")
+        if voice is not None:
+            voice = np.asarray(voice, np.float32)
+            voice_lengths = np.asarray(voice_lengths).reshape(-1).astype(np.int64)
+            if voice.ndim != 2 or len(voice) != n or len(voice_lengths) != n:
+                raise ValueError(f"VOICE_WINDOW {voice.shape} and VOICE_LEN {voice_lengths.shape} for {n} items")
+            if (voice_lengths < 0).any() or (voice_lengths > voice.shape[1]).any():
+                raise ValueError(f"VOICE_LEN outside 0..{voice.shape[1]}")
+        return cls(frames, mask, audio, lengths, tracks, hints, voice, voice_lengths)
+
+    def voice_windows(self) -> list[np.ndarray]:
+        """Each item's audio for the voice-emotion net: its VOICE_WINDOW, or its own audio from a client
+        that sends no window (a segment's worth: less context, still a result)."""
+        if self.voice is None or self.voice_lengths is None:
+            return [a[:n] for a, n in zip(self.audio, self.lengths, strict=True)]
+        return [a[:n] for a, n in zip(self.voice, self.voice_lengths, strict=True)]
 
     def view_ids(self) -> np.ndarray:
         """Each item's view: its TRACK (the caller's view id), else the item itself."""
@@ -196,6 +282,13 @@ class Request:
         rows = [np.array([*states[t].box, states[t].frames], np.float32) if t in states else NO_STATE
                 for t in self.view_ids().tolist()]
         return np.stack(rows) if rows else np.zeros((0, 5), np.float32)
+
+
+def pool(weighted: list[tuple[float, np.ndarray]]) -> np.ndarray:
+    """Several nets' (N, 7) distributions as one: a weighted geometric mean, renormalised."""
+    logp = sum(w * np.log(np.maximum(p.astype(np.float64), 1e-12)) for w, p in weighted)
+    e = np.exp(logp - np.max(logp, axis=1, keepdims=True))
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def carry_states(tracks: np.ndarray | None, states: dict[int, np.ndarray]) -> np.ndarray | None:

@@ -1,18 +1,18 @@
-"""Loading the built TorchScript artifacts from a model version folder (triton_models/<model>/<version>/).
+"""Loading the built TorchScript detector and VAD from a model version folder (triton_models/<model>/<version>/).
 
 One place for the Triton models, `models eval`, the benchmark's in-process limit and the tests, so all
-of them run exactly what Triton serves.
+of them run exactly what Triton serves. Expression and voice-emotion nets are the manifest's
+(pipeline/serving/nets.py).
 """
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any, cast
 
 import torch
 
-from pipeline.inference.face_detection import MTCNN
+from pipeline.inference.face_detection import DEFAULT_CROP, MTCNN, CropSpec
 
 VERSION = "1"
 
@@ -35,22 +35,14 @@ def _channels_last(net: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
     return cast(Any, net).to(memory_format=torch.channels_last)  # runtime API the stubs leave out
 
 
-def detector(folder: Path, min_face: int = 40, device: str = "cpu") -> MTCNN:
+def detector(folder: Path, min_face: int = 40, device: str = "cpu", crop: CropSpec = DEFAULT_CROP) -> MTCNN:
     pnet, rnet, onet = (_channels_last(_load(folder, f"{n}.pt", device)) for n in ("pnet", "rnet", "onet"))
-    return MTCNN(pnet, rnet, onet, min_face=min_face, device=device)
-
-
-def expression(folder: Path, device: str = "cpu") -> torch.jit.ScriptModule:
-    """Frozen: its batch norms fold into the convolutions before them, which makes the net 25-30 %
-    cheaper on the CPU (outputs equal to 1e-7). Freezing the detector's nets gains nothing (no batch
-    norm), and optimize_for_inference's oneDNN layouts made both slower at these sizes (measured)."""
-    net = _channels_last(_load(folder, "mini_xception.pt", device))
-    with warnings.catch_warnings():
-        # TorchScript as a whole is deprecated in favour of torch.compile; the served artifacts are
-        # TorchScript (Triton's own format for PyTorch models), so freezing them is what applies.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return cast(Any, torch.jit.freeze(net))
+    return MTCNN(pnet, rnet, onet, min_face=min_face, device=device, crop=crop)
 
 
 def vad(folder: Path, device: str = "cpu") -> torch.jit.ScriptModule:
-    return _load(folder, "silero_vad.jit", device)
+    return vad_file(Path(folder) / "silero_vad.jit", device)
+
+
+def vad_file(path: Path, device: str = "cpu") -> torch.jit.ScriptModule:
+    return _load(path.parent, path.name, device)

@@ -12,7 +12,7 @@ from tritonclient.utils import InferenceServerException
 
 from pipeline.errors import BadChunk, TransientFault
 from pipeline.inference.acoustics import SAMPLE_RATE
-from pipeline.inference.fusion import MIN_SPEECH_RATIO, Evidence
+from pipeline.inference.fusion import MIN_SPEECH_RATIO, Evidence, FusionParams
 
 EMPTY_FRAME = (16, 16)  # stands in for "no video" so audio-only items still have a valid tensor
 
@@ -23,6 +23,7 @@ class Item:
     audio: np.ndarray    # float32 mono 16 kHz; may be empty
     track: int = 0       # the view (participant) the frames show: the detector follows a face per view
     hint: np.ndarray | None = None   # (5,) the view's TRACK_STATE from its previous request, if any
+    voice: np.ndarray | None = None  # the audio context around the piece for a voice-emotion net, if wanted
 
 
 def _frame_key(item: Item) -> tuple[int, int]:
@@ -51,8 +52,17 @@ def pack(items: list[Item]) -> dict[str, np.ndarray]:
         lengths[k, 0] = len(item.audio)
         if item.hint is not None:
             hints[k] = item.hint
-    return {"FRAMES": frames, "FRAME_MASK": mask, "AUDIO": audio, "AUDIO_LEN": lengths, "TRACK": tracks,
-            "HINT": hints}
+    out = {"FRAMES": frames, "FRAME_MASK": mask, "AUDIO": audio, "AUDIO_LEN": lengths, "TRACK": tracks,
+           "HINT": hints}
+    if any(item.voice is not None for item in items):
+        windows = [item.voice if item.voice is not None else item.audio for item in items]
+        window = np.zeros((len(items), max(1, max(len(x) for x in windows))), np.float32)
+        window_len = np.zeros((len(items), 1), np.int32)
+        for k, x in enumerate(windows):
+            window[k, :len(x)] = x
+            window_len[k, 0] = len(x)
+        out["VOICE_WINDOW"], out["VOICE_LEN"] = window, window_len
+    return out
 
 
 def unpack(outputs: dict[str, np.ndarray], items: list[Item]) -> list[Evidence]:
@@ -62,11 +72,13 @@ def unpack(outputs: dict[str, np.ndarray], items: list[Item]) -> list[Evidence]:
     for k, item in enumerate(items):
         faces = int(outputs["FACE_COUNT"][k, 0])
         arousal = float(outputs["AROUSAL"][k, 0])
+        heard = outputs["VOICE_PROBS"][k] if "VOICE_PROBS" in outputs else None
         results.append(Evidence(
             frames=len(item.frames), faces=faces, face_weight=float(outputs["FACE_SCORE"][k, 0]) * faces,
             face_probs=np.asarray(outputs["FACE_PROBS"][k], np.float64) if faces else None,
             audio_ms=int(len(item.audio) * 1000 // SAMPLE_RATE), speech_ratio=float(outputs["SPEECH_RATIO"][k, 0]),
-            arousal=arousal if arousal >= 0 else None))
+            arousal=arousal if arousal >= 0 else None,
+            voice_probs=np.asarray(heard, np.float64) if heard is not None and heard.any() else None))
     return results
 
 
@@ -87,7 +99,7 @@ def classify(exc: InferenceServerException) -> Exception:
 
 OUTPUTS = ("FACE_SCORE", "FACE_PROBS", "FACE_COUNT", "AROUSAL", "SPEECH_RATIO")
 _DTYPES = {"FRAMES": "UINT8", "FRAME_MASK": "BOOL", "AUDIO": "FP32", "AUDIO_LEN": "INT32", "TRACK": "INT32",
-           "HINT": "FP32"}
+           "HINT": "FP32", "VOICE_WINDOW": "FP32", "VOICE_LEN": "INT32"}
 
 
 def track_states(outputs: list[dict[str, np.ndarray]], batches: list[list[int]],
@@ -108,6 +120,8 @@ class EmotionClient:
         self.url, self.model, self.batch_items = url, model, batch_items
         self.send_track = True
         self.carry_tracks = True   # the model takes HINT and returns TRACK_STATE
+        self.voice_probs = False   # the model returns VOICE_PROBS
+        self.voice_window_ms = 0   # the audio context its voice-emotion net wants (0: none, send no window)
         self._client = grpcclient.InferenceServerClient(url=url)
 
     async def close(self) -> None:
@@ -131,29 +145,35 @@ class EmotionClient:
         except Exception:
             return False
 
-    async def identity(self) -> tuple[str, str, float]:
-        """(model name, model version, minimum speech ratio) as the model's config declares them: the name
-        and version are stored with every row, the ratio fuses merged pieces as the model fuses items."""
+    async def identity(self) -> tuple[str, str, FusionParams]:
+        """(model name, model version, fusion parameters) as the model's config declares them: the name
+        and version are stored with every row, the parameters fuse merged pieces as the model fuses items."""
         config = (await self._client.get_model_config(self.model, as_json=True))["config"]
         # A server still on a model without TRACK (workers upgraded first) gets the inputs it knows.
         self.send_track = any(i.get("name") == "TRACK" for i in config.get("input", []))
         self.carry_tracks = any(i.get("name") == "HINT" for i in config.get("input", [])) and any(
             o.get("name") == "TRACK_STATE" for o in config.get("output", []))
+        self.voice_probs = any(o.get("name") == "VOICE_PROBS" for o in config.get("output", []))
         params = config.get("parameters", {})
         name = params.get("model_name", {}).get("string_value", self.model)
         version = params.get("model_version", {}).get("string_value", "1")
         ratio = float(params.get("min_speech_ratio", {}).get("string_value", MIN_SPEECH_RATIO))
-        return name, version, ratio
+        fusion = params.get("fusion", {}).get("string_value")
+        takes_window = any(i.get("name") == "VOICE_WINDOW" for i in config.get("input", []))
+        self.voice_window_ms = int(params.get("voice_window_ms", {}).get("string_value", "0")) if takes_window else 0
+        return name, version, FusionParams.from_json(fusion) if fusion else FusionParams(min_speech_ratio=ratio)
 
     async def _infer(self, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         inputs = []
         for name, value in tensors.items():
-            if (name == "TRACK" and not self.send_track) or (name == "HINT" and not self.carry_tracks):
+            if (name == "TRACK" and not self.send_track) or (name == "HINT" and not self.carry_tracks) \
+                    or (name in ("VOICE_WINDOW", "VOICE_LEN") and not self.voice_window_ms):
                 continue
             t = grpcclient.InferInput(name, list(value.shape), _DTYPES[name])
             t.set_data_from_numpy(value)
             inputs.append(t)
-        wanted = OUTPUTS + (("TRACK_STATE",) if self.carry_tracks else ())
+        wanted = OUTPUTS + (("TRACK_STATE",) if self.carry_tracks else ()) + (
+            ("VOICE_PROBS",) if self.voice_probs else ())
         try:
             result = await self._client.infer(self.model, inputs, client_timeout=INFER_TIMEOUT_S,
                                               outputs=[grpcclient.InferRequestedOutput(o) for o in wanted])

@@ -1,8 +1,9 @@
 """MTCNN's cascade (proposal, refine, output) around the three TorchScript nets, batched over frames.
 
 Follows the reference algorithm (Zhang et al. 2016, as implemented by facenet-pytorch) so the shipped
-weights behave as trained. Returns the most confident face per frame with a 64x64 grayscale crop ready
-for the expression model: one face per participant view is the call-center case.
+weights behave as trained. Returns the most confident face per frame with a crop ready for the
+expression net (its size, colour and margin from the manifest): one face per participant view is the
+call-center case.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ THRESHOLDS = (0.6, 0.7, 0.7)
 PROPOSALS_PER_IMAGE = 16   # stage-1 candidates refined per frame
 REFINED_PER_IMAGE = 2      # stage-2 candidates checked by the output stage per frame
 SCALE_FACTOR = 0.709
-CROP_MARGIN = 0.1  # widen the MTCNN box so the crop resembles FER2013's looser framing
 # Tracking: a view's face moves little between two sampled frames (0.5 s apart at 2 frames/s), so
 # after a full search the next frames of the same view only ask the output stage whether the searched
 # box still holds a face. A full search runs again at least every KEYFRAME_EVERY frames of a view (15 s
@@ -30,15 +30,30 @@ KEYFRAME_EVERY = 30
 TRACK_MIN_IOU = 0.5
 
 
+@dataclass(frozen=True)
+class CropSpec:
+    """How a face is cut for an expression net: square side in pixels, the share of the box's side
+    added on each side, and colour ('gray' is ITU-R 601 luma, as OpenCV and fer use)."""
+    size: int = 64
+    margin: float = 0.1   # the built-in net's: FER2013's looser framing
+    color: str = "gray"   # gray | rgb | bgr
+
+    def shape(self, n: int) -> tuple[int, ...]:
+        return (n, self.size, self.size) + (() if self.color == "gray" else (3,))
+
+
+DEFAULT_CROP = CropSpec()
+
+
 @dataclass
 class Detections:
     boxes: np.ndarray   # (N, 4) float32 x1, y1, x2, y2 in pixels; zeros where no face
     scores: np.ndarray  # (N,) float32 detection confidence; 0 where no face
-    crops: np.ndarray   # (N, 64, 64) uint8 grayscale face crops; zeros where no face
+    crops: np.ndarray   # (N, S, S[, 3]) uint8 face crops as the CropSpec says; zeros where no face
 
     @classmethod
-    def empty(cls, n: int) -> Detections:
-        return cls(np.zeros((n, 4), np.float32), np.zeros(n, np.float32), np.zeros((n, 64, 64), np.uint8))
+    def empty(cls, n: int, crop: CropSpec = CropSpec()) -> Detections:
+        return cls(np.zeros((n, 4), np.float32), np.zeros(n, np.float32), np.zeros(crop.shape(n), np.uint8))
 
 
 @dataclass(frozen=True)
@@ -154,10 +169,15 @@ def _normalise(x: torch.Tensor) -> torch.Tensor:
 
 class MTCNN:
     def __init__(self, pnet: torch.jit.ScriptModule, rnet: torch.jit.ScriptModule,
-                 onet: torch.jit.ScriptModule, min_face: int = 40, device: str = "cpu") -> None:
+                 onet: torch.jit.ScriptModule, min_face: int = 40, device: str = "cpu",
+                 crop: CropSpec = CropSpec()) -> None:
         self.pnet, self.rnet, self.onet = pnet, rnet, onet
         self.min_face = min_face
         self.device = device
+        self.crop = crop   # the first expression net's: its crops come with the detections
+
+    def empty(self, n: int) -> Detections:
+        return Detections.empty(n, self.crop)
 
     @torch.inference_mode()
     def detect(self, frames: np.ndarray, tracks: np.ndarray | None = None) -> Detections:
@@ -182,7 +202,7 @@ class MTCNN:
         plan, ends = track_plan(ids, every, {t: (slots[t], s.frames) for t, s in start.items()})
         keys = np.flatnonzero(plan < 0)
         found = self.search(frames[keys])
-        result = Detections.empty(n + len(start))
+        result = self.empty(n + len(start))
         _put(result, keys, found)
         for t, s in start.items():
             result.boxes[slots[t]], result.scores[slots[t]] = s.box, 1.0
@@ -204,7 +224,7 @@ class MTCNN:
         the same view): the regressed box and score where it still holds a face near the hint, else
         nothing (the caller then searches the frame)."""
         n = len(frames)
-        result = Detections.empty(n)
+        result = self.empty(n)
         if n == 0:
             return result
         hint = torch.from_numpy(np.asarray(boxes, np.float32))
@@ -217,14 +237,14 @@ class MTCNN:
         for i in np.flatnonzero(ok.numpy()):
             result.boxes[i] = found[i].numpy()
             result.scores[i] = float(probs[i, 1])
-            result.crops[i] = face_crop(frames[i], found[i].numpy())
+            result.crops[i] = face_crop(frames[i], found[i].numpy(), self.crop)
         return result
 
     @torch.inference_mode()
     def search(self, frames: np.ndarray) -> Detections:
         """The full cascade on every frame."""
         n, h, w = frames.shape[:3]
-        empty = Detections.empty(n)
+        empty = self.empty(n)
         if n == 0:
             return empty
         # Contiguous planes: area resampling is ~25 % cheaper on them than on a permuted view (same values).
@@ -294,7 +314,7 @@ class MTCNN:
             best = boxes[mine[boxes[mine, 4].argmax()]]
             result.boxes[i] = best[:4].numpy()
             result.scores[i] = float(best[4])
-            result.crops[i] = face_crop(frames[i], best[:4].numpy())
+            result.crops[i] = face_crop(frames[i], best[:4].numpy(), self.crop)
         return result
 
 
@@ -332,20 +352,25 @@ def _iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return inter / (area(a) + area(b) - inter).clamp(min=1e-6)
 
 
-def face_crop(frame: np.ndarray, box: np.ndarray, size: int = 64) -> np.ndarray:
-    """Grayscale (ITU-R 601 luma, as OpenCV and fer use) square crop with a margin, resized to size."""
+def face_crop(frame: np.ndarray, box: np.ndarray, spec: CropSpec = CropSpec()) -> np.ndarray:
+    """Square crop with a margin, resized by area averaging to the spec's size, in its colour."""
     h, w = frame.shape[:2]
     x1, y1, x2, y2 = box
-    side = max(x2 - x1, y2 - y1) * (1 + 2 * CROP_MARGIN)
+    side = max(x2 - x1, y2 - y1) * (1 + 2 * spec.margin)
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
     left, top = int(round(cx - side / 2)), int(round(cy - side / 2))
     right, bottom = int(round(cx + side / 2)), int(round(cy + side / 2))
     # Where the widened box leaves the frame, the nearest edge pixel stands in (edge padding) instead
-    # of shrinking the face. Only the box is converted to gray, not the whole frame.
+    # of shrinking the face. Only the box is converted, not the whole frame.
     rows = np.clip(np.arange(top, bottom), 0, h - 1)
     cols = np.clip(np.arange(left, right), 0, w - 1)
     box_rgb = frame[rows[:, None], cols[None, :]]
-    gray = box_rgb[..., 0] * 0.299 + box_rgb[..., 1] * 0.587 + box_rgb[..., 2] * 0.114
-    patch = torch.from_numpy(np.ascontiguousarray(gray, dtype=np.float32))
-    resized = F.interpolate(patch[None, None], size=(size, size), mode="area")[0, 0]
-    return resized.round().clamp(0, 255).to(torch.uint8).numpy()
+    if spec.color == "gray":
+        gray = box_rgb[..., 0] * 0.299 + box_rgb[..., 1] * 0.587 + box_rgb[..., 2] * 0.114
+        patch = torch.from_numpy(np.ascontiguousarray(gray, dtype=np.float32))[None, None]
+    else:
+        rgb = box_rgb if spec.color == "rgb" else box_rgb[..., ::-1]
+        patch = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
+    resized = F.interpolate(patch, size=(spec.size, spec.size), mode="area")[0]
+    out = resized.round().clamp(0, 255).to(torch.uint8)
+    return (out[0] if spec.color == "gray" else out.permute(1, 2, 0)).numpy()

@@ -1,14 +1,17 @@
 """Fusing face and voice into one DFEW distribution per (participant, segment).
 
-The face model recognises expressions; the voice only gives arousal (see acoustics.py). So the face
-decides the label when a face is seen, and arousal tilts it mildly (a weighted product of experts).
-With speech but no face, the result is an arousal prior flattened towards uniform, flagged by its
-modality and low confidence. With neither, there is no result: no made-up emotion.
+The modalities present are pooled log-linearly (a weighted product of experts, the weights from the
+model's manifest). The voice is one of two things. With a voice-emotion net in the manifest it is that
+net's distribution: a voice-only segment gets the net's label, a face+voice segment both. Without one,
+the voice only gives arousal (see acoustics.py): the face decides the label when a face is seen and
+arousal tilts it mildly; with speech but no face, the result is an arousal prior flattened towards
+uniform, flagged by its modality and low confidence. With neither, there is no result: no made-up emotion.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -19,6 +22,28 @@ VOICE_WEIGHT = 0.3        # exponent of the arousal prior when a face is present
 PRIOR_WIDTH = 0.25        # s.d. of the Gaussian around each label's arousal
 MIN_SPEECH_RATIO = 0.2    # a segment has speech when at least this share of its windows is speech
 VOICE_ONLY_MIX = 0.5      # voice-only results are half uniform: arousal is weak evidence of a label
+
+
+@dataclass(frozen=True)
+class FusionParams:
+    """How one model version fuses: the manifest's [fusion] table and its voice.min_speech_ratio.
+    Served in the model's config (parameter `fusion`), so workers fuse merged pieces as the model fuses items."""
+    face_weight: float = 1.0
+    voice_weight: float = 1.0              # exponent of the voice-emotion net's distribution
+    arousal_weight: float = VOICE_WEIGHT   # exponent of the arousal prior beside a face (no voice net)
+    voice_only_mix: float = VOICE_ONLY_MIX
+    min_speech_ratio: float = MIN_SPEECH_RATIO
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> FusionParams:
+        known = {k: float(v) for k, v in json.loads(text).items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+DEFAULT_FUSION = FusionParams()
 
 
 @dataclass(frozen=True)
@@ -52,6 +77,7 @@ class Evidence:
     audio_ms: int                   # audio analysed
     speech_ratio: float             # share of that audio that is speech
     arousal: float | None           # prosodic arousal of the audio, where it has speech
+    voice_probs: np.ndarray | None = None   # (7,) the voice-emotion net's, where it ran (speech present)
 
     @property
     def face_score(self) -> float:
@@ -69,14 +95,20 @@ def merge(pieces: list[Evidence]) -> Evidence:
     speech_ms = sum(ms for ms, _ in speech)
     voiced = [(ms, a) for ms, a in speech if a is not None and ms > 0]
     arousal = sum(ms * a for ms, a in voiced) / sum(ms for ms, _ in voiced) if voiced else None
+    # The voice net's distributions by the speech each piece held (pieces with speech but no net result,
+    # a window too short say, do not dilute it).
+    heard = [(ms, p.voice_probs) for (ms, _), p in zip(speech, pieces, strict=True)
+             if p.voice_probs is not None and ms > 0]
+    voice = np.sum([ms * v for ms, v in heard], axis=0) / sum(ms for ms, _ in heard) if heard else None
     return Evidence(sum(p.frames for p in pieces), faces, weight, probs, audio_ms,
-                    speech_ms / audio_ms if audio_ms else 0.0, arousal)
+                    speech_ms / audio_ms if audio_ms else 0.0, arousal, voice)
 
 
-def fuse_evidence(e: Evidence, min_speech_ratio: float = MIN_SPEECH_RATIO) -> Fused:
+def fuse_evidence(e: Evidence, params: FusionParams = DEFAULT_FUSION) -> Fused:
     """The fused result of (merged) evidence; for one whole cell it equals what the model serves."""
-    speech = e.audio_ms > 0 and e.speech_ratio >= min_speech_ratio and e.arousal is not None
-    f = fuse(e.face_probs, speech, e.arousal if speech else None)
+    speech = e.audio_ms > 0 and e.speech_ratio >= params.min_speech_ratio and (
+        e.arousal is not None or e.voice_probs is not None)
+    f = fuse(e.face_probs, speech, e.arousal if speech else None, e.voice_probs if speech else None, params)
     return Fused(f.probs, f.label, f.confidence, f.face_found, f.speech_found, f.modality,
                  face_score=e.face_score, arousal=e.arousal if speech else None, speech_ratio=e.speech_ratio)
 
@@ -98,17 +130,30 @@ def arousal_prior(arousal: float) -> np.ndarray:
     return p / p.sum()
 
 
-def fuse(face_probs: np.ndarray | None, speech_found: bool, arousal: float | None) -> Fused:
+def _power(p: np.ndarray, w: float) -> np.ndarray:
+    """p ** w without 0 ** w turning a confident zero into an impossible product (a floor of 1e-12)."""
+    return np.power(np.maximum(np.asarray(p, np.float64), 1e-12), w) if w != 1 else np.asarray(p, np.float64)
+
+
+def fuse(face_probs: np.ndarray | None, speech_found: bool, arousal: float | None,
+         voice_probs: np.ndarray | None = None, params: FusionParams = DEFAULT_FUSION) -> Fused:
     face_found = face_probs is not None
-    voice = arousal if speech_found else None
-    if face_probs is not None and voice is not None:
-        p = np.asarray(face_probs) * arousal_prior(voice) ** VOICE_WEIGHT
+    heard = voice_probs if speech_found else None
+    voice = arousal if speech_found and heard is None else None
+    if face_probs is not None and heard is not None:
+        p = _power(face_probs, params.face_weight) * _power(heard, params.voice_weight)
+        modality = "face+voice"
+    elif face_probs is not None and voice is not None:
+        p = _power(face_probs, params.face_weight) * arousal_prior(voice) ** params.arousal_weight
         modality = "face+voice"
     elif face_probs is not None:
-        p = np.asarray(face_probs, np.float64)
+        p = _power(face_probs, params.face_weight)
         modality = "face"
+    elif heard is not None:
+        p = _power(heard, params.voice_weight)
+        modality = "voice"
     elif voice is not None:
-        p = VOICE_ONLY_MIX * arousal_prior(voice) + (1 - VOICE_ONLY_MIX) / len(DFEW_LABELS)
+        p = params.voice_only_mix * arousal_prior(voice) + (1 - params.voice_only_mix) / len(DFEW_LABELS)
         modality = "voice"
     else:
         return Fused(None, None, 0.0, False, speech_found, "none")
@@ -129,9 +174,10 @@ def faces_per_item(probs: np.ndarray, scores: np.ndarray, mask: np.ndarray) -> l
 
 
 def fuse_items(faces: list[FaceAggregate], speech_ratio: np.ndarray, arousal: np.ndarray,
-               min_speech_ratio: float) -> list[Fused]:
+               voice_probs: list[np.ndarray | None], params: FusionParams = DEFAULT_FUSION) -> list[Fused]:
     out = []
-    for (face_probs, _, _), ratio, ar in zip(faces, speech_ratio.reshape(-1), arousal.reshape(-1), strict=True):
-        speech = bool(ratio >= min_speech_ratio)
-        out.append(fuse(face_probs, speech, float(ar) if speech else None))
+    for (face_probs, _, _), ratio, ar, heard in zip(faces, speech_ratio.reshape(-1), arousal.reshape(-1),
+                                                    voice_probs, strict=True):
+        speech = bool(ratio >= params.min_speech_ratio)
+        out.append(fuse(face_probs, speech, float(ar) if speech else None, heard if speech else None, params))
     return out

@@ -24,3 +24,16 @@ def permutation(source: tuple[str, ...], target: tuple[str, ...] = DFEW_LABELS) 
 
 
 FER2013_TO_DFEW: list[int] = permutation(FER2013_LABELS)
+
+# Names other label sets use for the seven; "contempt" has no DFEW column (a manifest folds or drops it).
+ALIASES: dict[str, str] = {
+    "happiness": "happy", "joy": "happy", "sadness": "sad", "anger": "angry", "fearful": "fear",
+    "disgusted": "disgust", "surprised": "surprise", "neutrality": "neutral", "calm": "neutral",
+}
+
+
+def canonical(label: str) -> str | None:
+    """The DFEW label a name stands for, or None when it has none (e.g. contempt)."""
+    key = label.strip().lower()
+    key = ALIASES.get(key, key)
+    return key if key in DFEW_LABELS else None

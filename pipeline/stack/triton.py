@@ -92,6 +92,9 @@ def start(settings: Settings) -> None:
         f"--metrics-port={settings.triton_metrics_port}", "--http-address=127.0.0.1",
         "--grpc-address=127.0.0.1", "--log-verbose=0", "--exit-on-error=true",
         "--strict-readiness=true", "--allow-metrics=true",  # batch sizes, queue time: docs/OPERATIONS.md
+        # Explicit control with everything loaded at start: `callstream models add` loads a new model
+        # version into the running server (a polling server would also pick up half-copied folders).
+        "--model-control-mode=explicit", "--load-model=*",
     ], env={
         "LD_LIBRARY_PATH": f"{libs}:{root / 'lib'}",
         "PYTHONPATH": ":".join(paths),

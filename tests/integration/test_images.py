@@ -78,7 +78,7 @@ def test_the_triton_backend_runs_on_the_triton_images_python(tmp_path):
     python = _venv(tmp_path, TRITON_PYTHON[tag])
     subprocess.run([str(python), "-m", "pip", "install", "-q", "numpy<3"], check=True, timeout=600)
     sources = sorted(REPO_ROOT.glob("triton_models/*/1/model.py")) + sorted(
-        (REPO_ROOT / "pipeline" / "inference").glob("*.py"))
+        (REPO_ROOT / "pipeline" / "inference").glob("*.py")) + sorted((REPO_ROOT / "pipeline" / "serving").glob("*.py"))
     # Every file the backend loads compiles on that Python; the numpy-only parts also run there.
     compiled = subprocess.run([str(python), "-m", "py_compile", *map(str, sources)], capture_output=True, text=True)
     assert compiled.returncode == 0, compiled.stderr

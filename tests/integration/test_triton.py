@@ -60,9 +60,9 @@ def test_real_faces_and_speech_give_ordered_probabilities(stack):
              Item(np.stack([face]), np.zeros(0, np.float32)),            # video only
              Item(np.zeros((0, 1, 1, 3), np.uint8), speech),             # audio only
              Item(np.zeros((2, 270, 240, 3), np.uint8) + 40, np.zeros(16000, np.float32))]  # nothing
-    results, (name, version, ratio) = _infer(stack.settings, items)
-    assert name == "callstream-emotion" and version and 0 < ratio < 1
-    both, video, audio, nothing = (fuse_evidence(e, ratio) for e in results)
+    results, (name, version, fusion) = _infer(stack.settings, items)
+    assert name == "callstream-emotion" and version and 0 < fusion.min_speech_ratio < 1
+    both, video, audio, nothing = (fuse_evidence(e, fusion) for e in results)
     assert both.probs.shape == (len(DFEW_LABELS),) and np.isclose(both.probs.sum(), 1, atol=1e-4)
     assert both.label == "happy" and both.face_found and both.speech_found and both.arousal is not None
     assert video.label == "happy" and video.face_found and not video.speech_found and video.arousal is None
@@ -136,8 +136,8 @@ def test_telephony_audio_gives_the_voice_analysis_of_wideband_audio(stack, tmp_p
         path = generate_track(ffmpeg_exe(), tmp_path / name, 16, video=False, acodec=acodec, rate=ar)
         audio = decode(ffmpeg_exe(), path, 2.0, 320).audio[0]
         items = [Item(np.zeros((0, 1, 1, 3), np.uint8), audio[i * 16000:(i + 1) * 16000]) for i in range(15)]
-        results, (_, _, ratio) = _infer(stack.settings, items)
-        return [fuse_evidence(e, ratio) for e in results]
+        results, (_, _, fusion) = _infer(stack.settings, items)
+        return [fuse_evidence(e, fusion) for e in results]
 
     ref = voice("pcm_s16le", 48000, "ref.wav")
     got = voice(codec, rate, "x.mka" if codec == "libopus" else "x.wav")

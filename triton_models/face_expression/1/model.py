@@ -1,24 +1,32 @@
-"""Triton Python backend: fer's mini-Xception as TorchScript, DFEW-ordered probabilities."""
+"""Triton Python backend: the built-in expression net alone, DFEW-ordered probabilities.
+
+Fed and read as the `emotion` model's manifest declares its first face net (uint8 64x64 gray crops in).
+"""
+
+from pathlib import Path
 
 import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 
-from pipeline.inference import artifacts
-from pipeline.inference.serving import instance_device, version_folder
+from pipeline.inference.serving import instance_device
+from pipeline.serving import manifest as mf
+from pipeline.serving.nets import FaceExpression
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        self.device = instance_device(args)
-        self.net = artifacts.expression(version_folder(args), self.device)
         torch.set_num_threads(1)
+        repo = Path(args["model_repository"]).parent
+        path = repo / "emotion" / mf.MANIFEST
+        spec = mf.load(path).face[0]
+        self.net = FaceExpression.load(spec, mf.resolve(path.parent, spec.file, repo, "face[0].file"),
+                                       instance_device(args))
 
     def execute(self, requests):
         faces = [pb_utils.get_input_tensor_by_name(r, "FACE").as_numpy() for r in requests]
         # One forward pass for everything the dynamic batcher handed us, split back per request.
-        with torch.inference_mode():
-            probs = self.net(torch.from_numpy(np.concatenate(faces)).to(self.device)).cpu().numpy()
+        probs = self.net.probs(np.concatenate(faces))
         responses, start = [], 0
         for f in faces:
             responses.append(pb_utils.InferenceResponse(

@@ -1,0 +1,225 @@
+"""The model manifest: which nets the `emotion` model composes and how each one is fed and read.
+
+A TOML file beside the model's `config.pbtxt`. Everything a net needs that is not in its file (input
+size, colour, layout, scaling, the order and meaning of its outputs) is declared here, so bringing a
+stronger model is a configuration step: the same code runs the built-in nets and a user's. Errors name
+the file and the key (`manifest.toml: face[0].labels: ...`), and a manifest that loads is complete:
+every label maps onto the seven DFEW columns or is explicitly dropped, every file lies inside the
+model repository.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipeline.inference.labels import DFEW_LABELS, canonical
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10, the official Triton image's: the same parser as a package
+    import tomli as tomllib  # type: ignore[no-redef]
+
+MANIFEST = "manifest.toml"
+DROP = "drop"
+
+
+class ManifestError(ValueError):
+    """A manifest or one of its files is wrong: says which file, which key, and why."""
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors: a misspelt `input_sise` must not silently fall back to a default.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Labelled(_Strict):
+    """A net's outputs: one class per output column, in the net's own order, and where each goes."""
+    file: str = Field(description="path relative to the manifest, inside the model repository")
+    format: Literal["onnx", "torchscript"] = "onnx"
+    output: Literal["logits", "probabilities"] = "logits"
+    labels: tuple[str, ...] = Field(min_length=2, description="the net's classes in its output order")
+    # A class that is not one of the seven (or a common alias): fold it into a DFEW column, or "drop"
+    # it and renormalise the rest. Also overrides an alias (e.g. calm = "drop").
+    label_map: dict[str, str] = Field(default_factory=dict)
+    weight: float = Field(default=1.0, gt=0, description="this net's exponent in the fusion (its trust)")
+
+    @model_validator(mode="after")
+    def _labels_map(self) -> Labelled:
+        self.mapping()
+        return self
+
+    def mapping(self) -> np.ndarray:
+        """(classes, 7) matrix: a net's probabilities times it give the DFEW columns (before the
+        renormalisation that dropped classes need)."""
+        unknown = set(self.label_map) - set(self.labels)
+        if unknown:
+            raise ValueError(f"label_map names {sorted(unknown)}, which are not in labels")
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError("labels repeat a name")
+        m = np.zeros((len(self.labels), len(DFEW_LABELS)), np.float32)
+        for i, name in enumerate(self.labels):
+            target = self.label_map.get(name)
+            if target == DROP:
+                continue
+            column = canonical(target) if target is not None else canonical(name)
+            if column is None:
+                raise ValueError(f"label {name!r} maps to no DFEW column ({', '.join(DFEW_LABELS)}); "
+                                 f"fold it with label_map.{name} = \"<column>\" or drop it with \"drop\"")
+            m[i, DFEW_LABELS.index(column)] = 1.0
+        if not m.any():
+            raise ValueError("every label is dropped")
+        return m
+
+
+class FaceNet(Labelled):
+    """A face-expression net: a crop of each detected face in, class scores out."""
+    name: str = Field(min_length=1, max_length=64)
+    input_size: int = Field(ge=8, le=1024, description="square crop side in pixels")
+    color: Literal["gray", "rgb", "bgr"] = "rgb"
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
+    dtype: Literal["float32", "uint8"] = "float32"
+    scale: float = Field(default=1 / 255, gt=0, description="float32 input = (pixel * scale - mean) / std")
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    crop_margin: float = Field(default=0.1, ge=0, le=1,
+                               description="the box is widened by this share of its side on each side")
+
+    @model_validator(mode="after")
+    def _channels(self) -> FaceNet:
+        channels = 1 if self.color == "gray" else 3
+        for key in ("mean", "std"):
+            if len(getattr(self, key)) not in (1, channels):
+                raise ValueError(f"{key} has {len(getattr(self, key))} values; {self.color} input has {channels}")
+        if any(s <= 0 for s in self.std):
+            raise ValueError("std values must be positive")
+        return self
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.color == "gray" else 3
+
+
+class VoiceEmotionNet(Labelled):
+    """A speech-emotion net: a mono waveform window around each segment in, class scores out.
+
+    The window is `window_s` of the participant's audio centred on the segment (a net needs more
+    context than one segment holds). At a chunk's edges it shifts inward, so it never reaches into
+    another chunk; it is shorter only when the chunk is. Segments whose own audio has no speech (the
+    VAD's speech ratio below `voice.min_speech_ratio`) are not given to the net: silence gets no
+    voice label, and a window shorter than `min_window_s` gets none either."""
+    sample_rate: int = Field(default=16000, ge=8000, le=48000)
+    window_s: float = Field(default=3.0, gt=0, le=30)
+    min_window_s: float = Field(default=0.5, gt=0, le=30)
+    normalize: Literal["none", "zero_mean_unit_var"] = Field(default=
+        "none", description="zero_mean_unit_var: as wav2vec2 / HuBERT feature extractors do")
+
+    @model_validator(mode="after")
+    def _window(self) -> VoiceEmotionNet:
+        if self.min_window_s > self.window_s:
+            raise ValueError("min_window_s is longer than window_s")
+        return self
+
+
+BUILTIN_DETECTOR = "../face_detector/1"
+BUILTIN_VAD = "../voice/1/silero_vad.jit"
+
+
+class Detector(_Strict):
+    kind: Literal["mtcnn"] = "mtcnn"
+    folder: str = Field(default=BUILTIN_DETECTOR,
+                        description="folder of pnet.pt, rnet.pt, onet.pt, relative to the manifest")
+    min_face_px: int = Field(default=40, ge=12, le=2000)
+    tracking: bool = True
+    search_every: int = Field(default=30, ge=1, le=10000)
+
+
+class Voice(_Strict):
+    vad: str = Field(default=BUILTIN_VAD, description="Silero VAD TorchScript file, relative to the manifest")
+    speech_threshold: float = Field(default=0.5, gt=0, lt=1)
+    min_speech_ratio: float = Field(default=0.2, ge=0, le=1)
+    emotion: VoiceEmotionNet | None = None
+
+
+class Fusion(_Strict):
+    """How face and voice combine into one distribution: a weighted product (log-linear pooling) of
+    the modalities present. Without a voice-emotion net, voice is prosodic arousal: a prior over the
+    labels' arousal, weighted by `arousal_weight` beside a face and mixed half with uniform alone."""
+    face_weight: float = Field(default=1.0, gt=0)
+    voice_weight: float = Field(default=1.0, gt=0)
+    arousal_weight: float = Field(default=0.3, ge=0)
+    voice_only_mix: float = Field(default=0.5, ge=0, le=1)
+
+
+class Manifest(_Strict):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+    # Optional only in a manifest given to `callstream models add`, which then assigns the next one.
+    version: str | None = Field(default=None, min_length=1, max_length=40, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+    description: str = Field(default="", max_length=500)
+    detector: Detector = Field(default_factory=Detector)
+    face: tuple[FaceNet, ...] = Field(min_length=1, max_length=4)
+    voice: Voice = Field(default_factory=Voice)
+    fusion: Fusion = Field(default_factory=Fusion)
+
+    @model_validator(mode="after")
+    def _names(self) -> Manifest:
+        names = [f.name for f in self.face]
+        if len(set(names)) != len(names):
+            raise ValueError(f"face nets need distinct names: {names}")
+        return self
+
+    @property
+    def model_version(self) -> str:
+        """What every row this manifest produces carries in `model_version`."""
+        return f"{self.name}/{self.version}"
+
+    def files(self) -> dict[str, str]:
+        """Every file the manifest names, by the key that names it."""
+        out = {f"face[{i}].file": f.file for i, f in enumerate(self.face)}
+        out["voice.vad"] = self.voice.vad
+        if self.voice.emotion is not None:
+            out["voice.emotion.file"] = self.voice.emotion.file
+        for net in ("pnet", "rnet", "onet"):
+            out[f"detector.folder ({net})"] = f"{self.detector.folder}/{net}.pt"
+        return out
+
+
+def _where(loc: tuple) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "(top level)"
+
+
+def parse(text: str, source: str = MANIFEST) -> Manifest:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ManifestError(f"{source}: not valid TOML: {exc}") from None
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{_where(e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ManifestError(f"{source}: {problems}") from None
+
+
+def load(path: Path) -> Manifest:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot read it: {exc.strerror or exc}") from None
+    return parse(text, str(path))
+
+
+def resolve(manifest_dir: Path, relative: str, repo: Path, key: str, source: str = MANIFEST) -> Path:
+    """A manifest path as a file to open. Lexically confined to the model repository: a manifest is
+    configuration, and configuration must not read files the server was never meant to serve."""
+    if os.path.isabs(relative):
+        raise ManifestError(f"{source}: {key}: {relative!r} must be relative to the manifest")
+    target = os.path.normpath(os.path.join(os.path.abspath(manifest_dir), relative))
+    root = os.path.normpath(os.path.abspath(repo))
+    if os.path.commonpath([target, root]) != root:
+        raise ManifestError(f"{source}: {key}: {relative!r} leaves the model repository {root}")
+    return Path(target)
