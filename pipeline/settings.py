@@ -109,6 +109,12 @@ class Settings:
                                         bounds=PORT)
     triton_model: str = _setting("CALLSTREAM_TRITON_MODEL", "emotion",
                                  "The model the worker calls (one call per batch of segments).")
+    shadow_model: str = _setting("CALLSTREAM_SHADOW_MODEL", "",
+                                 "A second model (version) run beside CALLSTREAM_TRITON_MODEL on the same decoded "
+                                 "media; its rows land too (view model_comparison). Empty: none.")
+    shadow_timeout_s: float = _setting("CALLSTREAM_SHADOW_TIMEOUT_S", 60.0,
+                                       "Longest the shadow model may take per batch; then that chunk has no "
+                                       "shadow rows (the primary's are not held up longer).", bounds=POSITIVE)
     model_repository: Path = _setting("CALLSTREAM_MODEL_REPOSITORY", REPO_ROOT / "triton_models",
                                       "Triton model repository served by the embedded tritonserver.")
     triton_batch_items: int = _setting("CALLSTREAM_TRITON_BATCH_ITEMS", 32,

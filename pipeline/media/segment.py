@@ -43,6 +43,15 @@ def segments(chunk_start_ms: int, duration_ms: int, segment_ms: int) -> list[Seg
     return out
 
 
+def context_span(seg: Segment, chunk_start_ms: int, chunk_end_ms: int, window_ms: int) -> Segment:
+    """The audio a voice-emotion net hears for a segment: `window_ms` centred on it, shifted inward at
+    the chunk's edges so it never needs another chunk, shorter only when the chunk is. It depends on
+    the chunk alone, so a redelivered chunk gives the same windows whatever else is in flight."""
+    centre = (seg.start_ms + seg.end_ms) / 2
+    start = max(chunk_start_ms, min(int(round(centre - window_ms / 2)), chunk_end_ms - window_ms))
+    return Segment(start, min(chunk_end_ms, start + window_ms))
+
+
 def frame_indices(seg: Segment, chunk_start_ms: int, fps: float, n_frames: int) -> np.ndarray:
     """Frames sampled at i/fps seconds after the chunk start that fall inside the segment."""
     times = np.arange(n_frames) * (1000.0 / fps) + chunk_start_ms
@@ -129,9 +138,11 @@ class SegmentPlanner:
     `tolerance_ms` short of what decoded. So a cell is released only once media reaches that tolerance
     past its end, and never the last piece of the partial plan; the rest comes from finish()."""
 
-    def __init__(self, chunk_start_ms: int, segment_ms: int, tolerance_ms: float) -> None:
+    def __init__(self, chunk_start_ms: int, segment_ms: int, tolerance_ms: float, context_ms: int = 0) -> None:
+        """`context_ms`: audio a segment needs past its end (a voice-emotion net's window) before it is
+        released mid-chunk; its window is then the one the whole chunk would give it."""
         self.start, self.segment_ms = chunk_start_ms, segment_ms
-        self.lookahead = tolerance_ms
+        self.lookahead = tolerance_ms + context_ms
         self.released: list[Segment] = []
 
     def ready(self, decoded_ms: float) -> list[Segment]:

@@ -369,6 +369,44 @@ def _v6_alerts(conn: Connection) -> None:
     conn.exec_driver_sql(ALERTS_V6)
 
 
+PROBS = ("neutral", "happy", "sad", "angry", "fear", "disgust", "surprise")
+MODELS_V7 = f"""
+ALTER TABLE segment_pieces ADD COLUMN IF NOT EXISTS voice_probs float[];
+COMMENT ON COLUMN segment_pieces.voice_probs IS 'the voice-emotion net''s DFEW distribution over the piece''s speech';
+
+-- Two model versions on the same segments (a shadow beside the primary): each pair once, a < b.
+CREATE OR REPLACE VIEW model_comparison AS
+SELECT a.call_id, a.participant_id, min(a.role) AS role,
+       a.model_version AS model_version_a, b.model_version AS model_version_b,
+       count(*) AS segments,
+       count(*) FILTER (WHERE a.label IS NOT NULL AND b.label IS NOT NULL) AS labelled_by_both,
+       count(*) FILTER (WHERE a.label IS NOT NULL AND b.label IS NULL) AS labelled_by_a_only,
+       count(*) FILTER (WHERE a.label IS NULL AND b.label IS NOT NULL) AS labelled_by_b_only,
+       avg(CASE WHEN a.label = b.label THEN 1.0 ELSE 0.0 END)
+           FILTER (WHERE a.label IS NOT NULL AND b.label IS NOT NULL) AS label_agreement,
+       avg(({" + ".join(f"abs(a.{c} - b.{c})" for c in PROBS)}) / 7.0) AS mean_abs_prob_diff,
+       sum(a.end_ms - a.start_ms) FILTER (WHERE a.label IS NOT NULL AND a.label = b.label) / 1000.0
+           AS agreeing_seconds
+FROM emotion_segments a
+JOIN emotion_segments b ON b.call_id = a.call_id AND b.participant_id = a.participant_id
+                       AND b.start_ms = a.start_ms AND b.model_version > a.model_version
+GROUP BY a.call_id, a.participant_id, a.model_version, b.model_version;
+COMMENT ON VIEW model_comparison IS 'two model versions on the same segments: agreement, mean |p_a - p_b|';
+
+-- Seconds per label, one row per (call, participant, model version, label): versions side by side.
+CREATE OR REPLACE VIEW label_seconds AS
+SELECT call_id, participant_id, min(role) AS role, model_version, label,
+       count(*) AS segments, sum(end_ms - start_ms) / 1000.0 AS seconds
+FROM emotion_segments WHERE label IS NOT NULL
+GROUP BY call_id, participant_id, model_version, label;
+GRANT SELECT ON model_comparison, label_seconds TO callstream_analyst;
+"""
+
+
+def _v7_models(conn: Connection) -> None:
+    conn.exec_driver_sql(MODELS_V7)
+
+
 MIGRATIONS = [(1, "tables: calls, chunks ledger, emotion_segments", _v1_tables),
               (2, "views: emotion_timeline, call_track_summary, call_summary", _v2_views),
               (3, "chunks.note; call_summary: complete once seqs 0..end are settled, later seqs counted",
@@ -377,7 +415,9 @@ MIGRATIONS = [(1, "tables: calls, chunks ledger, emotion_segments", _v1_tables),
                _v4_privacy),
               (5, "participants: emotion_segments by participant id and role, media coverage; segment_pieces; "
                   "chunk streams and per-stream completion; call_participant_summary", _v5_participants),
-              (6, "alerts: live alert firings, once per call and rule, with their publication time", _v6_alerts)]
+              (6, "alerts: live alert firings, once per call and rule, with their publication time", _v6_alerts),
+              (7, "segment_pieces.voice_probs; views model_comparison and label_seconds (shadow models)",
+               _v7_models)]
 
 
 def migrate(conn: Connection) -> list[int]:

@@ -47,6 +47,7 @@ class PieceRow(TypedDict):
     face_probs: list[float] | None
     speech_ratio: float
     arousal: float | None
+    voice_probs: list[float] | None
 
 
 class SegmentRow(TypedDict):
@@ -237,6 +238,8 @@ class SegmentPiece(Base):
     face_probs: Mapped[list[float] | None] = mapped_column(ARRAY(Float))
     speech_ratio: Mapped[float] = mapped_column(Float)
     arousal: Mapped[float | None] = mapped_column(Float)
+    voice_probs: Mapped[list[float] | None] = mapped_column(
+        ARRAY(Float), comment="the voice-emotion net's DFEW distribution over the piece's speech (v7)")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

@@ -15,16 +15,17 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.inference.fusion import Evidence, fuse_evidence, merge
+from pipeline.inference.fusion import Evidence, FusionParams, fuse_evidence, merge
 from pipeline.inference.labels import DFEW_LABELS
 from pipeline.store.models import SegmentRow
 
 
 def evidence(piece: Mapping[str, Any]) -> Evidence:
-    probs = piece["face_probs"]
+    probs, heard = piece["face_probs"], piece.get("voice_probs")
     return Evidence(frames=piece["frames"], faces=piece["faces"], face_weight=piece["face_weight"],
                     face_probs=np.asarray(probs, np.float64) if probs is not None else None,
-                    audio_ms=piece["audio_ms"], speech_ratio=piece["speech_ratio"], arousal=piece["arousal"])
+                    audio_ms=piece["audio_ms"], speech_ratio=piece["speech_ratio"], arousal=piece["arousal"],
+                    voice_probs=np.asarray(heard, np.float64) if heard is not None else None)
 
 
 def media_of(video_ms: int, audio_ms: int) -> str:
@@ -33,7 +34,7 @@ def media_of(video_ms: int, audio_ms: int) -> str:
 
 
 def cell_rows(pieces: Iterable[Mapping[str, Any]], last_cell: int, segment_ms: int,
-              min_speech_ratio: float) -> list[SegmentRow]:
+              fusion: FusionParams) -> list[SegmentRow]:
     """One row per cell that has pieces; every piece of those cells must be given. `last_cell` is the
     participant's last observed cell, the only one that may end before the grid line."""
     by_cell: dict[tuple[str, str, str, int], list[Mapping[str, Any]]] = defaultdict(list)
@@ -42,7 +43,7 @@ def cell_rows(pieces: Iterable[Mapping[str, Any]], last_cell: int, segment_ms: i
     rows = []
     for (call_id, pid, version, cell), ps in sorted(by_cell.items(), key=lambda kv: kv[0]):
         ps = sorted(ps, key=lambda p: (p["stream"], p["seq"]))
-        f = fuse_evidence(merge([evidence(p) for p in ps]), min_speech_ratio)
+        f = fuse_evidence(merge([evidence(p) for p in ps]), fusion)
         end = cell + segment_ms if cell < last_cell else min(cell + segment_ms, max(p["end_ms"] for p in ps))
         video_ms = min(end - cell, sum(p["video_ms"] for p in ps))
         audio_ms = min(end - cell, sum(p["audio_ms"] for p in ps))

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pipeline.alerts.rules import Rule, evaluate
 from pipeline.errors import BadChunk, TransientFault
-from pipeline.inference.fusion import MIN_SPEECH_RATIO
+from pipeline.inference.fusion import DEFAULT_FUSION, FusionParams
 from pipeline.store.models import (
     Call,
     CallRow,
@@ -132,10 +132,18 @@ AlertSend = Callable[[bytes, bytes], Awaitable[None]]
 
 
 class SegmentWriter:
-    def __init__(self, engine: AsyncEngine, segment_ms: int = 1000, min_speech_ratio: float = MIN_SPEECH_RATIO,
+    def __init__(self, engine: AsyncEngine, segment_ms: int = 1000,
+                 fusion: FusionParams | Mapping[str, FusionParams] = DEFAULT_FUSION,
                  rules: Sequence[Rule] = ()) -> None:
-        self.engine, self.segment_ms, self.min_speech_ratio = engine, segment_ms, min_speech_ratio
+        """`fusion`: how each model version's rows are fused (by model_version; one value for all)."""
+        self.engine, self.segment_ms = engine, segment_ms
+        self.fusion = fusion
         self.rules = list(rules)
+
+    def fusion_of(self, version: str) -> FusionParams:
+        if isinstance(self.fusion, FusionParams):
+            return self.fusion
+        return self.fusion.get(version, DEFAULT_FUSION)
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -225,7 +233,7 @@ class SegmentWriter:
             n = (await conn.execute(_NEIGHBOURS, {**key, "lo": lo, "hi": hi})).one()
             touched = cells + ([n.below] if n.below is not None else [])
             found = (await conn.execute(_CELL_PIECES, {**key, "cells": touched})).mappings().all()
-            rows += cell_rows([dict(r) for r in found], n.last, size, self.min_speech_ratio)
+            rows += cell_rows([dict(r) for r in found], n.last, size, self.fusion_of(version))
             rows += [gap_row(call_id, pid, role, version, name, cell, size, seq)
                      for cell in gap_cells(n.below, lo, hi, n.above, size)]
         return rows

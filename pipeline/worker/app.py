@@ -30,7 +30,7 @@ from pipeline.store.db import async_engine
 from pipeline.store.writer import SegmentWriter
 from pipeline.worker.handler import MessageHandler
 from pipeline.worker.metrics import Metrics
-from pipeline.worker.process import ChunkProcessor
+from pipeline.worker.process import ChunkProcessor, ModelRun
 
 log = logging.getLogger("callstream.worker")
 
@@ -179,17 +179,29 @@ def create_app(settings: Settings) -> faust.App:
         idiom): the Triton channel, the async engine's pool and the S3 client bind to the running loop."""
 
         client: EmotionClient | None = None
+        shadow_client: EmotionClient | None = None
         engine: AsyncEngine | None = None
 
         async def on_start(self) -> None:
             self.client = client = EmotionClient(settings.triton_grpc_url, settings.triton_model,
                                                  settings.triton_batch_items)
             await client.wait_ready(wait_s=600)
-            name, version, min_speech_ratio = await client.identity()
+            name, version, fusion = await client.identity()
+            shadow, fusions = None, {version: fusion}
+            if settings.shadow_model:
+                self.shadow_client = EmotionClient(settings.triton_grpc_url, settings.shadow_model,
+                                                   settings.triton_batch_items)
+                await self.shadow_client.wait_ready(wait_s=600)
+                shadow_name, shadow_version, fusions[shadow_version] = await self.shadow_client.identity()
+                if shadow_version == version:
+                    raise SystemExit(f"CALLSTREAM_SHADOW_MODEL={settings.shadow_model} serves {version}, the "
+                                     "primary's own version: a shadow must be another version")
+                shadow = ModelRun(self.shadow_client, shadow_name, shadow_version)
             claims = ClaimCheckStore(settings)
-            processor = ChunkProcessor(settings, client, claims, ffmpeg_exe(settings.ffmpeg_binary), name, version)
+            processor = ChunkProcessor(settings, client, claims, ffmpeg_exe(settings.ffmpeg_binary), name, version,
+                                       shadow, lambda exc: metrics.shadow_errors.labels(type(exc).__name__).inc())
             self.engine = async_engine(settings, pool_size=settings.worker_concurrency)
-            writer = SegmentWriter(self.engine, settings.segment_ms, min_speech_ratio, rules)
+            writer = SegmentWriter(self.engine, settings.segment_ms, fusions, rules)
             runtime["writer"] = writer
 
             async def s3_up() -> bool:
@@ -212,6 +224,8 @@ def create_app(settings: Settings) -> faust.App:
             ready.set()
             log.info("worker ready: model %s (%s) at %s; analysing %s; %d alert rule(s)", name, version,
                      settings.triton_grpc_url, ", ".join(sorted(settings.roles)), len(rules))
+            if shadow is not None:
+                log.info("shadow model %s (%s) runs beside it", settings.shadow_model, shadow.version)
             employees = sorted(settings.roles & set(EMPLOYEE_ROLES))
             if employees:
                 log.warning("analysing the emotions of %s: emotion recognition of employees at work is prohibited "
@@ -219,8 +233,9 @@ def create_app(settings: Settings) -> faust.App:
                             " and ".join(employees))
 
         async def on_stop(self) -> None:
-            if self.client is not None:
-                await self.client.close()
+            for c in (self.client, self.shadow_client):
+                if c is not None:
+                    await c.close()
             if self.engine is not None:
                 await self.engine.dispose()
 

@@ -40,6 +40,9 @@ class Metrics:
         self.lag = Gauge("callstream_consumer_lag", "Messages of an assigned partition not yet settled by this "
                          "worker (high watermark minus the next unsettled offset)", ["topic", "partition"], registry=r)
         self.alerts = Counter("callstream_alerts_published", "Live alerts published, by rule", ["rule"], registry=r)
+        self.shadow_errors = Counter("callstream_shadow_errors", "Batches the shadow model failed (no shadow rows for "
+                                     "their chunk; the primary's rows are unaffected), by error type", ["error"],
+                                     registry=r)
 
     def serve(self, port: int) -> bool:
         if port <= 0:

@@ -10,8 +10,9 @@ the chunk commits as one transaction.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ from pipeline.media.segment import (
     Segment,
     SegmentPlanner,
     View,
+    context_span,
     effective_duration,
     participants,
     segments,
@@ -69,18 +71,23 @@ class MediaBuffer:
         times = (np.arange(len(self.frames)) + self.first_frame) * (1000.0 / self.fps) + chunk_start_ms
         return self.frames[(times >= seg.start_ms) & (times < seg.end_ms)]
 
+    def audio_end_ms(self, chunk_start_ms: int) -> int:
+        """Call time up to which audio has been decoded into the buffer."""
+        return chunk_start_ms + int((self.first_sample + self.audio.shape[1]) * 1000 // AUDIO_RATE)
+
     def audio_in(self, seg: Segment, chunk_start_ms: int, channel: int) -> np.ndarray:
         a = int(round((seg.start_ms - chunk_start_ms) * AUDIO_RATE / 1000)) - self.first_sample
         b = int(round((seg.end_ms - chunk_start_ms) * AUDIO_RATE / 1000)) - self.first_sample
         n = self.audio.shape[1]
         return self.audio[channel, max(0, min(a, n)):max(0, min(b, n))]
 
-    def drop_before(self, ms: int, chunk_start_ms: int) -> None:
+    def drop_before(self, ms: int, chunk_start_ms: int, keep_audio_ms: int = 0) -> None:
+        """Frames before `ms` go; audio goes `keep_audio_ms` earlier (the next windows' context)."""
         frame = int(np.ceil((ms - chunk_start_ms) * self.fps / 1000.0 - 1e-9))
         cut = max(0, min(frame - self.first_frame, len(self.frames)))
         if cut:
             self.frames, self.first_frame = self.frames[cut:], self.first_frame + cut
-        sample = int(round((ms - chunk_start_ms) * AUDIO_RATE / 1000))
+        sample = int(round((ms - keep_audio_ms - chunk_start_ms) * AUDIO_RATE / 1000))
         cut = max(0, min(sample - self.first_sample, self.audio.shape[1]))
         if cut:
             self.audio, self.first_sample = self.audio[:, cut:], self.first_sample + cut
@@ -104,21 +111,35 @@ def build_items(segs: list[Segment], buf: MediaBuffer, views: list[View],
     return keys, items
 
 
+def with_voice_windows(keys: list[tuple[View, Segment]], items: list[Item], buf: MediaBuffer,
+                       chunk_start_ms: int, window_ms: int) -> list[Item]:
+    """Pure: the items, each with audio carrying the `window_ms` of context a voice-emotion net hears
+    around its segment (media.segment.context_span); items as they are when no net wants one."""
+    if window_ms <= 0:
+        return [replace(item, voice=None) for item in items]
+    end = buf.audio_end_ms(chunk_start_ms)
+    return [replace(item, voice=buf.audio_in(context_span(seg, chunk_start_ms, end, window_ms), chunk_start_ms,
+                                             view.channel) if view.channel is not None and len(item.audio) else None)
+            for (view, seg), item in zip(keys, items, strict=True)]
+
+
 def overlap(seg: Segment, start_ms: float, end_ms: float) -> int:
     return int(max(0.0, min(seg.end_ms, end_ms) - max(seg.start_ms, start_ms)))
 
 
 def decoded_items(meta: ChunkMeta, decoded: Decoded, segment_ms: int, default_layout: str = "dual",
-                  roles: frozenset[str] | None = None) -> tuple[list[tuple[View, Segment]], list[Item]]:
-    """Items of a chunk decoded whole (benchmarks of the bare model): the same cutting as the worker,
-    for the analysed `roles` (everyone when None)."""
+                  roles: frozenset[str] | None = None,
+                  window_ms: int = 0) -> tuple[list[tuple[View, Segment]], list[Item]]:
+    """Items of a chunk decoded whole (benchmarks of the bare model, `models eval`): the same cutting
+    as the worker, for the analysed `roles` (everyone when None), with voice windows of `window_ms`."""
     channels = decoded.audio.shape[0] if decoded.audio.size else 0
     buf = MediaBuffer(decoded.fps, channels)
     buf.add(Window(0, decoded.frames, 0, decoded.audio))
     width = decoded.frames.shape[2] if len(decoded.frames) else None
     segs = segments(meta.start_ms, meta.duration_ms or decoded.duration_ms, segment_ms)
     chosen = [v for v in views(meta, default_layout, width, channels) if roles is None or v.role in roles]
-    return build_items(segs, buf, chosen, meta.start_ms)
+    keys, items = build_items(segs, buf, chosen, meta.start_ms)
+    return keys, with_voice_windows(keys, items, buf, meta.start_ms, window_ms) if window_ms else items
 
 
 def decode_budget_s(settings: Settings, meta: ChunkMeta, container_ms: int | None, size_bytes: int) -> float:
@@ -130,12 +151,42 @@ def decode_budget_s(settings: Settings, meta: ChunkMeta, container_ms: int | Non
     return settings.decode_timeout_base_s + settings.decode_timeout_factor * declared_ms / 1000.0
 
 
+log = logging.getLogger("callstream.worker")
+
+
+@dataclass
+class ModelRun:
+    """One served model version the worker writes rows for: its client, the name and version its rows
+    carry, and its own tracking memory (another model's boxes are no hint for this one's detector)."""
+    client: EmotionClient
+    name: str
+    version: str
+    tracks: TrackMemory = field(default_factory=TrackMemory)
+
+
 class ChunkProcessor:
     def __init__(self, settings: Settings, client: EmotionClient, claims: ClaimCheckStore | None,
-                 ffmpeg_bin: str, model_name: str, model_version: str) -> None:
-        self.settings, self.client, self.claims = settings, client, claims
-        self.ffmpeg_bin, self.model_name, self.model_version = ffmpeg_bin, model_name, model_version
-        self.tracks = TrackMemory()
+                 ffmpeg_bin: str, model_name: str, model_version: str, shadow: ModelRun | None = None,
+                 on_shadow_error: Any = None) -> None:
+        """`shadow`: a second model version run on the same decoded media; its rows land beside the
+        primary's (model_version is in their key). Its failures only cost its own rows for that chunk
+        (`on_shadow_error(exc)` is told): they never fail, retry or dead-letter the chunk."""
+        self.settings, self.claims = settings, claims
+        self.ffmpeg_bin = ffmpeg_bin
+        self.primary = ModelRun(client, model_name, model_version)
+        self.shadow, self.on_shadow_error = shadow, on_shadow_error
+
+    @property
+    def client(self) -> EmotionClient:
+        return self.primary.client
+
+    @property
+    def context_ms(self) -> int:
+        """Audio context the served voice-emotion nets want around a segment (0: none)."""
+        return max(m.client.voice_window_ms for m in self.runs())
+
+    def runs(self) -> list[ModelRun]:
+        return [self.primary] + ([self.shadow] if self.shadow is not None else [])
 
     async def payload(self, meta: ChunkMeta, value: bytes | None, t: Timings) -> bytes:
         limit = self.settings.max_chunk_bytes
@@ -198,7 +249,8 @@ class ChunkProcessor:
         try:
             t.decode_ms += (time.perf_counter() - start) * 1000
             tolerance = min(max(s.duration_tolerance_ms, 1000.0 / s.sample_fps), s.segment_ms - 1)
-            planner = SegmentPlanner(meta.start_ms, s.segment_ms, tolerance)
+            context = self.context_ms
+            planner = SegmentPlanner(meta.start_ms, s.segment_ms, tolerance, context)
             buf = MediaBuffer(s.sample_fps, dec.channels)
             width = dec.size[0] if dec.size else None
             # Only analysed roles are cut into items: nobody else's face or voice reaches the model.
@@ -215,7 +267,7 @@ class ChunkProcessor:
                 segs = planner.ready(dec.decoded_ms)
                 if segs:
                     pieces += await self._infer(meta, segs, buf, chosen, dec, t, parallel=False)
-                    buf.drop_before(segs[-1].end_ms, meta.start_ms)
+                    buf.drop_before(segs[-1].end_ms, meta.start_ms, keep_audio_ms=context)
             duration, note = effective_duration(meta.duration_ms, dec.info.duration_ms, dec.decoded_ms, tolerance)
             if note:
                 t.notes.append(note)
@@ -233,22 +285,45 @@ class ChunkProcessor:
         """A chunk longer than one window sends its batches one at a time: a whole-call upload then
         takes one request slot of Triton, not all of them, and live chunks keep flowing."""
         keys, items = build_items(segs, buf, chosen, meta.start_ms)
-        views = self._carry_in(meta, keys, items)
         start = time.perf_counter()
-        results, states = await self.client.infer_tracked(items, parallel=parallel) if items else ([], {})
+        evidence = await self._run(self.primary, meta, keys, items, buf, parallel)
         t.inference_ms += (time.perf_counter() - start) * 1000
+        pieces = self._pieces(self.primary, meta, keys, evidence, dec)
+        if self.shadow is not None:
+            try:
+                shadow = await asyncio.wait_for(self._run(self.shadow, meta, keys, items, buf, parallel=False),
+                                                self.settings.shadow_timeout_s)
+                pieces += self._pieces(self.shadow, meta, keys, shadow, dec)
+            except Exception as exc:  # whatever the shadow does wrong, the primary's rows go on
+                log.warning("shadow model %s failed on %s seq %d: %s", self.shadow.version, meta.call_id, meta.seq,
+                            str(exc)[:300] or type(exc).__name__)
+                if self.on_shadow_error is not None:
+                    self.on_shadow_error(exc)
+        return pieces
+
+    async def _run(self, model: ModelRun, meta: ChunkMeta, keys: list[tuple[View, Segment]], items: list[Item],
+                   buf: MediaBuffer, parallel: bool) -> list[Evidence]:
+        """One model version on the items: its own voice windows and tracking hints in, evidence out."""
+        mine = with_voice_windows(keys, items, buf, meta.start_ms, model.client.voice_window_ms)
+        views = self._carry_in(model, meta, keys, mine)
+        results, states = await model.client.infer_tracked(mine, parallel=parallel) if mine else ([], {})
         for track, (key, end_ms, shape) in views.items():
-            self.tracks.put(key, end_ms, shape, states.get(track))
+            model.tracks.put(key, end_ms, shape, states.get(track))
         if meta.end_of_call:
-            self.tracks.forget([key for key, _, _ in views.values()])
+            model.tracks.forget([key for key, _, _ in views.values()])
+        return results
+
+    def _pieces(self, model: ModelRun, meta: ChunkMeta, keys: list[tuple[View, Segment]], results: list[Evidence],
+                dec: StreamDecoder) -> list[PieceRow]:
         # What each stream really covered: a camera switched off ends the video, not the audio.
         video_end = meta.start_ms + dec.video_ms
         audio_end = meta.start_ms + dec.audio_ms
-        return [self._piece(meta, view, seg, e, overlap(seg, meta.start_ms, video_end) if view.x0 is not None else 0,
+        return [self._piece(model, meta, view, seg, e,
+                            overlap(seg, meta.start_ms, video_end) if view.x0 is not None else 0,
                             overlap(seg, meta.start_ms, audio_end) if view.channel is not None else 0)
                 for (view, seg), e in zip(keys, results, strict=True)]
 
-    def _carry_in(self, meta: ChunkMeta, keys: list[tuple[View, Segment]],
+    def _carry_in(self, model: ModelRun, meta: ChunkMeta, keys: list[tuple[View, Segment]],
                   items: list[Item]) -> dict[int, tuple[Key, int, tuple[int, int]]]:
         """Hand each view's remembered tracking state to its first item with frames; returns, per view
         with frames, where its state is to be remembered (key, end of its last framed piece, size)."""
@@ -259,17 +334,18 @@ class ChunkProcessor:
             shape = (int(item.frames.shape[1]), int(item.frames.shape[2]))
             key = (meta.call_id, meta.stream, view.participant_id)
             if item.track not in views:
-                item.hint = self.tracks.get(key, seg.start_ms, shape)
+                item.hint = model.tracks.get(key, seg.start_ms, shape)
             views[item.track] = (key, seg.end_ms, shape)
         return views
 
-    def _piece(self, meta: ChunkMeta, view: View, seg: Segment, e: Evidence, video_ms: int,
+    def _piece(self, model: ModelRun, meta: ChunkMeta, view: View, seg: Segment, e: Evidence, video_ms: int,
                audio_ms: int) -> PieceRow:
         return PieceRow(
             call_id=meta.call_id, participant_id=view.participant_id, role=view.role,
-            model_version=self.model_version, model_name=self.model_name,
+            model_version=model.version, model_name=model.name,
             cell_ms=seg.cell(self.settings.segment_ms), stream=meta.stream, seq=meta.seq,
             start_ms=seg.start_ms, end_ms=seg.end_ms, video_ms=video_ms, audio_ms=audio_ms,
             frames=e.frames, faces=e.faces, face_weight=e.face_weight,
             face_probs=[float(x) for x in e.face_probs] if e.face_probs is not None else None,
-            speech_ratio=e.speech_ratio, arousal=e.arousal)
+            speech_ratio=e.speech_ratio, arousal=e.arousal,
+            voice_probs=[float(x) for x in e.voice_probs] if e.voice_probs is not None else None)

@@ -84,8 +84,10 @@ class FakeProcessor:
 class FakeTriton:
     """Stands in for the emotion model: 'neutral' wherever anything was observed."""
 
-    def __init__(self) -> None:
+    def __init__(self, voice_window_ms: int = 0) -> None:
         self.items = 0
+        self.voice_window_ms = voice_window_ms   # as EmotionClient learns it from the model's config
+        self.windows: list[np.ndarray | None] = []   # each item's voice window, in the order items came
         self.hints: list[dict[int, list[float] | None]] = []   # per call: each view's hint on its first item
 
     async def infer_tracked(self, items: list[Item], parallel: bool = True) -> tuple[list[Evidence], dict]:
@@ -95,6 +97,7 @@ class FakeTriton:
             if len(item.frames) and item.track not in first:
                 first[item.track] = None if item.hint is None else item.hint.tolist()
         self.hints.append(first)
+        self.windows += [item.voice for item in items]
         states = {t: np.array([10, 20, 90, 100, len(self.hints)], np.float32) for t in first}
         return await self.infer(items, parallel), states
 

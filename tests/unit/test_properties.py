@@ -162,4 +162,4 @@ def test_a_calls_next_chunk_starts_from_the_tracking_state_its_last_chunk_left(s
     assert chunk("c-1", 2, 60_000) is None                         # a gap of 54 s: search again
     assert chunk("c-1", 3, 63_000, end=True) == [10, 20, 90, 100, 4]
     assert chunk("c-1", 4, 66_000) is None                         # the call ended: forgotten
-    assert len(processor.tracks) == 2
+    assert len(processor.primary.tracks) == 2
