@@ -9,6 +9,7 @@ import time
 import uuid
 from pathlib import Path
 
+from pipeline.cli import models
 from pipeline.settings import Settings, SettingsError, mask
 
 
@@ -108,20 +109,6 @@ def cmd_settings(settings: Settings, args: argparse.Namespace) -> int:
     for env, value, doc in settings.describe():
         print(f"{env:<34} {value:<40} {doc}")
     return 0
-
-
-def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
-    if args.models_cmd == "build":
-        from pipeline.modelbuild.build import build_all
-
-        info = build_all(Path(args.out or settings.model_repository))
-        for s in info["sources"]:
-            print(f"  {s['package']} {s['version']} {s['file']} ({s['licence']}) sha256 {s['sha256'][:12]}")
-        print(f"built {len(info['artifacts'])} artifacts in {info['seconds']}s")
-        return 0
-    from pipeline.modelbuild.evaluate import evaluate_cli
-
-    return evaluate_cli(settings, args)
 
 
 def parse_participant(spec: str) -> tuple[str, str, Path, int]:
@@ -436,13 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("--max", type=int, help="exit after this many alerts")
     sub.add_parser("settings", help="print every setting, its value and what it does")
     sub.add_parser("demo", help="start everything, process a generated call, print its timeline")
-    m = sub.add_parser("models", help="build or evaluate the emotion model")
-    msub = m.add_subparsers(dest="models_cmd", required=True)
-    b = msub.add_parser("build", help="convert shipped weights into triton_models/")
-    b.add_argument("--out", help="model repository to write (default: CALLSTREAM_MODEL_REPOSITORY)")
-    e = msub.add_parser("eval", help="accuracy on a labelled set (folder per label, or CSV path,label)")
-    e.add_argument("dataset")
-    e.add_argument("--limit", type=int, default=0, help="evaluate at most N images")
+    models.register(sub)
     pr = sub.add_parser("produce", help="cut a recording into chunks and publish them")
     pr.add_argument("recording", nargs="?", help="a whole-call recording (v1 layouts: see --layout)")
     pr.add_argument("--call-id", required=True)
@@ -496,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "settings": cmd_settings, "demo": cmd_demo,
-            "models": cmd_models, "produce": cmd_produce, "worker": cmd_worker, "timeline": cmd_timeline,
+            "models": models.run, "produce": cmd_produce, "worker": cmd_worker, "timeline": cmd_timeline,
             "generate": cmd_generate, "bench": cmd_bench, "dlq": cmd_dlq,
             "reliability": cmd_reliability, "forget": cmd_forget, "retention": cmd_retention, "alerts": cmd_alerts}
 
@@ -509,14 +490,13 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("kafka", "botocore", "urllib3", "aiokafka"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from pipeline.alerts.rules import RuleError
+    from pipeline.serving.manifest import ManifestError
 
     try:
         settings = Settings.from_env()
         return COMMANDS[args.cmd](settings, args)
-    except (SettingsError, RuleError) as exc:  # a wrong setting or rules file stops a command at its start
+    except (SettingsError, RuleError, ManifestError) as exc:  # wrong settings, rules or manifests: one line
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
 
-if __name__ == "__main__":
-    sys.exit(main())

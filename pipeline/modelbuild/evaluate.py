@@ -1,4 +1,4 @@
-"""`callstream models eval`: accuracy of the served face path on a user's own labelled images.
+"""`callstream models eval` on labelled images: accuracy of a served model version's face path.
 
 Runs the same artifacts Triton serves (MTCNN + mini-Xception TorchScript) in-process, so users can
 measure on their data without the stack. Images where no face is detected are classified on the
@@ -9,75 +9,63 @@ detector) and counted separately.
 from __future__ import annotations
 
 import argparse
-import csv
 from collections import Counter, defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
-from pipeline.inference import artifacts
+from pipeline.inference.analysis import Analyzer
+from pipeline.inference.face_detection import face_crop
 from pipeline.inference.labels import DFEW_LABELS
+from pipeline.serving.evaluate import IMAGE_SUFFIXES, DatasetError, _label, load
 from pipeline.settings import Settings
-
-ALIASES = {"happiness": "happy", "sadness": "sad", "anger": "angry", "fearful": "fear", "disgusted": "disgust",
-           "surprised": "surprise", "neutrality": "neutral", "contempt": None}
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 
 def canonical(label: str) -> str | None:
-    key = label.strip().lower()
-    mapped = ALIASES.get(key, key)
-    if mapped is not None and mapped not in DFEW_LABELS:
-        raise ValueError(f"unknown label {mapped!r}; expected one of {DFEW_LABELS} (or a common alias)")
-    return mapped
+    """A folder or CSV label as a DFEW label; None for a known class without one (contempt)."""
+    try:
+        return _label(label, "label")
+    except DatasetError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def load_dataset(path: Path) -> list[tuple[Path, str]]:
-    items: list[tuple[Path, str]] = []
-    if path.is_file():
-        with open(path, newline="") as f:
-            for row in csv.reader(f):
-                if not row or row[0].strip().lower() in ("path", "file", "image"):
-                    continue
-                label = canonical(row[1])
-                if label:
-                    p = Path(row[0])
-                    items.append((p if p.is_absolute() else path.parent / p, label))
-        return items
-    for folder in sorted(p for p in path.iterdir() if p.is_dir()):
-        label = canonical(folder.name)
-        if label:
-            items += [(f, label) for f in sorted(folder.rglob("*")) if f.suffix.lower() in IMAGE_SUFFIXES]
-    return items
+    return [(p, label) for p, label in load(path) if p.suffix.lower() in IMAGE_SUFFIXES]
 
 
 class FacePath:
-    def __init__(self, repo: Path) -> None:
-        self.detector = artifacts.detector(artifacts.version_dir(repo, "face_detector"))
-        self.expression = artifacts.expression(artifacts.version_dir(repo, "face_expression"))
+    """The face path of one served model version: its detector and expression nets, as its manifest says."""
+
+    def __init__(self, analyzer: Analyzer) -> None:
+        self.analyzer = analyzer
 
     def classify(self, rgb: np.ndarray) -> tuple[np.ndarray, bool]:
-        found = self.detector.detect(rgb[None])
-        if found.scores[0] > 0:
-            crop = found.crops[0]
-        else:
-            gray = Image.fromarray(rgb).convert("L").resize((64, 64), Image.Resampling.BILINEAR)
-            crop = np.asarray(gray, np.uint8)
-        with torch.inference_mode():
-            return self.expression(torch.from_numpy(crop[None])).numpy()[0], bool(found.scores[0] > 0)
+        found = self.analyzer.detector.detect(rgb[None])
+        detected = bool(found.scores[0] > 0)
+        if not detected:
+            # The whole image as the face: a frame-filling box, cut by the same crop code.
+            h, w = rgb.shape[:2]
+            found.boxes[0] = (0, 0, w, h)
+            found.scores[0] = 1.0
+            found.crops[0] = face_crop(rgb, found.boxes[0], replace(self.analyzer.detector.crop, margin=0.0))
+        probs = self.analyzer.expressions([rgb[None]], [found])[0][0]
+        return probs, detected
 
 
-def evaluate(repo: Path, dataset: Path, limit: int = 0) -> dict:
+def evaluate(repo: Path, dataset: Path, limit: int = 0, model: str = "emotion") -> dict:
     items = load_dataset(dataset)[: limit or None]
     if not items:
-        raise ValueError(f"no labelled images found in {dataset}")
-    model = FacePath(repo)
+        raise DatasetError(f"no labelled images found in {dataset}")
+    return score(FacePath(Analyzer.load(repo, model=model)), items)
+
+
+def score(face_path: FacePath, items: list[tuple[Path, str]]) -> dict:
     confusion: dict[str, Counter] = defaultdict(Counter)
     detected = correct = 0
     for path, truth in items:
-        probs, found = model.classify(np.asarray(Image.open(path).convert("RGB")))
+        probs, found = face_path.classify(np.asarray(Image.open(path).convert("RGB")))
         pred = DFEW_LABELS[int(np.argmax(probs))]
         confusion[truth][pred] += 1
         correct += pred == truth
@@ -89,14 +77,24 @@ def evaluate(repo: Path, dataset: Path, limit: int = 0) -> dict:
             "confusion": {t: dict(confusion[t]) for t in truths}}
 
 
-def evaluate_cli(settings: Settings, args: argparse.Namespace) -> int:
-    report = evaluate(settings.model_repository, Path(args.dataset), args.limit)
-    print(f"images {report['images']}  accuracy {report['accuracy']:.3f}  mean recall {report['mean_recall']:.3f}  "
-          f"faces detected {report['face_detected']:.0%}")
+def lines(report: dict) -> list[str]:
+    out = [f"images {report['images']}  accuracy {report['accuracy']:.3f}  mean recall {report['mean_recall']:.3f}  "
+           f"faces detected {report['face_detected']:.0%}"]
     header = "truth / predicted"
-    print(f"{header:<18}" + "".join(f"{label[:7]:>8}" for label in DFEW_LABELS) + "   recall")
+    out.append(f"{header:<18}" + "".join(f"{label[:7]:>8}" for label in DFEW_LABELS) + "   recall")
     for t in DFEW_LABELS:
         if t in report["confusion"]:
             row = report["confusion"][t]
-            print(f"{t:<18}" + "".join(f"{row.get(p, 0):>8}" for p in DFEW_LABELS) + f"   {report['recall'][t]:.2f}")
+            cells = "".join(f"{row.get(p, 0):>8}" for p in DFEW_LABELS)
+            out.append(f"{t:<18}{cells}   {report['recall'][t]:.2f}")
+    return out
+
+
+def evaluate_images(analyzer: Analyzer, items: list[tuple[Path, str]], name: str) -> list[str]:
+    return [f"{name}:", *lines(score(FacePath(analyzer), items))]
+
+
+def evaluate_cli(settings: Settings, args: argparse.Namespace) -> int:
+    report = evaluate(settings.model_repository, Path(args.dataset), args.limit, getattr(args, "model", "emotion"))
+    print("\n".join(lines(report)))
     return 0

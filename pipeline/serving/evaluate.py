@@ -1,0 +1,204 @@
+"""`callstream models eval` on labelled clips: WAR and UAR per modality and per model version.
+
+A clip (video, audio, or both) is cut and analysed as the worker cuts and analyses a one-participant
+chunk (1-s segments, the voice window, the same Analyzer the Triton model runs), its segments' evidence
+merged as the writer merges a cell's pieces, and read three ways: the face alone, the voice alone
+(the voice-emotion net, or the arousal prior where the model has none), and fused. WAR is accuracy
+over the clips a modality gave a label for, UAR the mean of the per-class recalls over the true
+classes present, as DFEW reports them; clips without a face or without speech are counted, not
+scored, for that modality.
+
+Labels come from a folder per label, a CSV (`path,label`), or the file-name conventions of RAVDESS
+(`03-01-05-01-02-01-12.mp4`: the third field is the emotion) and CREMA-D (`1001_DFA_ANG_XX.wav`).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.contract import ChunkMeta
+from pipeline.inference.analysis import Request
+from pipeline.inference.client import pack, unpack
+from pipeline.inference.fusion import Evidence, fuse, fuse_evidence, merge
+from pipeline.inference.labels import DFEW_LABELS, canonical
+
+CLIP_SUFFIXES = {".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".ts", ".wav", ".mp3", ".flac", ".ogg",
+                 ".opus", ".m4a", ".aac"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+MODALITIES = ("face", "voice", "fused")
+# RAVDESS: modality-channel-EMOTION-intensity-statement-repetition-actor; calm has no DFEW column.
+RAVDESS = re.compile(r"^\d\d-\d\d-(0[1-8])-\d\d-\d\d-\d\d-\d\d$")
+RAVDESS_CODES = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad", "05": "angry", "06": "fear",
+                 "07": "disgust", "08": "surprise"}
+# CREMA-D: actor_sentence_EMOTION_level.
+CREMA_D = re.compile(r"^\d{4}_[A-Z]{3}_(ANG|DIS|FEA|HAP|NEU|SAD)_[A-Z]{1,2}$")
+CREMA_D_CODES = {"ANG": "angry", "DIS": "disgust", "FEA": "fear", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
+
+
+class DatasetError(ValueError):
+    """A labelled set that cannot be read: says which file or folder and why."""
+
+
+def label_from_name(path: Path) -> str | None:
+    """The emotion a RAVDESS or CREMA-D file name encodes (DFEW name; calm as neutral), else None."""
+    stem = path.stem
+    if m := RAVDESS.match(stem):
+        return canonical(RAVDESS_CODES[m.group(1)])
+    if m := CREMA_D.match(stem):
+        return CREMA_D_CODES[m.group(1)]
+    return None
+
+
+OUTSIDE_DFEW = {"contempt"}   # a known class without a DFEW column: its files are left out
+
+
+def _label(name: str, where: str) -> str | None:
+    label = canonical(name)
+    if label is None and name.strip().lower() not in OUTSIDE_DFEW:
+        raise DatasetError(f"{where}: label {name!r} is not one of {', '.join(DFEW_LABELS)} (or a common alias)")
+    return label
+
+
+def _media(path: Path) -> bool:
+    return path.suffix.lower() in CLIP_SUFFIXES | IMAGE_SUFFIXES
+
+
+def load(path: Path) -> list[tuple[Path, str]]:
+    """(file, DFEW label) pairs of a labelled set, in a stable order."""
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError(f"{path} does not exist")
+    if path.is_file():
+        items = []
+        with open(path, newline="") as f:
+            for n, row in enumerate(csv.reader(f), 1):
+                if not row or row[0].strip().lower() in ("path", "file", "image", "clip"):
+                    continue
+                if len(row) < 2:
+                    raise DatasetError(f"{path}:{n}: expected path,label")
+                p = Path(row[0].strip())
+                label = _label(row[1], f"{path}:{n}")
+                if label:
+                    items.append((p if p.is_absolute() else path.parent / p, label))
+        return items
+    named = [(f, label_from_name(f)) for f in sorted(path.rglob("*")) if f.is_file() and _media(f)]
+    if named and all(label for _, label in named):
+        return [(f, label) for f, label in named if label]
+    items = []
+    for folder in sorted(p for p in path.iterdir() if p.is_dir()):
+        label = _label(folder.name, str(folder))
+        if label:
+            items += [(f, label) for f in sorted(folder.rglob("*")) if f.is_file() and _media(f)]
+    if not items:
+        raise DatasetError(f"{path}: no labelled media (a folder per label, a CSV path,label, or RAVDESS / "
+                           "CREMA-D file names)")
+    return items
+
+
+@dataclass
+class Scores:
+    """One modality's results: a confusion matrix over the clips it labelled, and those it could not."""
+    confusion: dict[str, Counter] = field(default_factory=dict)
+    unlabelled: int = 0
+
+    def add(self, truth: str, predicted: str | None) -> None:
+        if predicted is None:
+            self.unlabelled += 1
+        else:
+            self.confusion.setdefault(truth, Counter())[predicted] += 1
+
+    @property
+    def scored(self) -> int:
+        return sum(sum(c.values()) for c in self.confusion.values())
+
+    def war(self) -> float | None:
+        """Weighted average recall: the share of scored clips labelled correctly (accuracy)."""
+        n = self.scored
+        return sum(c[t] for t, c in self.confusion.items()) / n if n else None
+
+    def recall(self) -> dict[str, float]:
+        return {t: c[t] / sum(c.values()) for t, c in self.confusion.items()}
+
+    def uar(self) -> float | None:
+        """Unweighted average recall: the mean of per-class recalls over the true classes present."""
+        r = self.recall()
+        return float(np.mean(list(r.values()))) if r else None
+
+
+def clip_evidence(analyzer: Any, path: Path, fps: float, frame_width: int, segment_ms: int,
+                  ffmpeg_bin: str) -> Evidence:
+    """A clip as one participant's one-chunk call through the analyzer: its segments' merged evidence."""
+    from pipeline.media.decode import decode
+    from pipeline.worker.process import decoded_items
+
+    try:
+        decoded = decode(ffmpeg_bin, path, fps, frame_width)
+    except Exception as exc:  # the decoder raises its own types for every kind of unreadable file
+        raise DatasetError(f"{path}: not a media file ffmpeg can decode ({str(exc).splitlines()[0][:200]})") from None
+    media = "av" if len(decoded.frames) and decoded.audio.size else ("video" if len(decoded.frames) else "audio")
+    meta = ChunkMeta("eval", 0, 0, True, participant_id="subject", role="customer", media=media)
+    _, items = decoded_items(meta, decoded, segment_ms, window_ms=analyzer.voice_window_ms)
+    pieces: list[Evidence] = []
+    for start in range(0, len(items), 32):
+        batch = items[start:start + 32]
+        t = pack(batch)
+        request = Request.of(t["FRAMES"], t["FRAME_MASK"], t["AUDIO"], t["AUDIO_LEN"], t["TRACK"], None,
+                             t.get("VOICE_WINDOW"), t.get("VOICE_LEN"))
+        pieces += unpack(analyzer.run_many([request])[0], batch)
+    return merge(pieces) if pieces else Evidence(0, 0, 0.0, None, 0, 0.0, None)
+
+
+def predictions(e: Evidence, analyzer: Any) -> dict[str, str | None]:
+    """The label each modality gives a clip's merged evidence (None: it saw nothing to label)."""
+    fusion = analyzer.fusion
+    speech = e.audio_ms > 0 and e.speech_ratio >= fusion.min_speech_ratio
+    face = DFEW_LABELS[int(np.argmax(e.face_probs))] if e.face_probs is not None else None
+    if analyzer.voice_net is not None:
+        voice = DFEW_LABELS[int(np.argmax(e.voice_probs))] if speech and e.voice_probs is not None else None
+    else:
+        voice = fuse(None, True, e.arousal, None, fusion).label if speech and e.arousal is not None else None
+    return {"face": face, "voice": voice, "fused": fuse_evidence(e, fusion).label}
+
+
+def evaluate_clips(analyzer: Any, items: list[tuple[Path, str]], fps: float, frame_width: int, segment_ms: int,
+                   ffmpeg_bin: str) -> dict[str, Any]:
+    scores = {m: Scores() for m in MODALITIES}
+    no_face = no_speech = 0
+    for path, truth in items:
+        e = clip_evidence(analyzer, path, fps, frame_width, segment_ms, ffmpeg_bin)
+        got = predictions(e, analyzer)
+        no_face += e.faces == 0
+        no_speech += not (e.audio_ms > 0 and e.speech_ratio >= analyzer.fusion.min_speech_ratio)
+        for m in MODALITIES:
+            scores[m].add(truth, got[m])
+    return {"clips": len(items), "no_face": no_face, "no_speech": no_speech, "scores": scores}
+
+
+def report(name: str, result: dict[str, Any]) -> list[str]:
+    """Printable lines: the summary per modality, then each modality's confusion matrix."""
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
+    lines = [f"{name}: {result['clips']} clips, {result['no_face']} without a face, "
+             f"{result['no_speech']} without speech",
+             f"  {'modality':<8} {'scored':>7} {'WAR':>7} {'UAR':>7} {'no label':>9}"]
+    for m, s in result["scores"].items():
+        lines.append(f"  {m:<8} {s.scored:>7} {pct(s.war()):>7} {pct(s.uar()):>7} {s.unlabelled:>9}")
+    for m, s in result["scores"].items():
+        if not s.scored:
+            continue
+        lines.append(f"  {m}: truth / predicted" + "".join(f"{label[:7]:>9}" for label in DFEW_LABELS) + "   recall")
+        recall = s.recall()
+        for t in DFEW_LABELS:
+            if t in s.confusion:
+                row = s.confusion[t]
+                cells = "".join(f"{row.get(p, 0):>9}" for p in DFEW_LABELS)
+                lines.append(f"    {t:<24}{cells}   {recall[t]:.2f}")
+    return lines

@@ -1,0 +1,275 @@
+"""The model repository as a set of installed manifests: check, install and list model versions.
+
+Every model version is its own Triton model (`<repo>/<model>/config.pbtxt`, `manifest.toml`,
+`1/model.py` and its nets in `1/`), so two versions can be served side by side (a shadow) and each
+config carries the fusion parameters workers need. A version is immutable: its rows are keyed by its
+`model_version`, so `models add` refuses to install different contents under a name/version that is
+already there. Nothing is installed before every net has loaded and answered a trial run with the
+shapes and labels its manifest declares: a bad manifest or model file never reaches a worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.inference.acoustics import SAMPLE_RATE
+from pipeline.inference.fusion import FusionParams
+from pipeline.serving import manifest as mf
+
+TEMPLATE = "emotion"          # the built-in model: its config.pbtxt and model.py are every version's
+INSTALL_INFO = "INSTALL_INFO.json"
+BUILTIN_FILES = ("detector.folder", "voice.vad")
+
+
+def fusion_of(m: mf.Manifest) -> FusionParams:
+    return FusionParams(face_weight=m.fusion.face_weight, voice_weight=m.fusion.voice_weight,
+                        arousal_weight=m.fusion.arousal_weight, voice_only_mix=m.fusion.voice_only_mix,
+                        min_speech_ratio=m.voice.min_speech_ratio)
+
+
+def config_parameters(m: mf.Manifest) -> dict[str, str]:
+    """What a model's config.pbtxt must say for workers to store and fuse as its manifest does."""
+    window = m.voice.emotion.window_s if m.voice.emotion is not None else 0.0
+    return {"model_version": model_version(m), "min_speech_ratio": repr(m.voice.min_speech_ratio),
+            "fusion": fusion_of(m).to_json(), "voice_window_ms": str(int(round(window * 1000)))}
+
+
+def model_version(m: mf.Manifest) -> str:
+    if m.version is None:
+        raise mf.ManifestError(f"manifest {m.name!r} has no version (only `models add` assigns one)")
+    return f"{m.name}/{m.version}"
+
+
+def check_config(config: dict[str, Any], m: mf.Manifest, where: str) -> None:
+    """A served config that disagrees with its manifest would make workers store or fuse differently
+    from what the model computes: the model refuses to load instead."""
+    params = config.get("parameters", {})
+    for key, want in config_parameters(m).items():
+        have = params.get(key, {}).get("string_value")
+        same = have == want
+        if key == "fusion" and have is not None:
+            same = FusionParams.from_json(have) == FusionParams.from_json(want)
+        elif key == "min_speech_ratio" and have is not None:
+            same = float(have) == float(want)
+        if not same:
+            raise mf.ManifestError(f"{where}: config.pbtxt parameter {key} is {have!r}, the manifest "
+                                   f"says {want!r}; make them agree (`callstream models add` writes both)")
+
+
+def render_config(template: str, triton_name: str, m: mf.Manifest) -> str:
+    """The built-in config.pbtxt with this model's name and parameters (inputs, outputs, batching
+    and instances are the same contract for every version)."""
+    out = re.sub(r'^name: "[^"]*"', f'name: "{triton_name}"', template, count=1, flags=re.M)
+    for key, value in config_parameters(m).items():
+        line = f'parameters {{ key: "{key}", value: {{ string_value: {json.dumps(value)} }} }}'
+        pattern = re.compile(rf'^parameters {{ key: "{key}".*$', re.M)
+        out = pattern.sub(line.replace("\\", "\\\\"), out, count=1) if pattern.search(out) else out + line + "\n"
+    return out
+
+
+@dataclass
+class Installed:
+    triton_name: str
+    model_version: str
+    folder: Path
+    manifest: mf.Manifest
+    info: dict[str, Any]
+
+
+def installed(repo: Path) -> list[Installed]:
+    """Every model version of the repository (folders with a config.pbtxt and a manifest.toml)."""
+    out = []
+    for folder in sorted(Path(repo).iterdir()) if Path(repo).is_dir() else []:
+        if (folder / "config.pbtxt").is_file() and (folder / mf.MANIFEST).is_file():
+            m = mf.load(folder / mf.MANIFEST)
+            info_path = folder / "1" / INSTALL_INFO
+            info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+            out.append(Installed(folder.name, model_version(m), folder, m, info))
+    return out
+
+
+def trial_run(path: Path, repo: Path) -> dict[str, Any]:
+    """Load every net a manifest names and run each on generated inputs, then the whole composition
+    on a generated request: shapes, dtypes, labels and finite outputs, or a ManifestError."""
+    from pipeline.inference.analysis import Analyzer
+    from pipeline.serving.nets import NetOutputError, describe, trial_inputs
+
+    analyzer = Analyzer.from_manifest(path, repo)
+    report: dict[str, Any] = {"face": [], "voice": None}
+    rng = np.random.default_rng(0)
+    for i, net in enumerate(analyzer.faces):
+        shape = net.run.input_shape
+        want = (None, net.spec.channels, net.spec.input_size, net.spec.input_size) if net.spec.layout == "NCHW" \
+            else (None, net.spec.input_size, net.spec.input_size, net.spec.channels)
+        if shape and (len(shape) != 4 or any(s is not None and w is not None and s != w
+                                              for s, w in zip(shape, want, strict=True))):
+            raise mf.ManifestError(f"{path}: face[{i}]: the net takes input {list(shape)}; the manifest declares "
+                                   f"{net.spec.layout} {list(want)} (None: any)")
+        if net.run.input_dtype != net.spec.dtype:
+            raise mf.ManifestError(f"{path}: face[{i}].dtype is {net.spec.dtype}; the net takes {net.run.input_dtype}")
+        try:
+            probs = net.probs(trial_inputs(net))
+        except (NetOutputError, ValueError, RuntimeError) as exc:
+            raise mf.ManifestError(f"{path}: face[{i}] ({net.spec.name}): trial run failed: {exc}") from None
+        report["face"].append({"name": net.spec.name, **describe(net.run), "trial_labels": _labels(probs)})
+    if analyzer.voice_net is not None:
+        v = analyzer.voice_net
+        if v.run.input_shape and len(v.run.input_shape) != 2:
+            raise mf.ManifestError(f"{path}: voice.emotion: the net takes input {list(v.run.input_shape)}; "
+                                   "a waveform batch (batch, samples) is expected")
+        lengths = sorted({int(v.spec.min_window_s * SAMPLE_RATE), int(v.spec.window_s * SAMPLE_RATE)})
+        try:
+            probs = v.probs([rng.normal(0, 0.1, n).astype(np.float32) for n in lengths])
+        except (NetOutputError, ValueError, RuntimeError) as exc:
+            raise mf.ManifestError(f"{path}: voice.emotion: trial run failed: {exc}") from None
+        report["voice"] = {**describe(v.run), "trial_labels": _labels(probs)}
+    frames = rng.integers(0, 256, (2, 2, 96, 96, 3), dtype=np.uint8)
+    audio = rng.normal(0, 0.1, (2, SAMPLE_RATE)).astype(np.float32)
+    try:
+        analyzer.run(frames, np.ones((2, 2), bool), audio, np.full(2, SAMPLE_RATE))
+    except Exception as exc:  # whatever the composition raises, the version must not be installed
+        raise mf.ManifestError(f"{path}: the composed model failed a trial request: {exc}") from None
+    return report
+
+
+def _labels(probs: np.ndarray) -> list[str]:
+    from pipeline.inference.labels import DFEW_LABELS
+
+    return [DFEW_LABELS[int(k)] for k in np.argmax(probs, axis=1)]
+
+
+def digest(files: list[Path], text: str) -> str:
+    h = hashlib.sha256(text.encode())
+    for f in files:
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def triton_name_of(m: mf.Manifest) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", f"{m.name}-v{m.version}")[:120]
+
+
+def add(source: Path, repo: Path, as_name: str | None = None,
+        dry_run: bool = False) -> tuple[Installed, dict[str, Any], bool]:
+    """Validate a manifest and its files, then install them as a new model version (`dry_run`: only
+    validate). Returns the version, the trial report and whether anything was (or would be) installed
+    (False: the same contents were already there)."""
+    source, repo = Path(source), Path(repo)
+    m = mf.load(source)
+    raw = m.model_dump(exclude_none=True)
+    for key in BUILTIN_FILES:
+        section, field = key.split(".")
+        default = getattr(getattr(mf, section.capitalize())(), field)
+        if raw.get(section, {}).get(field, default) != default:
+            raise mf.ManifestError(f"{source}: {key}: an installed model uses the repository's built-in "
+                                   f"{'detector' if section == 'detector' else 'VAD'}; leave {key} out")
+    template = repo / TEMPLATE
+    if not (template / "config.pbtxt").is_file() or not (template / "1" / "model.py").is_file():
+        raise mf.ManifestError(f"{repo} is not a callstream model repository (no {TEMPLATE}/config.pbtxt)")
+    versions = installed(repo)
+    if m.version is None:   # the next free integer for this name
+        taken = [int(i.manifest.version) for i in versions
+                 if i.manifest.name == m.name and i.manifest.version and i.manifest.version.isdigit()]
+        raw["version"] = str(max(taken, default=0) + 1)
+        m = mf.Manifest.model_validate(raw)
+    name = as_name or triton_name_of(m)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,119}", name):
+        raise mf.ManifestError(f"model name {name!r}: letters, digits, '_' and '-' only (at most 120)")
+    # Net files are the user's: read relative to their manifest, wherever it is, and copied in.
+    nets: dict[str, Path] = {}
+    for i, f in enumerate(m.face):
+        nets[f"face[{i}].file"] = (source.parent / f.file)
+    if m.voice.emotion is not None:
+        nets["voice.emotion.file"] = source.parent / m.voice.emotion.file
+    for key, path in nets.items():
+        if not path.is_file():
+            raise mf.ManifestError(f"{source}: {key}: {path} does not exist")
+    local: dict[str, str] = {}
+    for key, path in nets.items():
+        base = re.sub(r"[^A-Za-z0-9_.-]", "_", path.name) or "net"
+        while f"1/{base}" in local.values():
+            base = "_" + base
+        local[key] = f"1/{base}"
+    for i, f in enumerate(raw["face"]):
+        f["file"] = local[f"face[{i}].file"]
+    if m.voice.emotion is not None:
+        raw["voice"]["emotion"]["file"] = local["voice.emotion.file"]
+    text = _toml(raw)
+    fingerprint = digest(list(nets.values()), text)
+    for other in versions:
+        if other.model_version == model_version(m):
+            if other.info.get("sha256") == fingerprint:
+                return other, {"face": [], "voice": None}, False
+            raise mf.ManifestError(f"{source}: {model_version(m)} is already installed as {other.triton_name} "
+                                   "with other contents; a version's rows are keyed by it: give this one a new "
+                                   "`version` (or leave `version` out and one is assigned)")
+        if other.triton_name == name:
+            raise mf.ManifestError(f"model {name!r} already exists in {repo} (as {other.model_version})")
+    staging = Path(tempfile.mkdtemp(prefix=".callstream-add-", dir=repo.parent))
+    try:
+        for builtin in ("face_detector", "voice"):
+            os.symlink((repo / builtin).resolve(), staging / builtin)
+        folder = staging / name
+        (folder / "1").mkdir(parents=True)
+        shutil.copyfile(template / "1" / "model.py", folder / "1" / "model.py")
+        for key, path in nets.items():
+            shutil.copyfile(path, folder / local[key])
+        (folder / mf.MANIFEST).write_text(text)
+        report = trial_run(folder / mf.MANIFEST, staging)
+        (folder / "config.pbtxt").write_text(render_config((template / "config.pbtxt").read_text(), name, m))
+        info = {"model_version": model_version(m), "sha256": fingerprint, "source": str(source.resolve()),
+                "installed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "trial": report}
+        (folder / "1" / INSTALL_INFO).write_text(json.dumps(info, indent=2))
+        if not dry_run:
+            shutil.move(str(folder), str(repo / name))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return Installed(name, model_version(m), repo / name, m, info), report, True
+
+
+def _toml(value: dict[str, Any]) -> str:
+    """A manifest dict as TOML (tables after plain keys; arrays of tables for the face nets)."""
+    def scalar(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int | float):
+            return repr(v)
+        if isinstance(v, list | tuple):
+            return "[" + ", ".join(scalar(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{json.dumps(k)} = {scalar(x)}" for k, x in v.items()) + " }"
+        return json.dumps(str(v))
+
+    def table(prefix: str, d: dict[str, Any], header: str) -> list[str]:
+        lines = [header] if header else []
+        nested: list[tuple[str, Any]] = []
+        for k, v in d.items():
+            if isinstance(v, dict) and k != "label_map":
+                nested.append((k, v))
+            elif isinstance(v, list | tuple) and v and isinstance(v[0], dict):
+                nested.append((k, v))
+            else:
+                lines.append(f"{k} = {scalar(v)}")
+        for k, v in nested:
+            name = f"{prefix}.{k}" if prefix else k
+            if isinstance(v, list | tuple):
+                for item in v:
+                    lines += ["", *table(name, item, f"[[{name}]]")]
+            else:
+                lines += ["", *table(name, v, f"[{name}]")]
+        return lines
+
+    return "\n".join(table("", value, "")) + "\n"

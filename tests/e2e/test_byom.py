@@ -1,0 +1,93 @@
+"""Bring your own model through the whole stack: `callstream models add` installs manifest-declared ONNX
+face and voice nets the test builds into a model repository of its own, a Triton of its own loads them
+live, and a worker serves them as its primary with the built-in model as its shadow on the same media."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.ingest.producer import publish_recording
+from pipeline.media.ffmpeg_bin import ffmpeg_exe
+from pipeline.media.synth import generate_call
+from pipeline.settings import Settings
+from pipeline.stack import triton
+from pipeline.stack.procs import free_port
+from tests import model_kit
+from tests.e2e.helpers import query, wait_chunks
+
+pytestmark = pytest.mark.stack
+
+BUILTIN = "fer-minixception+mtcnn-tracked+silero-prosody/3"
+
+
+@pytest.fixture(scope="module")
+def byom(stack, model_repository, tmp_path_factory):
+    """A Triton serving a scratch repository (the shared one keeps serving the checkout's), with the
+    toy model added through the command line while it runs."""
+    tmp = tmp_path_factory.mktemp("byom")
+    repo = model_kit.scratch_repository(model_repository, tmp / "models")
+    source = model_kit.write_model(tmp / "user-model")
+    env, _ = stack.isolated("byom")
+    env.update(CALLSTREAM_MODEL_REPOSITORY=str(repo), CALLSTREAM_TRITON_HTTP_PORT=str(free_port()),
+               CALLSTREAM_TRITON_GRPC_PORT=str(free_port()), CALLSTREAM_TRITON_METRICS_PORT=str(free_port()))
+    # The server's pid file and logs in a folder of its own; the workers keep the stack's state folder.
+    served = Settings.from_env({**env, "CALLSTREAM_STATE_DIR": str(tmp / "triton-state")})
+    triton.start(served)
+    try:
+        added = subprocess.run([sys.executable, "-m", "pipeline.cli", "models", "add", str(source)],
+                               env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
+        assert added.returncode == 0, added.stderr[-3000:]
+        yield env, added.stdout
+    finally:
+        triton.stop(served)
+
+
+def test_models_add_installs_and_loads_the_version_into_the_running_server(byom):
+    _, out = byom
+    assert "installed toy/1 as model toy-v1" in out and "loaded by Triton" in out and ": ready" in out
+    listed = subprocess.run([sys.executable, "-m", "pipeline.cli", "models", "list"], env={**os.environ, **byom[0]},
+                            capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    rows = {line.split()[0]: line for line in listed.stdout.splitlines()[1:]}
+    assert "toy/1" in rows["toy-v1"] and "ready" in rows["toy-v1"] and "voice:emotion net" in rows["toy-v1"]
+
+
+def test_a_call_through_the_added_model_with_the_builtin_as_its_shadow(stack, byom, tmp_path):
+    env, _ = byom
+    env = {**env, "CALLSTREAM_TRITON_MODEL": "toy-v1", "CALLSTREAM_SHADOW_MODEL": "emotion"}
+    settings = Settings.from_env(env)
+    # The customer leaves the picture from 5 s to 11 s while speaking from 6 s: voice-only segments.
+    recording = generate_call(ffmpeg_exe(), tmp_path / "call.mp4", seconds=14, away_customer=(5.0, 11.0))
+    worker = stack.start_worker(env, "byom")
+    try:
+        sent = publish_recording(settings, recording, "byom-1")
+        wait_chunks(settings, "byom-1", len(sent))
+        rows = query(settings, "SELECT model_version, start_ms, label, face_found, speech_found FROM emotion_timeline "
+                               "WHERE call_id = 'byom-1' AND role = 'customer' ORDER BY model_version, start_ms")
+        by_version = {v: [r for r in rows if r.model_version == v] for v in {r.model_version for r in rows}}
+        assert set(by_version) == {"toy/1", BUILTIN}
+        assert all(len(v) == 14 for v in by_version.values())
+        toy = by_version["toy/1"]
+        faced = [r for r in toy if r.face_found]
+        voice_only = [r for r in toy if r.speech_found and not r.face_found]
+        # The toy face net says angry wherever a face is seen (contempt dropped); its voice net says happy
+        # for speech at this level: voice-only segments carry the voice net's label.
+        assert len(faced) >= 7 and all(r.label == "angry" for r in faced)
+        assert len(voice_only) >= 3 and all(r.label == "happy" for r in voice_only)
+        assert all(r.label == "happy" for r in by_version[BUILTIN] if r.face_found)
+        heard = query(settings, "SELECT count(*) FROM segment_pieces WHERE call_id = 'byom-1' "
+                                "AND model_version = 'toy/1' AND voice_probs IS NOT NULL")[0][0]
+        assert heard >= len(voice_only)
+        (cmp,) = query(settings, "SELECT * FROM model_comparison WHERE call_id = 'byom-1' AND role = 'customer'")
+        assert (cmp.model_version_a, cmp.model_version_b) == (BUILTIN, "toy/1")
+        assert cmp.segments == 14 and cmp.labelled_by_both >= 10
+        # Faced segments disagree (happy against angry): agreement is low and the probabilities far apart.
+        assert cmp.label_agreement < 0.5 and cmp.mean_abs_prob_diff > 0.1
+        seconds = dict(query(settings, "SELECT label, seconds FROM label_seconds WHERE call_id = 'byom-1' "
+                                       "AND role = 'customer' AND model_version = 'toy/1'"))
+        assert seconds["angry"] >= 7 and seconds["happy"] >= 3
+    finally:
+        stack.stop_worker(worker)
+    assert "shadow model emotion" in (settings.state_dir / "logs" / "worker-byom.log").read_text(errors="replace")

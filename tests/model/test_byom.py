@@ -1,0 +1,152 @@
+"""Bring your own model, in process: manifest-declared ONNX nets the tests build, run by the same
+Analyzer the `emotion` model runs; `models add` validating and installing them; bad models refused."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.inference.analysis import Analyzer
+from pipeline.inference.labels import DFEW_LABELS
+from pipeline.serving import manifest as mf
+from pipeline.serving.nets import NetOutputError
+from pipeline.serving.repository import add, installed
+from tests import model_kit
+
+
+@pytest.fixture(scope="module")
+def repo(model_repository, tmp_path_factory):
+    return model_kit.scratch_repository(model_repository, tmp_path_factory.mktemp("repo") / "models")
+
+
+@pytest.fixture(scope="module")
+def toy(repo, tmp_path_factory):
+    """The toy model installed into the scratch repository, and its analyzer."""
+    source = model_kit.write_model(tmp_path_factory.mktemp("user") / "toy")
+    version, report, new = add(source, repo)
+    assert new and version.model_version == "toy/1" and version.triton_name == "toy-v1"
+    return version, Analyzer.load(repo, model=version.triton_name)
+
+
+def test_the_face_net_answers_as_built_through_its_manifest(toy):
+    """Labels as the net dictates: contempt is dropped (else it would win), anger wins on any visible
+    crop, a black crop is neutral; the ONNX file gives the torch net's logits."""
+    _, analyzer = toy
+    net = analyzer.faces[0]
+    crops = np.stack([np.full((48, 48, 3), 200, np.uint8), np.zeros((48, 48, 3), np.uint8)])
+    probs = net.probs(crops)
+    assert [DFEW_LABELS[i] for i in probs.argmax(1)] == ["angry", "neutral"]
+    np.testing.assert_allclose(probs.sum(1), 1, atol=1e-6)
+    with torch.no_grad():
+        logits = model_kit.face_net()(torch.from_numpy(net.prepare(crops))).numpy()
+    np.testing.assert_allclose(net.run(net.prepare(crops)), logits, atol=1e-5, rtol=1e-5)  # float32 sums
+
+
+def test_the_voice_net_labels_speech_by_its_level_and_ignores_silence(toy):
+    _, analyzer = toy
+    loud, quiet = model_kit.speech(0.1, 1.0), model_kit.speech(0.01, 1.0)
+    silence = np.zeros(16000, np.float32)
+    audio = np.stack([loud, quiet, silence])
+    frames = np.zeros((3, 1, 16, 16, 3), np.uint8)
+    out = analyzer.run(frames, np.zeros((3, 1), bool), audio, np.full(3, 16000))
+    heard = out["VOICE_PROBS"]
+    assert DFEW_LABELS[int(heard[0].argmax())] == "happy" and DFEW_LABELS[int(heard[1].argmax())] == "neutral"
+    assert not heard[2].any() and not out["SPEECH_FOUND"][2, 0]
+    # A voice-only segment gets the voice net's label, not the arousal prior's.
+    assert DFEW_LABELS[int(out["PROBS"][0].argmax())] == "happy" and out["SPEECH_FOUND"][0, 0]
+    # The ONNX file against the torch net it came from.
+    v = analyzer.voice_net
+    with torch.no_grad():
+        logits = model_kit.voice_net()(torch.from_numpy(loud[None])).numpy()
+    np.testing.assert_allclose(v.run(v.prepare(loud)[None]), logits, atol=1e-5, rtol=1e-5)
+
+
+def test_face_and_voice_fuse_with_the_manifest_weights(toy):
+    _, analyzer = toy
+    view = model_kit.astronaut_view()
+    out = analyzer.run(np.stack([np.stack([view, view])]), np.ones((1, 2), bool), model_kit.speech(0.1, 1.0)[None],
+                       np.array([16000]))
+    face, heard = out["FACE_PROBS"][0].astype(np.float64), out["VOICE_PROBS"][0].astype(np.float64)
+    expected = face * heard ** 0.5
+    np.testing.assert_allclose(out["PROBS"][0], expected / expected.sum(), atol=1e-5)
+    assert DFEW_LABELS[int(out["PROBS"][0].argmax())] == "angry" and out["FACE_FOUND"][0, 0]
+
+
+def test_the_voice_window_comes_from_voice_window_and_not_the_item_alone(toy):
+    """With VOICE_WINDOW the net hears the context the worker cut; without, the item's own audio."""
+    _, analyzer = toy
+    item = np.zeros((1, 16000), np.float32)
+    item[0, :8000] = model_kit.speech(0.1, 0.5)
+    window = np.concatenate([model_kit.speech(0.01, 1.0), item[0]])[None]
+    from pipeline.inference.analysis import Request
+
+    frames = np.zeros((1, 1, 16, 16, 3), np.uint8)
+    own = analyzer.run_many([Request.of(frames, np.zeros((1, 1), bool), item, [16000])])[0]
+    ctx = analyzer.run_many([Request.of(frames, np.zeros((1, 1), bool), item, [16000], None, None, window,
+                                        [window.shape[1]])])[0]
+    assert not np.allclose(own["VOICE_PROBS"], ctx["VOICE_PROBS"])
+
+
+def test_models_add_installs_a_version_with_config_and_info(toy, repo):
+    version, _ = toy
+    folder = repo / version.triton_name
+    assert sorted(p.name for p in (folder / "1").iterdir()) == ["INSTALL_INFO.json", "face.onnx", "model.py",
+                                                                  "voice.onnx"]
+    config = (folder / "config.pbtxt").read_text()
+    assert 'name: "toy-v1"' in config and '"toy/1"' in config and '"2000"' in config
+    info = json.loads((folder / "1" / "INSTALL_INFO.json").read_text())
+    assert info["model_version"] == "toy/1" and len(info["sha256"]) == 64
+    assert {v.model_version for v in installed(repo)} >= {"toy/1", "fer-minixception+mtcnn-tracked+silero-prosody/3"}
+
+
+def test_adding_again_is_a_no_op_and_other_contents_need_a_new_version(toy, repo, tmp_path):
+    version, _ = toy
+    again, _, new = add(Path(version.info["source"]), repo)
+    assert not new and again.triton_name == version.triton_name
+    changed = model_kit.write_model(tmp_path / "changed")
+    changed.write_text(changed.read_text().replace("voice_weight = 0.5", "voice_weight = 0.7"))
+    with pytest.raises(mf.ManifestError, match="already installed .* new `version`"):
+        add(changed, repo)
+    # Without a version, the next one is assigned.
+    unversioned = model_kit.write_model(tmp_path / "next", version=None)
+    assigned, _, new = add(unversioned, repo)
+    assert new and assigned.model_version == "toy/2"
+
+
+@pytest.mark.parametrize("case, message", [
+    ("unknown_key", r"face\[0\]\.input_sise: Extra inputs are not permitted"),
+    ("unmapped_label", r"face\[0\]: .*label 'contempt' maps to no DFEW column"),
+    ("wrong_shape", r"face\[0\] \(toy-face\): trial run failed: .*returned shape \(3, 5\)"),
+    ("nan", None),
+    ("not_a_model", r"face\[0\]\.file: face\.onnx is not an ONNX model"),
+    ("escape", r"detector\.folder: an installed model uses the repository's built-in detector"),
+    ("bad_layout", r"face\[0\]: the net takes input \[None, 3, 48, 48\]; the manifest declares NHWC"),
+])
+def test_bad_models_never_reach_the_repository(repo, tmp_path, case, message):
+    kind = {"wrong_shape": "wrong_shape", "nan": "nan"}.get(case, "ok")
+    path = model_kit.write_model(tmp_path / case, kind=kind, voice=False, name=f"bad-{case}")
+    text = path.read_text()
+    if case == "unknown_key":
+        text = text.replace("input_size = 48", "input_sise = 48")
+    elif case == "unmapped_label":
+        text = text.replace('contempt = "drop", ', "")
+    elif case == "not_a_model":
+        (tmp_path / case / "face.onnx").write_bytes(b"this is not a model at all")
+    elif case == "escape":
+        text += '\n[detector]\nfolder = "../../etc"\n'
+    elif case == "bad_layout":
+        text = text.replace('layout = "NCHW"', 'layout = "NHWC"')
+    path.write_text(text)
+    before = sorted(p.name for p in repo.iterdir())
+    if case == "nan":
+        # Noise averages 0.5: the trial run passes; NaN only where a crop is brighter than 0.9.
+        version, _, _ = add(path, repo)
+        analyzer = Analyzer.load(repo, model=version.triton_name)
+        with pytest.raises(NetOutputError, match="not finite"):
+            analyzer.faces[0].probs(np.full((1, 48, 48, 3), 250, np.uint8))
+        return
+    with pytest.raises(mf.ManifestError, match=message):
+        add(path, repo)
+    assert sorted(p.name for p in repo.iterdir()) == before

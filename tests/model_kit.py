@@ -1,0 +1,178 @@
+"""Small nets the tests build themselves, exported to ONNX, whose outputs depend on their input in a
+known way, and the manifests that declare them: the bring-your-own-model path on real files.
+
+Face net ("toy-face"): RGB 48x48, NCHW, pixels scaled to 0..1. With m the crop's mean, its logits over
+its own labels (contempt, joy, anger, neutral, sorrow, fear, disgust, surprise) are 30m for contempt,
+20m for anger and 2 for neutral: the manifest drops contempt, so any visible face (m > 0.1) is angry,
+and a black crop is neutral.
+Voice net ("toy-voice"): a waveform batch (N, T); with r the window's RMS its logits over (sadness,
+happiness, neutral, anger, fear, disgust, surprise) are 40r for happiness and 1 for neutral: speech at
+a normal level (r > 0.025) is happy, whispered speech neutral.
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+FACE_LABELS = ["contempt", "joy", "anger", "neutral", "sorrow", "fear", "disgust", "surprise"]
+VOICE_LABELS = ["sadness", "happiness", "neutral", "anger", "fear", "disgust", "surprise"]
+
+
+def _export(net, example, target: Path, dynamic: dict) -> Path:
+    import torch
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net.eval(), (example,), str(target), input_names=["input"], output_names=["output"],
+                          dynamic_axes=dynamic, opset_version=17, dynamo=False)
+    return target
+
+
+def face_net(kind: str = "ok"):
+    """kind: ok | nan (NaN where the crop is brighter than 0.9 on average) | wrong_shape (5 outputs)."""
+    import torch
+
+    class Face(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            m = x.mean(dim=(1, 2, 3))
+            z = torch.zeros_like(m)
+            logits = torch.stack([30 * m, z, 20 * m, z + 2, z, z, z, z], dim=1)
+            if kind == "nan":
+                logits = logits + torch.sqrt(0.9 - m)[:, None] * 0   # sqrt of a negative: NaN
+            if kind == "wrong_shape":
+                logits = logits[:, :5]
+            return logits
+
+    return Face()
+
+
+def voice_net():
+    import torch
+
+    class Voice(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            r = torch.sqrt((x * x).mean(dim=1) + 1e-12)
+            z = torch.zeros_like(r)
+            return torch.stack([z, 40 * r, z + 1, z, z, z, z], dim=1)
+
+    return Voice()
+
+
+def export_face(target: Path, kind: str = "ok") -> Path:
+    import torch
+
+    return _export(face_net(kind), torch.rand(2, 3, 48, 48), target,
+                   {"input": {0: "batch"}, "output": {0: "batch"}})
+
+
+def export_voice(target: Path) -> Path:
+    import torch
+
+    return _export(voice_net(), torch.rand(2, 16000), target,
+                   {"input": {0: "batch", 1: "samples"}, "output": {0: "batch"}})
+
+
+def manifest_text(face_file: str = "face.onnx", voice_file: str | None = "voice.onnx", name: str = "toy",
+                  version: str | None = "1", extra_face: str = "") -> str:
+    head = f'name = "{name}"\n' + (f'version = "{version}"\n' if version else "")
+    text = head + f"""
+[[face]]
+name = "toy-face"
+file = "{face_file}"
+input_size = 48
+color = "rgb"
+layout = "NCHW"
+scale = 0.00392156862745098
+labels = {FACE_LABELS!r}
+label_map = {{ contempt = "drop", sorrow = "sad" }}
+{extra_face}
+""".replace("'", '"')
+    if voice_file:
+        text += f"""
+[voice.emotion]
+file = "{voice_file}"
+window_s = 2.0
+min_window_s = 0.5
+labels = {VOICE_LABELS!r}
+""".replace("'", '"')
+    text += "\n[fusion]\nvoice_weight = 0.5\n"
+    return text
+
+
+def write_model(folder: Path, kind: str = "ok", voice: bool = True, **kw) -> Path:
+    """A user's model folder: the two ONNX files and their manifest; returns the manifest's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    export_face(folder / "face.onnx", kind)
+    if voice:
+        export_voice(folder / "voice.onnx")
+    path = folder / "manifest.toml"
+    path.write_text(manifest_text(voice_file="voice.onnx" if voice else None, **kw))
+    return path
+
+
+def scratch_repository(built: Path, target: Path) -> Path:
+    """A model repository of its own for a test: the built-in models' folders linked (read-only use),
+    the emotion model copied, so installing versions never touches the checkout's triton_models/."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("face_detector", "face_expression", "voice"):
+        (target / name).symlink_to((built / name).resolve())
+    shutil.copytree(built / "emotion", target / "emotion", symlinks=False)
+    return target
+
+
+def speech(rms: float = 0.1, seconds: float = 3.0) -> np.ndarray:
+    """eSpeak NG speech at 16 kHz, scaled to an RMS level."""
+    from scipy.signal import resample_poly
+
+    from pipeline.media.speech import synthesize
+
+    x, _ = synthesize("Thank you for calling. I have been waiting for a very long time, how can you help me?")
+    y = resample_poly(x, 320, 441).astype(np.float32)
+    y = np.tile(y, int(np.ceil(seconds * 16000 / len(y))))[: int(seconds * 16000)]
+    return (y * rms / np.sqrt(np.mean(y ** 2))).astype(np.float32)
+
+
+def astronaut_view(h: int = 270, w: int = 240) -> np.ndarray:
+    """The astronaut's face centred on a dark background: a frame the detector finds a face in."""
+    from skimage import data, transform
+
+    face = transform.resize(data.astronaut()[0:300, 90:370], (int(h * 0.8), int(h * 0.8 * 280 / 300)),
+                            preserve_range=True).astype(np.uint8)
+    frame = np.full((h, w, 3), 40, np.uint8)
+    y, x = (h - face.shape[0]) // 2, (w - face.shape[1]) // 2
+    frame[y:y + face.shape[0], x:x + face.shape[1]] = face
+    return frame
+
+
+def write_clip(path: Path, audio: np.ndarray | None, face: bool = True, fps: int = 10) -> Path:
+    """A labelled-set clip: the astronaut (or nothing) as H.264 video, `audio` (16 kHz) as AAC; a .wav
+    path gets the audio alone."""
+    import subprocess
+
+    from pipeline.media.ffmpeg_bin import ffmpeg_exe
+    from pipeline.media.synth import write_wav
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".wav":
+        assert audio is not None
+        write_wav(path, audio[None], 16000)
+        return path
+    seconds = len(audio) / 16000 if audio is not None else 3.0
+    frame = astronaut_view() if face else np.full((270, 240, 3), 40, np.uint8)
+    argv = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
+            "-s", "240x270", "-r", str(fps), "-i", "pipe:"]
+    if audio is not None:
+        wav = path.with_suffix(".wav.tmp")
+        write_wav(wav, audio[None], 16000)
+        argv += ["-f", "wav", "-i", str(wav), "-c:a", "aac"]
+    argv += ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-t", f"{seconds:.3f}", str(path)]
+    frames = np.repeat(frame[None], int(seconds * fps), axis=0)
+    subprocess.run(argv, input=frames.tobytes(), check=True, timeout=120)
+    if audio is not None:
+        wav.unlink()
+    return path
