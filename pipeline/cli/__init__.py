@@ -490,12 +490,14 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("kafka", "botocore", "urllib3", "aiokafka"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from pipeline.alerts.rules import RuleError
+    from pipeline.modelbuild.faceapi import ConversionError
+    from pipeline.serving.evaluate import DatasetError
     from pipeline.serving.manifest import ManifestError
 
     try:
         settings = Settings.from_env()
         return COMMANDS[args.cmd](settings, args)
-    except (SettingsError, RuleError, ManifestError) as exc:  # wrong settings, rules or manifests: one line
+    except (SettingsError, RuleError, ManifestError, DatasetError, ConversionError) as exc:  # one line each
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

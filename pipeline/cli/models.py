@@ -27,6 +27,10 @@ def register(sub: Any) -> None:
     a.add_argument("--check", action="store_true", help="validate and trial-run only; install nothing")
     a.add_argument("--no-load", action="store_true", help="install, but do not ask Triton to load it")
     msub.add_parser("list", help="model versions in the repository, and what Triton serves")
+    f = msub.add_parser("faceapi", help="convert @vladmandic/face-api's expression net (npm, MIT) to ONNX and add "
+                                        "it as model version faceapi-expression/1: a second real face net")
+    f.add_argument("--package", help="an unpacked package folder (default: `npm pack` it from the registry)")
+    f.add_argument("--no-load", action="store_true", help="install, but do not ask Triton to load it")
     e = msub.add_parser("eval", help="WAR / UAR per modality on labelled clips or images (a folder per label, a "
                                      "CSV path,label, or RAVDESS / CREMA-D file names)")
     e.add_argument("dataset")
@@ -36,7 +40,8 @@ def register(sub: Any) -> None:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    return {"build": build, "add": add, "list": show, "eval": evaluate}[args.models_cmd](settings, args)
+    return {"build": build, "add": add, "list": show, "eval": evaluate, "faceapi": faceapi}[args.models_cmd](
+        settings, args)
 
 
 def build(settings: Settings, args: argparse.Namespace) -> int:
@@ -47,6 +52,19 @@ def build(settings: Settings, args: argparse.Namespace) -> int:
         print(f"  {s['package']} {s['version']} {s['file']} ({s['licence']}) sha256 {s['sha256'][:12]}")
     print(f"built {len(info['artifacts'])} artifacts in {info['seconds']}s")
     return 0
+
+
+def faceapi(settings: Settings, args: argparse.Namespace) -> int:
+    import tempfile
+
+    from pipeline.modelbuild import faceapi as conversion
+
+    with tempfile.TemporaryDirectory(prefix="callstream-faceapi-") as tmp:
+        package = Path(args.package) if args.package else conversion.fetch(Path(tmp))
+        manifest = conversion.convert(package, Path(tmp) / "model")
+        print(f"converted {conversion.PACKAGE}@{conversion.VERSION}'s expression net to ONNX")
+        return add(settings, argparse.Namespace(manifest=str(manifest), as_name=None, check=False,
+                                                no_load=args.no_load))
 
 
 def add(settings: Settings, args: argparse.Namespace) -> int:

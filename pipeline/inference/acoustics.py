@@ -35,6 +35,9 @@ class Prosody:
     syllables_per_s: float
     arousal: float          # 0 (calm) .. 1 (highly activated)
 
+    def cues(self) -> tuple[float, float, float]:
+        return cue_scores(self.rms_dbfs, self.f0_std_semitones, self.syllables_per_s)
+
 
 def _frames(x: np.ndarray) -> np.ndarray:
     if len(x) < FRAME:
@@ -87,11 +90,19 @@ def pitch_spread(voiced_hz: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(semis - np.median(semis))))
 
 
-def arousal_score(rms_dbfs: float, f0_std_semitones: float, syllables_per_s: float) -> float:
+def cue_scores(rms_dbfs: float, f0_std_semitones: float, syllables_per_s: float) -> tuple[float, float, float]:
+    """Energy, pitch variability and speaking rate as z-scores against conversational speech, in
+    -3..3: the evidence a row shows for its arousal."""
     z = ((rms_dbfs - ENERGY_REF) / ENERGY_SPREAD,
          (f0_std_semitones - PITCH_VAR_REF) / PITCH_VAR_SPREAD,
          (syllables_per_s - RATE_REF) / RATE_SPREAD)
-    s = sum(w * float(np.clip(v, -3, 3)) for w, v in zip(WEIGHTS, z, strict=True))
+    energy, pitch, rate = (float(np.clip(np.nan_to_num(v), -3, 3)) for v in z)
+    return energy, pitch, rate
+
+
+def arousal_score(rms_dbfs: float, f0_std_semitones: float, syllables_per_s: float) -> float:
+    z = cue_scores(rms_dbfs, f0_std_semitones, syllables_per_s)
+    s = sum(w * v for w, v in zip(WEIGHTS, z, strict=True))
     return float(1.0 / (1.0 + np.exp(-2.0 * s)))
 
 

@@ -24,7 +24,7 @@ from pipeline.serving.nets import FaceExpression, VoiceEmotion
 OUTPUT_DTYPES = {"PROBS": np.float32, "CONFIDENCE": np.float32, "FACE_FOUND": bool, "SPEECH_FOUND": bool,
                  "FACE_SCORE": np.float32, "AROUSAL": np.float32, "SPEECH_RATIO": np.float32,
                  "FACE_PROBS": np.float32, "FACE_COUNT": np.int32, "TRACK_STATE": np.float32,
-                 "VOICE_PROBS": np.float32}
+                 "VOICE_PROBS": np.float32, "VOICE_CUES": np.float32}
 NO_STATE = np.zeros(5, np.float32)
 
 
@@ -125,10 +125,10 @@ class Analyzer:
             start += int(f.sum())
         return probs
 
-    def voices(self, requests: list[Request]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """(speech ratio, arousal, voice-net probabilities) per item of each request. Silero's sequential
-        windows are run once for the items of all requests together, which costs about what one
-        request's run does; the voice net runs only on items with speech (zeros elsewhere)."""
+    def voices(self, requests: list[Request]) -> list[Voices]:
+        """Each request's voice results. Silero's sequential windows are run once for the items of all
+        requests together, which costs about what one request's run does; the voice net runs only on
+        items with speech (zeros elsewhere)."""
         lengths = [r.lengths.reshape(-1) for r in requests]
         longest = max((r.audio.shape[1] for r in requests), default=0)
         audio = np.zeros((sum(len(n) for n in lengths), longest), np.float32)
@@ -138,10 +138,11 @@ class Analyzer:
             row += len(n)
         every = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
         ratio = np.zeros(len(every), np.float32)
-        arousal = np.full(len(every), -1.0, np.float32)
+        arousal, cues = np.full(len(every), -1.0, np.float32), np.zeros((len(every), 3), np.float32)
         if (every > 0).any():
-            ratio, arousal = voice.analyse(self.vad, audio, every, self.speech_threshold, self.device,
-                                           self.vad_run_windows)
+            ratio = voice.speech_ratio(self.vad, audio, every, self.speech_threshold, self.device,
+                                       self.vad_run_windows)
+            arousal, cues = voice.prosodies(audio, every)
         heard = np.zeros((len(every), len(DFEW_LABELS)), np.float32)
         if self.voice_net is not None:
             windows = [w for r in requests for w in r.voice_windows()]
@@ -152,7 +153,8 @@ class Analyzer:
                 heard[run] = self.voice_net.probs([windows[i] for i in run])
         out, row = [], 0
         for n in lengths:
-            out.append((ratio[row:row + len(n)], arousal[row:row + len(n)], heard[row:row + len(n)]))
+            part = slice(row, row + len(n))
+            out.append(Voices(ratio[part], arousal[part], heard[part], cues[part]))
             row += len(n)
         return out
 
@@ -180,13 +182,12 @@ class Analyzer:
         tracked = [self.detect(r) for r in requests]
         probs = self.expressions([f for f, _, _ in tracked], [d for _, d, _ in tracked])
         voices = self.voices(requests)
-        return [self._outputs(faces_per_item(p, d.scores, r.mask), ratio, arousal, heard, r.states_out(states))
-                for r, (_, d, states), p, (ratio, arousal, heard) in zip(requests, tracked, probs, voices,
-                                                                          strict=True)]
+        return [self._outputs(faces_per_item(p, d.scores, r.mask), v, r.states_out(states))
+                for r, (_, d, states), p, v in zip(requests, tracked, probs, voices, strict=True)]
 
-    def _outputs(self, faces: list[FaceAggregate], ratio: np.ndarray, arousal: np.ndarray, heard: np.ndarray,
-                 states: np.ndarray) -> dict[str, np.ndarray]:
+    def _outputs(self, faces: list[FaceAggregate], v: Voices, states: np.ndarray) -> dict[str, np.ndarray]:
         n = len(faces)
+        ratio, arousal, heard = v.ratio, v.arousal, v.heard
         zeros = np.zeros(len(DFEW_LABELS))
         out: dict[str, list] = {k: [] for k in OUTPUT_DTYPES}
         voice_probs = [h if h.any() else None for h in heard]
@@ -204,7 +205,19 @@ class Analyzer:
         out["SPEECH_RATIO"] = ratio.reshape(-1, 1).tolist()
         out["TRACK_STATE"] = states.tolist()
         out["VOICE_PROBS"] = heard.tolist()
+        out["VOICE_CUES"] = v.cues.tolist()
         return {k: np.asarray(v, dtype=OUTPUT_DTYPES[k]).reshape(n, -1) for k, v in out.items()}
+
+
+@dataclass
+class Voices:
+    """One request's voice results per item: speech ratio, arousal (-1: no audio), the voice net's
+    DFEW probabilities (zeros: not run) and the prosodic cues as z-scores (energy, pitch variability,
+    rate)."""
+    ratio: np.ndarray
+    arousal: np.ndarray
+    heard: np.ndarray
+    cues: np.ndarray
 
 
 @dataclass

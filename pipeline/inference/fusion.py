@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -78,6 +79,7 @@ class Evidence:
     speech_ratio: float             # share of that audio that is speech
     arousal: float | None           # prosodic arousal of the audio, where it has speech
     voice_probs: np.ndarray | None = None   # (7,) the voice-emotion net's, where it ran (speech present)
+    cues: np.ndarray | None = None          # (3,) energy, pitch variability, rate z-scores behind the arousal
 
     @property
     def face_score(self) -> float:
@@ -100,8 +102,11 @@ def merge(pieces: list[Evidence]) -> Evidence:
     heard = [(ms, p.voice_probs) for (ms, _), p in zip(speech, pieces, strict=True)
              if p.voice_probs is not None and ms > 0]
     voice = np.sum([ms * v for ms, v in heard], axis=0) / sum(ms for ms, _ in heard) if heard else None
+    cued = [(ms, p.cues) for (ms, a), p in zip(speech, pieces, strict=True)
+            if p.cues is not None and a is not None and ms > 0]
+    cues = np.sum([ms * c for ms, c in cued], axis=0) / sum(ms for ms, _ in cued) if cued else None
     return Evidence(sum(p.frames for p in pieces), faces, weight, probs, audio_ms,
-                    speech_ms / audio_ms if audio_ms else 0.0, arousal, voice)
+                    speech_ms / audio_ms if audio_ms else 0.0, arousal, voice, cues)
 
 
 def fuse_evidence(e: Evidence, params: FusionParams = DEFAULT_FUSION) -> Fused:
@@ -180,4 +185,55 @@ def fuse_items(faces: list[FaceAggregate], speech_ratio: np.ndarray, arousal: np
                                                     voice_probs, strict=True):
         speech = bool(ratio >= params.min_speech_ratio)
         out.append(fuse(face_probs, speech, float(ar) if speech else None, heard if speech else None, params))
+    return out
+
+
+CUE_NAMES = ("energy", "pitch variability", "rate")
+
+
+def _top(probs: np.ndarray | None, k: int = 2) -> list[list[Any]]:
+    if probs is None:
+        return []
+    order = np.argsort(-np.asarray(probs))[:k]
+    return [[DFEW_LABELS[int(i)], round(float(probs[i]), 3)] for i in order]
+
+
+def explain(e: Evidence, f: Fused, params: FusionParams = DEFAULT_FUSION) -> dict[str, Any] | None:
+    """What drove a row's label, in numbers that can be checked against the rest of the row, and one
+    plain-language line. None when the cell had no media at all."""
+    if not e.frames and not e.audio_ms:
+        return None
+    out: dict[str, Any] = {}
+    parts = []
+    if e.frames:
+        out["face"] = {"frames": e.frames, "faces": e.faces, "score": round(e.face_score, 3),
+                       "top": _top(e.face_probs)}
+        if e.face_probs is not None:
+            label, p = out["face"]["top"][0]
+            parts.append(f"face: {label} {p:.2f} over {e.faces} frame{'s' if e.faces != 1 else ''}")
+        else:
+            parts.append(f"face: none in {e.frames} frame{'s' if e.frames != 1 else ''}")
+    if e.audio_ms:
+        v: dict[str, Any] = {"speech_ratio": round(e.speech_ratio, 3)}
+        if f.speech_found and e.voice_probs is not None:
+            v["top"] = _top(e.voice_probs)
+            label, p = v["top"][0]
+            parts.append(f"voice: {label} {p:.2f}")
+        elif f.speech_found and e.arousal is not None:
+            v["arousal"] = round(e.arousal, 3)
+            level = "high" if e.arousal >= 0.6 else "low" if e.arousal <= 0.4 else "moderate"
+            text = f"voice: {level} arousal"
+            if e.cues is not None:
+                v["cues"] = {name: round(float(z), 2) for name, z in zip(CUE_NAMES, e.cues, strict=True)}
+                k = int(np.argmax(np.abs(e.cues)))
+                text += f" ({CUE_NAMES[k]} {float(e.cues[k]):+.1f}σ)"
+            parts.append(text)
+        else:
+            parts.append("voice: no speech")
+        out["voice"] = v
+    heard = f.speech_found and e.voice_probs is not None
+    out["fusion"] = {"face_weight": params.face_weight,
+                     **({"voice_weight": params.voice_weight} if heard else {"arousal_weight": params.arousal_weight})}
+    parts.append(f"fused: {f.label}" if f.label else "fused: no label")
+    out["summary"] = "; ".join(parts)
     return out

@@ -45,6 +45,16 @@ def analyse(vad: Any, audio: np.ndarray, lengths: np.ndarray, threshold: float,
             device: str = "cpu", run_windows: int = RUN_WINDOWS) -> tuple[np.ndarray, np.ndarray]:
     """(speech ratio, arousal) per item; arousal is -1 for items without audio."""
     ratio = speech_ratio(vad, audio, lengths, threshold, device, run_windows)
-    arousal = np.array([prosody(a[:n]).arousal if n > 0 else -1.0
-                        for a, n in zip(audio, lengths, strict=True)], np.float32)
-    return ratio, arousal
+    return ratio, prosodies(audio, lengths)[0]
+
+
+def prosodies(audio: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(arousal, cues) per item of its real samples: arousal -1 and cues 0 for items without audio;
+    cues are energy, pitch variability and rate as z-scores (acoustics.cue_scores)."""
+    arousal = np.full(len(audio), -1.0, np.float32)
+    cues = np.zeros((len(audio), 3), np.float32)
+    for i, (a, n) in enumerate(zip(audio, lengths, strict=True)):
+        if n > 0:
+            p = prosody(a[:n])
+            arousal[i], cues[i] = p.arousal, p.cues()
+    return arousal, cues

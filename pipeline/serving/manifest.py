@@ -10,7 +10,9 @@ model repository.
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -19,10 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from pipeline.inference.labels import DFEW_LABELS, canonical
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10, the official Triton image's: the same parser as a package
-    import tomli as tomllib  # type: ignore[no-redef]
+# Python 3.10 (the official Triton image's) has no tomllib: the same parser ships as the package tomli.
+tomllib = importlib.import_module("tomllib" if sys.version_info >= (3, 11) else "tomli")
 
 MANIFEST = "manifest.toml"
 DROP = "drop"

@@ -371,8 +371,22 @@ def _v6_alerts(conn: Connection) -> None:
 
 PROBS = ("neutral", "happy", "sad", "angry", "fear", "disgust", "surprise")
 MODELS_V7 = f"""
-ALTER TABLE segment_pieces ADD COLUMN IF NOT EXISTS voice_probs float[];
+ALTER TABLE segment_pieces ADD COLUMN IF NOT EXISTS voice_probs float[],
+                           ADD COLUMN IF NOT EXISTS voice_cues float[];
 COMMENT ON COLUMN segment_pieces.voice_probs IS 'the voice-emotion net''s DFEW distribution over the piece''s speech';
+COMMENT ON COLUMN segment_pieces.voice_cues IS 'energy, pitch variability, rate z-scores behind the arousal';
+ALTER TABLE emotion_segments ADD COLUMN IF NOT EXISTS evidence jsonb;
+COMMENT ON COLUMN emotion_segments.evidence IS 'what drove the label: face frames and top classes, voice cues or '
+    'top classes, fusion weights, a one-line summary';
+-- The same view, with the evidence at the end (CREATE OR REPLACE may only append columns).
+CREATE OR REPLACE VIEW emotion_timeline AS
+SELECT s.call_id, s.participant_id, s.role, s.track, s.start_ms, s.end_ms,
+       s.start_ms / 1000.0 AS start_s, (s.end_ms - s.start_ms) / 1000.0 AS seconds,
+       c.started_at + s.start_ms * interval '1 millisecond' AS at,
+       s.label, s.confidence, s.neutral, s.happy, s.sad, s.angry, s.fear, s.disgust, s.surprise,
+       s.face_found, s.speech_found, s.arousal, s.media, s.video_ms, s.audio_ms, s.model_name, s.model_version,
+       s.evidence
+FROM emotion_segments s LEFT JOIN calls c USING (call_id);
 
 -- Two model versions on the same segments (a shadow beside the primary): each pair once, a < b.
 CREATE OR REPLACE VIEW model_comparison AS
@@ -416,7 +430,8 @@ MIGRATIONS = [(1, "tables: calls, chunks ledger, emotion_segments", _v1_tables),
               (5, "participants: emotion_segments by participant id and role, media coverage; segment_pieces; "
                   "chunk streams and per-stream completion; call_participant_summary", _v5_participants),
               (6, "alerts: live alert firings, once per call and rule, with their publication time", _v6_alerts),
-              (7, "segment_pieces.voice_probs; views model_comparison and label_seconds (shadow models)",
+              (7, "segment_pieces.voice_probs and voice_cues; emotion_segments.evidence (in emotion_timeline); "
+                  "views model_comparison and label_seconds (shadow models)",
                _v7_models)]
 
 

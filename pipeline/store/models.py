@@ -48,6 +48,7 @@ class PieceRow(TypedDict):
     speech_ratio: float
     arousal: float | None
     voice_probs: list[float] | None
+    voice_cues: list[float] | None
 
 
 class SegmentRow(TypedDict):
@@ -78,6 +79,7 @@ class SegmentRow(TypedDict):
     video_ms: int
     audio_ms: int
     chunk_seq: int
+    evidence: dict[str, Any] | None
 
 
 class CallRow(TypedDict):
@@ -211,6 +213,9 @@ class EmotionSegment(Base):
     audio_ms: Mapped[int | None] = mapped_column(Integer, comment="ms of the cell with the participant's audio")
     model_name: Mapped[str] = mapped_column(String(128))
     chunk_seq: Mapped[int] = mapped_column(Integer, comment="a chunk that contributed (the first by seq)")
+    evidence: Mapped[dict[str, Any] | None] = mapped_column(
+        JSONB, comment="what drove the label: face frames and top classes, voice cues or top classes, fusion "
+                       "weights, a one-line summary (v7)")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
@@ -240,6 +245,8 @@ class SegmentPiece(Base):
     arousal: Mapped[float | None] = mapped_column(Float)
     voice_probs: Mapped[list[float] | None] = mapped_column(
         ARRAY(Float), comment="the voice-emotion net's DFEW distribution over the piece's speech (v7)")
+    voice_cues: Mapped[list[float] | None] = mapped_column(
+        ARRAY(Float), comment="energy, pitch variability, rate z-scores behind the arousal (v7)")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

@@ -15,17 +15,18 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.inference.fusion import Evidence, FusionParams, fuse_evidence, merge
+from pipeline.inference.fusion import Evidence, FusionParams, explain, fuse_evidence, merge
 from pipeline.inference.labels import DFEW_LABELS
 from pipeline.store.models import SegmentRow
 
 
 def evidence(piece: Mapping[str, Any]) -> Evidence:
-    probs, heard = piece["face_probs"], piece.get("voice_probs")
+    probs, heard, cues = piece["face_probs"], piece.get("voice_probs"), piece.get("voice_cues")
     return Evidence(frames=piece["frames"], faces=piece["faces"], face_weight=piece["face_weight"],
                     face_probs=np.asarray(probs, np.float64) if probs is not None else None,
                     audio_ms=piece["audio_ms"], speech_ratio=piece["speech_ratio"], arousal=piece["arousal"],
-                    voice_probs=np.asarray(heard, np.float64) if heard is not None else None)
+                    voice_probs=np.asarray(heard, np.float64) if heard is not None else None,
+                    cues=np.asarray(cues, np.float64) if cues is not None else None)
 
 
 def media_of(video_ms: int, audio_ms: int) -> str:
@@ -43,7 +44,8 @@ def cell_rows(pieces: Iterable[Mapping[str, Any]], last_cell: int, segment_ms: i
     rows = []
     for (call_id, pid, version, cell), ps in sorted(by_cell.items(), key=lambda kv: kv[0]):
         ps = sorted(ps, key=lambda p: (p["stream"], p["seq"]))
-        f = fuse_evidence(merge([evidence(p) for p in ps]), fusion)
+        merged = merge([evidence(p) for p in ps])
+        f = fuse_evidence(merged, fusion)
         end = cell + segment_ms if cell < last_cell else min(cell + segment_ms, max(p["end_ms"] for p in ps))
         video_ms = min(end - cell, sum(p["video_ms"] for p in ps))
         audio_ms = min(end - cell, sum(p["audio_ms"] for p in ps))
@@ -57,7 +59,8 @@ def cell_rows(pieces: Iterable[Mapping[str, Any]], last_cell: int, segment_ms: i
             surprise=probs[6], label=f.label, confidence=f.confidence, face_found=f.face_found,
             speech_found=f.speech_found, face_score=f.face_score if f.face_found else None, arousal=f.arousal,
             speech_ratio=f.speech_ratio if audio_ms else None, media=media_of(video_ms, audio_ms),
-            video_ms=video_ms, audio_ms=audio_ms, chunk_seq=min(p["seq"] for p in ps)))
+            video_ms=video_ms, audio_ms=audio_ms, chunk_seq=min(p["seq"] for p in ps),
+            evidence=explain(merged, f, fusion)))
     return rows
 
 
@@ -79,4 +82,4 @@ def gap_row(call_id: str, participant_id: str, role: str, model_version: str, mo
         end_ms=cell + segment_ms, model_version=model_version, model_name=model_name, neutral=None, happy=None,
         sad=None, angry=None, fear=None, disgust=None, surprise=None, label=None, confidence=0.0,
         face_found=False, speech_found=False, face_score=None, arousal=None, speech_ratio=None, media="none",
-        video_ms=0, audio_ms=0, chunk_seq=seq)
+        video_ms=0, audio_ms=0, chunk_seq=seq, evidence=None)

@@ -348,4 +348,5 @@ class ChunkProcessor:
             frames=e.frames, faces=e.faces, face_weight=e.face_weight,
             face_probs=[float(x) for x in e.face_probs] if e.face_probs is not None else None,
             speech_ratio=e.speech_ratio, arousal=e.arousal,
-            voice_probs=[float(x) for x in e.voice_probs] if e.voice_probs is not None else None)
+            voice_probs=[float(x) for x in e.voice_probs] if e.voice_probs is not None else None,
+            voice_cues=[float(x) for x in e.cues] if e.cues is not None else None)

@@ -121,3 +121,28 @@ def test_voice_merges_by_speech_time():
     f = fuse_evidence(m)
     assert f.speech_found and not f.face_found and f.modality == "voice"
     assert not fuse_evidence(merge([quiet])).speech_found
+
+
+def test_evidence_says_what_drove_the_label():
+    from pipeline.inference.fusion import FusionParams, explain
+
+    face = np.array([0.05, 0.8, 0.05, 0.04, 0.02, 0.02, 0.02])
+    e = Evidence(2, 2, 1.9, face, 1000, 0.8, 0.75, None, np.array([1.4, -0.2, 0.3]))
+    f = fuse_evidence(e)
+    ev = explain(e, f)
+    assert ev["summary"] == "face: happy 0.80 over 2 frames; voice: high arousal (energy +1.4σ); fused: happy"
+    assert ev["face"] == {"frames": 2, "faces": 2, "score": 0.95, "top": [["happy", 0.8], ["neutral", 0.05]]}
+    assert ev["voice"]["cues"] == {"energy": 1.4, "pitch variability": -0.2, "rate": 0.3}
+    assert ev["fusion"] == {"face_weight": 1.0, "arousal_weight": 0.3}
+    # A voice-emotion net: its top two classes and its weight; no face in the frames.
+    heard = np.array([0.1, 0.7, 0.05, 0.05, 0.04, 0.03, 0.03])
+    v = Evidence(2, 0, 0.0, None, 1000, 0.9, 0.5, heard, np.zeros(3))
+    params = FusionParams(voice_weight=0.5)
+    ev = explain(v, fuse_evidence(v, params), params)
+    assert ev["summary"] == "face: none in 2 frames; voice: happy 0.70; fused: happy"
+    assert ev["voice"]["top"] == [["happy", 0.7], ["neutral", 0.1]] and ev["fusion"]["voice_weight"] == 0.5
+    # Silence, and no media at all.
+    quiet = Evidence(0, 0, 0.0, None, 1000, 0.0, None)
+    assert explain(quiet, fuse_evidence(quiet))["summary"] == "voice: no speech; fused: no label"
+    nothing = Evidence(0, 0, 0.0, None, 0, 0.0, None)
+    assert explain(nothing, fuse_evidence(nothing)) is None

@@ -77,6 +77,13 @@ def test_a_call_through_the_added_model_with_the_builtin_as_its_shadow(stack, by
         assert len(faced) >= 7 and all(r.label == "angry" for r in faced)
         assert len(voice_only) >= 3 and all(r.label == "happy" for r in voice_only)
         assert all(r.label == "happy" for r in by_version[BUILTIN] if r.face_found)
+        # Each row says why: the voice net's top class on voice-only rows, the face net's where a face was.
+        why = dict(query(settings, "SELECT start_ms, evidence->>'summary' FROM emotion_timeline WHERE call_id = "
+                                   "'byom-1' AND role = 'customer' AND model_version = 'toy/1'"))
+        for r in voice_only:
+            assert why[r.start_ms].startswith("face: none in") and "; voice: happy" in why[r.start_ms], why
+            assert why[r.start_ms].endswith("; fused: happy")
+        assert all(why[r.start_ms].startswith("face: angry") for r in faced)
         heard = query(settings, "SELECT count(*) FROM segment_pieces WHERE call_id = 'byom-1' "
                                 "AND model_version = 'toy/1' AND voice_probs IS NOT NULL")[0][0]
         assert heard >= len(voice_only)
