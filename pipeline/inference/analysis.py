@@ -64,6 +64,8 @@ class Analyzer:
         def loaded(key: str, make: Any) -> Any:
             try:
                 return make()
+            except mf.ManifestError:
+                raise
             except (ValueError, OSError, RuntimeError) as exc:
                 raise mf.ManifestError(f"{path}: {key}: {exc}") from None
 

@@ -134,7 +134,7 @@ class Scores:
 def clip_evidence(analyzer: Any, path: Path, fps: float, frame_width: int, segment_ms: int,
                   ffmpeg_bin: str) -> Evidence:
     """A clip as one participant's one-chunk call through the analyzer: its segments' merged evidence."""
-    from pipeline.inference.analysis import Request   # torch: only where a model runs
+    from pipeline.inference.analysis import Request  # torch: only where a model runs
     from pipeline.media.decode import decode
     from pipeline.worker.process import decoded_items
 

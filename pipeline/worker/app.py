@@ -71,6 +71,7 @@ class OffsetGate:
 
 LAG_INTERVAL_S = 5.0
 ALERT_SWEEP_S = 5.0
+SHADOW_READY_S = 60.0   # how long a starting worker waits for its shadow model before going on without it
 
 
 async def watch_lag(app: faust.App, topic: str, gate: OffsetGate, acked_next: dict[Any, int],
@@ -189,14 +190,9 @@ def create_app(settings: Settings) -> faust.App:
             name, version, fusion = await client.identity()
             shadow, fusions = None, {version: fusion}
             if settings.shadow_model:
-                self.shadow_client = EmotionClient(settings.triton_grpc_url, settings.shadow_model,
-                                                   settings.triton_batch_items)
-                await self.shadow_client.wait_ready(wait_s=600)
-                shadow_name, shadow_version, fusions[shadow_version] = await self.shadow_client.identity()
-                if shadow_version == version:
-                    raise SystemExit(f"CALLSTREAM_SHADOW_MODEL={settings.shadow_model} serves {version}, the "
-                                     "primary's own version: a shadow must be another version")
-                shadow = ModelRun(self.shadow_client, shadow_name, shadow_version)
+                shadow = await self._shadow(version)
+                if shadow is not None:
+                    fusions[shadow.version] = shadow.fusion
             claims = ClaimCheckStore(settings)
             processor = ChunkProcessor(settings, client, claims, ffmpeg_exe(settings.ffmpeg_binary), name, version,
                                        shadow, lambda exc: metrics.shadow_errors.labels(type(exc).__name__).inc())
@@ -231,6 +227,23 @@ def create_app(settings: Settings) -> faust.App:
                 log.warning("analysing the emotions of %s: emotion recognition of employees at work is prohibited "
                             "in the EU by the AI Act, Article 5(1)(f), except for medical or safety reasons",
                             " and ".join(employees))
+
+        async def _shadow(self, primary_version: str) -> ModelRun | None:
+            """The shadow model, or None (logged, counted) when it is not served within a minute: a
+            missing shadow must not keep the primary from working."""
+            self.shadow_client = client = EmotionClient(settings.triton_grpc_url, settings.shadow_model,
+                                                        settings.triton_batch_items)
+            try:
+                await client.wait_ready(wait_s=SHADOW_READY_S)
+                name, version, fusion = await client.identity()
+            except Exception as exc:  # not served, not ready, no config: the primary goes on alone
+                log.error("shadow model %s unavailable, running without it: %s", settings.shadow_model, exc)
+                metrics.shadow_errors.labels(type(exc).__name__).inc()
+                return None
+            if version == primary_version:
+                raise SystemExit(f"CALLSTREAM_SHADOW_MODEL={settings.shadow_model} serves {version}, the "
+                                 "primary's own version: a shadow must be another version")
+            return ModelRun(client, name, version, fusion=fusion)
 
         async def on_stop(self) -> None:
             for c in (self.client, self.shadow_client):

@@ -20,7 +20,7 @@ import numpy as np
 from pipeline.contract import ChunkMeta
 from pipeline.errors import BadChunk
 from pipeline.inference.client import EmotionClient, Item
-from pipeline.inference.fusion import Evidence
+from pipeline.inference.fusion import DEFAULT_FUSION, Evidence, FusionParams
 from pipeline.ingest.claimcheck import ClaimCheckStore
 from pipeline.media.decode import AUDIO_RATE, ChunkFile, Decoded, StreamDecoder, Window
 from pipeline.media.segment import (
@@ -162,6 +162,7 @@ class ModelRun:
     name: str
     version: str
     tracks: TrackMemory = field(default_factory=TrackMemory)
+    fusion: FusionParams = DEFAULT_FUSION   # how the writer fuses this version's pieces
 
 
 class ChunkProcessor:
