@@ -150,3 +150,28 @@ def test_bad_models_never_reach_the_repository(repo, tmp_path, case, message):
     with pytest.raises(mf.ManifestError, match=message):
         add(path, repo)
     assert sorted(p.name for p in repo.iterdir()) == before
+
+
+def test_several_face_nets_pool_as_a_weighted_geometric_mean(repo, tmp_path):
+    """Two [[face]] entries with different crops: the second is cut from the detector's boxes."""
+    from pipeline.inference.analysis import Request, pool
+    from pipeline.inference.face_detection import face_crop
+
+    source = model_kit.write_model(tmp_path / "pair", voice=False, name="pair")
+    text = source.read_text()
+    second = text[text.index("[[face]]"):text.index("\n[fusion]")].replace('name = "toy-face"', 'name = "wide"')
+    second = second.replace("input_size = 48", "input_size = 48\ncrop_margin = 0.4\nweight = 0.5")
+    source.write_text(text.replace("\n[fusion]", "\n" + second + "\n[fusion]"))
+    version, _, _ = add(source, repo)
+    analyzer = Analyzer.load(repo, model=version.triton_name)
+    assert [f.spec.name for f in analyzer.faces] == ["toy-face", "wide"]
+    view = model_kit.astronaut_view()
+    frames = np.stack([np.stack([view])])
+    r = Request.of(frames, np.ones((1, 1), bool), np.zeros((1, 1), np.float32), [0])
+    flat, found, _ = analyzer.detect(r)
+    assert found.scores[0] > 0.9
+    first = analyzer.faces[0].probs(found.crops[:1])
+    wide = analyzer.faces[1].probs(face_crop(flat[0], found.boxes[0], analyzer.faces[1].crop)[None])
+    np.testing.assert_allclose(analyzer.expressions([flat], [found])[0][:1], pool([(1.0, first), (0.5, wide)]),
+                               atol=1e-6)
+    assert not np.allclose(first, wide)   # the wider crop is another input
