@@ -39,6 +39,11 @@ def byom(stack, model_repository, tmp_path_factory):
         added = subprocess.run([sys.executable, "-m", "pipeline.cli", "models", "add", str(source)],
                                env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
         assert added.returncode == 0, added.stderr[-3000:]
+        # A net that passes its trial run on noise but answers bright faces with NaN.
+        nan = model_kit.write_model(tmp / "nan-model", kind="nan", voice=False, name="nan")
+        loaded = subprocess.run([sys.executable, "-m", "pipeline.cli", "models", "add", str(nan)],
+                                env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
+        assert loaded.returncode == 0 and ": ready" in loaded.stdout, loaded.stderr[-3000:]
         yield env, added.stdout
     finally:
         triton.stop(served)
@@ -98,3 +103,35 @@ def test_a_call_through_the_added_model_with_the_builtin_as_its_shadow(stack, by
     finally:
         stack.stop_worker(worker)
     assert "shadow model emotion" in (settings.state_dir / "logs" / "worker-byom.log").read_text(errors="replace")
+
+
+def test_a_net_that_answers_nan_rejects_that_request_and_serves_the_next(byom):
+    """At run time a NaN from a net is the request's fault (INVALID_ARG -> inference_rejected, a dead
+    letter with the net's message), and the model goes on serving the next request."""
+    import asyncio
+
+    import numpy as np
+
+    from pipeline.errors import BadChunk
+    from pipeline.inference.client import EmotionClient, Item
+
+    env, _ = byom
+    settings = Settings.from_env(env)
+    face = np.stack([model_kit.astronaut_view()] * 2)
+    gray = np.repeat(face.mean(axis=3, keepdims=True), 3, axis=3).astype(np.uint8)   # the same face, no colour
+
+    async def run():
+        client = EmotionClient(settings.triton_grpc_url, "nan-v1")
+        try:
+            await client.wait_ready(60)
+            await client.identity()
+            with pytest.raises(BadChunk) as err:
+                await client.infer([Item(face, np.zeros(0, np.float32))])
+            served = await client.infer([Item(gray, np.zeros(0, np.float32))])
+            return served, err.value
+        finally:
+            await client.close()
+
+    served, err = asyncio.run(run())
+    assert served[0].faces == 2 and served[0].face_probs is not None
+    assert err.reason == "inference_rejected" and "not finite" in err.detail

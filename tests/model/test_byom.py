@@ -141,11 +141,12 @@ def test_bad_models_never_reach_the_repository(repo, tmp_path, case, message):
     path.write_text(text)
     before = sorted(p.name for p in repo.iterdir())
     if case == "nan":
-        # Noise averages 0.5: the trial run passes; NaN only where a crop is brighter than 0.9.
+        # Noise is as red as it is blue: the trial run passes; a skin-coloured crop gives NaN.
         version, _, _ = add(path, repo)
         analyzer = Analyzer.load(repo, model=version.triton_name)
         with pytest.raises(NetOutputError, match="not finite"):
-            analyzer.faces[0].probs(np.full((1, 48, 48, 3), 250, np.uint8))
+            analyzer.faces[0].probs(np.broadcast_to(np.array([200, 120, 90], np.uint8), (1, 48, 48, 3)).copy())
+        assert analyzer.faces[0].probs(np.full((1, 48, 48, 3), 128, np.uint8)).shape == (1, 7)
         return
     with pytest.raises(mf.ManifestError, match=message):
         add(path, repo)
