@@ -309,6 +309,11 @@ Next steps
 
 
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    if args.nets:
+        from pipeline.bench import nets
+
+        print(nets.markdown(nets.compare(settings.model_repository)))
+        return 0
     from pipeline.bench.main import bench, markdown
 
     cmd_up(settings, args)
@@ -473,6 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--workers", default="1,2", help="worker counts to compare")
     be.add_argument("--latency-seconds", type=float, default=40, help="length of the paced latency run")
     be.add_argument("--no-peers", action="store_true", help="skip fer.Video and the naive loop")
+    be.add_argument("--nets", action="store_true", help="only each built-in net on TorchScript vs ONNX Runtime "
+                                                        "(ms per call, output difference); no stack")
     return p
 
 

