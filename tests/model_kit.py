@@ -53,13 +53,17 @@ def face_net(kind: str = "ok"):
     return Face()
 
 
-def voice_net():
+def voice_net(kind: str = "labels"):
+    """kind: labels (the class scores above) | va: valence tanh(20r) in -1..1 and arousal
+    sigmoid(40r - 2) in 0..1, so normal speech sits near happy and whispers near neutral."""
     import torch
 
     class Voice(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             r = torch.sqrt((x * x).mean(dim=1) + 1e-12)
             z = torch.zeros_like(r)
+            if kind == "va":
+                return torch.stack([torch.tanh(20 * r), torch.sigmoid(40 * r - 2)], dim=1)
             return torch.stack([z, 40 * r, z + 1, z, z, z, z], dim=1)
 
     return Voice()
@@ -72,15 +76,15 @@ def export_face(target: Path, kind: str = "ok") -> Path:
                    {"input": {0: "batch"}, "output": {0: "batch"}})
 
 
-def export_voice(target: Path) -> Path:
+def export_voice(target: Path, kind: str = "labels") -> Path:
     import torch
 
-    return _export(voice_net(), torch.rand(2, 16000), target,
+    return _export(voice_net(kind), torch.rand(2, 16000), target,
                    {"input": {0: "batch", 1: "samples"}, "output": {0: "batch"}})
 
 
 def manifest_text(face_file: str = "face.onnx", voice_file: str | None = "voice.onnx", name: str = "toy",
-                  version: str | None = "1", extra_face: str = "") -> str:
+                  version: str | None = "1", extra_face: str = "", voice_kind: str = "labels") -> str:
     head = f'name = "{name}"\n' + (f'version = "{version}"\n' if version else "")
     text = head + f"""
 [[face]]
@@ -94,7 +98,17 @@ labels = {FACE_LABELS!r}
 label_map = {{ contempt = "drop", sorrow = "sad" }}
 {extra_face}
 """.replace("'", '"')
-    if voice_file:
+    if voice_file and voice_kind == "va":
+        text += f"""
+[voice.emotion]
+file = "{voice_file}"
+window_s = 2.0
+min_window_s = 0.5
+output = "valence_arousal"
+valence_range = [-1.0, 1.0]
+arousal_range = [0.0, 1.0]
+"""
+    elif voice_file:
         text += f"""
 [voice.emotion]
 file = "{voice_file}"
@@ -106,12 +120,13 @@ labels = {VOICE_LABELS!r}
     return text
 
 
-def write_model(folder: Path, kind: str = "ok", voice: bool = True, **kw) -> Path:
+def write_model(folder: Path, kind: str = "ok", voice: bool = True, voice_kind: str = "labels", **kw) -> Path:
     """A user's model folder: the two ONNX files and their manifest; returns the manifest's path."""
     folder.mkdir(parents=True, exist_ok=True)
     export_face(folder / "face.onnx", kind)
     if voice:
-        export_voice(folder / "voice.onnx")
+        export_voice(folder / "voice.onnx", voice_kind)
+        kw["voice_kind"] = voice_kind
     path = folder / "manifest.toml"
     path.write_text(manifest_text(voice_file="voice.onnx" if voice else None, **kw))
     return path

@@ -13,6 +13,9 @@ FER2013_LABELS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "
 # arousal score into a weak prior over labels. Values follow the usual placement: surprise, fear and
 # anger high; happy and disgust moderate; neutral and sad low.
 DFEW_AROUSAL: tuple[float, ...] = (0.2, 0.6, 0.25, 0.85, 0.8, 0.55, 0.9)
+# Valence (-1 unpleasant .. 1 pleasant) on the same circumplex: with arousal it places each label for a
+# voice net that answers valence and arousal instead of classes.
+DFEW_VALENCE: tuple[float, ...] = (0.0, 0.8, -0.6, -0.6, -0.6, -0.7, 0.3)
 
 
 def permutation(source: tuple[str, ...], target: tuple[str, ...] = DFEW_LABELS) -> list[int]:

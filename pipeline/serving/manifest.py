@@ -41,8 +41,8 @@ class Labelled(_Strict):
     """A net's outputs: one class per output column, in the net's own order, and where each goes."""
     file: str = Field(description="path relative to the manifest, inside the model repository")
     format: Literal["onnx", "torchscript"] = "onnx"
-    output: Literal["logits", "probabilities"] = "logits"
-    labels: tuple[str, ...] = Field(min_length=2, description="the net's classes in its output order")
+    output: Literal["logits", "probabilities", "valence_arousal"] = "logits"   # valence_arousal: voice nets only
+    labels: tuple[str, ...] = Field(default=(), description="the net's classes in its output order")
     # A class that is not one of the seven (or a common alias): fold it into a DFEW column, or "drop"
     # it and renormalise the rest. Also overrides an alias (e.g. calm = "drop").
     label_map: dict[str, str] = Field(default_factory=dict)
@@ -50,7 +50,10 @@ class Labelled(_Strict):
 
     @model_validator(mode="after")
     def _labels_map(self) -> Labelled:
-        self.mapping()
+        if self.output != "valence_arousal":
+            if len(self.labels) < 2:
+                raise ValueError("labels: a net that scores classes names at least two, in its output order")
+            self.mapping()
         return self
 
     def mapping(self) -> np.ndarray:
@@ -91,6 +94,8 @@ class FaceNet(Labelled):
 
     @model_validator(mode="after")
     def _channels(self) -> FaceNet:
+        if self.output == "valence_arousal":
+            raise ValueError("output: a face net scores classes (logits or probabilities)")
         channels = 1 if self.color == "gray" else 3
         for key in ("mean", "std"):
             if len(getattr(self, key)) not in (1, channels):
@@ -105,7 +110,9 @@ class FaceNet(Labelled):
 
 
 class VoiceEmotionNet(Labelled):
-    """A speech-emotion net: a mono waveform window around each segment in, class scores out.
+    """A speech-emotion net: a mono waveform window around each segment in, class scores out, or
+    (`output = "valence_arousal"`) two numbers, valence then arousal, in the declared ranges: those
+    become a distribution over the seven labels by their places on the valence-arousal circumplex.
 
     The window is `window_s` of the participant's audio centred on the segment (a net needs more
     context than one segment holds). At a chunk's edges it shifts inward, so it never reaches into
@@ -115,6 +122,8 @@ class VoiceEmotionNet(Labelled):
     sample_rate: int = Field(default=16000, ge=8000, le=48000)
     window_s: float = Field(default=3.0, gt=0, le=30)
     min_window_s: float = Field(default=0.5, gt=0, le=30)
+    valence_range: tuple[float, float] = (-1.0, 1.0)
+    arousal_range: tuple[float, float] = (0.0, 1.0)
     normalize: Literal["none", "zero_mean_unit_var"] = Field(default=
         "none", description="zero_mean_unit_var: as wav2vec2 / HuBERT feature extractors do")
 
@@ -122,6 +131,12 @@ class VoiceEmotionNet(Labelled):
     def _window(self) -> VoiceEmotionNet:
         if self.min_window_s > self.window_s:
             raise ValueError("min_window_s is longer than window_s")
+        if self.output == "valence_arousal" and (self.labels or self.label_map):
+            raise ValueError("a valence_arousal net has no labels or label_map")
+        for key in ("valence_range", "arousal_range"):
+            lo, hi = getattr(self, key)
+            if not lo < hi:
+                raise ValueError(f"{key} must be [low, high] with low < high")
         return self
 
 

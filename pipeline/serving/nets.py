@@ -16,7 +16,7 @@ import numpy as np
 
 from pipeline.inference.acoustics import SAMPLE_RATE
 from pipeline.inference.face_detection import CropSpec
-from pipeline.inference.labels import DFEW_LABELS
+from pipeline.inference.labels import DFEW_AROUSAL, DFEW_LABELS, DFEW_VALENCE
 from pipeline.serving import manifest as mf
 
 
@@ -99,9 +99,32 @@ def runner(path: Path, fmt: str, device: str = "cpu", dtype: str = "float32") ->
     return OnnxRunner(path, device) if fmt == "onnx" else TorchScriptRunner(path, device, dtype)
 
 
+CIRCUMPLEX_WIDTH = 0.25   # s.d. of the Gaussian around each label's (valence, arousal), both scaled to 0..1
+
+
+def circumplex(valence: np.ndarray, arousal: np.ndarray) -> np.ndarray:
+    """(N, 7) DFEW probabilities from valence and arousal, both scaled to 0..1: a Gaussian around each
+    label's place on the circumplex (labels.DFEW_VALENCE, DFEW_AROUSAL), as the arousal prior does."""
+    v = (np.asarray(DFEW_VALENCE) + 1) / 2
+    a = np.asarray(DFEW_AROUSAL)
+    d2 = (valence[:, None] - v[None]) ** 2 + (arousal[:, None] - a[None]) ** 2
+    p = np.exp(-0.5 * d2 / CIRCUMPLEX_WIDTH ** 2)
+    return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
 def to_dfew(scores: np.ndarray, spec: mf.Labelled, mapping: np.ndarray, what: str) -> np.ndarray:
-    """A net's (N, classes) output as (N, 7) DFEW probabilities; dropped classes renormalised away."""
+    """A net's (N, classes) output as (N, 7) DFEW probabilities; dropped classes renormalised away.
+    A valence-arousal net's (N, 2) output is placed on the circumplex instead."""
     scores = np.asarray(scores)
+    if isinstance(spec, mf.VoiceEmotionNet) and spec.output == "valence_arousal":
+        if scores.ndim != 2 or scores.shape[1] != 2:
+            raise NetOutputError(f"{what} returned shape {tuple(scores.shape)}; a valence_arousal net answers "
+                                 "(batch, 2): valence, arousal")
+        s = scores.astype(np.float64)
+        if not np.isfinite(s).all():
+            raise NetOutputError(f"{what} returned values that are not finite (NaN or infinity)")
+        (v0, v1), (a0, a1) = spec.valence_range, spec.arousal_range
+        return circumplex(np.clip((s[:, 0] - v0) / (v1 - v0), 0, 1), np.clip((s[:, 1] - a0) / (a1 - a0), 0, 1))
     if scores.ndim != 2 or scores.shape[1] != len(spec.labels):
         raise NetOutputError(f"{what} returned shape {tuple(scores.shape)}; the manifest declares "
                              f"(batch, {len(spec.labels)}) for labels {list(spec.labels)}")
@@ -165,7 +188,8 @@ class VoiceEmotion:
 
     @classmethod
     def load(cls, spec: mf.VoiceEmotionNet, path: Path, device: str = "cpu") -> VoiceEmotion:
-        return cls(spec, runner(path, spec.format, device), spec.mapping())
+        mapping = spec.mapping() if spec.output != "valence_arousal" else np.zeros((2, len(DFEW_LABELS)), np.float32)
+        return cls(spec, runner(path, spec.format, device), mapping)
 
     @property
     def window_ms(self) -> int:

@@ -176,3 +176,13 @@ def test_several_face_nets_pool_as_a_weighted_geometric_mean(repo, tmp_path):
     np.testing.assert_allclose(analyzer.expressions([flat], [found])[0][:1], pool([(1.0, first), (0.5, wide)]),
                                atol=1e-6)
     assert not np.allclose(first, wide)   # the wider crop is another input
+
+
+def test_a_valence_arousal_voice_net_is_placed_on_the_circumplex(repo, tmp_path):
+    source = model_kit.write_model(tmp_path / "va", voice_kind="va", name="va")
+    version, report, _ = add(source, repo)
+    analyzer = Analyzer.load(repo, model=version.triton_name)
+    audio = np.stack([model_kit.speech(0.1, 1.0), model_kit.speech(0.01, 1.0)])
+    out = analyzer.run(np.zeros((2, 1, 16, 16, 3), np.uint8), np.zeros((2, 1), bool), audio, np.full(2, 16000))
+    assert [DFEW_LABELS[int(p.argmax())] for p in out["VOICE_PROBS"]] == ["happy", "neutral"]
+    assert [DFEW_LABELS[int(p.argmax())] for p in out["PROBS"]] == ["happy", "neutral"]

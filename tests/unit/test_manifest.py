@@ -155,3 +155,21 @@ def test_model_kit_manifest_is_what_the_docs_show():
     example = mf.parse(text[start:text.index("```", start)], "docs/MODEL_CARD.md")
     assert example.voice.emotion is not None and example.face[0].format == "onnx"
     assert Path(example.face[0].file).suffix == ".onnx"
+
+
+def test_valence_and_arousal_become_a_distribution_on_the_circumplex():
+    from pipeline.serving.nets import circumplex
+
+    probs = circumplex(np.array([0.9, 0.2, 0.5]), np.array([0.6, 0.85, 0.2]))
+    assert [DFEW_LABELS[int(i)] for i in probs.argmax(1)] == ["happy", "angry", "neutral"]
+    np.testing.assert_allclose(probs.sum(1), 1, atol=1e-6)
+    text = model_kit.manifest_text(voice_kind="va")
+    spec = mf.parse(text).voice.emotion
+    # valence 1.0 of -1..1 and arousal 0.6: happy; the net's raw answer is checked for shape and numbers.
+    assert DFEW_LABELS[int(to_dfew(np.array([[1.0, 0.6]]), spec, np.zeros((2, 7)), "v").argmax())] == "happy"
+    with pytest.raises(NetOutputError, match="answers \\(batch, 2\\)"):
+        to_dfew(np.zeros((1, 3)), spec, np.zeros((2, 7)), "v")
+    with pytest.raises(mf.ManifestError, match="a valence_arousal net has no labels"):
+        mf.parse(text.replace('output = "valence_arousal"', 'output = "valence_arousal"\nlabels = ["a", "b"]'))
+    with pytest.raises(mf.ManifestError, match="a face net scores classes"):
+        mf.parse(text.replace('layout = "NCHW"', 'layout = "NCHW"\noutput = "valence_arousal"'))
