@@ -29,7 +29,6 @@ from pipeline.serving import manifest as mf
 
 TEMPLATE = "emotion"          # the built-in model: its config.pbtxt and model.py are every version's
 INSTALL_INFO = "INSTALL_INFO.json"
-BUILTIN_FILES = ("detector.folder", "voice.vad")
 
 
 def fusion_of(m: mf.Manifest) -> FusionParams:
@@ -168,45 +167,15 @@ def add(source: Path, repo: Path, as_name: str | None = None,
     validate). Returns the version, the trial report and whether anything was (or would be) installed
     (False: the same contents were already there)."""
     source, repo = Path(source), Path(repo)
-    m = mf.load(source)
-    raw = m.model_dump(exclude_none=True)
-    for key in BUILTIN_FILES:
-        section, field = key.split(".")
-        default = getattr(getattr(mf, section.capitalize())(), field)
-        if raw.get(section, {}).get(field, default) != default:
-            raise mf.ManifestError(f"{source}: {key}: an installed model uses the repository's built-in "
-                                   f"{'detector' if section == 'detector' else 'VAD'}; leave {key} out")
     template = repo / TEMPLATE
     if not (template / "config.pbtxt").is_file() or not (template / "1" / "model.py").is_file():
         raise mf.ManifestError(f"{repo} is not a callstream model repository (no {TEMPLATE}/config.pbtxt)")
     versions = installed(repo)
-    if m.version is None:   # the next free integer for this name
-        taken = [int(i.manifest.version) for i in versions
-                 if i.manifest.name == m.name and i.manifest.version and i.manifest.version.isdigit()]
-        raw["version"] = str(max(taken, default=0) + 1)
-        m = mf.Manifest.model_validate(raw)
+    m, raw = _versioned(source, versions)
     name = as_name or triton_name_of(m)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,119}", name):
         raise mf.ManifestError(f"model name {name!r}: letters, digits, '_' and '-' only (at most 120)")
-    # Net files are the user's: read relative to their manifest, wherever it is, and copied in.
-    nets: dict[str, Path] = {}
-    for i, f in enumerate(m.face):
-        nets[f"face[{i}].file"] = (source.parent / f.file)
-    if m.voice.emotion is not None:
-        nets["voice.emotion.file"] = source.parent / m.voice.emotion.file
-    for key, path in nets.items():
-        if not path.is_file():
-            raise mf.ManifestError(f"{source}: {key}: {path} does not exist")
-    local: dict[str, str] = {}
-    for key, path in nets.items():
-        base = re.sub(r"[^A-Za-z0-9_.-]", "_", path.name) or "net"
-        while f"1/{base}" in local.values():
-            base = "_" + base
-        local[key] = f"1/{base}"
-    for i, f in enumerate(raw["face"]):
-        f["file"] = local[f"face[{i}].file"]
-    if m.voice.emotion is not None:
-        raw["voice"]["emotion"]["file"] = local["voice.emotion.file"]
+    nets = _net_files(source, m, raw)
     text = _toml(raw)
     fingerprint = digest(list(nets.values()), text)
     for other in versions:
@@ -218,6 +187,58 @@ def add(source: Path, repo: Path, as_name: str | None = None,
                                    "`version` (or leave `version` out and one is assigned)")
         if other.triton_name == name:
             raise mf.ManifestError(f"model {name!r} already exists in {repo} (as {other.model_version})")
+    info = {"model_version": model_version(m), "sha256": fingerprint, "source": str(source.resolve())}
+    report = _install(repo, name, m, text, nets, info, dry_run)
+    return Installed(name, model_version(m), repo / name, m, info), report, True
+
+
+def _versioned(source: Path, versions: list[Installed]) -> tuple[mf.Manifest, dict[str, Any]]:
+    """The source manifest (and its raw form), with the next free version where it names none. An
+    installed model runs the repository's own detector and VAD."""
+    m = mf.load(source)
+    if m.detector.folder != mf.BUILTIN_DETECTOR:
+        raise mf.ManifestError(f"{source}: detector.folder: an installed model uses the repository's built-in "
+                               "detector; leave detector.folder out")
+    if m.voice.vad != mf.BUILTIN_VAD:
+        raise mf.ManifestError(f"{source}: voice.vad: an installed model uses the repository's built-in VAD; "
+                               "leave voice.vad out")
+    raw = m.model_dump(exclude_none=True)
+    if m.version is None:
+        taken = [int(i.manifest.version) for i in versions
+                 if i.manifest.name == m.name and i.manifest.version and i.manifest.version.isdigit()]
+        raw["version"] = str(max(taken, default=0) + 1)
+        m = mf.Manifest.model_validate(raw)
+    return m, raw
+
+
+def _net_files(source: Path, m: mf.Manifest, raw: dict[str, Any]) -> dict[str, Path]:
+    """The user's net files (read relative to their manifest, wherever it is) by the file name each
+    gets in the version folder; `raw` is rewritten to name those."""
+    wanted = [(f"face[{i}].file", f.file) for i, f in enumerate(m.face)]
+    if m.voice.emotion is not None:
+        wanted.append(("voice.emotion.file", m.voice.emotion.file))
+    nets: dict[str, Path] = {}
+    for key, relative in wanted:
+        path = source.parent / relative
+        if not path.is_file():
+            raise mf.ManifestError(f"{source}: {key}: {path} does not exist")
+        base = re.sub(r"[^A-Za-z0-9_.-]", "_", path.name) or "net"
+        while f"1/{base}" in nets:
+            base = "_" + base
+        nets[f"1/{base}"] = path
+    local = list(nets)
+    for i, f in enumerate(raw["face"]):
+        f["file"] = local[i]
+    if m.voice.emotion is not None:
+        raw["voice"]["emotion"]["file"] = local[-1]
+    return nets
+
+
+def _install(repo: Path, name: str, m: mf.Manifest, text: str, nets: dict[str, Path], info: dict[str, Any],
+             dry_run: bool) -> dict[str, Any]:
+    """Build the version folder beside the repository, trial-run it there (with the built-in detector
+    and VAD linked in), and move it into the repository only when everything answered."""
+    template = repo / TEMPLATE
     staging = Path(tempfile.mkdtemp(prefix=".callstream-add-", dir=repo.parent))
     try:
         for builtin in ("face_detector", "voice"):
@@ -225,19 +246,18 @@ def add(source: Path, repo: Path, as_name: str | None = None,
         folder = staging / name
         (folder / "1").mkdir(parents=True)
         shutil.copyfile(template / "1" / "model.py", folder / "1" / "model.py")
-        for key, path in nets.items():
-            shutil.copyfile(path, folder / local[key])
+        for local, path in nets.items():
+            shutil.copyfile(path, folder / local)
         (folder / mf.MANIFEST).write_text(text)
         report = trial_run(folder / mf.MANIFEST, staging)
         (folder / "config.pbtxt").write_text(render_config((template / "config.pbtxt").read_text(), name, m))
-        info = {"model_version": model_version(m), "sha256": fingerprint, "source": str(source.resolve()),
-                "installed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "trial": report}
+        info.update(installed_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), trial=report)
         (folder / "1" / INSTALL_INFO).write_text(json.dumps(info, indent=2))
         if not dry_run:
             shutil.move(str(folder), str(repo / name))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return Installed(name, model_version(m), repo / name, m, info), report, True
+    return report
 
 
 def _toml(value: dict[str, Any]) -> str:

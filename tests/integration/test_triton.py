@@ -10,19 +10,9 @@ import pytest
 from pipeline.inference.client import EmotionClient, Item
 from pipeline.inference.fusion import fuse_evidence
 from pipeline.inference.labels import DFEW_LABELS
+from tests.model_kit import astronaut_view
 
 pytestmark = pytest.mark.stack
-
-
-def _faces_view(h=270, w=240):
-    from skimage import data, transform
-
-    face = transform.resize(data.astronaut()[0:300, 90:370], (int(h * 0.8), int(h * 0.8 * 280 / 300)),
-                            preserve_range=True).astype(np.uint8)
-    frame = np.full((h, w, 3), 40, np.uint8)
-    y, x = (h - face.shape[0]) // 2, (w - face.shape[1]) // 2
-    frame[y:y + face.shape[0], x:x + face.shape[1]] = face
-    return frame
 
 
 def _speech():
@@ -55,7 +45,7 @@ def _infer(settings, items, batch_items=32):
 
 
 def test_real_faces_and_speech_give_ordered_probabilities(stack):
-    face, speech = _faces_view(), _speech()
+    face, speech = astronaut_view(), _speech()
     items = [Item(np.stack([face, face]), speech),                       # face + voice
              Item(np.stack([face]), np.zeros(0, np.float32)),            # video only
              Item(np.zeros((0, 1, 1, 3), np.uint8), speech),             # audio only
@@ -71,7 +61,7 @@ def test_real_faces_and_speech_give_ordered_probabilities(stack):
 
 
 def test_batched_and_unbatched_calls_agree(stack):
-    face, speech = _faces_view(), _speech()
+    face, speech = astronaut_view(), _speech()
     rng = np.random.default_rng(1)
     # Six views (tracks): batching never changes what one view's items get.
     items = [Item(np.stack([np.roll(face, int(rng.integers(-20, 20)), axis=1)] * 2),
@@ -87,7 +77,7 @@ def test_batched_and_unbatched_calls_agree(stack):
 def test_a_face_followed_through_one_view_gets_what_a_search_of_every_frame_gets(stack):
     """Items of one view in one request: after the first frame the detector checks the last face box
     instead of searching; the moving face keeps its label and its probabilities stay within 0.01."""
-    face, speech = _faces_view(), _speech()
+    face, speech = astronaut_view(), _speech()
     items = [Item(np.stack([np.roll(face, 3 * k, axis=1), np.roll(face, 3 * k + 2, axis=0)]), speech)
              for k in range(6)]
     followed, _ = _infer(stack.settings, items)
@@ -100,7 +90,7 @@ def test_a_face_followed_through_one_view_gets_what_a_search_of_every_frame_gets
 def test_a_chunk_handed_its_views_tracking_state_goes_on_from_it(stack):
     """TRACK_STATE comes back per view and HINT takes it on: the next chunk checks the box instead of
     searching (the state's frame count goes on), with the label of a chunk that searched."""
-    face, speech = _faces_view(), _speech()
+    face, speech = astronaut_view(), _speech()
     chunk = [Item(np.stack([np.roll(face, 2 * k, axis=1)] * 2), speech) for k in range(3)]
 
     async def run():
