@@ -24,6 +24,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import aiokafka.errors as aiokafka_errors
+import kafka.errors as kafka_errors
+
 from pipeline.contract import H_DLQ_DETAIL, H_DLQ_REASON, ChunkMeta, bounded, parse
 from pipeline.errors import BadChunk, Dependency, TransientFault
 from pipeline.store.models import CallRow, ChunkStatus, LedgerEntry
@@ -310,13 +313,22 @@ class MessageHandler:
             raise TransientFault(f"dead-letter topic unavailable: {_describe(exc)}", "dead_letter_topic") from exc
 
 
+# Records the broker will never accept, whatever the retry: by the clients' own types (aiokafka for
+# the worker's producer, kafka-python for the CLI's), not by class names.
+NEVER_ACCEPTED: tuple[type[BaseException], ...] = (
+    aiokafka_errors.MessageSizeTooLargeError, aiokafka_errors.RecordTooLargeError,
+    aiokafka_errors.CorruptRecordException, aiokafka_errors.RecordListTooLargeError,
+    aiokafka_errors.UnsupportedForMessageFormatError, kafka_errors.MessageSizeTooLargeError,
+    kafka_errors.InvalidRecordError, kafka_errors.CorruptRecordError, kafka_errors.RecordListTooLargeError,
+    kafka_errors.UnsupportedForMessageFormatError)
+
+
 def _permanent_kafka_error(exc: BaseException) -> bool:
     """Kafka errors are marked retriable or not; a record too large or invalid will never be accepted."""
-    name = type(exc).__name__
-    if name in ("MessageSizeTooLargeError", "RecordTooLargeError", "InvalidRecordError", "CorruptRecordException",
-                "RecordListTooLargeError", "UnsupportedForMessageFormatError"):
+    if isinstance(exc, NEVER_ACCEPTED):
         return True
-    return getattr(exc, "retriable", True) is False and getattr(exc, "errno", None) not in (None, -1)
+    return isinstance(exc, aiokafka_errors.KafkaError | kafka_errors.KafkaError) and not exc.retriable \
+        and getattr(exc, "errno", None) not in (None, -1)
 
 
 def _describe(exc: BaseException) -> str:

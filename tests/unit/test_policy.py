@@ -3,6 +3,9 @@
 import asyncio
 
 import pytest
+from aiokafka.errors import (
+    MessageSizeTooLargeError,  # what the worker's producer raises for a record the broker refuses
+)
 
 from pipeline.contract import ChunkMeta
 from pipeline.errors import BadChunk, TransientFault
@@ -10,11 +13,6 @@ from pipeline.worker.handler import MessageHandler
 from tests.unit.fakes import FakeDLQ, FakeProcessor, FakeWriter
 
 GOOD = ChunkMeta("call-1", 0, 0, duration_ms=1000).headers()
-
-
-class MessageSizeTooLargeError(Exception):  # the name aiokafka gives a record the broker will never take
-    retriable = False
-    errno = 10
 
 
 def handler(processor=None, writer=None, dlq=None, **kw):
@@ -188,3 +186,20 @@ def test_metrics_count_every_end_reason_and_retry():
     assert asyncio.run(h.handle("chunks", 0, 8, b"call-1", b"media", GOOD, timestamp=1.0)) == "done"
     assert value("callstream_publish_to_commit_seconds_count") == 2     # or whose record has a timestamp
     assert value("callstream_chunks_in_flight") == 0
+
+
+def test_kafka_errors_are_told_apart_by_the_clients_types():
+    import aiokafka.errors as a
+    import kafka.errors as k
+
+    from pipeline.worker.handler import _permanent_kafka_error
+
+    for never in (a.MessageSizeTooLargeError(), a.RecordTooLargeError(), k.MessageSizeTooLargeError(),
+                  k.InvalidRecordError()):
+        assert _permanent_kafka_error(never), never
+    for transient in (a.KafkaTimeoutError(), a.NotLeaderForPartitionError(), k.KafkaTimeoutError(),
+                      ConnectionError("refused")):
+        assert not _permanent_kafka_error(transient), transient
+    class Lookalike(Exception):   # a name and attributes are not a Kafka error
+        retriable, errno = False, 10
+    assert not _permanent_kafka_error(Lookalike())
