@@ -629,11 +629,16 @@ def scratch_dir() -> str | None:
     return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 
+CHUNK_PREFIX = "callstream-chunk-"
+# Our files are named for the process that wrote them, so a later process can tell whose they were.
+CHUNK_FILE = re.compile(rf"^{CHUNK_PREFIX}(\d+)-")
+
+
 class ChunkFile:
     """The payload on scratch storage for ffmpeg to read (a file, so demuxers can seek), removed on exit."""
 
     def __init__(self, payload: bytes) -> None:
-        fd, name = tempfile.mkstemp(prefix="callstream-chunk-", dir=scratch_dir())
+        fd, name = tempfile.mkstemp(prefix=f"{CHUNK_PREFIX}{os.getpid()}-", dir=scratch_dir())
         self.path = Path(name)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -647,3 +652,46 @@ class ChunkFile:
 
     def __exit__(self, *exc: object) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # someone else's live process
+        return True
+    return True
+
+
+def _held_open(paths: set[str]) -> set[str]:
+    """Which of `paths` some process has open (as far as /proc lets this process see)."""
+    held: set[str] = set()
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            for fd in fd_dir.iterdir():
+                target = os.readlink(fd)
+                if target in paths:
+                    held.add(target)
+        except OSError:   # a process that exited, or one we may not look into
+            continue
+    return held
+
+
+def remove_stale_chunk_files(folder: str | Path | None = None) -> list[Path]:
+    """Chunk files a crashed worker left in scratch storage (customer media outliving its processing):
+    removed at a worker's start. Only our naming, only files whose writing process is gone, and only
+    files no live process holds open; returns what was removed."""
+    root = Path(folder or scratch_dir() or tempfile.gettempdir())
+    candidates = {}
+    for path in root.glob(f"{CHUNK_PREFIX}*"):
+        m = CHUNK_FILE.match(path.name)
+        if m and path.is_file() and not _alive(int(m.group(1))):
+            candidates[str(path)] = path
+    held = _held_open(set(candidates)) if candidates else set()
+    removed = []
+    for name, path in candidates.items():
+        if name not in held:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

@@ -24,6 +24,7 @@ from pipeline.alerts.rules import load_rules
 from pipeline.inference.client import EmotionClient
 from pipeline.ingest.claimcheck import ClaimCheckStore
 from pipeline.ingest.security import faust_credentials
+from pipeline.media.decode import remove_stale_chunk_files
 from pipeline.media.ffmpeg_bin import ffmpeg_exe
 from pipeline.settings import EMPLOYEE_ROLES, Settings
 from pipeline.store.db import async_engine
@@ -184,6 +185,9 @@ def create_app(settings: Settings) -> faust.App:
         engine: AsyncEngine | None = None
 
         async def on_start(self) -> None:
+            stale = remove_stale_chunk_files()
+            if stale:
+                log.warning("removed %d chunk file(s) a stopped worker left in scratch storage", len(stale))
             self.client = client = EmotionClient(settings.triton_grpc_url, settings.triton_model,
                                                  settings.triton_batch_items)
             await client.wait_ready(wait_s=600)
