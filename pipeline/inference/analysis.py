@@ -79,12 +79,9 @@ class Analyzer:
         net = m.voice.emotion
         voice_net = None if net is None else loaded(
             "voice.emotion.file", lambda: VoiceEmotion.load(net, at(net.file, "voice.emotion.file"), device))
-        fusion = FusionParams(face_weight=m.fusion.face_weight, voice_weight=m.fusion.voice_weight,
-                              arousal_weight=m.fusion.arousal_weight, voice_only_mix=m.fusion.voice_only_mix,
-                              min_speech_ratio=m.voice.min_speech_ratio)
         fields: dict[str, Any] = dict(speech_threshold=m.voice.speech_threshold, tracking=m.detector.tracking,
                                       keyframe_every=m.detector.search_every, device=device, manifest=m)
-        return cls(detector, faces, vad, voice_net, fusion, **{**fields, **overrides})
+        return cls(detector, faces, vad, voice_net, m.fusion_params(), **{**fields, **overrides})
 
     @property
     def voice_window_ms(self) -> int:

@@ -19,6 +19,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pipeline.inference.fusion import FusionParams
 from pipeline.inference.labels import DFEW_LABELS, canonical
 
 # Python 3.10 (the official Triton image's) has no tomllib: the same parser ships as the package tomli.
@@ -190,7 +191,15 @@ class Manifest(_Strict):
     @property
     def model_version(self) -> str:
         """What every row this manifest produces carries in `model_version`."""
+        if self.version is None:
+            raise ManifestError(f"manifest {self.name!r} has no version (only `models add` assigns one)")
         return f"{self.name}/{self.version}"
+
+    def fusion_params(self) -> FusionParams:
+        """How this model fuses: its [fusion] table with its voice.min_speech_ratio."""
+        f = self.fusion
+        return FusionParams(face_weight=f.face_weight, voice_weight=f.voice_weight, arousal_weight=f.arousal_weight,
+                            voice_only_mix=f.voice_only_mix, min_speech_ratio=self.voice.min_speech_ratio)
 
     def files(self) -> dict[str, str]:
         """Every file the manifest names, by the key that names it."""

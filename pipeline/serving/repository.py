@@ -31,23 +31,11 @@ TEMPLATE = "emotion"          # the built-in model: its config.pbtxt and model.p
 INSTALL_INFO = "INSTALL_INFO.json"
 
 
-def fusion_of(m: mf.Manifest) -> FusionParams:
-    return FusionParams(face_weight=m.fusion.face_weight, voice_weight=m.fusion.voice_weight,
-                        arousal_weight=m.fusion.arousal_weight, voice_only_mix=m.fusion.voice_only_mix,
-                        min_speech_ratio=m.voice.min_speech_ratio)
-
-
 def config_parameters(m: mf.Manifest) -> dict[str, str]:
     """What a model's config.pbtxt must say for workers to store and fuse as its manifest does."""
     window = m.voice.emotion.window_s if m.voice.emotion is not None else 0.0
-    return {"model_version": model_version(m), "min_speech_ratio": repr(m.voice.min_speech_ratio),
-            "fusion": fusion_of(m).to_json(), "voice_window_ms": str(int(round(window * 1000)))}
-
-
-def model_version(m: mf.Manifest) -> str:
-    if m.version is None:
-        raise mf.ManifestError(f"manifest {m.name!r} has no version (only `models add` assigns one)")
-    return f"{m.name}/{m.version}"
+    return {"model_version": m.model_version, "min_speech_ratio": repr(m.voice.min_speech_ratio),
+            "fusion": m.fusion_params().to_json(), "voice_window_ms": str(int(round(window * 1000)))}
 
 
 def check_config(config: dict[str, Any], m: mf.Manifest, where: str) -> None:
@@ -94,7 +82,7 @@ def installed(repo: Path) -> list[Installed]:
             m = mf.load(folder / mf.MANIFEST)
             info_path = folder / "1" / INSTALL_INFO
             info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-            out.append(Installed(folder.name, model_version(m), folder, m, info))
+            out.append(Installed(folder.name, m.model_version, folder, m, info))
     return out
 
 
@@ -179,17 +167,17 @@ def add(source: Path, repo: Path, as_name: str | None = None,
     text = _toml(raw)
     fingerprint = digest(list(nets.values()), text)
     for other in versions:
-        if other.model_version == model_version(m):
+        if other.model_version == m.model_version:
             if other.info.get("sha256") == fingerprint:
                 return other, {"face": [], "voice": None}, False
-            raise mf.ManifestError(f"{source}: {model_version(m)} is already installed as {other.triton_name} "
+            raise mf.ManifestError(f"{source}: {m.model_version} is already installed as {other.triton_name} "
                                    "with other contents; a version's rows are keyed by it: give this one a new "
                                    "`version` (or leave `version` out and one is assigned)")
         if other.triton_name == name:
             raise mf.ManifestError(f"model {name!r} already exists in {repo} (as {other.model_version})")
-    info = {"model_version": model_version(m), "sha256": fingerprint, "source": str(source.resolve())}
+    info = {"model_version": m.model_version, "sha256": fingerprint, "source": str(source.resolve())}
     report = _install(repo, name, m, text, nets, info, dry_run)
-    return Installed(name, model_version(m), repo / name, m, info), report, True
+    return Installed(name, m.model_version, repo / name, m, info), report, True
 
 
 def _versioned(source: Path, versions: list[Installed]) -> tuple[mf.Manifest, dict[str, Any]]:
