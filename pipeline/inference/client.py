@@ -14,6 +14,17 @@ from pipeline.errors import BadChunk, TransientFault
 from pipeline.inference.acoustics import SAMPLE_RATE
 from pipeline.inference.fusion import MIN_SPEECH_RATIO, Evidence, FusionParams
 
+# tritonclient's own channel options, plus a reconnect backoff capped at a second: gRPC's default grows
+# to two minutes, so a Triton that restarted would stay unreachable to this channel long after it is
+# ready (the worker's retry probes ask every half second and must see it within one or two).
+CHANNEL_ARGS = [
+    ("grpc.max_send_message_length", 2**31 - 1), ("grpc.max_receive_message_length", 2**31 - 1),
+    ("grpc.keepalive_time_ms", 2**31 - 1), ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.keepalive_permit_without_calls", False), ("grpc.http2.max_pings_without_data", 2),
+    ("grpc.initial_reconnect_backoff_ms", 250), ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+
 EMPTY_FRAME = (16, 16)  # stands in for "no video" so audio-only items still have a valid tensor
 
 
@@ -125,7 +136,7 @@ class EmotionClient:
         self.voice_probs = False   # the model returns VOICE_PROBS
         self.voice_cues = False    # the model returns VOICE_CUES
         self.voice_window_ms = 0   # the audio context its voice-emotion net wants (0: none, send no window)
-        self._client = grpcclient.InferenceServerClient(url=url)
+        self._client = grpcclient.InferenceServerClient(url=url, channel_args=CHANNEL_ARGS)
 
     async def close(self) -> None:
         await self._client.close()

@@ -19,7 +19,16 @@ class PartitionLag:
     start: int              # its earliest retained offset
 
     @property
-    def lag(self) -> int:
+    def trusted(self) -> bool:
+        """A committed offset past the partition's end cannot be: the broker's end offset is behind
+        (an embedded broker that reports it late, a partition recreated under the group). The lag is
+        then unknown, not zero."""
+        return self.committed is None or self.committed <= self.end
+
+    @property
+    def lag(self) -> int | None:
+        if not self.trusted:
+            return None
         return max(0, self.end - (self.committed if self.committed is not None else self.start))
 
 

@@ -21,7 +21,6 @@ import re
 import subprocess
 import tempfile
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,9 @@ import numpy as np
 
 from pipeline.errors import BadChunk
 from pipeline.media import avi, gop, mkv
+from pipeline.media.holders import held
 from pipeline.media.probe import MediaInfo, parse_report, require_streams
+from pipeline.media.runclock import CLOCK, Deadline
 
 _T = TypeVar("_T")
 
@@ -219,7 +220,7 @@ class StreamDecoder:
         self._closed = False
         self._procs: list[subprocess.Popen[bytes]] = []
         self._errs: list[_Stderr] = []
-        self._timer: threading.Timer | None = None
+        self._timer: Deadline | None = None
         self.size: tuple[int, int] | None = None
         self.channels = 0
         self.frames_read = self.samples_read = 0
@@ -232,7 +233,7 @@ class StreamDecoder:
         self.audio: subprocess.Popen[bytes] | None = None
         self._split = False
         self._skip_probe, self._drop = self._plan(video)
-        started = time.monotonic()
+        started = CLOCK.running()
         self._arm(HEADER_TIMEOUT_S)
         try:
             mux = self._spawn(self._muxed_args(video, audio, None))
@@ -245,7 +246,7 @@ class StreamDecoder:
             # The container's length may be that of a stream left undecoded: then it proves no truncation.
             self._whole = self.info == info
             self.timeout_s = timeout_s(self.info) if callable(timeout_s) else timeout_s
-            self._arm(max(0.0, self.timeout_s - (time.monotonic() - started)))
+            self._arm(max(0.0, self.timeout_s - (CLOCK.running() - started)))
             self._mux = mux
             self._header = self._first_header(video, audio)
             if self._header.channels > MAX_CHANNELS:
@@ -345,7 +346,10 @@ class StreamDecoder:
 
     def _stream_report(self, err: _Stderr) -> MediaInfo:
         """What the container holds, from the report ffmpeg prints before it decodes anything."""
-        err.reported.wait(HEADER_TIMEOUT_S + 5)
+        # Waited in steps, and ended by the deadline (running time), not by a wall-clock wait: a process
+        # stopped for longer than the budget must not wake up to a verdict on its chunk.
+        while not err.reported.wait(0.25) and not self.timed_out:
+            pass
         if self.timed_out:
             raise BadChunk("decode_timeout", f"reading the container header took longer than {HEADER_TIMEOUT_S:.0f}s")
         text = "\n".join(err.report)
@@ -355,11 +359,10 @@ class StreamDecoder:
         return require_streams(parse_report(text))
 
     def _arm(self, seconds: float) -> None:
+        """The budget counts the time this process runs (media/runclock.py), never a pause."""
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-        self._timer.start()
+        self._timer = CLOCK.call_after(seconds, self._expire)
 
     def _expire(self) -> None:
         self.timed_out = True
@@ -664,20 +667,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _held_open(paths: set[str]) -> set[str]:
-    """Which of `paths` some process has open (as far as /proc lets this process see)."""
-    held: set[str] = set()
-    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
-        try:
-            for fd in fd_dir.iterdir():
-                target = os.readlink(fd)
-                if target in paths:
-                    held.add(target)
-        except OSError:   # a process that exited, or one we may not look into
-            continue
-    return held
-
-
 def remove_stale_chunk_files(folder: str | Path | None = None) -> list[Path]:
     """Chunk files a crashed worker left in scratch storage (customer media outliving its processing):
     removed at a worker's start. Only our naming, only files whose writing process is gone, and only
@@ -688,10 +677,10 @@ def remove_stale_chunk_files(folder: str | Path | None = None) -> list[Path]:
         m = CHUNK_FILE.match(path.name)
         if m and path.is_file() and not _alive(int(m.group(1))):
             candidates[str(path)] = path
-    held = _held_open(set(candidates)) if candidates else set()
+    in_use = held(set(candidates))
     removed = []
     for name, path in candidates.items():
-        if name not in held:
+        if name not in in_use:
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import create_engine
+from typing import Any
+
+from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -14,9 +16,26 @@ def sync_engine(settings: Settings) -> Engine:
     return create_engine(settings.sqlalchemy_url, pool_pre_ping=True)
 
 
+# A worker's transaction runs its statements back to back (milliseconds apart). One that sits idle for
+# this long belongs to a process that was stopped (SIGSTOP, a VM pause) in the middle of it: Postgres
+# ends it, so the call's advisory lock it holds does not stall the worker that took its partitions.
+IDLE_IN_TRANSACTION_S = 10
+
+
 def async_engine(settings: Settings, pool_size: int = 5) -> AsyncEngine:
-    return create_async_engine(settings.sqlalchemy_url, pool_size=pool_size, max_overflow=pool_size,
-                               pool_pre_ping=True)
+    engine = create_async_engine(settings.sqlalchemy_url, pool_size=pool_size, max_overflow=pool_size,
+                                 pool_pre_ping=True)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _limit_idle_transactions(dbapi_connection: Any, _record: Any) -> None:
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_S}s'")
+        cursor.close()
+        dbapi_connection.autocommit = autocommit
+
+    return engine
 
 
 def ensure_schema(settings: Settings) -> list[int]:

@@ -128,6 +128,12 @@ SELECT id, call_id, rule, participant_id, role, window_start_ms, window_end_ms, 
 FROM alerts WHERE published_at IS NULL AND (CAST(:c AS varchar) IS NULL OR call_id = :c)
 ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED""")
 
+_DONE_AT = text("""
+SELECT worker FROM chunks WHERE topic = :t AND partition = :p AND "offset" = :o AND status = 'done'""")
+_LATE = text("""
+UPDATE chunks SET note = left(concat_ws('; ', note, CAST(:n AS text)), 2000), attempts = attempts + 1
+WHERE topic = :t AND partition = :p AND "offset" = :o""")
+
 AlertSend = Callable[[bytes, bytes], Awaitable[None]]
 
 
@@ -277,8 +283,30 @@ class SegmentWriter:
                                    {"ids": [r["id"] for r in rows]})
         return [r["rule"] for r in rows]
 
-    async def record_failure(self, call: CallRow | None, ledger: LedgerEntry) -> None:
+    async def done_at(self, topic: str, partition: int, offset: int) -> str | None:
+        """The worker that settled the message at this offset as `done`, if one did."""
+        async with self._transaction() as conn:
+            return (await conn.execute(_DONE_AT, {"t": topic, "p": partition, "o": offset})).scalar_one_or_none()
+
+    async def note_late_attempt(self, topic: str, partition: int, offset: int, note: str) -> None:
+        async with self._transaction() as conn:
+            await conn.execute(_LATE, {"t": topic, "p": partition, "o": offset, "n": note})
+
+    async def record_failure(self, call: CallRow | None, ledger: LedgerEntry) -> bool:
+        """The failed chunk's ledger row; False when the chunk was `done` at that offset already: the
+        first `done` stands (a late attempt of a worker that lost the partition must not undo it), and
+        the failure becomes a note on that row."""
         async with self._transaction() as conn:
             if call:
                 await conn.execute(_call_upsert(call))
-            await conn.execute(_ledger_upsert(ledger))
+            row = {**ledger, "processed_at": func.clock_timestamp()}
+            stmt = insert(ChunkLedger).values(**row)
+            update: dict[str, Any] = {c: stmt.excluded[c] for c in row if c not in LEDGER_KEY}
+            update["attempts"] = ChunkLedger.attempts + 1
+            result = await conn.execute(stmt.on_conflict_do_update(
+                index_elements=LEDGER_KEY, set_=update, where=ChunkLedger.status != ChunkStatus.DONE))
+            if result.rowcount:
+                return True
+            await conn.execute(_LATE, {"t": ledger["topic"], "p": ledger["partition"], "o": ledger["offset"],
+                                       "n": f"a later attempt failed ({ledger.get('error_reason')}); kept done"})
+            return False

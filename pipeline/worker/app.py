@@ -1,11 +1,8 @@
 """The Faust app: one agent on the chunks topic, a dead-letter topic, nothing else.
 
-One reader takes messages in partition order and runs up to `worker_concurrency` of them at once, so
-ffmpeg, Triton and Postgres overlap and one slow chunk does not hold the others up. Offsets are the
-delicate part: Faust commits the highest run of acknowledged offsets it sees, so acknowledging a fast
-later message while an earlier one is still running would let the commit pass the earlier one, and a
-crash would lose it. The OffsetGate acknowledges a partition's messages strictly in offset order, each
-only once its end (rows or dead letter) is committed.
+The agent hands its stream to the ordered-ack loop (worker/consume.py), which runs up to
+`worker_concurrency` messages at once, so ffmpeg, Triton and Postgres overlap and one slow chunk does
+not hold the others up, and acknowledges each partition's offsets strictly in order.
 """
 
 from __future__ import annotations
@@ -18,6 +15,7 @@ from typing import Any
 
 import faust
 import mode
+from faust.types import TP
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline.alerts.rules import load_rules
@@ -29,49 +27,36 @@ from pipeline.media.ffmpeg_bin import ffmpeg_exe
 from pipeline.settings import EMPLOYEE_ROLES, Settings
 from pipeline.store.db import async_engine
 from pipeline.store.writer import SegmentWriter
+from pipeline.worker.consume import Assignment, OffsetGate, consume
 from pipeline.worker.handler import MessageHandler
+from pipeline.worker.leftovers import PendingDeletes
 from pipeline.worker.metrics import Metrics
 from pipeline.worker.process import ChunkProcessor, ModelRun
 
 log = logging.getLogger("callstream.worker")
 
 
-class OffsetGate:
-    """Per partition, the offsets in flight; releases finished ones only below the lowest unfinished.
+class FaustPartitions:
+    """The consumer as the ordered-ack loop sees it. Faust keeps its own TP type in the sets it pauses
+    and resumes (and asserts on it), while a message's `tp` comes from the Kafka client: convert."""
 
-    Messages of a partition are begun in the order the single reader receives them, which is offset
-    order; they may finish in any order."""
+    def __init__(self, app: faust.App) -> None:
+        self.app = app
 
-    def __init__(self) -> None:
-        self._open: dict[Any, dict[int, Any]] = {}
+    def assignment(self) -> Any:
+        return self.app.consumer.assignment()
 
-    def begin(self, tp: Any, offset: int) -> None:
-        self._open.setdefault(tp, {})[offset] = None
+    def pause_partitions(self, tps: Any) -> None:
+        self.app.consumer.pause_partitions({TP(tp.topic, tp.partition) for tp in tps})
 
-    def finish(self, tp: Any, offset: int, token: Any) -> list[Any]:
-        """Mark `offset` finished; returns the tokens that may now be acknowledged, in offset order."""
-        entries = self._open[tp]
-        entries[offset] = token
-        released = []
-        for off in sorted(entries):
-            if entries[off] is None:
-                break
-            released.append(entries.pop(off))
-        if not entries:
-            del self._open[tp]
-        return released
-
-    def pending(self) -> int:
-        return sum(len(e) for e in self._open.values())
-
-    def lowest(self, tp: Any) -> int | None:
-        """The lowest offset of the partition still in flight."""
-        entries = self._open.get(tp)
-        return min(entries) if entries else None
+    def resume_partitions(self, tps: Any) -> None:
+        self.app.consumer.resume_partitions({TP(tp.topic, tp.partition) for tp in tps})
 
 
 LAG_INTERVAL_S = 5.0
 ALERT_SWEEP_S = 5.0
+CLAIM_SWEEP_S = 10.0
+SESSION_TIMEOUT_S = 6.0   # the consumer's group session: a worker silent this long loses its partitions
 SHADOW_READY_S = 60.0   # how long a starting worker waits for its shadow model before going on without it
 
 
@@ -93,7 +78,9 @@ async def watch_lag(app: faust.App, topic: str, gate: OffsetGate, acked_next: di
                     nxt = await app.consumer.position(tp)
                 if high is None or nxt is None:
                     continue
-                metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, high - nxt))
+                # A next offset past the high watermark means the broker's watermark is behind: the lag
+                # is unknown (NaN), not 0, so an alert on it neither fires nor clears on a false figure.
+                metrics.lag.labels(tp.topic, str(tp.partition)).set(high - nxt if nxt <= high else float("nan"))
             for tp in shown - assigned:  # revoked: another worker reports it now
                 metrics.lag.remove(tp.topic, str(tp.partition))
             shown = assigned
@@ -103,19 +90,39 @@ async def watch_lag(app: faust.App, topic: str, gate: OffsetGate, acked_next: di
             log.debug("lag not measured this round: %s", exc)
 
 
+def dump_tasks() -> None:
+    """SIGUSR1: log where every asyncio task of the worker is waiting, down the chain of awaits (a
+    worker that looks stuck says why without a debugger)."""
+    for task in asyncio.all_tasks():
+        frames: list[str] = []
+        coro: Any = task.get_coro()
+        while coro is not None and len(frames) < 30:
+            frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+            if frame is not None:
+                frames.append(f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
+            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+        log.warning("task %s waits in:\n  %s", task.get_name(), "\n  ".join(frames))
+
+
 EXIT_CODE = {"code": 0}
 LOOP_LAG_WARN_S = 0.1
 
 
-async def watch_loop_lag(interval: float = 0.05) -> None:
+async def watch_loop_lag(owned: Assignment, interval: float = 0.05) -> None:
     """Long work must never hold the event loop (heartbeats and the other chunks run on it): say so
-    when a wake-up comes more than 100 ms late, with the worst lag since the last warning."""
+    when a wake-up comes more than 100 ms late, with the worst lag since the last warning. A lag longer
+    than the group session means the process was stopped and has lost its partitions: suspend all
+    work until the group assigns partitions again."""
     loop = asyncio.get_running_loop()
     worst, last_warn = 0.0, 0.0
     while True:
         t = loop.time()
         await asyncio.sleep(interval)
         lag = loop.time() - t - interval
+        if lag > SESSION_TIMEOUT_S and not owned.suspended:
+            owned.suspended = True
+            log.warning("this worker was stopped for %.0f s, longer than its group session: its partitions are "
+                        "presumed lost, nothing in flight is written until the group assigns them again", lag)
         worst = max(worst, lag)
         if lag > LOOP_LAG_WARN_S and loop.time() - last_warn > 10:
             log.warning("event loop blocked for %.0f ms (worst since last warning %.0f ms)", lag * 1000, worst * 1000)
@@ -131,12 +138,16 @@ def create_app(settings: Settings) -> faust.App:
         topic_partitions=settings.partitions,
         consumer_auto_offset_reset="earliest",
         # Short session and rebalance timeouts: a joining or leaving worker rebalances in seconds.
-        broker_session_timeout=6.0, broker_rebalance_timeout=6.0, broker_heartbeat_interval=1.0,
+        broker_session_timeout=SESSION_TIMEOUT_S, broker_rebalance_timeout=SESSION_TIMEOUT_S,
+        broker_heartbeat_interval=1.0,
         broker_commit_every=50, broker_commit_interval=1.0,
         consumer_max_fetch_size=16 * 1024 * 1024, producer_max_request_size=16 * 1024 * 1024,
         stream_buffer_maxsize=settings.worker_concurrency * 2,
         web_enabled=settings.worker_web_port > 0, web_port=settings.worker_web_port or 6066,
         store="memory://", table_cleanup_interval=3600.0,
+        # A revocation does not wait for the chunks in flight to finish: they are cancelled and their
+        # new owner processes them (a stopped worker would otherwise finish them after losing them).
+        stream_wait_empty=False,
         # Faust makes a `<app id>-data` folder for table state even with the memory store: keep it with
         # the rest of the state, not in whatever directory the worker was started from.
         datadir=str(settings.state_dir / "faust" / "{conf.name}-data"),
@@ -150,6 +161,31 @@ def create_app(settings: Settings) -> faust.App:
     runtime: dict[str, Any] = {}
     ready = asyncio.Event()
     metrics = Metrics()
+    owned = Assignment()
+    gate = OffsetGate()
+    acked_next: dict[Any, int] = {}
+    leftovers = PendingDeletes()
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        """Work on a partition this worker no longer owns must never write: cancel it. (Faust sends the
+        revoked set as the signal's one argument.)"""
+        revoked = args[0] if args else kwargs.get("revoked", ())
+        tps = [tp for tp in revoked if tp.topic == settings.chunks_topic]
+        cancelled = owned.revoke(tps)
+        for tp in tps:
+            gate.forget(tp)
+            acked_next.pop(tp, None)
+        if cancelled:
+            log.warning("partitions %s revoked: %d chunk(s) in flight cancelled; their new owner processes "
+                        "them", sorted(tp.partition for tp in tps), cancelled)
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        """The group has said what is ours again (Faust seeks each partition to its committed offset)."""
+        if owned.suspended:
+            log.info("partitions assigned again after the stop: resuming work")
+        owned.suspended = False
 
     async def dead_letter(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> None:
         fut = await dlq.send(key=key, value=value, headers=headers)
@@ -175,6 +211,15 @@ def create_app(settings: Settings) -> faust.App:
             except Exception as exc:
                 log.warning("alert sweep: %s", exc)
 
+    @app.timer(interval=CLAIM_SWEEP_S)
+    async def sweep_claims() -> None:
+        """Claim-check objects whose delete failed are deleted once the object store is back."""
+        discard = runtime.get("discard")
+        if discard is not None and len(leftovers):
+            n = await leftovers.retry(discard)
+            if n:
+                log.info("deleted %d claim-check object(s) left over from an object-store outage", n)
+
     @app.service
     class WorkerRuntime(mode.Service):
         """The worker's clients, opened when the app starts and closed when it stops (Faust's service
@@ -185,6 +230,7 @@ def create_app(settings: Settings) -> faust.App:
         engine: AsyncEngine | None = None
 
         async def on_start(self) -> None:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump_tasks)
             stale = remove_stale_chunk_files()
             if stale:
                 log.warning("removed %d chunk file(s) a stopped worker left in scratch storage", len(stale))
@@ -213,13 +259,16 @@ def create_app(settings: Settings) -> faust.App:
             async def discard(uri: str) -> None:
                 await asyncio.to_thread(claims.delete, uri)
 
+            runtime["discard"] = discard if settings.delete_claim_checks else None
+
             runtime["handler"] = MessageHandler(
                 processor, writer, dead_letter,
                 health={"triton": client.ping, "postgres": writer.ping, "object_store": s3_up},
                 park_payload=park, retry_initial_s=settings.retry_initial_s, retry_max_s=settings.retry_max_s,
                 max_attempts=settings.max_attempts, dlq_inline_limit=settings.dlq_inline_limit_bytes,
                 discard_claim=discard if settings.delete_claim_checks else None, metrics=metrics,
-                publish_alerts=publish_alerts if rules else None)
+                publish_alerts=publish_alerts if rules else None, leftover=leftovers.add,
+                pause_limit_s=SESSION_TIMEOUT_S)
             metrics.serve(settings.metrics_port)
             ready.set()
             log.info("worker ready: model %s (%s) at %s; analysing %s; %d alert rule(s)", name, version,
@@ -260,42 +309,16 @@ def create_app(settings: Settings) -> faust.App:
     async def process_chunks(stream: Any) -> None:
         await ready.wait()
         h = runtime["handler"]
-        slots = asyncio.Semaphore(settings.worker_concurrency)
-        gate = OffsetGate()
-        running: set[asyncio.Task[None]] = set()
         manual = stream.noack()
-        acked_next: dict[Any, int] = {}
-        watchdog = asyncio.create_task(watch_loop_lag())
+        watchdog = asyncio.create_task(watch_loop_lag(owned))
         lag = asyncio.create_task(watch_lag(app, settings.chunks_topic, gate, acked_next, metrics))
 
-        async def run(event: Any) -> None:
-            m = event.message
-            try:
-                await h.handle(m.topic, m.partition, m.offset, m.key, m.value, m.headers, m.timestamp)
-                # The payload is no longer needed while the ack may wait for an earlier, slower message;
-                # the event holds its own reference to it besides the message's.
-                event.value = m.value = None
-                for done in gate.finish(m.tp, m.offset, event):
-                    await manual.ack(done)
-                    acked_next[m.tp] = done.message.offset + 1
-            finally:
-                slots.release()
-
         try:
-            async for event in manual.events():
-                gate.begin(event.message.tp, event.message.offset)  # at once: receipt order is offset order
-                await slots.acquire()
-                task = asyncio.create_task(run(event))
-                running.add(task)
-                task.add_done_callback(running.discard)
+            await consume(manual.events(), h, FaustPartitions(app), manual.ack, owned, gate, acked_next,
+                          concurrency=settings.worker_concurrency, session_timeout_s=SESSION_TIMEOUT_S)
         finally:
-            # Stopping: unfinished messages stay unacknowledged, so the next owner processes them again.
             watchdog.cancel()
             lag.cancel()
-            for task in list(running):
-                task.cancel()
-            if running:
-                await asyncio.wait(list(running), timeout=5)
 
     agent: Any = process_chunks  # Faust's AgentT does not declare the error hook it calls
     faust_on_error = agent._on_error

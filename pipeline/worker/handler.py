@@ -10,6 +10,16 @@ offset is not acknowledged, so the next owner processes the message again).
   is about this message after all, and it is dead-lettered as `retries_exhausted`; if not, the
   dependency really is down and waiting is right.
 - Anything else is a bug, and costs one chunk (`processing_error`), never the worker.
+
+Fencing: a message is worked on under a Lease from the consumer. A partition revoked from this worker
+(or a pause of the process long enough to lose its group membership) ends the lease; from then on the
+message's work writes nothing (no rows, no ledger row, no dead letter) and its outcome is 'revoked':
+the partition's new owner processes it. And the ledger never turns a chunk that is `done` at its offset
+into `failed`: a late failing attempt is kept as a note on the done row, without a dead letter.
+
+Waiting: while a dependency is down, the message steps aside (the consumer gives its slot to other
+partitions and stops fetching its own) and probes the dependency every PROBE_S, so the retry comes as
+soon as it answers rather than when the backoff ends.
 """
 
 from __future__ import annotations
@@ -19,8 +29,9 @@ import logging
 import os
 import socket
 import traceback
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +40,7 @@ import kafka.errors as kafka_errors
 
 from pipeline.contract import H_DLQ_DETAIL, H_DLQ_REASON, ChunkMeta, bounded, parse
 from pipeline.errors import BadChunk, Dependency, TransientFault
+from pipeline.media.runclock import CLOCK, Mark, RunningClock
 from pipeline.store.models import CallRow, ChunkStatus, LedgerEntry
 from pipeline.worker.metrics import Metrics
 
@@ -57,6 +69,28 @@ class Message:
     @property
     def source(self) -> str:
         return f"{self.topic}/{self.partition}/{self.offset}"
+
+
+@asynccontextmanager
+async def _in_place() -> AsyncIterator[None]:
+    yield
+
+
+def _always() -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class Lease:
+    """What the consumer grants one message. `held()`: this worker still owns the message's partition
+    (as assigned when the message was received). `step_aside()`: a context for waiting on a dependency,
+    during which the consumer may give the message's slot to others and stop fetching its partition."""
+    held: Callable[[], bool] = field(default=_always)
+    step_aside: Callable[[], AbstractAsyncContextManager[None]] = field(default=_in_place)
+
+
+class Fenced(Exception):
+    """The lease ended: this worker must not write anything for the message any more."""
 
 
 class DeadLetterRejected(Exception):
@@ -92,11 +126,17 @@ class MessageHandler:
                  health: Mapping[Dependency, Health] | None = None, park_payload: Any = None,
                  retry_initial_s: float = 0.5, retry_max_s: float = 30.0, max_attempts: int = 6,
                  dlq_inline_limit: int = 900_000, discard_claim: Any = None, metrics: Metrics | None = None,
-                 publish_alerts: Callable[[str], Awaitable[None]] | None = None) -> None:
+                 publish_alerts: Callable[[str], Awaitable[None]] | None = None,
+                 leftover: Callable[[str], None] | None = None, pause_limit_s: float = 6.0,
+                 probe_s: float = 0.5, clock: RunningClock = CLOCK) -> None:
         """`park_payload(source, payload) -> uri` keeps a payload too large for the DLQ (claim check);
-        `discard_claim(uri)` deletes a claim-check object once the chunk's rows are committed;
-        `publish_alerts(call_id)` publishes the call's alerts its commit recorded."""
+        `discard_claim(uri)` deletes a claim-check object once the chunk's rows are committed, and
+        `leftover(uri)` is told of one whose delete failed (to try again later);
+        `publish_alerts(call_id)` publishes the call's alerts its commit recorded. A pause of the
+        process longer than `pause_limit_s` (the consumer's session timeout) while a message is in
+        flight ends its lease: the group has given its partition to another worker by then."""
         self.metrics = metrics or Metrics()
+        self.leftover, self.pause_limit_s, self.probe_s, self.clock = leftover, pause_limit_s, probe_s, clock
         self.publish_alerts = publish_alerts
         self.discard_claim = discard_claim
         self.processor, self.writer, self.dead_letter = processor, writer, dead_letter
@@ -104,27 +144,46 @@ class MessageHandler:
         self.park_payload = park_payload
         self.retry_initial_s, self.retry_max_s = retry_initial_s, retry_max_s
         self.max_attempts, self.dlq_inline_limit = max_attempts, dlq_inline_limit
+        self._leases: dict[int, tuple[Lease, Mark]] = {}
 
     async def handle(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
-                     headers: Any, timestamp: float | None = None) -> str:
-        """Returns 'done', 'failed' or 'erased' once the message's end is committed; retries until then."""
+                     headers: Any, timestamp: float | None = None, lease: Lease | None = None) -> str:
+        """Returns 'done', 'failed' or 'erased' once the message's end is committed, retrying until then;
+        'revoked' when the lease ended first (nothing was written for it)."""
         self.metrics.in_flight.inc()
+        msg = Message(topic, partition, offset, key, value, headers, timestamp)
+        self._leases[id(msg)] = (lease or Lease(), self.clock.mark())
         try:
-            outcome, reason = await self._settle(Message(topic, partition, offset, key, value, headers, timestamp))
+            outcome, reason = await self._settle(msg)
+        except Fenced as exc:
+            log.warning("%s: %s; its new owner processes it, nothing was written here", msg.source, exc)
+            outcome, reason = "revoked", ""
         finally:
             self.metrics.in_flight.dec()
+            self._leases.pop(id(msg), None)
         self.metrics.chunks.labels(outcome, reason).inc()
         return outcome
+
+    def _fence(self, msg: Message) -> None:
+        """Raise Fenced unless this worker still owns the message: called before every write."""
+        if id(msg) not in self._leases:
+            return
+        lease, mark = self._leases[id(msg)]
+        if not lease.held():
+            raise Fenced("its partition was revoked from this worker")
+        if (paused := self.clock.paused_since(mark)) > self.pause_limit_s:
+            raise Fenced(f"this worker was paused for {paused:.0f}s, longer than its group session")
 
     async def _settle(self, msg: Message) -> tuple[str, str]:
         verdict: BadChunk | None = None
         attempts = 0
         while True:
+            self._fence(msg)
             try:
                 if verdict is None:
                     try:
                         return await self._process(msg), ""
-                    except (BadChunk, TransientFault):
+                    except (BadChunk, TransientFault, Fenced):
                         raise
                     except asyncio.CancelledError:
                         raise
@@ -148,10 +207,10 @@ class MessageHandler:
                                                             f"other requests; last: {bounded(str(exc), 400)}")
                     continue
                 delay = self._backoff(attempts)
-                log.warning("transient fault on %s (attempt %d, %s), retrying in %.1fs: %s", msg.source, attempts,
-                            exc.dependency, delay, bounded(str(exc), 300))
-                await asyncio.sleep(delay)
-            except asyncio.CancelledError:
+                log.warning("transient fault on %s (attempt %d, %s), retrying in %.1fs or when it answers: %s",
+                            msg.source, attempts, exc.dependency, delay, bounded(str(exc), 300))
+                await self._wait(msg, exc.dependency, delay)
+            except (asyncio.CancelledError, Fenced):
                 raise
             except Exception:  # a bug while dead-lettering: back off and try again, never drop
                 attempts += 1
@@ -161,6 +220,23 @@ class MessageHandler:
     def _backoff(self, attempts: int) -> float:
         """Capped exponential backoff before the next attempt (attempts counts failures so far)."""
         return min(self.retry_max_s, self.retry_initial_s * 2 ** min(attempts - 1, 30))
+
+    async def _wait(self, msg: Message, dependency: Dependency, delay: float) -> None:
+        """The backoff before the next attempt, stepped aside. When the dependency does not answer now,
+        it is probed every `probe_s` and the wait ends as soon as it does: a restarted Triton or
+        Postgres is used within a probe, not after a backoff of up to `retry_max_s`. When it answers
+        now, the failure was not about availability and the backoff runs in full."""
+        lease, _ = self._leases.get(id(msg), (Lease(), None))
+        loop = asyncio.get_running_loop()
+        async with lease.step_aside():
+            end = loop.time() + delay
+            if dependency not in self.health or await self._answers(dependency):
+                await asyncio.sleep(delay)
+                return
+            while (left := end - loop.time()) > 0:
+                await asyncio.sleep(min(self.probe_s, left))
+                if await self._answers(dependency):
+                    return
 
     async def _answers(self, dependency: Dependency) -> bool:
         check = self.health.get(dependency)
@@ -185,6 +261,7 @@ class MessageHandler:
         if "*" in await self.writer.erased_tracks(meta.call_id):
             # Erased by `callstream forget`: a replay must not bring the call back. The ledger keeps
             # only the message's place in the log; the payload object is removed too.
+            self._fence(msg)
             await self.writer.record_refused(self._ledger(msg, None))
             await self._discard(meta)
             log.info("refused %s: its call was erased", msg.source)
@@ -202,6 +279,7 @@ class MessageHandler:
                        "size_bytes": t.size_bytes, "fetch_ms": t.fetch_ms, "decode_ms": t.decode_ms,
                        "inference_ms": t.inference_ms, "error_reason": None, "error_detail": None,
                        "note": "; ".join(t.notes) or None})
+        self._fence(msg)
         db_ms = await self.writer.commit_chunk(self._call(meta), pieces, ledger)
         self._observe(ledger.get("published_at"), t.fetch_ms, t.decode_ms, t.inference_ms, db_ms, cells)
         if self.publish_alerts is not None:
@@ -223,6 +301,7 @@ class MessageHandler:
         ledger = self._ledger(msg, meta)
         ledger.update({"status": ChunkStatus.DONE, "segments": 0, "error_reason": None, "error_detail": None,
                        "note": bounded(f"redelivered: rows already committed from {first}; payload consumed", 300)})
+        self._fence(msg)
         await self.writer.record_redelivery(ledger)
         log.info("chunk %s/%s%d at %s was already committed from %s", meta.call_id,
                  f"{meta.stream}/" if meta.stream else "", meta.seq, msg.source, first)
@@ -255,7 +334,10 @@ class MessageHandler:
             try:
                 await self.discard_claim(meta.claim_check)
             except Exception as exc:
-                log.warning("could not delete %s (retention apply will): %s", bounded(meta.claim_check), exc)
+                log.warning("could not delete %s (tried again when the store answers; `retention apply` "
+                            "deletes it otherwise): %s", bounded(meta.claim_check), exc)
+                if self.leftover is not None:
+                    self.leftover(meta.claim_check)
 
     @staticmethod
     def _call(meta: ChunkMeta) -> CallRow:
@@ -264,6 +346,16 @@ class MessageHandler:
                        last_seq=meta.seq if meta.end_of_call and not meta.stream else None)
 
     async def _reject(self, msg: Message, bad: BadChunk, attempts: int) -> str:
+        self._fence(msg)
+        done = await self.writer.done_at(msg.topic, msg.partition, msg.offset)
+        if done is not None:
+            # Another attempt (a worker that owned the partition before or after this one) settled the
+            # chunk: its first `done` stands. This attempt is a note on that row, not a dead letter.
+            await self.writer.note_late_attempt(msg.topic, msg.partition, msg.offset, bounded(
+                f"a later attempt by {WORKER_ID} failed ({bad.reason}: {bounded(bad.detail, 200)}); kept done", 400))
+            log.warning("%s failed (%s) after %s had settled it: kept done, no dead letter", msg.source,
+                        bad.reason, done)
+            return "done"
         log.warning("dead-lettering %s: %s", msg.source, bounded(str(bad), 300))
         try:
             meta: ChunkMeta | None = parse(msg.headers, msg.key)

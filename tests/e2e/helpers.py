@@ -15,6 +15,16 @@ def query(settings, sql: str, **params) -> list:
         engine.dispose()
 
 
+def execute(settings, sql: str, **params) -> None:
+    """A write, committed."""
+    engine = sync_engine(settings)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(sql), params)
+    finally:
+        engine.dispose()
+
+
 def wait_chunks(settings, call_id: str, n: int, timeout: float = 180, status: str = "done") -> None:
     wait_for(lambda: query(settings, "SELECT count(*) FROM (SELECT DISTINCT stream, seq FROM chunks "
                                      "WHERE call_id=:c AND status=:s) x", c=call_id, s=status)[0][0] >= n,

@@ -31,8 +31,13 @@ def test_triton_outage_is_retried_and_holds_the_offset(stack, media):
         # The worker has the chunks and keeps retrying: several attempts, nothing settled meanwhile.
         wait_for(lambda: stack.worker_log("outage").count("transient fault") >= 3, 60, "retries")
         assert query(settings, "SELECT count(*) FROM chunks WHERE call_id='e2e-outage'")[0][0] == 0
-        triton.start(stack.settings)
+        triton.start(stack.settings)   # returns once the server says it is ready
+        ready_at = query(settings, "SELECT clock_timestamp()")[0][0]
         wait_chunks(settings, "e2e-outage", 2, timeout=180)
+        # The waiting chunks probe Triton: the first commits within ~2 s of readiness, not after the
+        # backoff (up to 16-30 s) they were sleeping when it came back.
+        first = query(settings, "SELECT min(processed_at) FROM chunks WHERE call_id='e2e-outage'")[0][0]
+        assert (first - ready_at).total_seconds() < 3.0, (first - ready_at, stack.worker_log("outage"))
         assert len(segments(settings, "e2e-outage")) == 10
         assert query(settings, "SELECT count(*) FROM chunks WHERE call_id='e2e-outage' AND status='failed'")[0][0] == 0
         assert worker.poll() is None, stack.worker_log("outage")

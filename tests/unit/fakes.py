@@ -20,16 +20,30 @@ class FakeWriter:
     failure_errors: list[BaseException] = field(default_factory=list)
     up: bool = True
 
+    done: dict[tuple[str, int, int], str] = field(default_factory=dict)   # (topic, partition, offset) -> worker
+    late_notes: list[str] = field(default_factory=list)
+
     async def commit_chunk(self, call: dict, rows: list, ledger: dict) -> float:
         if self.commit_errors:
             raise self.commit_errors.pop(0)
         self.commits.append((call, rows, ledger))
+        self.done.setdefault((ledger["topic"], ledger["partition"], ledger["offset"]), ledger["worker"])
         return 1.0
 
-    async def record_failure(self, call: dict | None, ledger: dict) -> None:
+    async def record_failure(self, call: dict | None, ledger: dict) -> bool:
         if self.failure_errors:
             raise self.failure_errors.pop(0)
+        if (ledger["topic"], ledger["partition"], ledger["offset"]) in self.done:
+            self.late_notes.append(f"failed ({ledger.get('error_reason')}); kept done")
+            return False
         self.failures.append((call, ledger))
+        return True
+
+    async def done_at(self, topic: str, partition: int, offset: int) -> str | None:
+        return self.done.get((topic, partition, offset))
+
+    async def note_late_attempt(self, topic: str, partition: int, offset: int, note: str) -> None:
+        self.late_notes.append(note)
 
     async def ping(self) -> bool:
         return self.up

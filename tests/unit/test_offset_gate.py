@@ -1,7 +1,8 @@
 """The commit rule: a partition's offsets are acknowledged only in order, each after its end commits."""
 
 from pipeline.settings import Settings
-from pipeline.worker.app import OffsetGate, create_app
+from pipeline.worker.app import create_app
+from pipeline.worker.consume import OffsetGate
 
 
 def test_a_fast_later_message_waits_for_the_slow_earlier_one():

@@ -21,8 +21,8 @@ def handler(processor=None, writer=None, dlq=None, **kw):
     return MessageHandler(processor or FakeProcessor(), writer or FakeWriter(), dlq or FakeDLQ(), **kw)
 
 
-def run(h, headers=GOOD, value=b"media", key=b"call-1"):
-    return asyncio.run(h.handle("chunks", 0, 7, key, value, headers))
+def run(h, headers=GOOD, value=b"media", key=b"call-1", offset=7):
+    return asyncio.run(h.handle("chunks", 0, offset, key, value, headers))
 
 
 def test_a_good_chunk_commits_rows_and_nothing_is_dead_lettered():
@@ -169,7 +169,7 @@ def test_metrics_count_every_end_reason_and_retry():
     p = FakeProcessor([TransientFault("triton down", "triton"), BadChunk("undecodable", "x")])
     h = handler(p, metrics=m)
     published = ChunkMeta("call-1", 1, 1000, duration_ms=1000, published_at_ms=1).headers()
-    assert [run(h), run(h), run(h, headers=published), run(h, headers=[("seq", b"1")])] == \
+    assert [run(h), run(h), run(h, headers=published), run(h, headers=[("seq", b"1")], offset=9)] == \
         ["failed", "done", "done", "failed"]   # the first retries once (triton), then is undecodable
 
     def value(name, **labels):
