@@ -301,6 +301,26 @@ def _kill_service(settings: Settings, name: str) -> None:
             time.sleep(0.1)
 
 
+def _leftovers(settings: Settings, prefix: str, wait_s: float = 15.0) -> tuple[int, int, int]:
+    """(claim-check objects of the run's calls, chunk files in /dev/shm, Triton regions nobody maps) still
+    there; the object count is given `wait_s` to reach zero (the worker retries failed deletes on a timer)."""
+    from pipeline.ingest.claimcheck import s3_client
+    from pipeline.media.decode import CHUNK_PREFIX
+    from pipeline.media.holders import held
+
+    client, deadline = s3_client(settings), time.time() + wait_s
+    while True:
+        listed = client.list_objects_v2(Bucket=settings.claim_check_bucket, Prefix=f"calls/{prefix}-")
+        objects = len(listed.get("Contents", []))
+        if objects == 0 or time.time() > deadline:
+            break
+        time.sleep(1)
+    shm = Path("/dev/shm")
+    chunk_files = len(list(shm.glob(f"{CHUNK_PREFIX}*")))
+    regions = {str(p) for p in shm.glob(f"{triton.SHM_PREFIX}*")}
+    return objects, chunk_files, len(regions - held(regions))
+
+
 def faults(h: Harness, m: dict[str, Path], calls: int, pause_s: float) -> list[dict[str, Any]]:
     chunks = cut(ffmpeg_exe(), m["call60"], 5.0)[:4]  # 20 s per call
     payloads = [c.path.read_bytes() for c in chunks]
@@ -348,10 +368,12 @@ def faults(h: Harness, m: dict[str, Path], calls: int, pause_s: float) -> list[d
             if expected_rows is None:
                 expected_rows = found
             last = max((r.done for r in led), default=time.time())
+            objects, chunk_files, regions = _leftovers(settings, prefix)
             row = {"fault": fault, "chunks": f"{sum(r.status == 'done' for r in led)}/{calls * len(chunks)} done",
                    "failed": sum(r.status == "failed" for r in led), "rows_expected": expected_rows,
                    "rows_found": found, "rows_duplicated": overlaps, "settled": settled,
-                   "drain_after_recovery_s": round(last - recovered, 1), "total_s": round(last - t0, 1)}
+                   "drain_after_recovery_s": round(last - recovered, 1), "total_s": round(last - t0, 1),
+                   "media_left (objects / chunk files / Triton regions)": f"{objects} / {chunk_files} / {regions}"}
             out.append(row)
             h.log(f"  {row}")
         finally:

@@ -56,11 +56,17 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         from pipeline.ingest.lag import group_lag, topic_depth
 
         lags = group_lag(settings)
-        print(f"consumer group {settings.app_id} on {settings.chunks_topic}: lag {sum(p.lag for p in lags)}")
+        known = [p.lag for p in lags if p.lag is not None]
+        untrusted = [p.partition for p in lags if not p.trusted]
+        total = f"at least {sum(known)}" if untrusted else str(sum(known))
+        print(f"consumer group {settings.app_id} on {settings.chunks_topic}: lag {total}")
         print(f"  {'partition':>9} {'committed':>10} {'end':>8} {'lag':>6}")
         for p in lags:
             committed = "-" if p.committed is None else str(p.committed)
-            print(f"  {p.partition:>9} {committed:>10} {p.end:>8} {p.lag:>6}")
+            print(f"  {p.partition:>9} {committed:>10} {p.end:>8} {'?' if p.lag is None else p.lag:>6}")
+        if untrusted:
+            print(f"  ? the broker reports end offsets below the group's committed offsets on partition(s) "
+                  f"{', '.join(map(str, untrusted))}: their lag cannot be computed from offsets")
         print(f"dead letters on {settings.dlq_topic}: {topic_depth(settings, settings.dlq_topic)}")
     except Exception as exc:
         print(f"Kafka at {settings.bootstrap_servers} unavailable: {type(exc).__name__}: {exc}")
@@ -395,6 +401,23 @@ def cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
 
     engine = sync_engine(settings)
     claims = ClaimCheckStore(settings)
+    cleared, removed, failures = [], 0, 0
+    # Media of done chunks is not needed once their rows are committed: whatever a failed delete left
+    # (unless the operator keeps claim-check objects on purpose).
+    for ledger_id, uri in erasure.done_media(engine) if settings.delete_claim_checks else []:
+        try:
+            removed += claims.remove(uri)
+            cleared.append(ledger_id)
+        except Exception as exc:
+            failures += 1
+            print(f"  could not delete {uri}: {exc}", file=sys.stderr)
+    if cleared:
+        erasure.mark_media_deleted(engine, cleared)
+    if settings.delete_claim_checks:
+        print(f"media of done chunks: {removed} claim-check objects deleted "
+              f"({len(cleared) - removed} were gone already)")
+    else:
+        print("CALLSTREAM_DELETE_CLAIM_CHECKS is off: claim-check objects of done chunks are kept")
     stale = erasure.stale_dead_letter_media(engine, settings.dlq_media_hours)
     deleted = []
     for ledger_id, uri in stale:
@@ -402,6 +425,7 @@ def cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
             claims.delete(uri)
             deleted.append(ledger_id)
         except Exception as exc:
+            failures += 1
             print(f"  could not delete {uri}: {exc}", file=sys.stderr)
     if deleted:
         erasure.mark_media_deleted(engine, deleted)
@@ -410,9 +434,14 @@ def cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
           f"{parked} parked payloads deleted")
     if settings.retention_days <= 0:
         print("CALLSTREAM_RETENTION_DAYS is 0: timelines and ledger rows are kept")
-        return 0
-    counts = erasure.apply_retention(engine, settings.retention_days)
-    print(f"older than {settings.retention_days} days deleted: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    else:
+        counts = erasure.apply_retention(engine, settings.retention_days)
+        print(f"older than {settings.retention_days} days deleted: "
+              + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    if failures:
+        print(f"{failures} object(s) could not be deleted: run `callstream retention apply` again when the "
+              "object store answers", file=sys.stderr)
+        return 1
     return 0
 
 

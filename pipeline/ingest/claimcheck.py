@@ -98,6 +98,20 @@ class ClaimCheckStore:
         with _s3_errors(uri, "deleting"):
             self.client.delete_object(Bucket=bucket, Key=key)
 
+    def remove(self, uri: str) -> bool:
+        """Delete the object if it is there; whether it was (a plain delete cannot tell: S3 deletes are
+        idempotent), so `retention apply` counts what it really removed."""
+        bucket, key = self._allowed(uri)
+        with _s3_errors(uri, "deleting"):
+            try:
+                self.client.head_object(Bucket=bucket, Key=key)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                    return False
+                raise
+            self.client.delete_object(Bucket=bucket, Key=key)
+        return True
+
     def delete_prefix(self, prefix: str, older_than: float | None = None) -> int:
         """Delete every object under `prefix` in the claim-check bucket (older than a POSIX time)."""
         bucket, n = self.settings.claim_check_bucket, 0

@@ -14,6 +14,7 @@ import site
 import sys
 from pathlib import Path
 
+from pipeline.media.holders import held
 from pipeline.settings import REPO_ROOT, Settings
 from pipeline.stack import procs
 
@@ -70,6 +71,39 @@ def kill_orphan_stubs(state: Path) -> list[int]:
     return killed
 
 
+SHM_PREFIX = "triton_python_backend_shm_region_"
+
+
+def _wait_gone(pids: list[int], timeout: float = 5.0) -> None:
+    """Killed stubs release their mappings only once they are gone."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while time.monotonic() < deadline:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                break
+            if state == "Z":
+                break
+            time.sleep(0.05)
+
+
+def remove_orphan_regions(shm: Path = Path("/dev/shm")) -> list[Path]:
+    """Shared-memory regions of Python-backend models whose server was killed (its stubs' inputs and
+    outputs: call media, tens of MB) that no live process holds. Regions of a running server, this
+    stack's or another's on the same host, are mapped by it and its stubs, so they stay."""
+    candidates = {str(p): p for p in shm.glob(f"{SHM_PREFIX}*") if p.is_file()}
+    in_use = held(set(candidates))
+    removed = []
+    for name, path in candidates.items():
+        if name not in in_use:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 def start(settings: Settings) -> None:
     from pipeline.modelbuild.build import is_built
 
@@ -80,7 +114,8 @@ def start(settings: Settings) -> None:
     if procs.running_pid(state, NAME):
         procs.wait_until(lambda: procs.http_ok(url), "tritonserver", 180, state, NAME)
         return
-    kill_orphan_stubs(state)
+    _wait_gone(kill_orphan_stubs(state))
+    remove_orphan_regions()
     root = _pytriton_root()
     libs = root.parent.parent / "nvidia_pytriton.libs"
     paths = [str(REPO_ROOT), *site.getsitepackages()]
@@ -109,4 +144,5 @@ def start(settings: Settings) -> None:
 
 def stop(settings: Settings) -> None:
     procs.stop(settings.state_dir, NAME, timeout=30)
-    kill_orphan_stubs(settings.state_dir)
+    _wait_gone(kill_orphan_stubs(settings.state_dir))
+    remove_orphan_regions()

@@ -101,6 +101,16 @@ def stale_dead_letter_media(engine: Engine, hours: float) -> list[tuple[int, str
     return [(r.id, r.claim_check) for r in rows]
 
 
+def done_media(engine: Engine, limit: int = 100_000) -> list[tuple[int, str]]:
+    """(ledger id, claim-check URI) of done chunks whose reference was never cleared. The worker deletes
+    a done chunk's object after its commit; when that delete failed (object store down, worker killed
+    in between), the object is still there, and nothing needs it any more."""
+    with engine.connect() as conn:
+        rows = conn.execute(text("""SELECT id, claim_check FROM chunks WHERE status = 'done'
+            AND claim_check IS NOT NULL ORDER BY id LIMIT :n"""), {"n": limit}).all()
+    return [(r.id, r.claim_check) for r in rows]
+
+
 def mark_media_deleted(engine: Engine, ids: list[int]) -> None:
     with engine.begin() as conn:
         conn.execute(text("UPDATE chunks SET claim_check = NULL, note = concat_ws('; ', note, 'media deleted') "

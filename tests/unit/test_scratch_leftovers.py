@@ -36,3 +36,24 @@ def test_chunk_files_carry_their_writers_pid(tmp_path, monkeypatch):
         assert path.name.startswith(f"{CHUNK_PREFIX}{os.getpid()}-") and path.parent == tmp_path
         assert remove_stale_chunk_files(tmp_path) == []   # our own, live
     assert not path.exists()
+
+
+def test_triton_regions_nobody_maps_are_removed_and_a_live_servers_stay(tmp_path):
+    """A killed tritonserver leaves its stubs' shared-memory regions; a live server (this stack's or a
+    second stack's on the same host) maps its own, even with the descriptor closed."""
+    from pipeline.stack.triton import SHM_PREFIX, remove_orphan_regions
+
+    orphan, mapped = tmp_path / f"{SHM_PREFIX}orphan", tmp_path / f"{SHM_PREFIX}live"
+    unrelated = tmp_path / "PostgreSQL.1234"
+    for p in (orphan, mapped, unrelated):
+        p.write_bytes(b"\0" * 4096)
+    holder = subprocess.Popen([sys.executable, "-c", "import mmap, sys, time\nwith open(sys.argv[1], 'r+b') as f:\n"
+                               "    m = mmap.mmap(f.fileno(), 0)\nprint('mapped', flush=True); time.sleep(30)",
+                               str(mapped)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "mapped"
+        assert remove_orphan_regions(tmp_path) == [orphan]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not orphan.exists() and mapped.exists() and unrelated.exists()
