@@ -114,21 +114,39 @@ def views(meta: ChunkMeta, default_layout: str, frame_width: int | None, channel
     return [View(pid, role, 0 if frame_width else None, frame_width, channel if channel < channels else None)]
 
 
+END_SLACK_MS = 50   # codec padding: an AAC frame's priming at 44.1/48 kHz, an Opus frame with its pre-skip
+
+
 def effective_duration(header_ms: int | None, container_ms: int | None, decoded_ms: float,
-                       tolerance_ms: float) -> tuple[int, str | None]:
+                       tolerance_ms: float, chunk_start_ms: int = 0, segment_ms: int = 0) -> tuple[int, str | None]:
     """The chunk length the rows cover, and a note when a declared length was overruled.
 
     A declared length (the duration-ms header, else the container's) within `tolerance_ms` of what
     decodes is kept: it is the recorder's exact cut, and frame sampling makes the decoded length coarse.
-    Beyond it the media wins, so a header cannot make rows for minutes that were never sent."""
+    Beyond it the media wins, so a header cannot make rows for minutes that were never sent.
+
+    With the grid (`segment_ms`), the end never opens a cell of its own from a rounding: a declared end
+    past a grid line that the decoded media does not reach, or a last piece past a grid line shorter
+    than END_SLACK_MS (encoder padding both the container and the decoder report), ends at that line.
+    An Opus track cut at 13.7-20.0 s declares 6.31 s and decodes 6.30 s: its rows end at 20 s, not at
+    a 21st cell [20000, 20010). A chunk that continues the stream covers that cell whole anyway."""
     decoded = int(round(decoded_ms))
+    note = None
     if header_ms is not None:
         if abs(header_ms - decoded) <= tolerance_ms:
-            return header_ms, None
-        return decoded, f"duration-ms={header_ms} clamped to the {decoded} ms that decode"
-    if container_ms and abs(container_ms - decoded) <= tolerance_ms:
-        return container_ms, None
-    return decoded, None
+            duration = header_ms
+        else:
+            duration, note = decoded, f"duration-ms={header_ms} clamped to the {decoded} ms that decode"
+    elif container_ms and abs(container_ms - decoded) <= tolerance_ms:
+        duration = container_ms
+    else:
+        duration = decoded
+    if segment_ms > 0 and duration > 0:
+        end = chunk_start_ms + duration
+        line = (end - 1) // segment_ms * segment_ms      # the last grid line the span crosses into
+        if line > chunk_start_ms and (chunk_start_ms + decoded <= line or end - line < END_SLACK_MS):
+            duration = line - chunk_start_ms
+    return duration, note
 
 
 class SegmentPlanner:

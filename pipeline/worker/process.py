@@ -269,7 +269,8 @@ class ChunkProcessor:
                 if segs:
                     pieces += await self._infer(meta, segs, buf, chosen, dec, t, parallel=False)
                     buf.drop_before(segs[-1].end_ms, meta.start_ms, keep_audio_ms=context)
-            duration, note = effective_duration(meta.duration_ms, dec.info.duration_ms, dec.decoded_ms, tolerance)
+            duration, note = effective_duration(meta.duration_ms, dec.info.duration_ms, dec.decoded_ms, tolerance,
+                                                meta.start_ms, s.segment_ms)
             if note:
                 t.notes.append(note)
             self.check_call_time(meta, meta.start_ms + duration)

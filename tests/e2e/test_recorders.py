@@ -3,6 +3,7 @@ the real stack. Every participant's timeline must be the exact grid: contiguous 
 no overlap, only the last one short; with rows marked 'none' where they sent no media at all."""
 
 import random
+import subprocess
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -150,3 +151,25 @@ def test_genesys_dual_channel_mu_law_with_a_channel_map(recorders, tmp_path):
     assert {r.role for r in rows} == {"customer"} and {r.media for r in rows} == {"audio"}
     assert sum(r.speech_found for r in rows) >= 3
     assert {r.participant_id for r in timeline(settings, "e2e-genesys")} == {"external"}
+
+
+@pytest.mark.parametrize(("codec", "suffix"), [("libopus", "mka"), ("aac", "mka")])
+def test_a_track_whose_container_rounds_its_end_up_ends_on_the_grid(recorders, tmp_path, codec, suffix):
+    """A 20-s audio track cut at 6.85 s and 13.7 s and encoded per piece, as a recorder uploading as it
+    goes does: the last Opus piece declares 6.31 s and decodes 6.30 s; the last AAC piece declares
+    6.32 s and decodes its priming too (6.315 s). Exactly 20 rows, the last ending at 20 s: no 21st
+    cell from a rounding."""
+    settings, ff = recorders, ffmpeg_exe()
+    call = f"e2e-end-{codec}"
+    src = generate_track(ff, tmp_path / f"src.{suffix}", 20, video=False, acodec=codec)
+    chunks = []
+    for seq, (a, b) in enumerate(((0.0, 6.85), (6.85, 13.7), (13.7, 20.0))):
+        out = tmp_path / f"piece{seq}.{suffix}"
+        subprocess.run([ff, "-hide_banner", "-loglevel", "error", "-y", "-i", str(src), "-ss", str(a), "-to", str(b),
+                        "-c:a", codec, "-ac", "1", str(out)], check=True)
+        chunks.append((ChunkMeta(call, seq, int(round(a * 1000)), end_of_call=seq == 2, participant_id="PA-cust",
+                                 role="customer", media="audio"), out.read_bytes()))
+    publish_shuffled(settings, call, chunks, seed=5)
+    wait_chunks(settings, call, 3)
+    rows = assert_exact_grid(settings, call, "PA-cust", 0, 20000)
+    assert len(rows) == 20 and rows[-1].end_ms == 20000
