@@ -6,10 +6,12 @@ a message can be malformed maps to one stable reason code that lands in the DLQ 
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from pipeline.errors import BadChunk
 
@@ -51,9 +53,13 @@ H_MEDIA = "media"
 H_AUDIO_CHANNEL = "audio-channel"
 H_AUDIO_CHANNELS = "audio-channels"
 CONSENTS = ("emotion", "none")
-# Set by the worker on dead-lettered messages.
-H_DLQ_REASON = "dlq-reason"
-H_DLQ_DETAIL = "dlq-detail"
+# Set by the worker on dead-lettered messages (besides the message's own headers, which are kept).
+DLQ_PREFIX = "dlq-"
+H_DLQ_REASON = "dlq-reason"         # one of errors.REASONS
+H_DLQ_DETAIL = "dlq-detail"         # what went wrong, bounded
+H_DLQ_SOURCE = "dlq-source"         # topic/partition/offset of the original message
+H_DLQ_ATTEMPTS = "dlq-attempts"     # attempts made before it was dead-lettered
+H_DLQ_PAYLOAD = "dlq-payload"       # inline | none | s3://… (parked) | omitted …
 
 
 @dataclass(frozen=True)
@@ -284,3 +290,49 @@ def check_claim_uri(uri: str) -> None:
 def split_s3_uri(uri: str) -> tuple[str, str]:
     bucket, _, key = uri[len("s3://"):].partition("/")
     return bucket, key
+
+
+def dead_letter_headers(reason: str, detail: str, source: str, attempts: int) -> list[tuple[str, bytes]]:
+    """The headers a dead letter carries besides the original ones (`dlq-payload` is added by who
+    decides where the payload goes)."""
+    return [(H_DLQ_REASON, reason.encode()), (H_DLQ_DETAIL, bounded(detail, 1000).encode()),
+            (H_DLQ_SOURCE, source.encode()), (H_DLQ_ATTEMPTS, str(attempts).encode())]
+
+
+def is_dead_letter_header(name: str) -> bool:
+    return name.lower().startswith(DLQ_PREFIX)
+
+
+@dataclass(frozen=True)
+class AlertMessage:
+    """A record of the alerts topic (key: the call id; value: this, as JSON): what a supervisor's
+    screen or a CRM consumes. Published by the worker, read by `callstream alerts tail`."""
+    alert_id: int
+    call_id: str
+    participant_id: str
+    role: str
+    rule: str
+    start_ms: int
+    end_ms: int
+    values: dict[str, Any]
+    model_version: str
+    fired_at: str        # ISO 8601, UTC
+    published_at: str
+
+    def encode(self) -> bytes:
+        return json.dumps({"alert_id": self.alert_id, "call_id": self.call_id, "participant_id": self.participant_id,
+                           "role": self.role, "rule": self.rule,
+                           "window": {"start_ms": self.start_ms, "end_ms": self.end_ms}, "values": self.values,
+                           "model_version": self.model_version, "fired_at": self.fired_at,
+                           "published_at": self.published_at}).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes | None) -> AlertMessage:
+        """Raises ValueError for anything that is not an alert record."""
+        try:
+            a = json.loads(raw or b"")
+            return cls(int(a["alert_id"]), str(a["call_id"]), str(a["participant_id"]), str(a["role"]),
+                       str(a["rule"]), int(a["window"]["start_ms"]), int(a["window"]["end_ms"]), dict(a["values"]),
+                       str(a["model_version"]), str(a["fired_at"]), str(a["published_at"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"not an alert record: {exc}") from exc

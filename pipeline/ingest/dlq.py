@@ -9,10 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.contract import H_CALL_ID, H_CLAIM_CHECK, H_SEQ
+from pipeline.contract import (
+    H_CALL_ID,
+    H_CLAIM_CHECK,
+    H_DLQ_DETAIL,
+    H_DLQ_PAYLOAD,
+    H_DLQ_REASON,
+    H_DLQ_SOURCE,
+    H_SEQ,
+    is_dead_letter_header,
+)
 from pipeline.ingest.topics import read_from_start
 from pipeline.settings import Settings
-from pipeline.worker.handler import H_DLQ_PAYLOAD, H_DLQ_SOURCE
 
 
 @dataclass(frozen=True)
@@ -31,14 +39,14 @@ class DeadLetter:
 
     @property
     def reason(self) -> str:
-        return self.header("dlq-reason") or "?"
+        return self.header(H_DLQ_REASON) or "?"
 
     @property
     def source(self) -> str:
         return self.header(H_DLQ_SOURCE) or f"dlq/{self.partition}/{self.offset}"
 
     def original_headers(self) -> list[tuple[str, bytes]]:
-        return [(k, v) for k, v in self.headers if not k.lower().startswith("dlq-")]
+        return [(k, v) for k, v in self.headers if not is_dead_letter_header(k)]
 
 
 def read_all(settings: Settings, topic: str | None = None, idle_s: float = 3.0) -> list[DeadLetter]:
@@ -75,4 +83,4 @@ def replay(settings: Settings, letters: list[DeadLetter]) -> int:
 
 def describe(d: DeadLetter) -> str:
     return (f"{d.source:<40} {d.reason:<22} call={d.header(H_CALL_ID) or '-'} seq={d.header(H_SEQ) or '-'}  "
-            f"{(d.header('dlq-detail') or '')[:100]}")
+            f"{(d.header(H_DLQ_DETAIL) or '')[:100]}")

@@ -26,6 +26,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pipeline.alerts.rules import Rule, evaluate
+from pipeline.contract import AlertMessage
 from pipeline.errors import BadChunk, TransientFault
 from pipeline.inference.fusion import DEFAULT_FUSION, FusionParams
 from pipeline.store.models import (
@@ -272,12 +273,10 @@ class SegmentWriter:
         async with self._transaction() as conn:
             rows = (await conn.execute(_PENDING, {"c": call_id, "n": limit})).mappings().all()
             for r in rows:
-                body = {"alert_id": r["id"], "call_id": r["call_id"], "participant_id": r["participant_id"],
-                        "role": r["role"], "rule": r["rule"],
-                        "window": {"start_ms": r["window_start_ms"], "end_ms": r["window_end_ms"]},
-                        "values": r["details"], "model_version": r["model_version"],
-                        "fired_at": r["fired_at"].isoformat(), "published_at": datetime.now(UTC).isoformat()}
-                await send(r["call_id"].encode(), json.dumps(body).encode())
+                alert = AlertMessage(r["id"], r["call_id"], r["participant_id"], r["role"], r["rule"],
+                                     r["window_start_ms"], r["window_end_ms"], r["details"], r["model_version"],
+                                     r["fired_at"].isoformat(), datetime.now(UTC).isoformat())
+                await send(r["call_id"].encode(), alert.encode())
             if rows:
                 await conn.execute(text("UPDATE alerts SET published_at = clock_timestamp() WHERE id = ANY(:ids)"),
                                    {"ids": [r["id"] for r in rows]})

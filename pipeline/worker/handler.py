@@ -38,7 +38,7 @@ from typing import Any
 import aiokafka.errors as aiokafka_errors
 import kafka.errors as kafka_errors
 
-from pipeline.contract import H_DLQ_DETAIL, H_DLQ_REASON, ChunkMeta, bounded, parse
+from pipeline.contract import H_DLQ_PAYLOAD, ChunkMeta, bounded, dead_letter_headers, is_dead_letter_header, parse
 from pipeline.errors import BadChunk, Dependency, TransientFault
 from pipeline.media.runclock import CLOCK, Mark, RunningClock
 from pipeline.store.models import CallRow, ChunkStatus, LedgerEntry
@@ -46,10 +46,6 @@ from pipeline.worker.metrics import Metrics
 
 log = logging.getLogger("callstream.worker")
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
-
-H_DLQ_SOURCE = "dlq-source"
-H_DLQ_ATTEMPTS = "dlq-attempts"
-H_DLQ_PAYLOAD = "dlq-payload"
 
 Headers = list[tuple[str, bytes]]
 DeadLetter = Callable[[bytes | None, bytes | None, Headers], Awaitable[None]]
@@ -114,7 +110,7 @@ def raw_headers(headers: Any) -> Headers:
         items = headers.items() if isinstance(headers, Mapping) else list(headers or [])
         for k, v in items:
             name = k.decode("utf-8", "replace") if isinstance(k, bytes) else str(k)
-            if not name.lower().startswith("dlq-"):
+            if not is_dead_letter_header(name):
                 out.append((name, v if isinstance(v, bytes) else str(v if v is not None else "").encode()))
     except Exception:  # headers that cannot even be iterated are dropped, not fatal
         return []
@@ -361,8 +357,7 @@ class MessageHandler:
             meta: ChunkMeta | None = parse(msg.headers, msg.key)
         except Exception:  # BadChunk, or anything else: the dead letter needs no parsed headers
             meta = None
-        extra = [(H_DLQ_REASON, bad.reason.encode()), (H_DLQ_DETAIL, bounded(bad.detail, 1000).encode()),
-                 (H_DLQ_SOURCE, msg.source.encode()), (H_DLQ_ATTEMPTS, str(attempts).encode())]
+        extra = dead_letter_headers(bad.reason, bad.detail, msg.source, attempts)
         value, where = msg.value, "inline" if msg.value else "none"
         if value and len(value) > self.dlq_inline_limit:
             value, where = b"", await self._park(msg, value)

@@ -92,3 +92,29 @@ def test_details_are_bounded_and_printable():
     with pytest.raises(BadChunk) as err:
         parse(headers(layout=b"\x1b[31m" + b"y" * 1500), b"call-1")
     assert len(err.value.detail) < 200 and "\x1b" not in err.value.detail
+
+
+def test_the_alert_record_round_trips_and_anything_else_is_refused():
+    import json
+
+    import pytest
+
+    from pipeline.contract import AlertMessage
+
+    a = AlertMessage(7, "call-1", "cust", "customer", "upset", 3000, 8000, {"angry": 0.7}, "v/3",
+                     "2026-12-03T08:00:00+00:00", "2026-12-03T08:00:01+00:00")
+    body = json.loads(a.encode())
+    assert body["window"] == {"start_ms": 3000, "end_ms": 8000} and body["alert_id"] == 7
+    assert AlertMessage.decode(a.encode()) == a
+    for bad in (b"", b"[]", b'{"alert_id": 1}', b"\xff", None):
+        with pytest.raises(ValueError):
+            AlertMessage.decode(bad)
+
+
+def test_dead_letter_headers_are_the_contracts_names():
+    from pipeline.contract import dead_letter_headers, is_dead_letter_header
+
+    hs = dict(dead_letter_headers("undecodable", "x" * 5000, "chunks/0/7", 2))
+    assert hs["dlq-reason"] == b"undecodable" and hs["dlq-source"] == b"chunks/0/7" and hs["dlq-attempts"] == b"2"
+    assert len(hs["dlq-detail"]) <= 1003 and all(is_dead_letter_header(k) for k in hs)
+    assert is_dead_letter_header("DLQ-Reason") and not is_dead_letter_header("call-id")
