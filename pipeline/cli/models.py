@@ -10,12 +10,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from pipeline.cli.base import Handler
 from pipeline.settings import Settings
 
 LOAD_TIMEOUT_S = 300.0
 
 
-def register(sub: Any) -> None:
+def register(sub: Any) -> dict[str, Handler]:
     m = sub.add_parser("models", help="build, add, list and evaluate emotion model versions")
     msub = m.add_subparsers(dest="models_cmd", required=True)
     b = msub.add_parser("build", help="convert shipped weights into triton_models/")
@@ -37,6 +38,7 @@ def register(sub: Any) -> None:
     e.add_argument("--limit", type=int, default=0, help="evaluate at most N files")
     e.add_argument("--model", action="append", help="a model (version) of the repository; repeatable "
                                                     "(default: CALLSTREAM_TRITON_MODEL)")
+    return {"models": run}
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:

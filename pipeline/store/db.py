@@ -8,8 +8,9 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from pipeline.settings import Settings
+from pipeline.settings import Settings, mask
 from pipeline.store.migrations import migrate
+from pipeline.store.schema import SchemaState, require
 
 
 def sync_engine(settings: Settings) -> Engine:
@@ -38,7 +39,18 @@ def async_engine(settings: Settings, pool_size: int = 5) -> AsyncEngine:
     return engine
 
 
+def require_schema(settings: Settings) -> SchemaState:
+    """The database's schema state, or SchemaMismatch naming the command that fixes it (no DDL here)."""
+    engine = sync_engine(settings)
+    try:
+        with engine.connect() as conn:
+            return require(conn, mask("database_url", settings.db_url))
+    finally:
+        engine.dispose()
+
+
 def ensure_schema(settings: Settings) -> list[int]:
+    """Apply the missing migrations (`callstream db upgrade`, and the embedded stack's `up`)."""
     engine = sync_engine(settings)
     try:
         with engine.begin() as conn:

@@ -113,6 +113,14 @@ def test_the_compose_stack_is_consistent_with_the_code():
     env = services["worker"]["environment"]
     settings = Settings.from_env({k: str(v) for k, v in env.items()})
     assert Path(env["CALLSTREAM_ALERT_RULES"]).parent.as_posix() in " ".join(services["worker"]["volumes"])
+    # Workers log in as a writer without DDL rights: the init script creates the login, `db upgrade`
+    # (the migrate service the workers wait for) grants it callstream_writer.
+    login = env["DATABASE_URL"].split("//", 1)[1].split(":", 1)[0]
+    migrate = services["migrate"]["command"]
+    assert migrate[:2] == ["db", "upgrade"] and migrate[migrate.index("--grant-writer") + 1] == login
+    assert services["worker"]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
+    init = "".join(p.read_text() for p in (REPO_ROOT / "infra" / "postgres" / "init").glob("*.sql"))
+    assert f"CREATE ROLE {login} LOGIN" in init
     # Prometheus scrapes the port the workers serve, and Triton's metrics port.
     prom = yaml.safe_load((REPO_ROOT / "infra" / "prometheus" / "prometheus.yml").read_text())
     jobs = {j["job_name"]: j for j in prom["scrape_configs"]}

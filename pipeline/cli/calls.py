@@ -1,0 +1,62 @@
+"""`callstream timeline`: a call's rows as the analyst sees them, and waiting for a call's chunks."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.cli.base import Handler
+from pipeline.settings import Settings
+
+
+def register(sub: Any) -> dict[str, Handler]:
+    t = sub.add_parser("timeline", help="print a call's timeline; --plot writes a PNG")
+    t.add_argument("call_id")
+    t.add_argument("--plot")
+    return {"timeline": timeline}
+
+
+def timeline(settings: Settings, args: argparse.Namespace) -> int:
+    return print_timeline(settings, args.call_id, Path(args.plot) if args.plot else None)
+
+
+def print_timeline(settings: Settings, call_id: str, plot: Path | None = None) -> int:
+    from pipeline.report import format_summary, format_timeline, plot_timeline
+    from pipeline.store.db import sync_engine
+    from pipeline.store.queries import timeline, track_summary
+
+    engine = sync_engine(settings)
+    rows = timeline(engine, call_id)
+    if not rows:
+        print(f"no segments for call {call_id!r} yet", file=sys.stderr)
+        return 1
+    print(format_timeline(rows))
+    print(format_summary(track_summary(engine, call_id)))
+    if plot is not None:
+        print(f"plot written to {plot_timeline(rows, plot, f'call {call_id}')}")
+    return 0
+
+
+def wait_for_call(settings: Settings, call_id: str, chunks: int, timeout: float, desc: str = "") -> tuple[int, int]:
+    from tqdm import tqdm
+
+    from pipeline.store.db import sync_engine
+    from pipeline.store.queries import progress
+
+    engine = sync_engine(settings)
+    bar = tqdm(total=chunks, desc=desc or f"processing {call_id}", unit="chunk")
+    deadline = time.time() + timeout
+    done = failed = 0
+    while time.time() < deadline:
+        done, failed = progress(engine, call_id)
+        bar.n = done + failed
+        bar.refresh()
+        if done + failed >= chunks:
+            break
+        time.sleep(0.5)
+    bar.close()
+    engine.dispose()
+    return done, failed

@@ -1,0 +1,144 @@
+"""`callstream produce | dlq | alerts`: what goes onto the topics and what comes off them."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from pipeline.cli.base import Handler
+from pipeline.settings import Settings
+
+
+def register(sub: Any) -> dict[str, Handler]:
+    al = sub.add_parser("alerts", help="live alerts: `alerts tail` prints them as they are published")
+    al.add_argument("alerts_cmd", choices=["tail"])
+    al.add_argument("--from-start", action="store_true", help="from the topic's beginning, not only new ones")
+    al.add_argument("--max", type=int, help="exit after this many alerts")
+    pr = sub.add_parser("produce", help="cut a recording into chunks and publish them")
+    pr.add_argument("recording", nargs="?", help="a whole-call recording (v1 layouts: see --layout)")
+    pr.add_argument("--call-id", required=True)
+    pr.add_argument("--layout", choices=["dual", "agent", "customer"])
+    pr.add_argument("--participant", action="append", type=parse_participant, metavar="ID:ROLE=FILE[@OFFSET_MS]",
+                    help="one participant's own recording (a track file, one direction of a phone call), placed "
+                         "OFFSET_MS into the call; repeatable")
+    pr.add_argument("--chime", metavar="FOLDER",
+                    help="a Chime-style capture folder of per-attendee <UTC time>-<attendee>.mp4 chunk files")
+    pr.add_argument("--role", action="append", type=_role_map, metavar="ATTENDEE=ROLE",
+                    help="with --chime: an attendee's role (others: other, which is not analysed by default)")
+    pr.add_argument("--mixed-audio", action="store_true",
+                    help="with --chime: publish the mixed-audio files too, as participant 'mixed' (role other)")
+    pr.add_argument("--chunk-seconds", type=float)
+    pr.add_argument("--realtime", action="store_true", help="pace chunks as a live recorder would")
+    dl = sub.add_parser("dlq", help="list dead-lettered chunks; `dlq replay` re-publishes them")
+    dl.add_argument("dlq_cmd", nargs="?", choices=["list", "replay"], default="list")
+    dl.add_argument("--reason", help="only this dlq-reason")
+    dl.add_argument("--call", help="only this call id")
+    return {"produce": produce, "dlq": dlq, "alerts": alerts}
+
+
+def alerts(settings: Settings, args: argparse.Namespace) -> int:
+    """Live alerts as they are published (the topic, not the table: what a supervisor's screen sees)."""
+    import json
+
+    from pipeline.contract import AlertMessage
+    from pipeline.ingest.topics import tail
+
+    def show(value: bytes | None) -> None:
+        try:
+            a = AlertMessage.decode(value)
+        except ValueError:
+            print(f"(not an alert: {value[:80] if value else value!r})", flush=True)
+            return
+        print(f"{a.published_at[:19]}  {a.call_id}  {a.participant_id} ({a.role})  {a.rule}  "
+              f"{a.start_ms / 1000:.0f}-{a.end_ms / 1000:.0f}s  {json.dumps(a.values)}", flush=True)
+
+    try:
+        tail(settings, settings.alerts_topic, show, from_start=args.from_start, limit=args.max)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def parse_participant(spec: str) -> tuple[str, str, Path, int]:
+    """ID:ROLE=FILE[@OFFSET_MS] -> (id, role, file, offset)."""
+    from pipeline.contract import PARTICIPANT_ID, ROLES
+
+    who, sep, rest = spec.partition("=")
+    pid, _, role = who.rpartition(":")
+    if not sep or not pid or role not in ROLES or not PARTICIPANT_ID.match(pid):
+        raise argparse.ArgumentTypeError(f"--participant {spec!r}: expected ID:ROLE=FILE[@OFFSET_MS] with ROLE one of "
+                                         f"{', '.join(ROLES)} and ID matching {PARTICIPANT_ID.pattern}")
+    path, at, offset = rest.rpartition("@") if "@" in rest and rest.rpartition("@")[2].isdigit() else (rest, "", "0")
+    return pid, role, Path(path), int(offset)
+
+
+def produce(settings: Settings, args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from pipeline.ingest.producer import (
+        PublishError,
+        Upload,
+        chime_uploads,
+        participant_uploads,
+        publish_uploads,
+        recording_uploads,
+    )
+
+    sources = sum(bool(x) for x in (args.recording, args.participant, args.chime))
+    if sources != 1:
+        print("error: give one of: a RECORDING (with --layout), --participant ID:ROLE=FILE[@OFFSET_MS] "
+              "(repeatable), or --chime FOLDER", file=sys.stderr)
+        return 2
+    uploads: list[Upload] = []
+    if args.recording:
+        uploads = recording_uploads(settings, Path(args.recording), args.layout, args.chunk_seconds)
+    elif args.participant:
+        for pid, role, path, offset in args.participant:
+            uploads += participant_uploads(settings, pid, role, path, offset, args.chunk_seconds)
+    else:
+        roles = dict(args.role or [])
+        uploads = chime_uploads(settings, Path(args.chime), roles, mixed_audio=args.mixed_audio)
+    bar = tqdm(desc=f"publishing {args.call_id}", unit="chunk", total=len(uploads))
+    try:
+        sent = publish_uploads(settings, args.call_id, uploads, realtime=args.realtime,
+                               on_chunk=lambda meta, size: bar.update(1))
+    except PublishError as exc:
+        bar.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    bar.close()
+    claims = sum(1 for m in sent if m.claim_check)
+    who = sorted({f"{m.participant_id} ({m.role})" for m in sent if m.participant_id})
+    print(f"published {len(sent)} chunks of call {args.call_id} to {settings.chunks_topic}"
+          + (f" ({claims} through the claim check)" if claims else "")
+          + (f"; participants: {', '.join(who)}" if who else ""))
+    unanalysed = sorted({m.role for m in sent if m.role and m.role not in settings.roles})
+    if unanalysed:
+        print(f"note: roles {', '.join(unanalysed)} are not in CALLSTREAM_ANALYSED_ROLES; their media will not "
+              "be analysed (see README, For deployers)")
+    return 0
+
+
+def _role_map(spec: str) -> tuple[str, str]:
+    from pipeline.contract import ROLES
+
+    pid, _, role = spec.partition("=")
+    if role not in ROLES or not pid:
+        raise argparse.ArgumentTypeError(f"--role {spec!r}: expected ATTENDEE=ROLE, ROLE one of {', '.join(ROLES)}")
+    return pid, role
+
+
+def dlq(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.ingest import dlq
+
+    letters = dlq.select(dlq.read_all(settings), args.reason, args.call)
+    if args.dlq_cmd == "replay":
+        n = dlq.replay(settings, letters)
+        print(f"replayed {n} dead-lettered chunks to {settings.chunks_topic}")
+        return 0
+    for d in letters:
+        print(dlq.describe(d))
+    print(f"{len(letters)} dead-lettered chunks in {settings.dlq_topic}")
+    return 0

@@ -1,0 +1,78 @@
+"""`callstream generate | bench | reliability`: synthetic calls and the measurements of docs/."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from pipeline.cli.base import Handler
+from pipeline.cli.stack import start
+from pipeline.settings import Settings
+
+DEFAULT_SHAPES = ["640x360@15", "1280x720@30"]
+
+
+def register(sub: Any) -> dict[str, Handler]:
+    g = sub.add_parser("generate", help="write a synthetic two-participant call (MP4)")
+    g.add_argument("out")
+    g.add_argument("--seconds", type=float, default=20)
+    g.add_argument("--size", default="640x360")
+    g.add_argument("--fps", type=int, default=15)
+    rl = sub.add_parser("reliability", help="bad input, memory and fault-injection figures (docs/RELIABILITY.md)")
+    rl.add_argument("--parts", default="bad,memory,faults")
+    rl.add_argument("--code", help="start workers from this checkout (before/after figures)")
+    rl.add_argument("--memory-cases", default="5-s chunks,live chunks alone,45-min one-chunk call,"
+                                              "2-h audio-only call,8192x8192 frame")
+    rl.add_argument("--calls", type=int, default=8, help="calls of 20 s in the fault-injection load")
+    rl.add_argument("--timeout", type=float, default=900, help="longest wait for one memory case")
+    be = sub.add_parser("bench", help="throughput, latency, scale-out, limits and peers (docs/BENCHMARKS.md)")
+    be.add_argument("--shape", action="append", help="WxH@FPS, repeatable (default 640x360@15 and 1280x720@30)")
+    be.add_argument("--calls", type=int, default=6, help="calls per capacity run")
+    be.add_argument("--seconds", type=float, default=30, help="length of each generated call")
+    be.add_argument("--workers", default="1,2", help="worker counts to compare")
+    be.add_argument("--latency-seconds", type=float, default=40, help="length of the paced latency run")
+    be.add_argument("--no-peers", action="store_true", help="skip fer.Video and the naive loop")
+    be.add_argument("--nets", action="store_true", help="only each built-in net on TorchScript vs ONNX Runtime "
+                                                        "(ms per call, output difference); no stack")
+    return {"generate": generate, "bench": bench, "reliability": reliability}
+
+
+def generate(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.media.ffmpeg_bin import ffmpeg_exe
+    from pipeline.media.synth import generate_call
+
+    w, h = (int(v) for v in args.size.split("x"))
+    out = generate_call(ffmpeg_exe(settings.ffmpeg_binary), Path(args.out), seconds=args.seconds, width=w,
+                        height=h, fps=args.fps)
+    print(out)
+    return 0
+
+
+def bench(settings: Settings, args: argparse.Namespace) -> int:
+    if args.nets:
+        from pipeline.bench import nets
+
+        print(nets.markdown(nets.compare(settings.model_repository)))
+        return 0
+    from pipeline.bench.main import bench as run_bench
+    from pipeline.bench.main import markdown
+
+    start(settings)
+    workers = [int(w) for w in args.workers.split(",")]
+    report = run_bench(settings, args.shape or DEFAULT_SHAPES, args.calls, args.seconds, workers,
+                       args.latency_seconds, not args.no_peers)
+    print()
+    print(markdown(report))
+    return 0
+
+
+def reliability(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.bench.reliability import run
+
+    start(settings)
+    report = run(settings, args.parts.split(","), Path(args.code) if args.code else None,
+                 args.memory_cases.split(","), args.calls, args.timeout)
+    print()
+    print(report)
+    return 0
