@@ -1,7 +1,7 @@
-# callstream worker (also usable for `callstream produce` and `callstream timeline`).
+# callstream worker (also usable for `callstream produce`, `timeline`, `db upgrade`, `forget`, `retention`).
+# The project's core only: no torch, no lab (pyproject's extras hold those).
 FROM python:3.11-slim
 WORKDIR /app
-RUN pip install --no-cache-dir "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu
 COPY pyproject.toml README.md ./
 COPY pipeline ./pipeline
 RUN pip install --no-cache-dir .

