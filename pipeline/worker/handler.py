@@ -33,7 +33,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiokafka.errors as aiokafka_errors
 import kafka.errors as kafka_errors
@@ -41,15 +41,39 @@ import kafka.errors as kafka_errors
 from pipeline.contract import H_DLQ_PAYLOAD, ChunkMeta, bounded, dead_letter_headers, is_dead_letter_header, parse
 from pipeline.errors import BadChunk, Dependency, TransientFault
 from pipeline.media.runclock import CLOCK, Mark, RunningClock
-from pipeline.store.models import CallRow, ChunkStatus, LedgerEntry
+from pipeline.store.models import CallRow, ChunkStatus, LedgerEntry, PieceRow
 from pipeline.worker.metrics import Metrics
 
 log = logging.getLogger("callstream.worker")
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
+if TYPE_CHECKING:
+    from pipeline.worker.process import Timings
+
 Headers = list[tuple[str, bytes]]
 DeadLetter = Callable[[bytes | None, bytes | None, Headers], Awaitable[None]]
 Health = Callable[[], Awaitable[bool]]
+ParkPayload = Callable[[str, bytes], Awaitable[str]]      # (source, payload) -> where it was parked
+DiscardClaim = Callable[[str], Awaitable[None]]           # delete a claim-check object
+
+
+class Processor(Protocol):
+    """Turns a chunk into its pieces (worker/process.py's ChunkProcessor; a fake in the policy tests)."""
+
+    async def process(self, meta: ChunkMeta, value: bytes | None) -> tuple[list[PieceRow], Timings]: ...
+
+
+class Ledger(Protocol):
+    """What the handler writes and asks of Postgres (store/writer.py's SegmentWriter)."""
+
+    async def erased_tracks(self, call_id: str) -> set[str]: ...
+    async def record_refused(self, ledger: LedgerEntry) -> None: ...
+    async def committed_at(self, call_id: str, stream: str, seq: int) -> str | None: ...
+    async def record_redelivery(self, ledger: LedgerEntry) -> None: ...
+    async def commit_chunk(self, call: CallRow, pieces: list[PieceRow], ledger: LedgerEntry) -> float: ...
+    async def done_at(self, topic: str, partition: int, offset: int) -> str | None: ...
+    async def note_late_attempt(self, topic: str, partition: int, offset: int, note: str) -> None: ...
+    async def record_failure(self, call: CallRow | None, ledger: LedgerEntry) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -118,10 +142,11 @@ def raw_headers(headers: Any) -> Headers:
 
 
 class MessageHandler:
-    def __init__(self, processor: Any, writer: Any, dead_letter: DeadLetter, *,
-                 health: Mapping[Dependency, Health] | None = None, park_payload: Any = None,
+    def __init__(self, processor: Processor, writer: Ledger, dead_letter: DeadLetter, *,
+                 health: Mapping[Dependency, Health] | None = None, park_payload: ParkPayload | None = None,
                  retry_initial_s: float = 0.5, retry_max_s: float = 30.0, max_attempts: int = 6,
-                 dlq_inline_limit: int = 900_000, discard_claim: Any = None, metrics: Metrics | None = None,
+                 dlq_inline_limit: int = 900_000, discard_claim: DiscardClaim | None = None,
+                 metrics: Metrics | None = None,
                  publish_alerts: Callable[[str], Awaitable[None]] | None = None,
                  leftover: Callable[[str], None] | None = None, pause_limit_s: float = 6.0,
                  probe_s: float = 0.5, clock: RunningClock = CLOCK) -> None:

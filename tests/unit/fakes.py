@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
+from pipeline.contract import ChunkMeta
 from pipeline.inference.client import Item
 from pipeline.inference.fusion import Evidence
+from pipeline.store.models import CallRow, LedgerEntry, PieceRow
 from pipeline.worker.process import Timings
 
 
 @dataclass
 class FakeWriter:
-    commits: list[tuple[dict, list, dict]] = field(default_factory=list)
-    failures: list[tuple[dict | None, dict]] = field(default_factory=list)
+    commits: list[tuple[CallRow, list[PieceRow], LedgerEntry]] = field(default_factory=list)
+    failures: list[tuple[CallRow | None, LedgerEntry]] = field(default_factory=list)
     commit_errors: list[BaseException] = field(default_factory=list)     # raised one per call, then succeed
     failure_errors: list[BaseException] = field(default_factory=list)
     up: bool = True
@@ -23,14 +25,14 @@ class FakeWriter:
     done: dict[tuple[str, int, int], str] = field(default_factory=dict)   # (topic, partition, offset) -> worker
     late_notes: list[str] = field(default_factory=list)
 
-    async def commit_chunk(self, call: dict, rows: list, ledger: dict) -> float:
+    async def commit_chunk(self, call: CallRow, rows: list[PieceRow], ledger: LedgerEntry) -> float:
         if self.commit_errors:
             raise self.commit_errors.pop(0)
         self.commits.append((call, rows, ledger))
         self.done.setdefault((ledger["topic"], ledger["partition"], ledger["offset"]), ledger["worker"])
         return 1.0
 
-    async def record_failure(self, call: dict | None, ledger: dict) -> bool:
+    async def record_failure(self, call: CallRow | None, ledger: LedgerEntry) -> bool:
         if self.failure_errors:
             raise self.failure_errors.pop(0)
         if (ledger["topic"], ledger["partition"], ledger["offset"]) in self.done:
@@ -49,21 +51,21 @@ class FakeWriter:
         return self.up
 
     erased: set[str] = field(default_factory=set)
-    refused: list[dict] = field(default_factory=list)
+    refused: list[LedgerEntry] = field(default_factory=list)
 
     async def erased_tracks(self, call_id: str) -> set[str]:
         return {"*"} if call_id in self.erased else set()
 
-    async def record_refused(self, ledger: dict) -> None:
+    async def record_refused(self, ledger: LedgerEntry) -> None:
         self.refused.append(ledger)
 
     committed: dict[tuple[str, str, int], str] = field(default_factory=dict)   # (call, stream, seq) -> source
-    redeliveries: list[dict] = field(default_factory=list)
+    redeliveries: list[LedgerEntry] = field(default_factory=list)
 
     async def committed_at(self, call_id: str, stream: str, seq: int) -> str | None:
         return self.committed.get((call_id, stream, seq))
 
-    async def record_redelivery(self, ledger: dict) -> None:
+    async def record_redelivery(self, ledger: LedgerEntry) -> None:
         self.redeliveries.append(ledger)
 
 
@@ -87,12 +89,13 @@ class FakeProcessor:
     errors: list[BaseException] = field(default_factory=list)
     calls: int = 0
 
-    async def process(self, meta: Any, value: bytes | None) -> tuple[list[dict], Timings]:
+    async def process(self, meta: ChunkMeta, value: bytes | None) -> tuple[list[PieceRow], Timings]:
         self.calls += 1
         if self.errors:
             raise self.errors.pop(0)
-        return [{"call_id": meta.call_id, "participant_id": "customer", "cell_ms": meta.start_ms,
-                 "start_ms": meta.start_ms, "end_ms": meta.start_ms + 1000}], Timings(size_bytes=len(value or b""))
+        piece = {"call_id": meta.call_id, "participant_id": "customer", "cell_ms": meta.start_ms,
+                 "start_ms": meta.start_ms, "end_ms": meta.start_ms + 1000}   # what the handler reads of a piece
+        return [cast(PieceRow, piece)], Timings(size_bytes=len(value or b""))
 
 
 class FakeTriton:
@@ -125,3 +128,11 @@ class FakeTriton:
                                 audio_ms=len(item.audio) // 16, speech_ratio=0.5 if len(item.audio) else 0.0,
                                 arousal=0.5 if len(item.audio) else None))
         return out
+
+
+if TYPE_CHECKING:   # mypy checks the fakes against the seams the handler declares
+    from pipeline.worker.handler import DeadLetter, Ledger, Processor
+
+    _ledger: Ledger = FakeWriter()
+    _processor: Processor = FakeProcessor()
+    _dead_letter: DeadLetter = FakeDLQ()
