@@ -16,7 +16,7 @@ from pipeline.bench.workload import Workload
 from pipeline.contract import ChunkMeta
 from pipeline.inference.analysis import Analyzer
 from pipeline.inference.client import pack
-from pipeline.media.decode import SCALER, decode
+from pipeline.media.decode import DEFAULT_OPTIONS, DecodeOptions, decode
 from pipeline.media.ffmpeg_bin import ffmpeg_exe
 from pipeline.settings import Settings
 from pipeline.worker.process import decoded_items
@@ -36,7 +36,7 @@ def ffmpeg_limit(work: Workload, settings: Settings, parallel: int | None = None
     ff = ffmpeg_exe(settings.ffmpeg_binary)
 
     def one(path: Path) -> None:
-        decode(ff, path, settings.sample_fps, settings.frame_width, fast=settings.fast_decode)
+        decode(ff, path, settings.sample_fps, settings.frame_width, options=DecodeOptions(fast=settings.fast_decode))
 
     reps = _repeats(work)
     start = time.perf_counter()
@@ -79,14 +79,14 @@ def model_limit(work: Workload, settings: Settings, tracking: bool = True,
 
 
 def decoded_batches(work: Workload, settings: Settings, roles: frozenset[str] | None = None,
-                    scaler: str = SCALER) -> list[dict]:
+                    scaler: str = DEFAULT_OPTIONS.scaler) -> list[dict]:
     """The model's input tensors for each chunk of the workload, as the worker would send them (or, with
     another `scaler`, as a worker scaling that way would)."""
     ff = ffmpeg_exe(settings.ffmpeg_binary)
     batches = []
     for c in work.chunks:
-        decoded = decode(ff, c.path, settings.sample_fps, settings.frame_width, fast=settings.fast_decode,
-                         scaler=scaler)
+        decoded = decode(ff, c.path, settings.sample_fps, settings.frame_width,
+                         options=DecodeOptions(fast=settings.fast_decode, scaler=scaler))
         meta = ChunkMeta("bench", c.seq, c.start_ms, duration_ms=c.end_ms - c.start_ms)
         batches.append(pack(decoded_items(meta, decoded, settings.segment_ms, "dual", roles or settings.roles)[1]))
     return batches

@@ -56,15 +56,30 @@ AUDIO_FILTER = "aresample=async=1:first_pts=0,asetnsamples=n=4000:p=0"
 # do not start at zero (a recorder's running call time): only the pass tells ffmpeg its start time.
 # A Matroska file whose decoders cannot start without the pass is started once more with it.
 SKIP_PROBE = ("-nofind_stream_info",)
-# Packets no sampled frame needs (the end of each group of pictures) are dropped before the decoder:
-# the same frames, byte for byte, for a fifth less H.264 decoding at 1-s key frames (pipeline/media/gop.py).
-DROP_UNSAMPLED = True
 # swscale's area filter averages the source pixels each output pixel covers. For the 2-3x downscale to
 # the frame width it costs 5-9 % less of a chunk's decode CPU than the default bicubic (16 ms of 205 at
 # 720p, 5 of 100 at 360p) and gives the same labels (docs/BENCHMARKS.md). "bicubic" is the path
 # before it, kept for the benchmark's agreement check.
-SCALER = "area"
 SCALERS = ("area", "bicubic", "bilinear")
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How chunks are decoded. The defaults are the worker's; the benchmark and the tests pass others
+    (the path before an optimisation, a decoder forced to fail) instead of changing module globals."""
+    scaler: str = "area"
+    # Packets no sampled frame needs (the end of each group of pictures) are dropped before the decoder:
+    # the same frames, byte for byte, for a fifth less H.264 decoding at 1-s key frames (media/gop.py).
+    drop_unsampled: bool = True
+    skip_probe: tuple[str, ...] = SKIP_PROBE   # the input options that skip the stream-info pass
+    fast: bool = True                           # ffmpeg's fast decoding flags (input_args)
+
+    def __post_init__(self) -> None:
+        if self.scaler not in SCALERS:
+            raise ValueError(f"scaler {self.scaler!r} is not one of {SCALERS}")
+
+
+DEFAULT_OPTIONS = DecodeOptions()
 
 
 def sniff_container(head: bytes) -> str | None:
@@ -107,7 +122,7 @@ def target_size(width: int, height: int, target_width: int) -> tuple[int, int]:
     return max(w, 2), max(h, 2)
 
 
-def scale_filter(target_width: int, scaler: str = SCALER) -> str:
+def scale_filter(target_width: int, scaler: str = DEFAULT_OPTIONS.scaler) -> str:
     """`target_size` as an ffmpeg scale filter, for a decoder that learns the input size as it starts."""
     s = f"min(1,min({target_width}/iw,{target_width}/ih))"
     return f"scale=w='max(2,2*floor(floor(iw*{s}+0.5)/2))':h='max(2,2*floor(ih*{s}/2+0.5))':flags={scaler}"
@@ -202,20 +217,19 @@ class StreamDecoder:
     which ends a blocked read at once: that is how cancellation and the deadline stop a decode)."""
 
     def __init__(self, ffmpeg_bin: str, path: Path, fps: float, frame_width: int,
-                 timeout_s: float | Callable[[MediaInfo], float], fast: bool = True,
-                 video: bool = True, audio: bool = True, scaler: str = SCALER) -> None:
+                 timeout_s: float | Callable[[MediaInfo], float], options: DecodeOptions = DEFAULT_OPTIONS,
+                 video: bool = True, audio: bool = True) -> None:
         """`timeout_s` may be a function of what the container declares (a budget that scales).
         `video`/`audio` False: that stream is nobody's (an audio-only chunk of a participant whose
         recorder muxed a picture in, say) and is never decoded."""
         with open(path, "rb") as f:
             demuxer = sniff_container(f.read(SNIFF_BYTES))
-        if scaler not in SCALERS:
-            raise ValueError(f"scaler {scaler!r} is not one of {SCALERS}")
         if demuxer is None:
             raise BadChunk("undecodable", "not a media container callstream reads "
                                           "(MP4/MOV, Matroska/WebM, MPEG-TS, Ogg, WAV, FLAC)")
-        self.ffmpeg_bin, self.path, self.demuxer, self.fast = ffmpeg_bin, path, demuxer, fast
-        self.fps, self.frame_width, self.scaler = fps, frame_width, scaler
+        self.ffmpeg_bin, self.path, self.demuxer, self.options = ffmpeg_bin, path, demuxer, options
+        self.fast, self.scaler = options.fast, options.scaler
+        self.fps, self.frame_width = fps, frame_width
         self.timed_out = False
         self._closed = False
         self._procs: list[subprocess.Popen[bytes]] = []
@@ -272,7 +286,7 @@ class StreamDecoder:
         index = mkv.read_index(self.path)
         if index is None or index.start != 0:
             return False, None
-        if not video or not DROP_UNSAMPLED or index.video is None:
+        if not video or not self.options.drop_unsampled or index.video is None:
             return True, None
         return True, gop.drop_filter(index.video, self.fps, index.tick_ns)
 
@@ -295,7 +309,7 @@ class StreamDecoder:
     # -- processes ---------------------------------------------------------------------------------
 
     def _input_args(self, fast: bool) -> list[str]:
-        skip = list(SKIP_PROBE) if self._skip_probe else []
+        skip = list(self.options.skip_probe) if self._skip_probe else []
         drop = ["-bsf:v", self._drop] if self._skip_probe and self._drop else []
         return [*skip, *drop, "-threads", "1", *input_args(self.path, self.demuxer, fast)]
 
@@ -613,9 +627,9 @@ class Decoded:
 
 
 def decode(ffmpeg_bin: str, path: Path, fps: float, frame_width: int, timeout: float = 120.0,
-           fast: bool = True, scaler: str = SCALER) -> Decoded:
+           options: DecodeOptions = DEFAULT_OPTIONS) -> Decoded:
     """Whole-file decode for short media (benchmarks, tools); the worker streams with StreamDecoder."""
-    with StreamDecoder(ffmpeg_bin, path, fps, frame_width, timeout, fast, scaler=scaler) as dec:
+    with StreamDecoder(ffmpeg_bin, path, fps, frame_width, timeout, options) as dec:
         windows = []
         while not dec.finished:
             windows.append(dec.read(60.0))

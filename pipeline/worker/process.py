@@ -22,7 +22,7 @@ from pipeline.errors import BadChunk
 from pipeline.inference.client import EmotionClient, Item
 from pipeline.inference.fusion import DEFAULT_FUSION, Evidence, FusionParams
 from pipeline.ingest.claimcheck import ClaimCheckStore
-from pipeline.media.decode import AUDIO_RATE, ChunkFile, Decoded, StreamDecoder, Window
+from pipeline.media.decode import AUDIO_RATE, ChunkFile, Decoded, DecodeOptions, StreamDecoder, Window
 from pipeline.media.segment import (
     Segment,
     SegmentPlanner,
@@ -244,8 +244,9 @@ class ChunkProcessor:
         start = time.perf_counter()
         size = t.size_bytes
         video, audio = wants(meta)
+        options = DecodeOptions(fast=s.fast_decode)
         dec = await asyncio.to_thread(StreamDecoder, self.ffmpeg_bin, path, s.sample_fps, s.frame_width,
-                                      lambda info: decode_budget_s(s, meta, info.duration_ms, size), s.fast_decode,
+                                      lambda info: decode_budget_s(s, meta, info.duration_ms, size), options,
                                       video, audio)
         try:
             t.decode_ms += (time.perf_counter() - start) * 1000

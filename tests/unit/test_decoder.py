@@ -9,9 +9,12 @@ import pytest
 
 from pipeline.errors import BadChunk
 from pipeline.media import decode as decoding
-from pipeline.media.decode import StreamDecoder, decode, target_size
+from pipeline.media.decode import DecodeOptions, StreamDecoder, decode, target_size
 from pipeline.media.ffmpeg_bin import ffmpeg_exe
 from pipeline.media.synth import generate_call, generate_track
+
+# A decoder that cannot read the stream stands in for one that needs the stream-info pass to start.
+FAILS_WITHOUT_PASS = DecodeOptions(skip_probe=("-c:v", "mjpeg"))
 
 FF = ffmpeg_exe()
 
@@ -111,15 +114,15 @@ def test_the_area_scaler_gives_the_bicubic_frames_within_a_grey_level(call, monk
     """The decoder scales by area averaging (cheaper than ffmpeg's default bicubic); the benchmark's
     agreement check decodes the old way, so the setting must reach ffmpeg on every path."""
     area = decode(FF, call, 2.0, 480)
-    bicubic = decode(FF, call, 2.0, 480, scaler="bicubic")
+    bicubic = decode(FF, call, 2.0, 480, options=DecodeOptions(scaler="bicubic"))
     assert area.frames.shape == bicubic.frames.shape == (12, 270, 480, 3)
     assert not np.array_equal(area.frames, bicubic.frames)
     assert np.abs(area.frames.astype(np.int16) - bicubic.frames).mean() < 2.0
     monkeypatch.setattr(decoding, "LOOKAHEAD_S", -100.0)  # the per-stream processes scale the same way
     assert np.array_equal(decode(FF, call, 2.0, 480).frames, area.frames)
-    assert np.array_equal(decode(FF, call, 2.0, 480, scaler="bicubic").frames, bicubic.frames)
+    assert np.array_equal(decode(FF, call, 2.0, 480, options=DecodeOptions(scaler="bicubic")).frames, bicubic.frames)
     with pytest.raises(ValueError, match="scaler"):
-        StreamDecoder(FF, call, 2.0, 480, 60.0, scaler="area,drawtext")
+        StreamDecoder(FF, call, 2.0, 480, 60.0, DecodeOptions(scaler="area,drawtext"))
 
 
 def test_more_channels_than_a_map_can_name_are_bounded(tmp_path, monkeypatch):
@@ -141,9 +144,8 @@ def test_the_stream_info_retry_and_the_channel_bound_together(call, tmp_path, mo
                     "-c:v", "copy", "-c:a", "pcm_s16le",
                     "-af", "pan=10c|c0=c0|c1=c0|c2=c0|c3=c0|c4=c0|c5=c0|c6=c0|c7=c0|c8=c0|c9=c0", str(mkv)],
                    check=True)
-    monkeypatch.setattr(decoding, "SKIP_PROBE", ("-c:v", "mjpeg"))
     started = spawned(monkeypatch)
-    decoded = decode(FF, mkv, 2.0, 480)
+    decoded = decode(FF, mkv, 2.0, 480, options=FAILS_WITHOUT_PASS)
     assert len(started) == 3 and "mjpeg" in started[0] and "-ac" in started[2]
     assert decoded.audio.shape[0] == decoding.MAX_CHANNELS and len(decoded.frames) == 12
 
@@ -237,8 +239,7 @@ def test_a_matroska_file_that_needs_the_stream_info_pass_gets_it(call, tmp_path,
     mkv = tmp_path / "c.mkv"
     _remux(call, mkv)
     want = decode(FF, mkv, 2.0, 480)
-    monkeypatch.setattr(decoding, "SKIP_PROBE", ("-c:v", "mjpeg"))
     started = spawned(monkeypatch)
-    got = decode(FF, mkv, 2.0, 480)
+    got = decode(FF, mkv, 2.0, 480, options=FAILS_WITHOUT_PASS)
     assert len(started) == 2 and "mjpeg" in started[0] and "mjpeg" not in started[1]
     assert np.array_equal(got.frames, want.frames) and np.array_equal(got.audio, want.audio)

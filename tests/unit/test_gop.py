@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.media import decode as decoding
 from pipeline.media import gop, mkv
-from pipeline.media.decode import decode
+from pipeline.media.decode import DecodeOptions, decode
 from pipeline.media.ffmpeg_bin import ffmpeg_exe
 from pipeline.media.mkv import Packet
 
@@ -49,9 +49,7 @@ def media(tmp_path_factory):
 
 
 def _both(path, monkeypatch, fps=2.0):
-    monkeypatch.setattr(decoding, "DROP_UNSAMPLED", False)
-    full = decode(FF, path, fps, 480)
-    monkeypatch.setattr(decoding, "DROP_UNSAMPLED", True)
+    full = decode(FF, path, fps, 480, options=DecodeOptions(drop_unsampled=False))
     return full, decode(FF, path, fps, 480)
 
 
