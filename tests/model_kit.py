@@ -146,7 +146,7 @@ def speech(rms: float = 0.1, seconds: float = 3.0) -> np.ndarray:
     """eSpeak NG speech at 16 kHz, scaled to an RMS level."""
     from scipy.signal import resample_poly
 
-    from pipeline.media.speech import synthesize
+    from callstream_lab.speech import synthesize
 
     x, _ = synthesize("Thank you for calling. I have been waiting for a very long time, how can you help me?")
     y = resample_poly(x, 320, 441).astype(np.float32)
@@ -171,8 +171,8 @@ def write_clip(path: Path, audio: np.ndarray | None, face: bool = True, fps: int
     path gets the audio alone."""
     import subprocess
 
+    from callstream_lab.synth import write_wav
     from pipeline.media.ffmpeg_bin import ffmpeg_exe
-    from pipeline.media.synth import write_wav
 
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".wav":

@@ -11,9 +11,9 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from callstream_lab.stack import broker, objectstore, postgres, triton
+from callstream_lab.stack.procs import free_port, start_worker_process, stop_process
 from pipeline.settings import Settings
-from pipeline.stack import broker, objectstore, postgres, triton
-from pipeline.stack.procs import free_port, start_worker_process, stop_process
 
 
 def free_base(span: int = 10005) -> int:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from importlib.metadata import entry_points
 
-from pipeline.cli import calls, db, ingest, lab, models, privacy, stack, worker
+from pipeline.cli import calls, db, ingest, models, privacy, status, worker
 from pipeline.cli.base import Handler
 from pipeline.settings import Settings, SettingsError
 
-GROUPS = (stack, ingest, worker, calls, db, models, privacy, lab)
+GROUPS = (status, ingest, worker, calls, db, models, privacy)
 
 # The core install is what a worker needs; commands that need more say which extra brings it.
 EXTRA_OF = {"torch": "serve", "onnxruntime": "serve", "onnx": "serve", "h5py": "serve",
@@ -26,6 +27,14 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     handlers: dict[str, Handler] = {}
     for group in GROUPS:
         handlers.update(group.register(sub))
+    # More groups (the lab's: the embedded stack, generated calls, benchmarks) where they are installed;
+    # the product itself never imports them.
+    for plugin in entry_points(group="callstream.commands"):
+        try:
+            module = plugin.load()
+        except ImportError:
+            continue
+        handlers.update(module.register(sub))
     return p, handlers
 
 

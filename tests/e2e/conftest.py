@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
+from callstream_lab.synth import generate_call
 from pipeline.media.ffmpeg_bin import ffmpeg_exe
-from pipeline.media.synth import generate_call
 
 
 @pytest.fixture(scope="session")

@@ -10,12 +10,12 @@ import time
 
 import pytest
 
-from pipeline.bench.runner import triton_counts
+from callstream_lab.bench.runner import triton_counts
+from callstream_lab.synth import generate_call
 from pipeline.contract import ChunkMeta
 from pipeline.ingest.producer import ChunkPublisher
 from pipeline.media.cut import cut
 from pipeline.media.ffmpeg_bin import ffmpeg_exe
-from pipeline.media.synth import generate_call
 from tests.e2e.helpers import query, wait_chunks
 from tests.stack import wait_for
 

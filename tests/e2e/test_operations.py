@@ -12,12 +12,12 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from callstream_lab.synth import speech_wav
 from pipeline.contract import ChunkMeta
 from pipeline.ingest.producer import ChunkPublisher
 from pipeline.ingest.topics import read_from_start
 from pipeline.media.cut import cut
 from pipeline.media.ffmpeg_bin import ffmpeg_exe
-from pipeline.media.synth import speech_wav
 from pipeline.settings import REPO_ROOT
 from tests.e2e.helpers import query, wait_chunks
 from tests.stack import free_port, wait_for

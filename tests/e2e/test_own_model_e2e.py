@@ -8,12 +8,12 @@ import sys
 
 import pytest
 
+from callstream_lab.stack import triton
+from callstream_lab.stack.procs import free_port
+from callstream_lab.synth import generate_call
 from pipeline.ingest.producer import publish_recording
 from pipeline.media.ffmpeg_bin import ffmpeg_exe
-from pipeline.media.synth import generate_call
 from pipeline.settings import Settings
-from pipeline.stack import triton
-from pipeline.stack.procs import free_port
 from tests import model_kit
 from tests.e2e.helpers import query, wait_chunks
 

@@ -10,13 +10,13 @@ import time
 
 import pytest
 
+from callstream_lab.synth import generate_call
 from pipeline.contract import ChunkMeta
 from pipeline.ingest import dlq
 from pipeline.ingest.claimcheck import s3_client
 from pipeline.ingest.producer import ChunkPublisher
 from pipeline.media.cut import cut
 from pipeline.media.ffmpeg_bin import ffmpeg_exe
-from pipeline.media.synth import generate_call
 from pipeline.settings import Settings
 from tests.e2e.helpers import query, wait_chunks
 from tests.stack import wait_for

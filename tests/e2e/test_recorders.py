@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from callstream_lab.synth import generate_track
 from pipeline.contract import ChunkMeta, parse_channels
 from pipeline.ingest.producer import ChunkPublisher, Upload, chime_uploads, participant_uploads
 from pipeline.media.cut import cut
 from pipeline.media.ffmpeg_bin import ffmpeg_exe
-from pipeline.media.synth import generate_track
 from pipeline.store.queries import TIMELINE_CHECK
 from tests.e2e.helpers import query, wait_chunks
 

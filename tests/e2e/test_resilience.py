@@ -2,11 +2,11 @@
 
 import pytest
 
+from callstream_lab.stack import broker, triton
 from pipeline.contract import ChunkMeta
 from pipeline.ingest.producer import ChunkPublisher
 from pipeline.media.cut import cut
 from pipeline.media.ffmpeg_bin import ffmpeg_exe
-from pipeline.stack import broker, triton
 from tests.e2e.helpers import query, segments, wait_chunks
 from tests.stack import read_topic, wait_for
 

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.stack
 def _speech():
     from scipy.signal import resample_poly
 
-    from pipeline.media.speech import synthesize
+    from callstream_lab.speech import synthesize
 
     x, sr = synthesize("Thank you for calling, how can I help you today?")
     return resample_poly(x, 320, 441).astype(np.float32)[:16000]
@@ -118,9 +118,9 @@ def test_telephony_audio_gives_the_voice_analysis_of_wideband_audio(stack, tmp_p
     """The same customer speech as 8 kHz G.711 (mu-law, A-law), 8 and 16 kHz PCM and 48 kHz Opus: the
     decoder brings all to 16 kHz, and each 1-s segment's speech decision and arousal must agree with
     the 48 kHz PCM reference (the VAD and the prosody cues live below 4 kHz)."""
+    from callstream_lab.synth import generate_track
     from pipeline.media.decode import decode
     from pipeline.media.ffmpeg_bin import ffmpeg_exe
-    from pipeline.media.synth import generate_track
 
     def voice(acodec, ar, name):
         path = generate_track(ffmpeg_exe(), tmp_path / name, 16, video=False, acodec=acodec, rate=ar)

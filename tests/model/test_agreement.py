@@ -4,7 +4,7 @@ when given them (frames decoded the old way), and notice when the two disagree."
 import numpy as np
 import pytest
 
-from pipeline.bench.agreement import compare, photo_views
+from callstream_lab.bench.agreement import compare, photo_views
 from pipeline.inference.analysis import Analyzer
 
 

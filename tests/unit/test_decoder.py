@@ -7,11 +7,11 @@ import time
 import numpy as np
 import pytest
 
+from callstream_lab.synth import generate_call, generate_track
 from pipeline.errors import BadChunk
 from pipeline.media import decode as decoding
 from pipeline.media.decode import DecodeOptions, StreamDecoder, decode, target_size
 from pipeline.media.ffmpeg_bin import ffmpeg_exe
-from pipeline.media.synth import generate_call, generate_track
 
 # A decoder that cannot read the stream stands in for one that needs the stream-info pass to start.
 FAILS_WITHOUT_PASS = DecodeOptions(skip_probe=("-c:v", "mjpeg"))

@@ -2,9 +2,9 @@
 
 import pytest
 
+from callstream_lab.synth import generate_call
 from pipeline.ingest.producer import ChunkPublisher, PublishError, publish_recording
 from pipeline.media.ffmpeg_bin import ffmpeg_exe
-from pipeline.media.synth import generate_call
 from pipeline.settings import Settings
 
 

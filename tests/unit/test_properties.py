@@ -41,8 +41,8 @@ def test_the_parser_returns_meta_or_bad_chunk(headers, key):
 
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory):
+    from callstream_lab.synth import generate_call
     from pipeline.media.cut import cut
-    from pipeline.media.synth import generate_call
 
     path = generate_call(ffmpeg_exe(), tmp_path_factory.mktemp("m") / "c.mp4", seconds=3)
     return cut(ffmpeg_exe(), path, 5.0)[0].path.read_bytes()

@@ -41,7 +41,7 @@ def test_chunk_files_carry_their_writers_pid(tmp_path, monkeypatch):
 def test_triton_regions_nobody_maps_are_removed_and_a_live_servers_stay(tmp_path):
     """A killed tritonserver leaves its stubs' shared-memory regions; a live server (this stack's or a
     second stack's on the same host) maps its own, even with the descriptor closed."""
-    from pipeline.stack.triton import SHM_PREFIX, remove_orphan_regions
+    from callstream_lab.stack.triton import SHM_PREFIX, remove_orphan_regions
 
     orphan, mapped = tmp_path / f"{SHM_PREFIX}orphan", tmp_path / f"{SHM_PREFIX}live"
     unrelated = tmp_path / "PostgreSQL.1234"

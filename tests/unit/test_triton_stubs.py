@@ -4,7 +4,7 @@ import shutil
 import subprocess
 import time
 
-from pipeline.stack.triton import _stub_path, kill_orphan_stubs
+from callstream_lab.stack.triton import _stub_path, kill_orphan_stubs
 
 
 def _fake_stub(path):

@@ -15,7 +15,7 @@ from tests.unit.fakes import FakeTriton
 
 @pytest.fixture(scope="module")
 def chunk(tmp_path_factory):
-    from pipeline.media.synth import generate_call
+    from callstream_lab.synth import generate_call
 
     return generate_call(ffmpeg_exe(), tmp_path_factory.mktemp("m") / "c.mp4", seconds=6).read_bytes()
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import ffmpeg
 import numpy as np
 
-from pipeline.media.speech import synthesize
+from callstream_lab.speech import synthesize
 
 AGENT_LINES = [
     "Good morning, thank you for calling. My name is Alex, how can I help you today?",

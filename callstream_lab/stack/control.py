@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from callstream_lab.stack import broker, objectstore, postgres, procs, triton
 from pipeline.settings import Settings
-from pipeline.stack import broker, objectstore, postgres, procs, triton
 
 
 def up(settings: Settings, log: Callable[[str], None] = print) -> None:
@@ -36,3 +36,9 @@ def down(settings: Settings, log: Callable[[str], None] = print) -> None:
 def status(settings: Settings) -> dict[str, int | None]:
     return {name: procs.running_pid(settings.state_dir, name)
             for name in (objectstore.NAME, broker.NAME, postgres.NAME, triton.NAME)}
+
+
+def status_lines(settings: Settings) -> list[str]:
+    """`callstream status`'s section on the embedded services (entry point `callstream.status`)."""
+    return ["services (embedded stack)"] + [f"  {name:<14} {'running, pid ' + str(pid) if pid else 'stopped'}"
+                                            for name, pid in status(settings).items()]

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from callstream_lab.cli.stack import start
 from pipeline.cli.base import Handler
-from pipeline.cli.stack import start
 from pipeline.settings import Settings
 
 DEFAULT_SHAPES = ["640x360@15", "1280x720@30"]
@@ -39,8 +39,8 @@ def register(sub: Any) -> dict[str, Handler]:
 
 
 def generate(settings: Settings, args: argparse.Namespace) -> int:
+    from callstream_lab.synth import generate_call
     from pipeline.media.ffmpeg_bin import ffmpeg_exe
-    from pipeline.media.synth import generate_call
 
     w, h = (int(v) for v in args.size.split("x"))
     out = generate_call(ffmpeg_exe(settings.ffmpeg_binary), Path(args.out), seconds=args.seconds, width=w,
@@ -51,12 +51,12 @@ def generate(settings: Settings, args: argparse.Namespace) -> int:
 
 def bench(settings: Settings, args: argparse.Namespace) -> int:
     if args.nets:
-        from pipeline.bench import nets
+        from callstream_lab.bench import nets
 
         print(nets.markdown(nets.compare(settings.model_repository)))
         return 0
-    from pipeline.bench.main import bench as run_bench
-    from pipeline.bench.main import markdown
+    from callstream_lab.bench.main import bench as run_bench
+    from callstream_lab.bench.main import markdown
 
     start(settings)
     workers = [int(w) for w in args.workers.split(",")]
@@ -68,7 +68,7 @@ def bench(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def reliability(settings: Settings, args: argparse.Namespace) -> int:
-    from pipeline.bench.reliability import run
+    from callstream_lab.bench.reliability import run
 
     start(settings)
     report = run(settings, args.parts.split(","), Path(args.code) if args.code else None,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from callstream_lab.stack import procs
 from pipeline.settings import Settings
-from pipeline.stack import procs
 
 NAME = "tansu"
 

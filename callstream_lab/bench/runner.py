@@ -16,14 +16,14 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import text
 
-from pipeline.bench.dashboard import Scraper, render
-from pipeline.bench.workload import Workload
+from callstream_lab.bench.dashboard import Scraper, render
+from callstream_lab.bench.workload import Workload
+from callstream_lab.stack import procs
+from callstream_lab.stack.procs import start_worker_process, stop_process
+from callstream_lab.stack.triton import NAME as TRITON
 from pipeline.contract import ChunkMeta
 from pipeline.ingest.producer import ChunkPublisher
 from pipeline.settings import Settings
-from pipeline.stack import procs
-from pipeline.stack.procs import start_worker_process, stop_process
-from pipeline.stack.triton import NAME as TRITON
 from pipeline.store.db import sync_engine
 
 # Bench calls show the same smiling face throughout: this rule fires on each call's third segment.

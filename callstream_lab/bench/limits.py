@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.bench.workload import Workload
+from callstream_lab.bench.workload import Workload
 from pipeline.contract import ChunkMeta
 from pipeline.inference.analysis import Analyzer
 from pipeline.inference.client import pack

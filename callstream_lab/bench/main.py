@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.bench.agreement import compare, photo_views
-from pipeline.bench.limits import decoded_batches, ffmpeg_limit, model_limit
-from pipeline.bench.runner import Bench, RunResult, triton_peak_rss_mb
-from pipeline.bench.workload import Shape, Workload, build
+from callstream_lab.bench.agreement import compare, photo_views
+from callstream_lab.bench.limits import decoded_batches, ffmpeg_limit, model_limit
+from callstream_lab.bench.runner import Bench, RunResult, triton_peak_rss_mb
+from callstream_lab.bench.workload import Shape, Workload, build
 from pipeline.inference.analysis import Analyzer
 from pipeline.settings import REPO_ROOT, Settings
 

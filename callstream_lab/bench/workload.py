@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from callstream_lab.synth import generate_call
 from pipeline.media.cut import ChunkFile, cut
 from pipeline.media.ffmpeg_bin import ffmpeg_exe
-from pipeline.media.synth import generate_call
 
 
 @dataclass(frozen=True)

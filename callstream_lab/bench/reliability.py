@@ -27,14 +27,14 @@ from typing import Any
 
 from sqlalchemy import text
 
-from pipeline.bench.runner import _descendants, status_mb
+from callstream_lab.bench.runner import _descendants, status_mb
+from callstream_lab.stack import broker, objectstore, postgres, procs, triton
+from callstream_lab.synth import generate_call
 from pipeline.contract import ChunkMeta
 from pipeline.ingest.producer import ChunkPublisher
 from pipeline.media.cut import cut
 from pipeline.media.ffmpeg_bin import ffmpeg_exe
-from pipeline.media.synth import generate_call
 from pipeline.settings import Settings
-from pipeline.stack import broker, objectstore, postgres, procs, triton
 from pipeline.store.db import sync_engine
 
 

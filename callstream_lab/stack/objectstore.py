@@ -7,9 +7,9 @@ import shutil
 import sys
 from pathlib import Path
 
+from callstream_lab.stack import procs
 from pipeline.ingest.claimcheck import s3_client
 from pipeline.settings import Settings
-from pipeline.stack import procs
 
 NAME = "seaweedfs"
 

@@ -1,4 +1,4 @@
-"""`callstream up | down | status | settings | demo`: the embedded stack and a look at it."""
+"""`callstream up | down | demo`: the embedded stack (services from wheels) and the demo on it."""
 
 from __future__ import annotations
 
@@ -15,17 +15,15 @@ def register(sub: Any) -> dict[str, Handler]:
     sub.add_parser("up", help="start the embedded stack (what settings do not point elsewhere) and apply the "
                               "schema migrations")
     sub.add_parser("down", help="stop the embedded stack")
-    sub.add_parser("status", help="services, consumer lag per partition, dead letters, calls in progress")
-    sub.add_parser("settings", help="print every setting, its value and what it does")
     sub.add_parser("demo", help="start everything, process a generated call, print its timeline")
-    return {"up": up, "down": down, "status": status, "settings": show_settings, "demo": demo}
+    return {"up": up, "down": down, "demo": demo}
 
 
 def start(settings: Settings) -> None:
     """The embedded stack up, the schema migrated and the topics there: what `up`, `demo` and the lab
     commands start from."""
+    from callstream_lab.stack import control
     from pipeline.modelbuild.build import build_all, is_built
-    from pipeline.stack import control
 
     if not settings.triton_url and not is_built(settings.model_repository):
         print("building model artifacts from the installed packages ...")
@@ -52,60 +50,9 @@ def _prepare(settings: Settings) -> None:
 
 
 def down(settings: Settings, args: argparse.Namespace) -> int:
-    from pipeline.stack import control
+    from callstream_lab.stack import control
 
     control.down(settings)
-    return 0
-
-
-def status(settings: Settings, args: argparse.Namespace) -> int:
-    """Services, then whether the pipeline keeps up: lag per partition, DLQ depth, calls in progress.
-    Each part says why it is unavailable instead of failing the whole command."""
-    from pipeline.stack import control
-
-    print("services (embedded stack)")
-    for name, pid in control.status(settings).items():
-        print(f"  {name:<14} {'running, pid ' + str(pid) if pid else 'stopped'}")
-    try:
-        from pipeline.ingest.lag import group_lag, topic_depth
-
-        lags = group_lag(settings)
-        known = [p.lag for p in lags if p.lag is not None]
-        untrusted = [p.partition for p in lags if not p.trusted]
-        total = f"at least {sum(known)}" if untrusted else str(sum(known))
-        print(f"consumer group {settings.app_id} on {settings.chunks_topic}: lag {total}")
-        print(f"  {'partition':>9} {'committed':>10} {'end':>8} {'lag':>6}")
-        for p in lags:
-            committed = "-" if p.committed is None else str(p.committed)
-            print(f"  {p.partition:>9} {committed:>10} {p.end:>8} {'?' if p.lag is None else p.lag:>6}")
-        if untrusted:
-            print(f"  ? the broker reports end offsets below the group's committed offsets on partition(s) "
-                  f"{', '.join(map(str, untrusted))}: their lag cannot be computed from offsets")
-        print(f"dead letters on {settings.dlq_topic}: {topic_depth(settings, settings.dlq_topic)}")
-    except Exception as exc:
-        print(f"Kafka at {settings.bootstrap_servers} unavailable: {type(exc).__name__}: {exc}")
-    try:
-        from pipeline.store.db import sync_engine
-        from pipeline.store.queries import in_progress
-
-        engine = sync_engine(settings)
-        try:
-            calls = in_progress(engine)
-        finally:
-            engine.dispose()
-        print(f"calls in progress: {len(calls)}")
-        for c in calls[:20]:
-            until = "-" if c["analysed_until_s"] is None else f"{float(c['analysed_until_s']):.0f}s"
-            print(f"  {c['call_id']:<40} {c['chunks_done']:>4} chunks done, {c['chunks_failed']:>3} failed, "
-                  f"analysed until {until}, {c['participants']} participant(s)")
-    except Exception as exc:
-        print(f"Postgres unavailable: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
-    return 0
-
-
-def show_settings(settings: Settings, args: argparse.Namespace) -> int:
-    for env, value, doc in settings.describe():
-        print(f"{env:<34} {value:<40} {doc}")
     return 0
 
 
@@ -115,13 +62,13 @@ def demo(settings: Settings, args: argparse.Namespace) -> int:
     print("1/5 starting the embedded stack (SeaweedFS S3, tansu Kafka API, Postgres, Triton) ...")
     start(settings)
     print("2/5 starting a worker (log: .callstream/logs/worker-demo.log) ...")
-    from pipeline.stack.procs import start_worker_process, stop_process
+    from callstream_lab.stack.procs import start_worker_process, stop_process
 
     worker = start_worker_process(settings.state_dir, "worker-demo")
     try:
         print("3/5 generating a 20-second sample call (two participants, faces and speech) ...")
+        from callstream_lab.synth import generate_call
         from pipeline.media.ffmpeg_bin import ffmpeg_exe
-        from pipeline.media.synth import generate_call
 
         sample = generate_call(ffmpeg_exe(settings.ffmpeg_binary), settings.state_dir / "samples" / "sample-call.mp4",
                                seconds=20)

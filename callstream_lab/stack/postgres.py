@@ -13,8 +13,8 @@ import stat
 import subprocess
 from pathlib import Path
 
+from callstream_lab.stack import procs
 from pipeline.settings import Settings
-from pipeline.stack import procs
 
 NAME = "postgres"
 SYSTEM_USER = "callstream-pg"

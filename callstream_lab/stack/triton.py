@@ -14,9 +14,9 @@ import site
 import sys
 from pathlib import Path
 
+from callstream_lab.stack import procs
 from pipeline.media.holders import held
 from pipeline.settings import REPO_ROOT, Settings
-from pipeline.stack import procs
 
 NAME = "tritonserver"
 

@@ -1,0 +1,69 @@
+"""`callstream status | settings`: whether the pipeline keeps up, and what it is configured with."""
+
+from __future__ import annotations
+
+import argparse
+from importlib.metadata import entry_points
+from typing import Any
+
+from pipeline.cli.base import Handler
+from pipeline.settings import Settings
+
+
+def register(sub: Any) -> dict[str, Handler]:
+    sub.add_parser("status", help="consumer lag per partition, dead letters, calls in progress (and the embedded "
+                                  "stack's services, where it is installed)")
+    sub.add_parser("settings", help="print every setting, its value and what it does")
+    return {"status": status, "settings": show_settings}
+
+
+def status(settings: Settings, args: argparse.Namespace) -> int:
+    """Services, then whether the pipeline keeps up: lag per partition, DLQ depth, calls in progress.
+    Each part says why it is unavailable instead of failing the whole command."""
+    for section in entry_points(group="callstream.status"):   # the embedded stack's services, if installed
+        try:
+            for line in section.load()(settings):
+                print(line)
+        except Exception as exc:
+            print(f"{section.name}: unavailable ({type(exc).__name__}: {exc})")
+    try:
+        from pipeline.ingest.lag import group_lag, topic_depth
+
+        lags = group_lag(settings)
+        known = [p.lag for p in lags if p.lag is not None]
+        untrusted = [p.partition for p in lags if not p.trusted]
+        total = f"at least {sum(known)}" if untrusted else str(sum(known))
+        print(f"consumer group {settings.app_id} on {settings.chunks_topic}: lag {total}")
+        print(f"  {'partition':>9} {'committed':>10} {'end':>8} {'lag':>6}")
+        for p in lags:
+            committed = "-" if p.committed is None else str(p.committed)
+            print(f"  {p.partition:>9} {committed:>10} {p.end:>8} {'?' if p.lag is None else p.lag:>6}")
+        if untrusted:
+            print(f"  ? the broker reports end offsets below the group's committed offsets on partition(s) "
+                  f"{', '.join(map(str, untrusted))}: their lag cannot be computed from offsets")
+        print(f"dead letters on {settings.dlq_topic}: {topic_depth(settings, settings.dlq_topic)}")
+    except Exception as exc:
+        print(f"Kafka at {settings.bootstrap_servers} unavailable: {type(exc).__name__}: {exc}")
+    try:
+        from pipeline.store.db import sync_engine
+        from pipeline.store.queries import in_progress
+
+        engine = sync_engine(settings)
+        try:
+            calls = in_progress(engine)
+        finally:
+            engine.dispose()
+        print(f"calls in progress: {len(calls)}")
+        for c in calls[:20]:
+            until = "-" if c["analysed_until_s"] is None else f"{float(c['analysed_until_s']):.0f}s"
+            print(f"  {c['call_id']:<40} {c['chunks_done']:>4} chunks done, {c['chunks_failed']:>3} failed, "
+                  f"analysed until {until}, {c['participants']} participant(s)")
+    except Exception as exc:
+        print(f"Postgres unavailable: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+    return 0
+
+
+def show_settings(settings: Settings, args: argparse.Namespace) -> int:
+    for env, value, doc in settings.describe():
+        print(f"{env:<34} {value:<40} {doc}")
+    return 0
