@@ -16,7 +16,8 @@ from callstream_lab.bench.workload import Workload
 from pipeline.contract import ChunkMeta
 from pipeline.inference.analysis import Analyzer
 from pipeline.inference.client import pack
-from pipeline.media.decode import DEFAULT_OPTIONS, DecodeOptions, decode
+from pipeline.media.decode import decode
+from pipeline.media.ffargs import DEFAULT_OPTIONS, DecodeOptions
 from pipeline.media.ffmpeg_bin import ffmpeg_exe
 from pipeline.settings import Settings
 from pipeline.worker.process import decoded_items

@@ -305,7 +305,7 @@ def _leftovers(settings: Settings, prefix: str, wait_s: float = 15.0) -> tuple[i
     """(claim-check objects of the run's calls, chunk files in /dev/shm, Triton regions nobody maps) still
     there; the object count is given `wait_s` to reach zero (the worker retries failed deletes on a timer)."""
     from pipeline.ingest.claimcheck import s3_client
-    from pipeline.media.decode import CHUNK_PREFIX
+    from pipeline.media.chunkfile import CHUNK_PREFIX
     from pipeline.media.holders import held
 
     client, deadline = s3_client(settings), time.time() + wait_s

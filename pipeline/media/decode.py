@@ -9,125 +9,47 @@ chunk's decode budget (scaled by its declared duration) runs out. The decoder do
 scaling (fps and scale filters), so only the frames the model needs ever cross a pipe; in Matroska it
 does not even decode the frames no sample shows (pipeline/media/gop.py). Commands are argument lists:
 nothing from a message reaches a shell.
+
+The parts: the argv of every process is built by pure functions (media/ffargs.py), ffmpeg's pipes are
+read by media/pipes.py, the payload's scratch file is media/chunkfile.py; this module runs the
+processes and turns their output into windows.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-import math
-import os
-import re
 import subprocess
-import tempfile
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TypeVar
+from typing import TypeVar
 
-import ffmpeg
 import numpy as np
 
 from pipeline.errors import BadChunk
 from pipeline.media import avi, gop, mkv
-from pipeline.media.holders import held
+from pipeline.media.ffargs import (
+    AUDIO_RATE,
+    DEFAULT_OPTIONS,
+    DecodeOptions,
+    audio_argv,
+    decoder_input,
+    muxed_argv,
+    sniff_container,
+    video_argv,
+)
+from pipeline.media.pipes import Stderr, discard, read_exact, stop
 from pipeline.media.probe import MediaInfo, parse_report, require_streams
 from pipeline.media.runclock import CLOCK, Deadline
 
 _T = TypeVar("_T")
 
-AUDIO_RATE = 16_000
 MAX_CHANNELS = 8          # an audio-channels map names at most 8; more are never analysed
 SNIFF_BYTES = 4096
 HEADER_TIMEOUT_S = 30.0   # to read the container's header, before the chunk's own budget is known
 LOOKAHEAD_S = 20.0        # how far one stream may run past the window before the streams are split
-REPORT_BYTES = 200_000    # of ffmpeg's stream report kept for parsing
-LOG_ARGS = ("-hide_banner", "-nostdin", "-nostats", "-loglevel", "level+info")
-# aresample async: a gap in the stream's timestamps (a muted track, a recorder pause) becomes silence, so
-# every sample stays at its own call time; raw PCM would close the gap and shift all later audio early.
-# asetnsamples: quarter-second packets (the last one not padded), so the reader handles 4 per second, not 47.
-AUDIO_FILTER = "aresample=async=1:first_pts=0,asetnsamples=n=4000:p=0"
-# Matroska/WebM declare every codec parameter the report and the decoders need in their track headers,
-# so ffmpeg's stream-info pass (which decodes the first 7 H.264 frames only to guess a reorder delay,
-# then throws them away) is skipped: 9 % of a 720p chunk's decode CPU, same output (docs/BENCHMARKS.md).
-# MP4/MOV keep it: without it their duration is not computed. So does a Matroska file whose timestamps
-# do not start at zero (a recorder's running call time): only the pass tells ffmpeg its start time.
-# A Matroska file whose decoders cannot start without the pass is started once more with it.
-SKIP_PROBE = ("-nofind_stream_info",)
-# swscale's area filter averages the source pixels each output pixel covers. For the 2-3x downscale to
-# the frame width it costs 5-9 % less of a chunk's decode CPU than the default bicubic (16 ms of 205 at
-# 720p, 5 of 100 at 360p) and gives the same labels (docs/BENCHMARKS.md). "bicubic" is the path
-# before it, kept for the benchmark's agreement check.
-SCALERS = ("area", "bicubic", "bilinear")
-
-
-@dataclass(frozen=True)
-class DecodeOptions:
-    """How chunks are decoded. The defaults are the worker's; the benchmark and the tests pass others
-    (the path before an optimisation, a decoder forced to fail) instead of changing module globals."""
-    scaler: str = "area"
-    # Packets no sampled frame needs (the end of each group of pictures) are dropped before the decoder:
-    # the same frames, byte for byte, for a fifth less H.264 decoding at 1-s key frames (media/gop.py).
-    drop_unsampled: bool = True
-    skip_probe: tuple[str, ...] = SKIP_PROBE   # the input options that skip the stream-info pass
-    fast: bool = True                           # ffmpeg's fast decoding flags (input_args)
-
-    def __post_init__(self) -> None:
-        if self.scaler not in SCALERS:
-            raise ValueError(f"scaler {self.scaler!r} is not one of {SCALERS}")
-
-
-DEFAULT_OPTIONS = DecodeOptions()
-
-
-def sniff_container(head: bytes) -> str | None:
-    """The ffmpeg demuxer for the chunk's container, from its magic bytes; None = not one we read.
-
-    Only self-contained media containers are accepted. Text formats (HLS/DASH playlists, ffconcat,
-    SDP), image sequences and anything else that can name another file or URL are not."""
-    if head[:4] == b"\x1a\x45\xdf\xa3":
-        return "matroska"
-    if head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"pnot", b"styp", b"moof"):
-        return "mov"
-    if head[:4] == b"OggS":
-        return "ogg"
-    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
-        return "wav"
-    if head[:4] == b"fLaC":
-        return "flac"
-    if len(head) >= 377 and head[0] == 0x47 and head[188] == 0x47 and head[376] == 0x47:
-        return "mpegts"
-    return None
-
-
-def input_args(path: Path, demuxer: str, fast: bool = False) -> list[str]:
-    """ffmpeg input options that pin the demuxer and forbid every protocol but reading this file."""
-    args = ["-f", demuxer, "-format_whitelist", demuxer, "-protocol_whitelist", "file"]
-    if fast:
-        args += ["-skip_loop_filter", "all"]  # deblocking: invisible after the downscale for faces
-    return args + ["-i", f"file:{path}"]
-
-
-def target_size(width: int, height: int, target_width: int) -> tuple[int, int]:
-    """Fit inside a target_width square (never upscale), both sides even as yuv-derived filters prefer.
-
-    Landscape frames scale to target_width wide as before; a tall or huge frame (8192x8192) is bounded
-    too, so a frame's bytes never depend on the sender's resolution. The same arithmetic as
-    `scale_filter` (rounding half up, as ffmpeg's expressions do), so ffmpeg agrees to the pixel."""
-    scale = min(1.0, min(target_width / max(width, 1), target_width / max(height, 1)))
-    w = 2 * math.floor(math.floor(width * scale + 0.5) / 2)
-    h = 2 * math.floor(height * scale / 2 + 0.5)
-    return max(w, 2), max(h, 2)
-
-
-def scale_filter(target_width: int, scaler: str = DEFAULT_OPTIONS.scaler) -> str:
-    """`target_size` as an ffmpeg scale filter, for a decoder that learns the input size as it starts."""
-    s = f"min(1,min({target_width}/iw,{target_width}/ih))"
-    return f"scale=w='max(2,2*floor(floor(iw*{s}+0.5)/2))':h='max(2,2*floor(ih*{s}/2+0.5))':flags={scaler}"
-
-
 def is_truncated(declared_ms: int | None, decoded_ms: float) -> bool:
     """A file cut short still opens when its index comes first, and decodes (exit 0) up to the cut;
     what gives it away is decoding much less than the container declares."""
@@ -143,59 +65,6 @@ class Window:
     frames: np.ndarray      # (N, H, W, 3) uint8
     first_sample: int
     audio: np.ndarray       # (C, S) float32
-
-
-class _Stderr(threading.Thread):
-    """Drains a process's stderr so it can never block on a full pipe.
-
-    ffmpeg runs at `-loglevel level+info`: the input's stream report (everything before "Stream
-    mapping:") is kept whole, bounded, for `parse_report`, and `reported` is set when it is complete (or
-    the process has ended); after it, only the last lines are kept, and lines ffmpeg tagged as errors
-    are told apart from its progress chatter."""
-
-    def __init__(self, pipe: IO[bytes]) -> None:
-        super().__init__(daemon=True)
-        self.pipe = pipe
-        self.report: list[str] = []
-        self.reported = threading.Event()
-        self.lines: collections.deque[str] = collections.deque(maxlen=20)
-        self.errors: collections.deque[str] = collections.deque(maxlen=5)
-        self.partial = False
-        self.start()
-
-    def run(self) -> None:
-        size = 0
-        try:
-            for raw in iter(self.pipe.readline, b""):
-                text = raw.decode(errors="replace").rstrip()
-                plain = _untag(text)
-                if not self.reported.is_set():
-                    if plain.startswith("Stream mapping:"):
-                        self.reported.set()
-                    elif size < REPORT_BYTES:
-                        size += len(plain) + 1
-                        self.report.append(plain)
-                line = plain.strip()[:300]
-                self.partial = self.partial or "partial file" in line
-                if line:
-                    self.lines.append(line)
-                    if any(tag in text for tag in ("[error]", "[fatal]", "[panic]")):
-                        self.errors.append(line)
-        finally:
-            self.reported.set()
-
-    @property
-    def message(self) -> str | None:
-        """What ffmpeg said went wrong: its last error line, else its last line."""
-        return self.errors[-1] if self.errors else (self.lines[-1] if self.lines else None)
-
-
-_TAG = re.compile(r"\[(?:quiet|panic|fatal|error|warning|info|verbose|debug|trace)\] ")
-
-
-def _untag(line: str) -> str:
-    """A line without ffmpeg's `[level] ` tag (which follows the `[component @ 0x..] ` prefix, if any)."""
-    return _TAG.sub("", line, count=1)
 
 
 class StreamDecoder:
@@ -233,7 +102,7 @@ class StreamDecoder:
         self.timed_out = False
         self._closed = False
         self._procs: list[subprocess.Popen[bytes]] = []
-        self._errs: list[_Stderr] = []
+        self._errs: list[Stderr] = []
         self._timer: Deadline | None = None
         self.size: tuple[int, int] | None = None
         self.channels = 0
@@ -308,45 +177,19 @@ class StreamDecoder:
 
     # -- processes ---------------------------------------------------------------------------------
 
-    def _input_args(self, fast: bool) -> list[str]:
-        skip = list(self.options.skip_probe) if self._skip_probe else []
-        drop = ["-bsf:v", self._drop] if self._skip_probe and self._drop else []
-        return [*skip, *drop, "-threads", "1", *input_args(self.path, self.demuxer, fast)]
-
-    def _video_filter(self, size: tuple[int, int] | None) -> str:
-        """start_time=0: a video that starts after the audio (a camera switched on 2 s into the chunk)
-        is padded to the chunk's start with its first picture. Without it, its sampled frames start at
-        its own first frame: AVI's muxer then writes empty "no change" slots, and a per-stream split
-        would put every frame early by the gap."""
-        if size is not None:
-            return f"fps={self.fps}:start_time=0,scale={size[0]}:{size[1]}:flags={self.scaler}"
-        return f"fps={self.fps}:start_time=0,{scale_filter(self.frame_width, self.scaler)}"
+    def _input(self, fast: bool) -> list[str]:
+        return decoder_input(self.path, self.demuxer, self.options, skip_probe=self._skip_probe, drop=self._drop,
+                             fast=fast)
 
     def _muxed_args(self, video: bool, audio: bool, channels: int | None) -> list[str]:
-        """Both wanted streams to one AVI on stdout. The maps are optional: which streams exist is
-        known from the report, which this same process prints first."""
-        src = ffmpeg.input("x")  # placeholder input; the real, pinned input options are spliced in
-        streams, opts = [], dict[str, str | int]()
-        if video:
-            streams.append(src["v:0?"])
-            opts.update({"filter:v": self._video_filter(None), "pix_fmt": "rgb24", "c:v": "rawvideo"})
-        if audio:
-            streams.append(src["a:0?"])
-            opts.update({"filter:a": AUDIO_FILTER, "ar": AUDIO_RATE, "c:a": "pcm_f32le"})
-            if channels:
-                opts["ac"] = channels
-        out = ffmpeg.output(*streams, "pipe:1", format="avi", **opts)
-        return self._argv(out.global_args(*LOG_ARGS).compile(cmd=self.ffmpeg_bin), self.fast)
-
-    def _argv(self, argv: list[str], fast: bool) -> list[str]:
-        i = argv.index("-i")
-        return argv[:i] + self._input_args(fast) + argv[i + 2:]
+        return muxed_argv(self.ffmpeg_bin, self._input(self.fast), fps=self.fps, frame_width=self.frame_width,
+                          scaler=self.scaler, video=video, audio=audio, channels=channels)
 
     def _spawn(self, argv: list[str]) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self._procs.append(proc)
         assert proc.stderr is not None
-        self._errs.append(_Stderr(proc.stderr))
+        self._errs.append(Stderr(proc.stderr))
         if self._closed:  # close() raced this start: nothing may outlive it
             self._kill(proc)
         return proc
@@ -356,9 +199,9 @@ class StreamDecoder:
         i = self._procs.index(proc)
         self._procs.pop(i)
         self._errs.pop(i)
-        _stop(proc)
+        stop(proc)
 
-    def _stream_report(self, err: _Stderr) -> MediaInfo:
+    def _stream_report(self, err: Stderr) -> MediaInfo:
         """What the container holds, from the report ffmpeg prints before it decodes anything."""
         # Waited in steps, and ended by the deadline (running time), not by a wall-clock wait: a process
         # stopped for longer than the budget must not wake up to a verdict on its chunk.
@@ -383,7 +226,7 @@ class StreamDecoder:
         self.close()
 
     def _read_mux(self, n: int) -> bytes:
-        return _read_exact(self._mux, n)
+        return read_exact(self._mux, n)
 
     def _guard(self, step: Callable[[], _T]) -> _T:
         """Run a parsing step; when the output stops making sense, ffmpeg's own reason comes first."""
@@ -429,8 +272,8 @@ class StreamDecoder:
             self._fill(want_f, want_s)
         if self._split:
             packed = self._header.packed_frame_bytes
-            frames_raw = _read_exact(self.video, want_f * packed) if want_f and self.video else b""
-            audio_raw = (_read_exact(self.audio, want_s * self._header.channels * 4)
+            frames_raw = read_exact(self.video, want_f * packed) if want_f and self.video else b""
+            audio_raw = (read_exact(self.audio, want_s * self._header.channels * 4)
                          if want_s and self.audio else b"")
         else:
             frames_raw = b"".join(self._frames.popleft() for _ in range(min(want_f, len(self._frames))))
@@ -505,18 +348,14 @@ class StreamDecoder:
         self._frames.clear()
         self._samples = bytearray()
         self._split = True
-        src = ffmpeg.input("x")
         if h.video is not None and not self.video_done:
             assert self.size is not None
-            out = (src["v:0"].output("pipe:", **{"filter:v": self._video_filter(self.size)}, format="rawvideo",
-                                     pix_fmt="rgb24"))
-            self.video = self._spawn(self._argv(out.global_args(*LOG_ARGS).compile(cmd=self.ffmpeg_bin), self.fast))
-            _discard(self.video, self.frames_read * h.packed_frame_bytes)
+            self.video = self._spawn(video_argv(self.ffmpeg_bin, self._input(self.fast), self.fps, self.size,
+                                                self.scaler))
+            discard(self.video, self.frames_read * h.packed_frame_bytes)
         if h.audio is not None and not self.audio_done:
-            out = src["a:0"].output("pipe:", **{"filter:a": AUDIO_FILTER}, format="f32le", acodec="pcm_f32le",
-                                    ac=h.channels, ar=AUDIO_RATE)
-            self.audio = self._spawn(self._argv(out.global_args(*LOG_ARGS).compile(cmd=self.ffmpeg_bin), False))
-            _discard(self.audio, self.samples_read * h.channels * 4)
+            self.audio = self._spawn(audio_argv(self.ffmpeg_bin, self._input(False), h.channels))
+            discard(self.audio, self.samples_read * h.channels * 4)
 
     def _window(self, frames_raw: bytes, audio_raw: bytes) -> Window:
         h = self._header
@@ -571,50 +410,13 @@ class StreamDecoder:
         if self._timer is not None:
             self._timer.cancel()
         for p in list(self._procs):
-            _stop(p)
+            stop(p)
 
     def __enter__(self) -> StreamDecoder:
         return self
 
     def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.kill()
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        pass
-    if proc.stdout:
-        proc.stdout.close()
-
-
-def _discard(proc: subprocess.Popen[bytes], n: int) -> None:
-    """Read and drop n bytes (what an earlier process already returned), a megabyte at a time."""
-    while n > 0:
-        part = _read_exact(proc, min(n, 1 << 20))
-        if not part:
-            return
-        n -= len(part)
-
-
-def _read_exact(proc: subprocess.Popen[bytes], n: int) -> bytes:
-    """Up to n bytes; fewer only at the end of the stream (or when the process was killed, or its pipe
-    closed by `close()` between two reads: the deadline's verdict then comes from `_check_end`)."""
-    assert proc.stdout is not None
-    parts, got = [], 0
-    while got < n:
-        try:
-            part = proc.stdout.read(n - got)
-        except ValueError:  # read of closed file
-            break
-        if not part:
-            break
-        parts.append(part)
-        got += len(part)
-    return b"".join(parts)
 
 
 @dataclass
@@ -641,60 +443,3 @@ def decode(ffmpeg_bin: str, path: Path, fps: float, frame_width: int, timeout: f
                        dec.info.duration_ms or int(round(decoded_ms)))
 
 
-def scratch_dir() -> str | None:
-    """Prefer RAM-backed /dev/shm for short-lived media files."""
-    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-
-
-CHUNK_PREFIX = "callstream-chunk-"
-# Our files are named for the process that wrote them, so a later process can tell whose they were.
-CHUNK_FILE = re.compile(rf"^{CHUNK_PREFIX}(\d+)-")
-
-
-class ChunkFile:
-    """The payload on scratch storage for ffmpeg to read (a file, so demuxers can seek), removed on exit."""
-
-    def __init__(self, payload: bytes) -> None:
-        fd, name = tempfile.mkstemp(prefix=f"{CHUNK_PREFIX}{os.getpid()}-", dir=scratch_dir())
-        self.path = Path(name)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(payload)
-        except BaseException:
-            self.path.unlink(missing_ok=True)
-            raise
-
-    def __enter__(self) -> Path:
-        return self.path
-
-    def __exit__(self, *exc: object) -> None:
-        self.path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:   # someone else's live process
-        return True
-    return True
-
-
-def remove_stale_chunk_files(folder: str | Path | None = None) -> list[Path]:
-    """Chunk files a crashed worker left in scratch storage (customer media outliving its processing):
-    removed at a worker's start. Only our naming, only files whose writing process is gone, and only
-    files no live process holds open; returns what was removed."""
-    root = Path(folder or scratch_dir() or tempfile.gettempdir())
-    candidates = {}
-    for path in root.glob(f"{CHUNK_PREFIX}*"):
-        m = CHUNK_FILE.match(path.name)
-        if m and path.is_file() and not _alive(int(m.group(1))):
-            candidates[str(path)] = path
-    in_use = held(set(candidates))
-    removed = []
-    for name, path in candidates.items():
-        if name not in in_use:
-            path.unlink(missing_ok=True)
-            removed.append(path)
-    return removed

@@ -80,7 +80,7 @@ def parse_report(stderr: str) -> MediaInfo:
 
 
 def probe(ffmpeg: str, source: Path | list[str], timeout: float = 30.0) -> MediaInfo:
-    """`source` is a trusted path, or input arguments that pin the demuxer (decode.input_args)."""
+    """`source` is a trusted path, or input arguments that pin the demuxer (ffargs.input_args)."""
     inputs = ["-i", str(source)] if isinstance(source, Path) else list(source)
     try:
         proc = subprocess.run([ffmpeg, "-hide_banner", "-nostdin", "-threads", "1", *inputs],

@@ -22,7 +22,9 @@ from pipeline.errors import BadChunk
 from pipeline.inference.client import EmotionClient, Item
 from pipeline.inference.fusion import DEFAULT_FUSION, Evidence, FusionParams
 from pipeline.ingest.claimcheck import ClaimCheckStore
-from pipeline.media.decode import AUDIO_RATE, ChunkFile, Decoded, DecodeOptions, StreamDecoder, Window
+from pipeline.media.chunkfile import ChunkFile
+from pipeline.media.decode import Decoded, StreamDecoder, Window
+from pipeline.media.ffargs import AUDIO_RATE, DecodeOptions
 from pipeline.media.segment import (
     Segment,
     SegmentPlanner,

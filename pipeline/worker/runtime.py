@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pipeline.alerts.rules import Rule
 from pipeline.inference.client import EmotionClient
 from pipeline.ingest.claimcheck import ClaimCheckStore
-from pipeline.media.decode import remove_stale_chunk_files
+from pipeline.media.chunkfile import remove_stale_chunk_files
 from pipeline.media.ffmpeg_bin import ffmpeg_exe
 from pipeline.settings import EMPLOYEE_ROLES, Settings
 from pipeline.store.db import async_engine

@@ -10,7 +10,8 @@ import pytest
 from callstream_lab.synth import generate_call, generate_track
 from pipeline.errors import BadChunk
 from pipeline.media import decode as decoding
-from pipeline.media.decode import DecodeOptions, StreamDecoder, decode, target_size
+from pipeline.media.decode import StreamDecoder, decode
+from pipeline.media.ffargs import DecodeOptions, target_size
 from pipeline.media.ffmpeg_bin import ffmpeg_exe
 
 # A decoder that cannot read the stream stands in for one that needs the stream-info pass to start.
@@ -226,9 +227,7 @@ def test_matroska_skips_the_stream_info_pass_and_decodes_the_same(call, tmp_path
     fast = decode(FF, mkv, 2.0, 480)
     decode(FF, call, 2.0, 480)
     assert "-nofind_stream_info" in started[0] and "-nofind_stream_info" not in started[1]  # not for MP4
-    monkeypatch.setattr(StreamDecoder, "_input_args",
-                        lambda self, fast: ["-threads", "1", *decoding.input_args(self.path, self.demuxer, fast)])
-    full = decode(FF, mkv, 2.0, 480)
+    full = decode(FF, mkv, 2.0, 480, options=DecodeOptions(skip_probe=(), drop_unsampled=False))  # with the pass
     assert fast.info == full.info
     assert np.array_equal(fast.frames, full.frames) and np.array_equal(fast.audio, full.audio)
 

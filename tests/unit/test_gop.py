@@ -10,7 +10,8 @@ import pytest
 
 from pipeline.media import decode as decoding
 from pipeline.media import gop, mkv
-from pipeline.media.decode import DecodeOptions, decode
+from pipeline.media.decode import decode
+from pipeline.media.ffargs import DecodeOptions
 from pipeline.media.ffmpeg_bin import ffmpeg_exe
 from pipeline.media.mkv import Packet
 

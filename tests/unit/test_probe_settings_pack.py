@@ -3,7 +3,8 @@ import pytest
 
 from pipeline.errors import BadChunk
 from pipeline.inference.client import Item, pack
-from pipeline.media.decode import is_truncated, target_size
+from pipeline.media.decode import is_truncated
+from pipeline.media.ffargs import target_size
 from pipeline.media.probe import channel_count, parse_report
 from pipeline.settings import Settings
 
@@ -156,3 +157,23 @@ def test_a_command_whose_extra_is_not_installed_says_which_one(monkeypatch, caps
     assert main(["generate", str(tmp_path / "call.mp4")]) == 2
     err = capsys.readouterr().err
     assert "pip install 'callstream[lab]'" in err and "generate" in err
+
+
+def test_every_decoding_argv_pins_the_demuxer_and_the_file_protocol():
+    """The argv builders are pure: whatever the options and streams, the input is one pinned demuxer
+    reading one file, and a chunk's path is one argument, never a shell string."""
+    from pathlib import Path
+
+    from pipeline.media.ffargs import DecodeOptions, audio_argv, decoder_input, muxed_argv, video_argv
+
+    path = Path("/dev/shm/callstream-chunk-1-x; rm -rf ~")
+    for skip in (True, False):
+        opts = decoder_input(path, "matroska", DecodeOptions(), skip_probe=skip, drop="noise=drop=1", fast=True)
+        argvs = [muxed_argv("ffmpeg", opts, fps=2.0, frame_width=480, scaler="area", video=True, audio=True,
+                            channels=None),
+                 video_argv("ffmpeg", opts, 2.0, (480, 270), "area"), audio_argv("ffmpeg", opts, 2)]
+        for argv in argvs:
+            i = argv.index("-i")
+            assert argv[i + 1] == f"file:{path}" and argv.count("-i") == 1
+            assert argv[argv.index("-f") + 1] == "matroska" and argv[argv.index("-protocol_whitelist") + 1] == "file"
+            assert ("-nofind_stream_info" in argv) == skip and ("-bsf:v" in argv) == skip

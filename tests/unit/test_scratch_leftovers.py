@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from pipeline.media.decode import CHUNK_PREFIX, ChunkFile, remove_stale_chunk_files
+from pipeline.media.chunkfile import CHUNK_PREFIX, ChunkFile, remove_stale_chunk_files
 
 
 def test_only_files_of_dead_writers_that_nobody_holds_are_removed(tmp_path):
@@ -31,7 +31,7 @@ def test_only_files_of_dead_writers_that_nobody_holds_are_removed(tmp_path):
 
 
 def test_chunk_files_carry_their_writers_pid(tmp_path, monkeypatch):
-    monkeypatch.setattr("pipeline.media.decode.scratch_dir", lambda: str(tmp_path))
+    monkeypatch.setattr("pipeline.media.chunkfile.scratch_dir", lambda: str(tmp_path))
     with ChunkFile(b"x") as path:
         assert path.name.startswith(f"{CHUNK_PREFIX}{os.getpid()}-") and path.parent == tmp_path
         assert remove_stale_chunk_files(tmp_path) == []   # our own, live
