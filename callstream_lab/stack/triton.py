@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from callstream_lab.stack import procs
-from pipeline.media.holders import held
+from pipeline.media.holders import remove_unheld
 from pipeline.settings import REPO_ROOT, Settings
 
 NAME = "tritonserver"
@@ -94,14 +94,7 @@ def remove_orphan_regions(shm: Path = Path("/dev/shm")) -> list[Path]:
     """Shared-memory regions of Python-backend models whose server was killed (its stubs' inputs and
     outputs: call media, tens of MB) that no live process holds. Regions of a running server, this
     stack's or another's on the same host, are mapped by it and its stubs, so they stay."""
-    candidates = {str(p): p for p in shm.glob(f"{SHM_PREFIX}*") if p.is_file()}
-    in_use = held(set(candidates))
-    removed = []
-    for name, path in candidates.items():
-        if name not in in_use:
-            path.unlink(missing_ok=True)
-            removed.append(path)
-    return removed
+    return remove_unheld({str(p): p for p in shm.glob(f"{SHM_PREFIX}*") if p.is_file()})
 
 
 def start(settings: Settings) -> None:

@@ -25,7 +25,7 @@ SCALE_FACTOR = 0.709
 # count can be carried from one request to the next (TrackState): a call's next chunk then goes on
 # checking instead of starting with a search of its own. A search is about a fifth of a 5-s chunk's
 # model time; labels and face_found agreed on 100 % of segments at 10, 20, 30 and 1000 frames
-# (docs/BENCHMARKS.md).
+# (CHANGELOG.md, benchmark history).
 KEYFRAME_EVERY = 30
 TRACK_MIN_IOU = 0.5
 

@@ -8,7 +8,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from pipeline.media.holders import held
+from pipeline.media.holders import remove_unheld
 
 
 def scratch_dir() -> str | None:
@@ -61,10 +61,4 @@ def remove_stale_chunk_files(folder: str | Path | None = None) -> list[Path]:
         m = CHUNK_FILE.match(path.name)
         if m and path.is_file() and not _alive(int(m.group(1))):
             candidates[str(path)] = path
-    in_use = held(set(candidates))
-    removed = []
-    for name, path in candidates.items():
-        if name not in in_use:
-            path.unlink(missing_ok=True)
-            removed.append(path)
-    return removed
+    return remove_unheld(candidates)

@@ -21,14 +21,14 @@ LOG_ARGS = ("-hide_banner", "-nostdin", "-nostats", "-loglevel", "level+info")
 AUDIO_FILTER = "aresample=async=1:first_pts=0,asetnsamples=n=4000:p=0"
 # Matroska/WebM declare every codec parameter the report and the decoders need in their track headers,
 # so ffmpeg's stream-info pass (which decodes the first 7 H.264 frames only to guess a reorder delay,
-# then throws them away) is skipped: 9 % of a 720p chunk's decode CPU, same output (docs/BENCHMARKS.md).
+# then throws them away) is skipped: 9 % of a 720p chunk's decode CPU, same output (CHANGELOG.md, benchmark history).
 # MP4/MOV keep it: without it their duration is not computed. So does a Matroska file whose timestamps
 # do not start at zero (a recorder's running call time): only the pass tells ffmpeg its start time.
 # A Matroska file whose decoders cannot start without the pass is started once more with it.
 SKIP_PROBE = ("-nofind_stream_info",)
 # swscale's area filter averages the source pixels each output pixel covers. For the 2-3x downscale to
 # the frame width it costs 5-9 % less of a chunk's decode CPU than the default bicubic (16 ms of 205 at
-# 720p, 5 of 100 at 360p) and gives the same labels (docs/BENCHMARKS.md). "bicubic" is the path
+# 720p, 5 of 100 at 360p) and gives the same labels (CHANGELOG.md, benchmark history). "bicubic" is the path
 # before it, kept for the benchmark's agreement check.
 SCALERS = ("area", "bicubic", "bilinear")
 

@@ -36,3 +36,14 @@ def held(paths: set[str], proc: Path = Path("/proc")) -> set[str]:
         except OSError:
             pass
     return found
+
+
+def remove_unheld(candidates: dict[str, Path]) -> list[Path]:
+    """Delete the candidate files (by path string) that no live process holds; returns those removed."""
+    in_use = held(set(candidates))
+    removed = []
+    for name, path in candidates.items():
+        if name not in in_use:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
