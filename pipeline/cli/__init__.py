@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from importlib.metadata import entry_points
 
@@ -23,6 +24,8 @@ EXTRA_OF = {"torch": "serve", "onnxruntime": "serve", "onnx": "serve", "h5py": "
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     p = argparse.ArgumentParser(prog="callstream", description=__doc__)
+    p.add_argument("--debug", action="store_true",
+                   help="show the traceback of an error instead of its one line (also CALLSTREAM_DEBUG=1)")
     sub = p.add_subparsers(dest="cmd", required=True)
     handlers: dict[str, Handler] = {}
     for group in GROUPS:
@@ -55,6 +58,13 @@ def main(argv: list[str] | None = None) -> int:
         return handlers[args.cmd](settings, args)
     except (SettingsError, RuleError, ManifestError, DatasetError, ConversionError, SchemaMismatch) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+        if args.debug or os.environ.get("CALLSTREAM_DEBUG"):
+            raise
+        what = {FileNotFoundError: "no such file", IsADirectoryError: "a folder, not a file",
+                NotADirectoryError: "not a folder", PermissionError: "not readable"}[type(exc)]
+        print(f"error: {exc.filename or exc}: {what}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as exc:
         extra = EXTRA_OF.get((exc.name or "").split(".")[0])

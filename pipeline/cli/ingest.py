@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.cli.base import Handler
+from pipeline.errors import REASONS
 from pipeline.settings import Settings
 
 
@@ -18,8 +19,12 @@ def register(sub: Any) -> dict[str, Handler]:
     al.add_argument("--max", type=int, help="exit after this many alerts")
     pr = sub.add_parser("produce", help="cut a recording into chunks and publish them")
     pr.add_argument("recording", nargs="?", help="a whole-call recording (v1 layouts: see --layout)")
-    pr.add_argument("--call-id", required=True)
-    pr.add_argument("--layout", choices=["dual", "agent", "customer"])
+    pr.add_argument("--call-id", required=True, type=_call_id,
+                    help="the call's id: letters, digits and . _ : @ - (up to 128), as the chunk contract requires")
+    pr.add_argument("--layout", choices=["dual", "agent", "customer"],
+                    help="who is where in a whole-call recording: dual (agent left, customer right; stereo agent/"
+                         "customer), or one participant filling the picture (agent, customer); default "
+                         "CALLSTREAM_DEFAULT_LAYOUT")
     pr.add_argument("--participant", action="append", type=parse_participant, metavar="ID:ROLE=FILE[@OFFSET_MS]",
                     help="one participant's own recording (a track file, one direction of a phone call), placed "
                          "OFFSET_MS into the call; repeatable")
@@ -33,7 +38,8 @@ def register(sub: Any) -> dict[str, Handler]:
     pr.add_argument("--realtime", action="store_true", help="pace chunks as a live recorder would")
     dl = sub.add_parser("dlq", help="list dead-lettered chunks; `dlq replay` re-publishes them")
     dl.add_argument("dlq_cmd", nargs="?", choices=["list", "replay"], default="list")
-    dl.add_argument("--reason", help="only this dlq-reason")
+    dl.add_argument("--reason", choices=REASONS, metavar="REASON",
+                    help=f"only this dlq-reason: one of {', '.join(REASONS)}")
     dl.add_argument("--call", help="only this call id")
     return {"produce": produce, "dlq": dlq, "alerts": alerts}
 
@@ -119,6 +125,16 @@ def produce(settings: Settings, args: argparse.Namespace) -> int:
         print(f"note: roles {', '.join(unanalysed)} are not in CALLSTREAM_ANALYSED_ROLES; their media will not "
               "be analysed (see README, For deployers)")
     return 0
+
+
+def _call_id(value: str) -> str:
+    """The contract's own rule, checked before anything is published (a worker would refuse it)."""
+    from pipeline.contract import CALL_ID
+
+    if not CALL_ID.match(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a call id the contract accepts ({CALL_ID.pattern}): "
+                                         "every worker would dead-letter its chunks as malformed_header")
+    return value
 
 
 def _role_map(spec: str) -> tuple[str, str]:

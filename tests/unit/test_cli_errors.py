@@ -1,0 +1,38 @@
+"""Mistakes a new user makes get one line that says what is wrong, and a non-zero exit, before anything
+is published or connected to (the real CLI, in a subprocess)."""
+
+import os
+import subprocess
+import sys
+
+from pipeline.settings import REPO_ROOT
+
+
+def cli(*args, **env):
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True,
+                          cwd=REPO_ROOT, timeout=60, env={**os.environ, **env})
+
+
+def test_a_call_id_the_contract_refuses_is_refused_before_publishing():
+    out = cli("produce", "anything.mp4", "--call-id", "my call 1")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "'my call 1' is not a call id the contract accepts" in out.stderr
+    assert "malformed_header" in out.stderr
+
+
+def test_a_missing_recording_is_one_line_naming_the_path():
+    out = cli("produce", "/nonexistent/call.mp4", "--call-id", "c-1")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip() == "error: /nonexistent/call.mp4: no such file"
+
+
+def test_the_traceback_is_there_when_asked_for():
+    out = cli("--debug", "produce", "/nonexistent/call.mp4", "--call-id", "c-1")
+    assert out.returncode != 0 and "Traceback" in out.stderr and "FileNotFoundError" in out.stderr
+    out = cli("produce", "/nonexistent/call.mp4", "--call-id", "c-1", CALLSTREAM_DEBUG="1")
+    assert "Traceback" in out.stderr
+
+
+def test_an_unknown_dead_letter_reason_lists_the_reasons():
+    out = cli("dlq", "--reason", "bogus")
+    assert out.returncode == 2 and "invalid choice: 'bogus'" in out.stderr and "decode_timeout" in out.stderr
