@@ -251,6 +251,24 @@ class Settings:
                 for f in dataclasses.fields(self)]
 
 
+# Read outside the settings: the CLI's traceback switch.
+OTHER_VARIABLES = ("CALLSTREAM_DEBUG",)
+
+
+def unknown_variables(env: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """CALLSTREAM_* variables no setting reads (a misspelling is otherwise silently ignored), each with
+    the closest known name, if one is close."""
+    import difflib
+
+    known = [f.metadata["env"] for f in dataclasses.fields(Settings)] + list(OTHER_VARIABLES)
+    out = []
+    for name in sorted(env):
+        if name.startswith("CALLSTREAM_") and name not in known:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+            out.append((name, close[0] if close else None))
+    return out
+
+
 def mask(name: str, value: str) -> str:
     """Hide secret keys and passwords, and the password inside a URL's credentials."""
     if any(word in name for word in ("secret", "password", "token")) and value:

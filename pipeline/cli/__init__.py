@@ -11,7 +11,7 @@ from importlib.metadata import entry_points
 
 from pipeline.cli import calls, db, ingest, models, privacy, status, worker
 from pipeline.cli.base import Handler
-from pipeline.settings import Settings, SettingsError
+from pipeline.settings import Settings, SettingsError, unknown_variables
 
 GROUPS = (status, ingest, worker, calls, db, models, privacy)
 
@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.serving.manifest import ManifestError
     from pipeline.store.schema import SchemaMismatch
 
+    for name, close in unknown_variables(os.environ):
+        hint = f"did you mean {close}?" if close else "`callstream settings` lists them"
+        print(f"warning: {name} is not a callstream setting and is ignored; {hint}", file=sys.stderr)
     try:
         settings = Settings.from_env()
         return handlers[args.cmd](settings, args)

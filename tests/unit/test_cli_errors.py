@@ -36,3 +36,11 @@ def test_the_traceback_is_there_when_asked_for():
 def test_an_unknown_dead_letter_reason_lists_the_reasons():
     out = cli("dlq", "--reason", "bogus")
     assert out.returncode == 2 and "invalid choice: 'bogus'" in out.stderr and "decode_timeout" in out.stderr
+
+
+def test_a_misspelt_setting_is_named_with_the_one_meant():
+    out = cli("produce", "/nonexistent/call.mp4", "--call-id", "c-1", CALLSTREAM_WORKER_CONCURENCY="8",
+              CALLSTREAM_NOT_A_THING="1")
+    assert "warning: CALLSTREAM_WORKER_CONCURENCY is not a callstream setting and is ignored; did you mean " \
+           "CALLSTREAM_WORKER_CONCURRENCY?" in out.stderr
+    assert "warning: CALLSTREAM_NOT_A_THING is not a callstream setting" in out.stderr
