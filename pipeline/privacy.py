@@ -75,6 +75,9 @@ class Privacy:
         out.remaining = {k: v for k, v in erasure.remaining(self.engine, call_id).items() if v}
         return out
 
+    def known(self, call_id: str) -> bool:
+        return erasure.known(self.engine, call_id)
+
     def lift(self, call_id: str, participant: str | None = None) -> bool:
         return erasure.lift(self.engine, call_id, participant) > 0
 

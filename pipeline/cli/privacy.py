@@ -15,6 +15,8 @@ def register(sub: Any) -> dict[str, Handler]:
     fg.add_argument("call_id")
     fg.add_argument("--participant", help="only this participant (v1 chunks: agent or customer)")
     fg.add_argument("--lift", action="store_true", help="remove the tombstone: allow a re-delivery to be processed")
+    fg.add_argument("--force", action="store_true", help="write the tombstone even for a call nothing is known of "
+                                                         "(its chunks are refused if they arrive later)")
     rt = sub.add_parser("retention", help="`retention apply`: delete media no longer needed and what is older "
                                           "than the retention settings")
     rt.add_argument("retention_cmd", choices=["apply"])
@@ -32,6 +34,11 @@ def forget(settings: Settings, args: argparse.Namespace) -> int:
             done = "removed: re-published chunks will be processed again" if lifted else "not found"
             print(f"tombstone of {what} {done}")
             return 0
+        if not args.force and not privacy.known(args.call_id):
+            print(f"error: nothing is stored of call {args.call_id!r} (no call row, ledger row or tombstone): a "
+                  f"typo? `callstream forget {args.call_id} --force` writes a tombstone anyway, so its chunks are "
+                  "refused if they arrive later", file=sys.stderr)
+            return 1
         r = privacy.forget(args.call_id, args.participant)
     finally:
         privacy.close()

@@ -51,6 +51,15 @@ def forget(engine: Engine, call_id: str, track: str | None = None) -> Forgotten:
     return out
 
 
+def known(engine: Engine, call_id: str) -> bool:
+    """Whether anything of the call is stored: its call row, a ledger row or a tombstone."""
+    with engine.connect() as conn:
+        return bool(conn.execute(text(
+            "SELECT EXISTS (SELECT 1 FROM calls WHERE call_id = :c) "
+            "OR EXISTS (SELECT 1 FROM chunks WHERE call_id = :c) "
+            "OR EXISTS (SELECT 1 FROM erasures WHERE call_id = :c)"), {"c": call_id}).scalar_one())
+
+
 def lift(engine: Engine, call_id: str, track: str | None = None) -> int:
     """Remove a tombstone, so that the call's chunks are processed again if they are re-published."""
     with engine.begin() as conn:

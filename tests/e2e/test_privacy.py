@@ -109,3 +109,16 @@ def test_retention_apply_deletes_media_that_a_failed_delete_left_behind(stack):
     again = subprocess.run([sys.executable, "-m", "pipeline.cli", "retention", "apply"], capture_output=True,
                            text=True, env={**os.environ, **env}, cwd=REPO_ROOT)
     assert "media of done chunks: 0 claim-check objects deleted (0 were gone already)" in again.stdout
+
+
+def test_forgetting_a_call_nothing_is_known_of_needs_force(stack):
+    """A typo in `forget` must not silently write a permanent tombstone for a call that never existed."""
+    env, settings = stack.isolated("forget-unknown")
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "forget", "e2e-never-was"], capture_output=True,
+                         text=True, env={**os.environ, **env}, cwd=REPO_ROOT)
+    assert out.returncode == 1 and "nothing is stored of call 'e2e-never-was'" in out.stderr and "--force" in out.stderr
+    assert query(settings, "SELECT count(*) FROM erasures WHERE call_id = 'e2e-never-was'")[0][0] == 0
+    forced = subprocess.run([sys.executable, "-m", "pipeline.cli", "forget", "e2e-never-was", "--force"],
+                            capture_output=True, text=True, env={**os.environ, **env}, cwd=REPO_ROOT)
+    assert forced.returncode == 0, forced.stderr
+    assert query(settings, "SELECT count(*) FROM erasures WHERE call_id = 'e2e-never-was'")[0][0] == 1
