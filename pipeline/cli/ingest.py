@@ -60,6 +60,8 @@ def alerts(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{a.published_at[:19]}  {a.call_id}  {a.participant_id} ({a.role})  {a.rule}  "
               f"{a.start_ms / 1000:.0f}-{a.end_ms / 1000:.0f}s  {json.dumps(a.values)}", flush=True)
 
+    print(f"waiting for alerts on {settings.alerts_topic} at {settings.bootstrap_servers}"
+          f"{' (from its beginning)' if args.from_start else ''}; Ctrl-C to stop", file=sys.stderr, flush=True)
     try:
         tail(settings, settings.alerts_topic, show, from_start=args.from_start, limit=args.max)
     except KeyboardInterrupt:

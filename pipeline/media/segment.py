@@ -136,7 +136,8 @@ def effective_duration(header_ms: int | None, container_ms: int | None, decoded_
         if abs(header_ms - decoded) <= tolerance_ms:
             duration = header_ms
         else:
-            duration, note = decoded, f"duration-ms={header_ms} clamped to the {decoded} ms that decode"
+            moved = "clamped" if header_ms > decoded else "raised"
+            duration, note = decoded, f"duration-ms={header_ms} {moved} to the {decoded} ms that decode"
     elif container_ms and abs(container_ms - decoded) <= tolerance_ms:
         duration = container_ms
     else:

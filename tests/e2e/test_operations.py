@@ -118,6 +118,7 @@ def test_metrics_alerts_and_any_kafka_client(stack, tmp_path):
         out = subprocess.run([sys.executable, "-m", "pipeline.cli", "alerts", "tail", "--from-start", "--max", "1"],
                              capture_output=True, text=True, env={**os.environ, **env}, cwd=REPO_ROOT, timeout=60)
         assert out.returncode == 0 and "e2e-ops-bad  caller-1 (customer)  customer-shouting" in out.stdout
+        assert f"waiting for alerts on {settings.alerts_topic} at {settings.bootstrap_servers}" in out.stderr
 
         # The metrics tell the same story.
         chunks = len(bad) + 2 + len(calm)

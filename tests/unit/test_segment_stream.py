@@ -27,6 +27,8 @@ def test_a_declared_duration_far_from_the_media_is_clamped_and_noted():
     assert effective_duration(5_021, 5_060, 5_000, 500) == (5_021, None)   # the recorder's exact cut stands
     assert effective_duration(None, 5_060, 5_000, 500) == (5_060, None)
     assert effective_duration(None, 90_000, 5_000, 500) == (5_000, None)
+    # A header shorter than the media: the rows cover what decodes, and the note says the length went up.
+    assert effective_duration(1_000, None, 5_000, 500) == (5_000, "duration-ms=1000 raised to the 5000 ms that decode")
 
 
 def test_a_rounding_of_the_container_never_opens_a_cell_of_its_own():
