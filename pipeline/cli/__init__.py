@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("kafka", "botocore", "urllib3", "aiokafka"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+        # A worker logs the clients' warnings; a command a user typed says what failed in one line of its own.
+        logging.getLogger(noisy).setLevel(logging.WARNING if args.cmd == "worker" else logging.CRITICAL)
     from pipeline.alerts.rules import RuleError
     from pipeline.modelbuild.faceapi import ConversionError
     from pipeline.serving.evaluate import DatasetError
@@ -76,3 +77,34 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: `callstream {args.cmd}` needs {exc.name}, which the core install leaves out: "
               f"pip install 'callstream[{extra}]'", file=sys.stderr)
         return 2
+    except Exception as exc:
+        unreachable = unreachable_service(exc)
+        if unreachable is None or args.debug or os.environ.get("CALLSTREAM_DEBUG"):
+            raise
+        print(f"error: {unreachable}", file=sys.stderr)
+        return 2
+
+
+def unreachable_service(exc: BaseException) -> str | None:
+    """One line for a service that does not answer (which one, where, and the command that starts it),
+    or None for any other error. Settings are read again: they loaded before the command ran."""
+    import aiokafka.errors as aiokafka_errors
+    import kafka.errors as kafka_errors
+    import psycopg
+    import sqlalchemy.exc
+
+    from pipeline.settings import mask
+
+    settings = Settings.from_env()
+    start = "start the embedded stack with `callstream up` (`./run up`)"
+    # kafka-python 3 says KafkaConnectionError or KafkaTimeoutError (older ones NoBrokersAvailable).
+    kafka_down = tuple(getattr(kafka_errors, name) for name in ("NoBrokersAvailable", "KafkaConnectionError",
+                                                                 "KafkaTimeoutError") if hasattr(kafka_errors, name))
+    if isinstance(exc, kafka_down + (aiokafka_errors.KafkaConnectionError,)):
+        return (f"Kafka at {settings.bootstrap_servers} does not answer ({type(exc).__name__}): {start}, "
+                "or point CALLSTREAM_KAFKA_BOOTSTRAP at your brokers")
+    if isinstance(exc, sqlalchemy.exc.OperationalError | psycopg.OperationalError):
+        first = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [""])[0][:200]
+        return (f"Postgres at {mask('database_url', settings.db_url)} does not answer ({first}): {start}, "
+                "or set DATABASE_URL")
+    return None

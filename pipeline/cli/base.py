@@ -8,3 +8,6 @@ from collections.abc import Callable
 from pipeline.settings import Settings
 
 Handler = Callable[[Settings, argparse.Namespace], int]
+
+# How long a command waits for a service to answer before it says so (a worker waits longer).
+CONNECT_TIMEOUT_S = 5.0

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline.cli.base import Handler
+from pipeline.cli.base import CONNECT_TIMEOUT_S, Handler
 from pipeline.errors import REASONS
 from pipeline.settings import Settings
 
@@ -86,6 +86,7 @@ def produce(settings: Settings, args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from pipeline.ingest.producer import (
+        ChunkPublisher,
         PublishError,
         Upload,
         chime_uploads,
@@ -108,15 +109,18 @@ def produce(settings: Settings, args: argparse.Namespace) -> int:
     else:
         roles = dict(args.role or [])
         uploads = chime_uploads(settings, Path(args.chime), roles, mixed_audio=args.mixed_audio)
+    publisher = ChunkPublisher(settings, connect_timeout_s=CONNECT_TIMEOUT_S)   # the broker answers, or one line
     bar = tqdm(desc=f"publishing {args.call_id}", unit="chunk", total=len(uploads))
     try:
-        sent = publish_uploads(settings, args.call_id, uploads, realtime=args.realtime,
+        sent = publish_uploads(settings, args.call_id, uploads, realtime=args.realtime, publisher=publisher,
                                on_chunk=lambda meta, size: bar.update(1))
     except PublishError as exc:
         bar.close()
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    bar.close()
+    finally:
+        bar.close()
+        publisher.close()
     claims = sum(1 for m in sent if m.claim_check)
     who = sorted({f"{m.participant_id} ({m.role})" for m in sent if m.participant_id})
     print(f"published {len(sent)} chunks of call {args.call_id} to {settings.chunks_topic}"

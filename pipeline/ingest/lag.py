@@ -8,7 +8,10 @@ from dataclasses import dataclass
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from pipeline.ingest.security import kafka_python_kwargs
+from pipeline.ingest.topics import bootstrap_within
 from pipeline.settings import Settings
+
+CONNECT_TIMEOUT_S = 5.0   # `status` says a broker is down in seconds
 
 
 @dataclass(frozen=True)
@@ -34,13 +37,14 @@ class PartitionLag:
 
 def _consumer(settings: Settings) -> KafkaConsumer:
     return KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, client_id="callstream-status",
-                         enable_auto_commit=False, **kafka_python_kwargs(settings))
+                         enable_auto_commit=False, **bootstrap_within(KafkaConsumer, CONNECT_TIMEOUT_S),
+                         **kafka_python_kwargs(settings))
 
 
 def group_lag(settings: Settings, topic: str | None = None, group: str | None = None) -> list[PartitionLag]:
     topic, group = topic or settings.chunks_topic, group or settings.app_id
     admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="callstream-status",
-                             **kafka_python_kwargs(settings))
+                             **bootstrap_within(KafkaAdminClient, CONNECT_TIMEOUT_S), **kafka_python_kwargs(settings))
     consumer = _consumer(settings)
     try:
         parts = sorted(consumer.partitions_for_topic(topic) or [])

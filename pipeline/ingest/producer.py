@@ -19,7 +19,7 @@ from kafka import KafkaProducer
 from pipeline.contract import ChunkMeta
 from pipeline.ingest.claimcheck import ClaimCheckStore
 from pipeline.ingest.security import kafka_python_kwargs
-from pipeline.ingest.topics import ensure_topics
+from pipeline.ingest.topics import bootstrap_within, ensure_topics
 from pipeline.media.cut import cut
 from pipeline.media.ffmpeg_bin import ffmpeg_exe
 from pipeline.media.probe import probe
@@ -41,14 +41,16 @@ class PublishError(RuntimeError):
 
 
 class ChunkPublisher:
-    def __init__(self, settings: Settings, create_topics: bool = True) -> None:
+    def __init__(self, settings: Settings, create_topics: bool = True, connect_timeout_s: float = 30.0) -> None:
+        """`connect_timeout_s`: how long to wait for the broker to answer at all (a worker starting beside a
+        broker waits; a command a user typed fails fast)."""
         self.settings = settings
         if create_topics:
-            ensure_topics(settings)
+            ensure_topics(settings, timeout=connect_timeout_s)
         self.producer = KafkaProducer(
             bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=5, retries=10,
             max_request_size=max(settings.inline_limit_bytes * 2, 1_048_576), client_id="callstream-producer",
-            **kafka_python_kwargs(settings))
+            **bootstrap_within(KafkaProducer, connect_timeout_s), **kafka_python_kwargs(settings))
         self._claims: ClaimCheckStore | None = None
         self._pending: list[tuple[str, Any]] = []
 

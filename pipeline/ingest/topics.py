@@ -16,11 +16,19 @@ from pipeline.ingest.security import aiokafka_kwargs, kafka_python_kwargs
 from pipeline.settings import Settings
 
 
+def bootstrap_within(client: type, seconds: float) -> dict[str, int]:
+    """kafka-python 3 waits `bootstrap_timeout_ms` (30 s) for a broker before it gives up; a command a
+    user typed should say so in seconds. Older clients have no such option (and fail faster)."""
+    return {"bootstrap_timeout_ms": int(seconds * 1000)} if "bootstrap_timeout_ms" in getattr(
+        client, "DEFAULT_CONFIG", {}) else {}
+
+
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
     deadline = time.time() + timeout
     while True:
         try:
             admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="callstream-admin",
+                                     **bootstrap_within(KafkaAdminClient, max(1.0, deadline - time.time())),
                                      **kafka_python_kwargs(settings))
             break
         except KafkaError:
@@ -99,7 +107,11 @@ async def _assigned(settings: Settings, topic: str, **options: Any) -> AsyncIter
 
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
                                 auto_offset_reset="earliest", group_id=None, **options, **aiokafka_kwargs(settings))
-    await consumer.start()
+    try:
+        await consumer.start()
+    except BaseException:
+        await consumer.stop()   # a consumer that could not start is closed too (no "unclosed" warning)
+        raise
     try:
         await consumer.topics()  # refreshes metadata so the topic's partitions are known
         parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]

@@ -12,9 +12,12 @@ from pipeline.settings import Settings, mask
 from pipeline.store.migrations import migrate
 from pipeline.store.schema import SchemaState, require
 
+CONNECT_TIMEOUT_S = 5   # an unreachable host fails in seconds, not after the TCP default
+
 
 def sync_engine(settings: Settings) -> Engine:
-    return create_engine(settings.sqlalchemy_url, pool_pre_ping=True)
+    return create_engine(settings.sqlalchemy_url, pool_pre_ping=True,
+                         connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
 
 
 # A worker's transaction runs its statements back to back (milliseconds apart). One that sits idle for

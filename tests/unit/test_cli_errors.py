@@ -44,3 +44,42 @@ def test_a_misspelt_setting_is_named_with_the_one_meant():
     assert "warning: CALLSTREAM_WORKER_CONCURENCY is not a callstream setting and is ignored; did you mean " \
            "CALLSTREAM_WORKER_CONCURRENCY?" in out.stderr
     assert "warning: CALLSTREAM_NOT_A_THING is not a callstream setting" in out.stderr
+
+
+def _down(**more):
+    """Settings that point at services nobody runs: a port nothing listens on."""
+    return {"CALLSTREAM_KAFKA_BOOTSTRAP": "127.0.0.1:9", "DATABASE_URL": "postgresql://nobody@127.0.0.1:9/none",
+            **more}
+
+
+def _one_line(out):
+    assert "Traceback" not in out.stderr, out.stderr[-2000:]
+    return [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+
+
+def test_postgres_down_is_one_line_naming_it_and_the_command_that_starts_it():
+    import time
+
+    t0 = time.monotonic()
+    out = cli("timeline", "c-1", **_down())
+    assert out.returncode == 2 and time.monotonic() - t0 < 30
+    (line,) = _one_line(out)
+    assert line.startswith("error: Postgres at postgresql://nobody@127.0.0.1:9/none does not answer")
+    assert "callstream up" in line and "DATABASE_URL" in line
+
+
+def test_kafka_down_is_one_line_within_seconds_for_produce_and_dlq(tmp_path):
+    import time
+
+    from pipeline.media.ffmpeg_bin import ffmpeg_exe
+
+    rec = tmp_path / "call.wav"
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+                    "sine=frequency=300:duration=2", str(rec)], check=True)
+    for args in (("produce", str(rec), "--call-id", "c-1", "--layout", "customer"), ("dlq",)):
+        t0 = time.monotonic()
+        out = cli(*args, **_down())
+        took = time.monotonic() - t0
+        assert out.returncode == 2 and took < 30, (args, took, out.stderr[-500:])
+        (line,) = _one_line(out)
+        assert line.startswith("error: Kafka at 127.0.0.1:9 does not answer") and "callstream up" in line, line
