@@ -245,6 +245,23 @@ class Settings:
                 return "postgresql+psycopg://" + url[len(prefix):]
         raise ValueError(f"DATABASE_URL must be a postgresql:// URL, got {url!r}")
 
+    def connections(self) -> list[tuple[str, str]]:
+        """(what, where) of every service a worker and the CLI use, embedded or not, secrets masked."""
+        def whose(yours: object) -> str:
+            return "yours" if yours else "embedded"
+
+        s3_source = ("CALLSTREAM_S3_ACCESS_KEY / CALLSTREAM_S3_SECRET_KEY (the embedded SeaweedFS is started "
+                     "with them)" if not self.s3_endpoint else "CALLSTREAM_S3_ACCESS_KEY / CALLSTREAM_S3_SECRET_KEY")
+        return [
+            ("Kafka bootstrap", f"{self.bootstrap_servers} ({whose(self.kafka_bootstrap)})"),
+            ("Postgres", f"{mask('database_url', self.db_url)} ({whose(self.database_url.get_secret_value())})"),
+            ("S3 endpoint", f"{self.s3_url} ({whose(self.s3_endpoint)}), region {self.s3_region}"),
+            ("claim-check bucket", self.claim_check_bucket),
+            ("S3 credentials", f"access key {self.s3_access_key!r}, from {s3_source}"),
+            ("Triton (gRPC)", f"{self.triton_grpc_url} ({whose(self.triton_url)}), model {self.triton_model}"),
+            ("worker metrics", f"http://0.0.0.0:{self.metrics_port}/metrics" if self.metrics_port else "not served"),
+        ]
+
     def describe(self) -> list[tuple[str, str, str]]:
         """(variable, value, meaning) for every setting, secrets masked: this is printed and logged."""
         return [(f.metadata["env"], mask(f.name, _plain(getattr(self, f.name))), f.metadata["doc"])
@@ -277,7 +294,11 @@ def mask(name: str, value: str) -> str:
 
 
 def _plain(value: Any) -> str:
-    return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, bool):   # as the variables are written (BOOLEANS), not Python's True/False
+        return "true" if value else "false"
+    return str(value)
 
 
 def _parse(env: str, kind: Any, raw: str) -> Any:

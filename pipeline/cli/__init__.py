@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from importlib.metadata import entry_points
 
@@ -54,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.serving.manifest import ManifestError
     from pipeline.store.schema import SchemaMismatch
 
+    if args.cmd != "worker":   # `callstream settings | head`: end quietly when the reader goes away
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     for name, close in unknown_variables(os.environ):
         hint = f"did you mean {close}?" if close else "`callstream settings` lists them"
         print(f"warning: {name} is not a callstream setting and is ignored; {hint}", file=sys.stderr)

@@ -47,7 +47,7 @@ def wait_for_call(settings: Settings, call_id: str, chunks: int, timeout: float,
     from pipeline.store.queries import progress
 
     engine = sync_engine(settings)
-    bar = tqdm(total=chunks, desc=desc or f"processing {call_id}", unit="chunk")
+    bar = tqdm(total=chunks, desc=desc or f"processing {call_id}", unit="chunk", disable=None)  # no bars in a log
     deadline = time.time() + timeout
     done = failed = 0
     while time.time() < deadline:

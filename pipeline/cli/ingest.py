@@ -110,7 +110,7 @@ def produce(settings: Settings, args: argparse.Namespace) -> int:
         roles = dict(args.role or [])
         uploads = chime_uploads(settings, Path(args.chime), roles, mixed_audio=args.mixed_audio)
     publisher = ChunkPublisher(settings, connect_timeout_s=CONNECT_TIMEOUT_S)   # the broker answers, or one line
-    bar = tqdm(desc=f"publishing {args.call_id}", unit="chunk", total=len(uploads))
+    bar = tqdm(desc=f"publishing {args.call_id}", unit="chunk", total=len(uploads), disable=None)  # no bars in a log
     try:
         sent = publish_uploads(settings, args.call_id, uploads, realtime=args.realtime, publisher=publisher,
                                on_chunk=lambda meta, size: bar.update(1))

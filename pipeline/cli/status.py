@@ -64,6 +64,15 @@ def status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def show_settings(settings: Settings, args: argparse.Namespace) -> int:
-    for env, value, doc in settings.describe():
-        print(f"{env:<34} {value:<40} {doc}")
+    print("connections")
+    rows = settings.connections()
+    width = max(len(what) for what, _ in rows)
+    for what, where in rows:
+        print(f"  {what:<{width}}  {where}")
+    print()
+    described = settings.describe()
+    name_w = max(len(env) for env, _, _ in described)
+    value_w = min(40, max(len(value) for _, value, _ in described))
+    for env, value, doc in described:
+        print(f"{env:<{name_w}}  {value:<{value_w}}  {doc}")
     return 0

@@ -8,6 +8,7 @@ call-center case.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -248,7 +249,10 @@ class MTCNN:
         if n == 0:
             return empty
         # Contiguous planes: area resampling is ~25 % cheaper on them than on a permuted view (same values).
-        images = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).float().contiguous()
+        with warnings.catch_warnings():
+            # Read-only frames (a decoded buffer) are never written through: .float() copies them.
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            images = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).float().contiguous()
 
         # Stage 1: proposals over an image pyramid.
         all_boxes, all_inds = [], []

@@ -83,3 +83,15 @@ def test_kafka_down_is_one_line_within_seconds_for_produce_and_dlq(tmp_path):
         assert out.returncode == 2 and took < 30, (args, took, out.stderr[-500:])
         (line,) = _one_line(out)
         assert line.startswith("error: Kafka at 127.0.0.1:9 does not answer") and "callstream up" in line, line
+
+
+def test_settings_show_the_effective_connections_with_the_password_masked():
+    out = cli("settings", DATABASE_URL="postgresql://app:s3cret@db.internal:5432/calls",
+              CALLSTREAM_KAFKA_BOOTSTRAP="kafka-1:9092", CALLSTREAM_FAST_DECODE="true")
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "Kafka bootstrap     kafka-1:9092 (yours)" in text
+    assert "Postgres            postgresql://app:********@db.internal:5432/calls (yours)" in text
+    assert "s3cret" not in text
+    assert "S3 endpoint         http://127.0.0.1:8333 (embedded)" in text and "claim-check bucket" in text
+    assert "CALLSTREAM_FAST_DECODE" in text and " true " in text and "True" not in text
