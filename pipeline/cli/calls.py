@@ -26,12 +26,18 @@ def timeline(settings: Settings, args: argparse.Namespace) -> int:
 def print_timeline(settings: Settings, call_id: str, plot: Path | None = None) -> int:
     from pipeline.report import format_summary, format_timeline, plot_timeline
     from pipeline.store.db import sync_engine
-    from pipeline.store.queries import timeline, track_summary
+    from pipeline.store.queries import erased_at, timeline, track_summary
 
     engine = sync_engine(settings)
     rows = timeline(engine, call_id)
     if not rows:
-        print(f"no segments for call {call_id!r} yet", file=sys.stderr)
+        erased = erased_at(engine, call_id)
+        if erased is not None:
+            print(f"call {call_id!r} was erased by `callstream forget` at {erased:%Y-%m-%d %H:%M:%S %Z}: its chunks "
+                  f"are refused if they arrive again (`callstream forget {call_id} --lift` allows them)",
+                  file=sys.stderr)
+        else:
+            print(f"no segments for call {call_id!r} yet", file=sys.stderr)
         return 1
     print(format_timeline(rows))
     print(format_summary(track_summary(engine, call_id)))

@@ -36,6 +36,10 @@ def register(sub: Any) -> dict[str, Handler]:
                     help="with --chime: publish the mixed-audio files too, as participant 'mixed' (role other)")
     pr.add_argument("--chunk-seconds", type=float)
     pr.add_argument("--realtime", action="store_true", help="pace chunks as a live recorder would")
+    pr.add_argument("--follow", action="store_true",
+                    help="then show the workers' progress and print the call's timeline once every chunk is settled")
+    pr.add_argument("--follow-timeout", type=float, default=600.0, metavar="SECONDS",
+                    help="with --follow: how long to wait for the workers (default 600)")
     dl = sub.add_parser("dlq", help="list dead-lettered chunks; `dlq replay` re-publishes them")
     dl.add_argument("dlq_cmd", nargs="?", choices=["list", "replay"], default="list")
     dl.add_argument("--reason", choices=REASONS, metavar="REASON",
@@ -130,7 +134,23 @@ def produce(settings: Settings, args: argparse.Namespace) -> int:
     if unanalysed:
         print(f"note: roles {', '.join(unanalysed)} are not in CALLSTREAM_ANALYSED_ROLES; their media will not "
               "be analysed (see README, For deployers)")
-    return 0
+    if not args.follow:
+        return 0
+    return follow(settings, args.call_id, len(sent), args.follow_timeout)
+
+
+def follow(settings: Settings, call_id: str, chunks: int, timeout: float) -> int:
+    """Wait for the workers to settle the call's chunks, then print its timeline (as the demo does)."""
+    from pipeline.cli.calls import print_timeline, wait_for_call
+
+    done, failed = wait_for_call(settings, call_id, chunks, timeout)
+    if done + failed < chunks:
+        print(f"error: {done + failed} of {chunks} chunks of {call_id} settled in {timeout:.0f} s: is a worker "
+              "running (`callstream worker`)? `callstream status` shows the backlog", file=sys.stderr)
+        return 1
+    print(f"{done} chunks done, {failed} dead-lettered" + (" (`callstream dlq --call " + call_id + "`)"
+                                                            if failed else ""))
+    return print_timeline(settings, call_id)
 
 
 def _call_id(value: str) -> str:

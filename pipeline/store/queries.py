@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
@@ -56,3 +58,10 @@ WHERE status = 'in_progress' ORDER BY call_id""")
 def in_progress(engine: Engine) -> list[dict]:
     with engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(IN_PROGRESS)]
+
+
+def erased_at(engine: Engine, call_id: str) -> Any:
+    """When the whole call was erased by `callstream forget`, or None."""
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT erased_at FROM erasures WHERE call_id = :c AND track = '*'"),
+                            {"c": call_id}).scalar_one_or_none()

@@ -149,7 +149,7 @@ class MessageHandler:
                  metrics: Metrics | None = None,
                  publish_alerts: Callable[[str], Awaitable[None]] | None = None,
                  leftover: Callable[[str], None] | None = None, pause_limit_s: float = 6.0,
-                 probe_s: float = 0.5, clock: RunningClock = CLOCK) -> None:
+                 probe_s: float = 0.5, clock: RunningClock = CLOCK, default_layout: str | None = None) -> None:
         """`park_payload(source, payload) -> uri` keeps a payload too large for the DLQ (claim check);
         `discard_claim(uri)` deletes a claim-check object once the chunk's rows are committed, and
         `leftover(uri)` is told of one whose delete failed (to try again later);
@@ -158,6 +158,7 @@ class MessageHandler:
         flight ends its lease: the group has given its partition to another worker by then."""
         self.metrics = metrics or Metrics()
         self.leftover, self.pause_limit_s, self.probe_s, self.clock = leftover, pause_limit_s, probe_s, clock
+        self.default_layout = default_layout
         self.publish_alerts = publish_alerts
         self.discard_claim = discard_claim
         self.processor, self.writer, self.dead_letter = processor, writer, dead_letter
@@ -360,10 +361,12 @@ class MessageHandler:
                 if self.leftover is not None:
                     self.leftover(meta.claim_check)
 
-    @staticmethod
-    def _call(meta: ChunkMeta) -> CallRow:
-        # calls.last_seq is the whole-call stream's end; per-participant streams end in the ledger.
-        return CallRow(call_id=meta.call_id, started_at=meta.call_started_at, layout=meta.layout,
+    def _call(self, meta: ChunkMeta) -> CallRow:
+        # calls.last_seq is the whole-call stream's end; per-participant streams end in the ledger. A
+        # whole-call chunk without a layout header is read with the default layout: record which.
+        whole_call = not meta.participant_id and not meta.audio_channels
+        return CallRow(call_id=meta.call_id, started_at=meta.call_started_at,
+                       layout=meta.layout or (self.default_layout if whole_call else None),
                        last_seq=meta.seq if meta.end_of_call and not meta.stream else None)
 
     async def _reject(self, msg: Message, bad: BadChunk, attempts: int) -> str:

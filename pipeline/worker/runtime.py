@@ -103,7 +103,7 @@ class WorkerRuntime(mode.Service):
             max_attempts=settings.max_attempts, dlq_inline_limit=settings.dlq_inline_limit_bytes,
             discard_claim=self.discard, metrics=metrics,
             publish_alerts=self.publish_alerts if self.rules else None, leftover=self.leftover,
-            pause_limit_s=self.pause_limit_s)
+            pause_limit_s=self.pause_limit_s, default_layout=settings.default_layout)
         metrics.serve(settings.metrics_port)
         self.ready.set()
         log.info("worker ready: model %s (%s) at %s; analysing %s; %d alert rule(s)", name, version,

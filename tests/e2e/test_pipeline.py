@@ -83,3 +83,21 @@ def test_claim_check_carries_large_chunks_and_agents_need_both_settings(stack, m
         assert "Article 5(1)(f)" in stack.worker_log("claims")
     finally:
         stack.stop_worker(worker)
+
+
+def test_produce_follow_shows_the_timeline_once_the_workers_are_done(pipeline, media):
+    import os
+    import subprocess
+    import sys
+
+    from pipeline.settings import REPO_ROOT
+
+    _, env, settings, _ = pipeline
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "produce", str(media["call10"]), "--call-id",
+                          "e2e-follow", "--follow", "--follow-timeout", "180"], capture_output=True, text=True,
+                         env={**os.environ, **env}, cwd=REPO_ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "published 2 chunks of call e2e-follow" in out.stdout and "2 chunks done, 0 dead-lettered" in out.stdout
+    # The timeline as `callstream timeline` prints it: one line per segment of the customer.
+    assert out.stdout.count("customer") >= 10, out.stdout
+    assert query(settings, "SELECT count(*) FROM emotion_segments WHERE call_id = 'e2e-follow'")[0][0] == 10

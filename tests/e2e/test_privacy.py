@@ -61,6 +61,10 @@ def test_claim_checks_are_deleted_after_commit_and_forget_erases_for_good(stack,
                                t=settings.chunks_topic)[0][0] == 1, 120, "the replay refused")
         for table in ("emotion_segments", "chunks", "calls"):
             assert query(settings, f"SELECT count(*) FROM {table} WHERE call_id='e2e-forget'")[0][0] == 0
+        # The timeline says why there is nothing, instead of "no segments yet".
+        shown = subprocess.run([sys.executable, "-m", "pipeline.cli", "timeline", "e2e-forget"], capture_output=True,
+                               text=True, env={**os.environ, **env}, cwd=REPO_ROOT)
+        assert shown.returncode == 1 and "call 'e2e-forget' was erased by `callstream forget`" in shown.stderr
         assert worker.poll() is None, stack.worker_log("privacy")
     finally:
         stack.stop_worker(worker)

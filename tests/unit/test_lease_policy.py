@@ -219,3 +219,13 @@ def test_a_lag_the_broker_offsets_cannot_give_is_unknown_not_zero():
     assert PartitionLag(0, committed=10, end=5, start=0).lag is None          # end behind the group: unknown
     assert PartitionLag(0, committed=3, end=5, start=0).lag == 2
     assert PartitionLag(0, committed=None, end=5, start=1).lag == 4
+
+
+def test_a_whole_call_chunk_without_a_layout_records_the_default_it_was_read_with():
+    w = FakeWriter()
+    asyncio.run(handle(MessageHandler(FakeProcessor(), w, FakeDLQ(), default_layout="dual")))
+    assert w.commits[0][0]["layout"] == "dual"
+    per_participant = ChunkMeta("call-1", 1, 0, duration_ms=1000, participant_id="p1", role="customer").headers()
+    assert asyncio.run(handle(MessageHandler(FakeProcessor(), w, FakeDLQ(), default_layout="dual"),
+                              headers=per_participant, offset=8)) == "done"
+    assert w.commits[1][0]["layout"] is None
