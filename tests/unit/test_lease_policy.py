@@ -31,29 +31,26 @@ def handle(h, lease=None, headers=GOOD, offset=7):
     return h.handle("chunks", 0, offset, b"call-1", b"media", headers, None, lease)
 
 
-def test_a_partition_revoked_while_its_chunk_is_in_flight_writes_nothing():
+def _revoked_in_flight(errors=()):
+    """A chunk whose partition is revoked while it is being processed; its outcome and the fakes."""
     async def go():
-        p, w, d = GatedProcessor(), FakeWriter(), FakeDLQ()
+        p, w, d = GatedProcessor(errors), FakeWriter(), FakeDLQ()
         owned = {"yes": True}
         task = asyncio.create_task(handle(MessageHandler(p, w, d), Lease(held=lambda: owned["yes"])))
         await asyncio.sleep(0.01)
         owned["yes"] = False
         p.go.set()
         return await task, w, d
-    outcome, w, d = asyncio.run(go())
+    return asyncio.run(go())
+
+
+def test_a_partition_revoked_while_its_chunk_is_in_flight_writes_nothing():
+    outcome, w, d = _revoked_in_flight()
     assert outcome == "revoked" and not w.commits and not w.failures and not d.sent
 
 
 def test_a_revoked_failing_chunk_is_not_dead_lettered():
-    async def go():
-        p, w, d = GatedProcessor([BadChunk("decode_timeout", "slow")]), FakeWriter(), FakeDLQ()
-        owned = {"yes": True}
-        task = asyncio.create_task(handle(MessageHandler(p, w, d), Lease(held=lambda: owned["yes"])))
-        await asyncio.sleep(0.01)
-        owned["yes"] = False
-        p.go.set()
-        return await task, w, d
-    outcome, w, d = asyncio.run(go())
+    outcome, w, d = _revoked_in_flight([BadChunk("decode_timeout", "slow")])
     assert outcome == "revoked" and not d.sent and not w.failures
 
 
@@ -65,7 +62,8 @@ class Wall:
         return self.t
 
 
-def test_a_pause_longer_than_the_session_fences_the_chunk_even_before_the_revocation_is_known():
+def _gated_while(advance):
+    """A chunk held in flight while `advance(wall, clock)` moves time; its outcome and the fakes."""
     wall = Wall()
     clock = RunningClock(monotonic=wall)
 
@@ -73,27 +71,25 @@ def test_a_pause_longer_than_the_session_fences_the_chunk_even_before_the_revoca
         p, w, d = GatedProcessor(), FakeWriter(), FakeDLQ()
         task = asyncio.create_task(handle(MessageHandler(p, w, d, clock=clock, pause_limit_s=6.0), Lease()))
         await asyncio.sleep(0.01)
-        wall.t += 30.0          # SIGSTOP for 30 s: the wall clock moved, the process did not run
+        advance(wall, clock)
         p.go.set()
         return await task, w, d
-    outcome, w, d = asyncio.run(go())
+    return asyncio.run(go())
+
+
+def test_a_pause_longer_than_the_session_fences_the_chunk_even_before_the_revocation_is_known():
+    def stopped(wall, clock):
+        wall.t += 30.0          # SIGSTOP for 30 s: the wall clock moved, the process did not run
+    outcome, w, d = _gated_while(stopped)
     assert outcome == "revoked" and not w.commits and not d.sent
 
 
 def test_work_that_runs_long_is_not_mistaken_for_a_pause():
-    wall = Wall()
-    clock = RunningClock(monotonic=wall)
-
-    async def go():
-        p, w, d = GatedProcessor(), FakeWriter(), FakeDLQ()
-        task = asyncio.create_task(handle(MessageHandler(p, w, d, clock=clock, pause_limit_s=6.0), Lease()))
-        await asyncio.sleep(0.01)
+    def running(wall, clock):
         for _ in range(300):     # 30 s of running, ticked every 0.1 s
             wall.t += 0.1
             clock.tick()
-        p.go.set()
-        return await task, w
-    outcome, w = asyncio.run(go())
+    outcome, w, _ = _gated_while(running)
     assert outcome == "done" and len(w.commits) == 1
 
 
