@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         # A worker logs the clients' warnings; a command a user typed says what failed in one line of its own.
         logging.getLogger(noisy).setLevel(logging.WARNING if args.cmd == "worker" else logging.CRITICAL)
     from pipeline.alerts.rules import RuleError
+    from pipeline.media.cut import NotMedia
     from pipeline.modelbuild.faceapi import ConversionError
     from pipeline.serving.evaluate import DatasetError
     from pipeline.serving.manifest import ManifestError
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         return handlers[args.cmd](settings, args)
-    except (SettingsError, RuleError, ManifestError, DatasetError, ConversionError, SchemaMismatch) as exc:
+    except (SettingsError, RuleError, ManifestError, DatasetError, ConversionError, SchemaMismatch, NotMedia) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
@@ -92,9 +93,11 @@ def unreachable_service(exc: BaseException) -> str | None:
     """One line for a service that does not answer (which one, where, and the command that starts it),
     or None for any other error. Settings are read again: they loaded before the command ran."""
     import aiokafka.errors as aiokafka_errors
+    import botocore.exceptions
     import kafka.errors as kafka_errors
     import psycopg
     import sqlalchemy.exc
+    from tritonclient.utils import InferenceServerException
 
     from pipeline.settings import mask
 
@@ -106,6 +109,11 @@ def unreachable_service(exc: BaseException) -> str | None:
     if isinstance(exc, kafka_down + (aiokafka_errors.KafkaConnectionError,)):
         return (f"Kafka at {settings.bootstrap_servers} does not answer ({type(exc).__name__}): {start}, "
                 "or point CALLSTREAM_KAFKA_BOOTSTRAP at your brokers")
+    if isinstance(exc, botocore.exceptions.EndpointConnectionError | botocore.exceptions.ConnectTimeoutError):
+        return (f"the object store at {settings.s3_url} does not answer: {start}, or set CALLSTREAM_S3_ENDPOINT")
+    if isinstance(exc, InferenceServerException) and any(
+            word in str(exc) for word in ("UNAVAILABLE", "failed to connect", "Connection refused")):
+        return f"Triton at {settings.triton_grpc_url} does not answer: {start}, or set CALLSTREAM_TRITON_URL"
     if isinstance(exc, sqlalchemy.exc.OperationalError | psycopg.OperationalError):
         first = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [""])[0][:200]
         return (f"Postgres at {mask('database_url', settings.db_url)} does not answer ({first}): {start}, "

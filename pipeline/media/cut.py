@@ -40,6 +40,10 @@ def _segment_argv(ffmpeg_bin: str, src: Path, outdir: Path, seconds: float, copy
     return argv[:i] + ["-map", "0:v:0?", "-map", "0:a:0?", "-dn", "-sn"] + argv[i:]
 
 
+class NotMedia(ValueError):
+    """The file is not a recording ffmpeg can read (a text file, an image, a broken download)."""
+
+
 def cut(ffmpeg_bin: str, src: Path, seconds: float, workdir: Path | None = None) -> list[ChunkFile]:
     if not Path(src).is_file():
         raise FileNotFoundError(src)
@@ -52,7 +56,8 @@ def cut(ffmpeg_bin: str, src: Path, seconds: float, workdir: Path | None = None)
         if proc.returncode == 0:
             break
     else:
-        raise RuntimeError(f"ffmpeg could not cut {src}: {proc.stderr.decode(errors='replace')[-400:]}")
+        said = [line for line in proc.stderr.decode(errors="replace").splitlines() if line.strip()]
+        raise NotMedia(f"{src} is not a recording ffmpeg can read ({(said or ['no output'])[-1][:200]})")
     with open(outdir / "list.csv", newline="") as f:
         rows = [(name, float(start), float(end)) for name, start, end in csv.reader(f)]
     # Offsets are relative to the recording's first timestamp; a negative one is encoder priming, which

@@ -95,3 +95,27 @@ def test_settings_show_the_effective_connections_with_the_password_masked():
     assert "s3cret" not in text
     assert "S3 endpoint         http://127.0.0.1:8333 (embedded)" in text and "claim-check bucket" in text
     assert "CALLSTREAM_FAST_DECODE" in text and " true " in text and "True" not in text
+
+
+def test_a_file_that_is_not_media_is_one_line_before_anything_connects():
+    out = cli("produce", "README.md", "--call-id", "c-1", **_down())
+    assert out.returncode == 2
+    (line,) = _one_line(out)
+    assert line.startswith("error: README.md is not a recording ffmpeg can read (")
+
+
+def test_the_object_store_and_triton_down_name_themselves():
+    import botocore.exceptions
+    from tritonclient.utils import InferenceServerException
+
+    from pipeline.cli import unreachable_service
+    from pipeline.settings import Settings
+
+    settings = Settings.from_env()
+    s3 = unreachable_service(botocore.exceptions.EndpointConnectionError(endpoint_url=settings.s3_url))
+    assert s3 is not None and s3.startswith(f"the object store at {settings.s3_url} does not answer")
+    triton = unreachable_service(InferenceServerException("[StatusCode.UNAVAILABLE] failed to connect to all "
+                                                          "addresses"))
+    assert triton is not None and triton.startswith(f"Triton at {settings.triton_grpc_url} does not answer")
+    assert unreachable_service(InferenceServerException("[StatusCode.INVALID_ARGUMENT] bad input")) is None
+    assert unreachable_service(ValueError("a bug")) is None
