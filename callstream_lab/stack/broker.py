@@ -34,5 +34,5 @@ def start(settings: Settings) -> None:
     procs.wait_until(lambda: procs.port_open(port), "tansu broker", 60, settings.state_dir, NAME)
 
 
-def stop(settings: Settings) -> None:
-    procs.stop(settings.state_dir, NAME)
+def stop(settings: Settings) -> bool:
+    return procs.stop(settings.state_dir, NAME)

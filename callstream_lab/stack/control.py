@@ -29,8 +29,7 @@ def up(settings: Settings, log: Callable[[str], None] = print) -> None:
 def down(settings: Settings, log: Callable[[str], None] = print) -> None:
     for what, stop in (("Triton", triton.stop), ("tansu", broker.stop),
                        ("Postgres", postgres.stop), ("SeaweedFS", objectstore.stop)):
-        if stop(settings) is not False:
-            log(f"  stopped {what}")
+        log(f"  stopped {what}" if stop(settings) else f"  {what} was not running")
 
 
 def status(settings: Settings) -> dict[str, int | None]:

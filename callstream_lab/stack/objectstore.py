@@ -61,5 +61,5 @@ def _buckets_ready(settings: Settings) -> bool:
         return False
 
 
-def stop(settings: Settings) -> None:
-    procs.stop(settings.state_dir, NAME, timeout=30)
+def stop(settings: Settings) -> bool:
+    return procs.stop(settings.state_dir, NAME, timeout=30)

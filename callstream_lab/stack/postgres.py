@@ -76,5 +76,5 @@ def start(settings: Settings) -> None:
     procs.wait_until(lambda: procs.port_open(settings.pg_port), "embedded Postgres", 60, state, NAME)
 
 
-def stop(settings: Settings) -> None:
-    procs.stop(settings.state_dir, NAME)
+def stop(settings: Settings) -> bool:
+    return procs.stop(settings.state_dir, NAME)

@@ -135,7 +135,9 @@ def start(settings: Settings) -> None:
     procs.wait_until(lambda: procs.http_ok(url), "tritonserver", 180, state, NAME)
 
 
-def stop(settings: Settings) -> None:
-    procs.stop(settings.state_dir, NAME, timeout=30)
+def stop(settings: Settings) -> bool:
+    """Whether a server was running (and is stopped now); its dead stubs and their regions go either way."""
+    was_running = procs.stop(settings.state_dir, NAME, timeout=30)
     _wait_gone(kill_orphan_stubs(settings.state_dir))
     remove_orphan_regions()
+    return was_running
