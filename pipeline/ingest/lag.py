@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
@@ -36,9 +37,29 @@ class PartitionLag:
 
 
 def _consumer(settings: Settings) -> KafkaConsumer:
+    # Fetches only read the high watermark: one record batch at most (a broker returns one even above
+    # these limits), not the chunks' media.
     return KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, client_id="callstream-status",
-                         enable_auto_commit=False, **bootstrap_within(KafkaConsumer, CONNECT_TIMEOUT_S),
-                         **kafka_python_kwargs(settings))
+                         enable_auto_commit=False, fetch_max_bytes=1, max_partition_fetch_bytes=1,
+                         **bootstrap_within(KafkaConsumer, CONNECT_TIMEOUT_S), **kafka_python_kwargs(settings))
+
+
+def end_offsets(consumer: KafkaConsumer, tps: list[TopicPartition], starts: dict[TopicPartition, int],
+                wait_s: float = 3.0) -> dict[TopicPartition, int]:
+    """Each partition's end: the larger of what ListOffsets says and the high watermark a fetch reports.
+
+    The embedded broker (tansu) answers ListOffsets(latest) with 1 for any non-empty partition, while
+    its fetch responses carry the true high watermark (13 records: ListOffsets 1, fetch 13). So one
+    small fetch per partition, from its last known record, reads the watermark; a broker whose
+    ListOffsets is right gives the same figure both ways."""
+    listed = consumer.end_offsets(tps)
+    consumer.assign(tps)
+    for tp in tps:
+        consumer.seek(tp, max(starts[tp], listed[tp] - 1))
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and any(consumer.highwater(tp) is None for tp in tps):
+        consumer.poll(timeout_ms=200, max_records=1)
+    return {tp: max(listed[tp], consumer.highwater(tp) or 0) for tp in tps}
 
 
 def group_lag(settings: Settings, topic: str | None = None, group: str | None = None) -> list[PartitionLag]:
@@ -51,7 +72,8 @@ def group_lag(settings: Settings, topic: str | None = None, group: str | None = 
         tps = [TopicPartition(topic, p) for p in parts]
         if not tps:
             return []
-        ends, starts = consumer.end_offsets(tps), consumer.beginning_offsets(tps)
+        starts = consumer.beginning_offsets(tps)
+        ends = end_offsets(consumer, tps, starts)
         committed = {tp.partition: om.offset for tp, om in admin.list_group_offsets(group).get(group, {}).items()
                      if tp.topic == topic and om.offset >= 0}
         return [PartitionLag(p, committed.get(p), ends[TopicPartition(topic, p)], starts[TopicPartition(topic, p)])
@@ -68,7 +90,8 @@ def topic_depth(settings: Settings, topic: str) -> int:
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         if not tps:
             return 0
-        ends, starts = consumer.end_offsets(tps), consumer.beginning_offsets(tps)
+        starts = consumer.beginning_offsets(tps)
+        ends = end_offsets(consumer, tps, starts)
         return sum(ends[tp] - starts[tp] for tp in tps)
     finally:
         consumer.close()
