@@ -29,6 +29,24 @@ def test_every_sql_example_runs_against_the_schema(stack):
         engine.dispose()
 
 
+def test_the_claim_check_upload_example_stores_the_object(stack, tmp_path):
+    import shutil
+
+    from pipeline.ingest.claimcheck import s3_client
+
+    aws = shutil.which("aws")
+    if aws is None or subprocess.run([aws, "--version"], capture_output=True).returncode != 0:
+        pytest.skip("no working AWS CLI on this machine: the README's `aws s3 cp` line cannot be run")
+    (command,) = re.findall(r"^(AWS_ACCESS_KEY_ID=.*?\.mkv)$", README, re.M | re.S)
+    settings = stack.settings
+    command = command.replace("http://127.0.0.1:8333", settings.s3_url)
+    (tmp_path / "chunk7.mkv").write_bytes(b"a chunk's bytes")
+    out = subprocess.run(["bash", "-c", command], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stderr
+    body = s3_client(settings).get_object(Bucket="callstream-chunks", Key="calls/c-42/000007.mkv")["Body"].read()
+    assert body == b"a chunk's bytes"
+
+
 def test_the_confluent_kafka_example_publishes_a_chunk_the_contract_accepts(stack):
     env, settings = stack.isolated("readme")
     (script,) = re.findall(r"^python - <<'PY'\n(.*?)^PY$", README, re.M | re.S)
