@@ -26,16 +26,14 @@ def timeline(settings: Settings, args: argparse.Namespace) -> int:
 def print_timeline(settings: Settings, call_id: str, plot: Path | None = None) -> int:
     from pipeline.report import format_summary, format_timeline, plot_timeline
     from pipeline.store.db import sync_engine
-    from pipeline.store.queries import erased_at, timeline, track_summary
+    from pipeline.store.queries import erased_at, refused, timeline, track_summary
 
     engine = sync_engine(settings)
     rows = timeline(engine, call_id)
     if not rows:
         erased = erased_at(engine, call_id)
         if erased is not None:
-            print(f"call {call_id!r} was erased by `callstream forget` at {erased:%Y-%m-%d %H:%M:%S %Z}: its chunks "
-                  f"are refused if they arrive again (`callstream forget {call_id} --lift` allows them)",
-                  file=sys.stderr)
+            print(erased_line(call_id, erased, refused(engine, call_id)), file=sys.stderr)
         else:
             print(f"no segments for call {call_id!r} yet", file=sys.stderr)
         return 1
@@ -44,6 +42,15 @@ def print_timeline(settings: Settings, call_id: str, plot: Path | None = None) -
     if plot is not None:
         print(f"plot written to {plot_timeline(rows, plot, f'call {call_id}')}")
     return 0
+
+
+def erased_line(call_id: str, erased: Any, refusals: dict[str, Any]) -> str:
+    """Why an erased call shows nothing, and whether anything of it arrived since."""
+    when = "%Y-%m-%d %H:%M:%S %Z"
+    since = (f"{refusals['n']} chunk(s) arrived since and were refused, the last at {refusals['last']:{when}}"
+             if refusals["n"] else "no chunk of it has arrived since")
+    return (f"call {call_id!r} was erased by `callstream forget` at {erased:{when}}; {since}. Its "
+            f"chunks are refused if they arrive again (`callstream forget {call_id} --lift` allows them)")
 
 
 def wait_for_call(settings: Settings, call_id: str, chunks: int, timeout: float, desc: str = "") -> tuple[int, int]:

@@ -141,8 +141,18 @@ def produce(settings: Settings, args: argparse.Namespace) -> int:
 
 def follow(settings: Settings, call_id: str, chunks: int, timeout: float) -> int:
     """Wait for the workers to settle the call's chunks, then print its timeline (as the demo does)."""
-    from pipeline.cli.calls import print_timeline, wait_for_call
+    from pipeline.cli.calls import erased_line, print_timeline, wait_for_call
+    from pipeline.store.db import sync_engine
+    from pipeline.store.queries import erased_at, refused
 
+    engine = sync_engine(settings)
+    try:
+        erased = erased_at(engine, call_id)
+        if erased is not None:   # every chunk will be refused: waiting for rows would only time out
+            print(f"error: {erased_line(call_id, erased, refused(engine, call_id))}", file=sys.stderr)
+            return 1
+    finally:
+        engine.dispose()
     done, failed = wait_for_call(settings, call_id, chunks, timeout)
     if done + failed < chunks:
         print(f"error: {done + failed} of {chunks} chunks of {call_id} settled in {timeout:.0f} s: is a worker "

@@ -46,11 +46,12 @@ def status(settings: Settings, args: argparse.Namespace) -> int:
         print(f"Kafka at {settings.bootstrap_servers} unavailable: {type(exc).__name__}: {exc}")
     try:
         from pipeline.store.db import sync_engine
-        from pipeline.store.queries import in_progress
+        from pipeline.store.queries import in_progress, refused
 
         engine = sync_engine(settings)
         try:
             calls = in_progress(engine)
+            refusals = refused(engine)
         finally:
             engine.dispose()
         print(f"calls in progress: {len(calls)}")
@@ -58,6 +59,9 @@ def status(settings: Settings, args: argparse.Namespace) -> int:
             until = "-" if c["analysed_until_s"] is None else f"{float(c['analysed_until_s']):.0f}s"
             print(f"  {c['call_id']:<40} {c['chunks_done']:>4} chunks done, {c['chunks_failed']:>3} failed, "
                   f"analysed until {until}, {c['participants']} participant(s)")
+        if refusals["n"]:
+            print(f"chunks refused because their call was erased (`callstream forget`): {refusals['n']} of "
+                  f"{refusals['calls']} call(s), the last at {refusals['last']:%Y-%m-%d %H:%M:%S %Z}")
     except Exception as exc:
         print(f"Postgres unavailable: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
     return 0

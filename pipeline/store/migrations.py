@@ -421,6 +421,17 @@ def _v7_models(conn: Connection) -> None:
     conn.exec_driver_sql(MODELS_V7)
 
 
+REFUSED_V8 = """
+UPDATE chunks SET status = 'refused', error_reason = 'call_erased' WHERE status = 'erased';
+COMMENT ON COLUMN chunks.status IS 'done | failed | refused (error_reason says why: call_erased)';
+CREATE INDEX IF NOT EXISTS chunks_refused ON chunks (call_id) WHERE status = 'refused';
+"""
+
+
+def _v8_refused(conn: Connection) -> None:
+    conn.exec_driver_sql(REFUSED_V8)
+
+
 MIGRATIONS = [(1, "tables: calls, chunks ledger, emotion_segments", _v1_tables),
               (2, "views: emotion_timeline, call_track_summary, call_summary", _v2_views),
               (3, "chunks.note; call_summary: complete once seqs 0..end are settled, later seqs counted",
@@ -432,7 +443,9 @@ MIGRATIONS = [(1, "tables: calls, chunks ledger, emotion_segments", _v1_tables),
               (6, "alerts: live alert firings, once per call and rule, with their publication time", _v6_alerts),
               (7, "segment_pieces.voice_probs and voice_cues; emotion_segments.evidence (in emotion_timeline); "
                   "views model_comparison and label_seconds (shadow models)",
-               _v7_models)]
+               _v7_models),
+              (8, "chunks.status 'refused' with error_reason call_erased (was 'erased'), keeping the call id so "
+                  "timeline and status can say a replay was refused", _v8_refused)]
 
 
 def migrate(conn: Connection) -> list[int]:

@@ -18,7 +18,10 @@ Prob = Annotated[float | None, mapped_column(Float)]
 class ChunkStatus(StrEnum):
     DONE = "done"
     FAILED = "failed"
-    ERASED = "erased"     # refused: the call was erased by `callstream forget`
+    REFUSED = "refused"   # not analysed, by rule: error_reason says why (call_erased: `callstream forget`)
+
+
+REFUSED_ERASED = "call_erased"   # error_reason of a chunk refused because `callstream forget` erased its call
 
 
 class Track(StrEnum):
@@ -137,7 +140,8 @@ class ChunkLedger(Base):
     __tablename__ = "chunks"
     __table_args__ = (UniqueConstraint("topic", "partition", "offset", name="chunks_message_key"),
                       Index("chunks_call_seq", "call_id", "seq"),
-                      Index("chunks_call_stream_seq", "call_id", "stream", "seq"))
+                      Index("chunks_call_stream_seq", "call_id", "stream", "seq"),
+                      Index("chunks_refused", "call_id", postgresql_where=text("status = 'refused'")))
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     topic: Mapped[str] = mapped_column(String(255))
@@ -148,7 +152,7 @@ class ChunkLedger(Base):
     stream: Mapped[str] = mapped_column(String(140), server_default="",
                                         comment="participant-id/media of a per-participant chunk; '' for whole-call")
     end_of_call: Mapped[bool | None] = mapped_column(Boolean)
-    status: Mapped[str] = mapped_column(String(16), comment="done | failed | erased")
+    status: Mapped[str] = mapped_column(String(16), comment="done | failed | refused")
     error_reason: Mapped[str | None] = mapped_column(String(64))
     error_detail: Mapped[str | None] = mapped_column(Text)
     note: Mapped[str | None] = mapped_column(Text, comment="what was adjusted on a done chunk, e.g. a clamped duration")

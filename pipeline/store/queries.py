@@ -60,6 +60,21 @@ def in_progress(engine: Engine) -> list[dict]:
         return [dict(r._mapping) for r in conn.execute(IN_PROGRESS)]
 
 
+REFUSED = text("""
+SELECT count(*) AS n, max(processed_at) AS last FROM chunks WHERE status = 'refused' AND call_id = :c""")
+REFUSED_ALL = text("""
+SELECT count(*) AS n, count(DISTINCT call_id) AS calls, max(processed_at) AS last FROM chunks
+WHERE status = 'refused'""")
+
+
+def refused(engine: Engine, call_id: str | None = None) -> dict[str, Any]:
+    """Chunks refused because their call was erased: how many, (of how many calls), the last when."""
+    with engine.connect() as conn:
+        if call_id is None:
+            return dict(conn.execute(REFUSED_ALL).one()._mapping)
+        return dict(conn.execute(REFUSED, {"c": call_id}).one()._mapping)
+
+
 def erased_at(engine: Engine, call_id: str) -> Any:
     """When the whole call was erased by `callstream forget`, or None."""
     with engine.connect() as conn:

@@ -30,6 +30,7 @@ from pipeline.contract import AlertMessage
 from pipeline.errors import BadChunk, TransientFault
 from pipeline.inference.fusion import DEFAULT_FUSION, FusionParams
 from pipeline.store.models import (
+    REFUSED_ERASED,
     Call,
     CallRow,
     ChunkLedger,
@@ -110,11 +111,16 @@ def _ledger_upsert(ledger: LedgerEntry) -> Any:
 
 
 def _refused(ledger: LedgerEntry) -> LedgerEntry:
-    """A ledger entry reduced to the message's place in the log: nothing of an erased call stays."""
-    return LedgerEntry(topic=ledger["topic"], partition=ledger["partition"], offset=ledger["offset"],
-                       worker=ledger.get("worker", ""), size_bytes=ledger.get("size_bytes", 0),
-                       status=ChunkStatus.ERASED, segments=0,
-                       note="refused: the call was erased (callstream forget)")
+    """A ledger entry reduced to the message's place in the log and the call id, which the erasure's
+    tombstone keeps anyway: nothing else of an erased call stays, and `timeline` / `status` can say
+    that a replay was refused instead of showing nothing."""
+    refused = LedgerEntry(topic=ledger["topic"], partition=ledger["partition"], offset=ledger["offset"],
+                          worker=ledger.get("worker", ""), size_bytes=ledger.get("size_bytes", 0),
+                          status=ChunkStatus.REFUSED, segments=0, error_reason=REFUSED_ERASED,
+                          note="refused: the call was erased (callstream forget)")
+    if "call_id" in ledger:
+        refused["call_id"] = ledger["call_id"]
+    return refused
 
 
 _WINDOW_ROWS = text("""

@@ -170,7 +170,7 @@ class MessageHandler:
 
     async def handle(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
                      headers: Any, timestamp: float | None = None, lease: Lease | None = None) -> str:
-        """Returns 'done', 'failed' or 'erased' once the message's end is committed, retrying until then;
+        """Returns 'done', 'failed' or 'refused' once the message's end is committed, retrying until then;
         'revoked' when the lease ended first (nothing was written for it)."""
         self.metrics.in_flight.inc()
         msg = Message(topic, partition, offset, key, value, headers, timestamp)
@@ -282,12 +282,13 @@ class MessageHandler:
         meta = parse(msg.headers, msg.key)
         if "*" in await self.writer.erased_tracks(meta.call_id):
             # Erased by `callstream forget`: a replay must not bring the call back. The ledger keeps
-            # only the message's place in the log; the payload object is removed too.
+            # only the message's place in the log and the call id (its tombstone's key); the payload
+            # object is removed too.
             self._fence(msg)
-            await self.writer.record_refused(self._ledger(msg, None))
+            await self.writer.record_refused({**self._ledger(msg, None), "call_id": meta.call_id})
             await self._discard(meta)
             log.info("refused %s: its call was erased", msg.source)
-            return "erased"
+            return "refused"
         try:
             pieces, t = await self.processor.process(meta, msg.value)
         except BadChunk as bad:

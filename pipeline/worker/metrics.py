@@ -23,7 +23,7 @@ LATENCY_BUCKETS = (0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 30, 60, 120, 300, 600)
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = r = registry or CollectorRegistry()
-        self.chunks = Counter("callstream_chunks", "Chunks settled, by outcome (done, failed, erased) and "
+        self.chunks = Counter("callstream_chunks", "Chunks settled, by outcome (done, failed, refused) and "
                               "dead-letter reason", ["outcome", "reason"], registry=r)
         self.segments = Counter("callstream_segments_written", "Segment rows (participant x grid cell) "
                                 "written or rebuilt", registry=r)

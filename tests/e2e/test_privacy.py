@@ -57,14 +57,27 @@ def test_claim_checks_are_deleted_after_commit_and_forget_erases_for_good(stack,
             pub.publish_raw(media["call10"].read_bytes()[:40000], b"e2e-forget",
                             ChunkMeta("e2e-forget", 0, 0, layout="customer").headers())
             pub.wait()
-        wait_for(lambda: query(settings, "SELECT count(*) FROM chunks WHERE topic=:t AND status='erased'",
+        wait_for(lambda: query(settings, "SELECT count(*) FROM chunks WHERE topic=:t AND status='refused'",
                                t=settings.chunks_topic)[0][0] == 1, 120, "the replay refused")
-        for table in ("emotion_segments", "chunks", "calls"):
+        for table in ("emotion_segments", "calls"):
             assert query(settings, f"SELECT count(*) FROM {table} WHERE call_id='e2e-forget'")[0][0] == 0
+        assert query(settings, "SELECT status, error_reason, stream, seq, claim_check FROM chunks "
+                               "WHERE call_id='e2e-forget'") == [("refused", "call_erased", "", None, None)]
         # The timeline says why there is nothing, instead of "no segments yet".
         shown = subprocess.run([sys.executable, "-m", "pipeline.cli", "timeline", "e2e-forget"], capture_output=True,
                                text=True, env={**os.environ, **env}, cwd=REPO_ROOT)
         assert shown.returncode == 1 and "call 'e2e-forget' was erased by `callstream forget`" in shown.stderr
+        assert "1 chunk(s) arrived since and were refused" in shown.stderr, shown.stderr
+        # status says so too, and --follow on an erased call says why instead of waiting.
+        st = subprocess.run([sys.executable, "-m", "pipeline.cli", "status"], capture_output=True, text=True,
+                            env={**os.environ, **env}, cwd=REPO_ROOT)
+        # (other tests share the database: at least this one)
+        assert re.search(r"chunks refused because their call was erased \(`callstream forget`\): [1-9]\d* of "
+                         r"[1-9]\d* call\(s\), the last at ", st.stdout), st.stdout
+        fol = subprocess.run([sys.executable, "-m", "pipeline.cli", "produce", str(media["call10"]), "--call-id",
+                              "e2e-forget", "--layout", "customer", "--follow", "--follow-timeout", "60"],
+                             capture_output=True, text=True, env={**os.environ, **env}, cwd=REPO_ROOT, timeout=50)
+        assert fol.returncode == 1 and "error: call 'e2e-forget' was erased" in fol.stderr, fol.stderr
         assert worker.poll() is None, stack.worker_log("privacy")
     finally:
         stack.stop_worker(worker)
