@@ -107,6 +107,9 @@ def produce(settings: Settings, args: argparse.Namespace) -> int:
     uploads: list[Upload] = []
     if args.recording:
         uploads = recording_uploads(settings, Path(args.recording), args.layout, args.chunk_seconds)
+        if (args.layout or settings.default_layout) == "dual":
+            for warning in dual_layout_warnings(settings, Path(args.recording)):
+                print(f"warning: {warning}", file=sys.stderr)
     elif args.participant:
         for pid, role, path, offset in args.participant:
             uploads += participant_uploads(settings, pid, role, path, offset, args.chunk_seconds)
@@ -137,6 +140,23 @@ def produce(settings: Settings, args: argparse.Namespace) -> int:
     if not args.follow:
         return 0
     return follow(settings, args.call_id, len(sent), args.follow_timeout)
+
+
+def dual_layout_warnings(settings: Settings, recording: Path) -> tuple[str, ...]:
+    """What the default two-view layout would get wrong about this recording (a heuristic: it warns,
+    the layout stays what the user chose; see pipeline/media/layout.py)."""
+    from pipeline.errors import BadChunk
+    from pipeline.media.ffmpeg_bin import ffmpeg_exe
+    from pipeline.media.layout import check_dual, sample_frames
+    from pipeline.media.probe import probe
+
+    ffmpeg = ffmpeg_exe(settings.ffmpeg_binary)
+    try:
+        info = probe(ffmpeg, recording)
+    except BadChunk:
+        return ()    # cut() read it; what it is made of is the workers' business
+    frames = sample_frames(ffmpeg, recording) if info.video is not None else None
+    return check_dual(info, frames).warnings
 
 
 def follow(settings: Settings, call_id: str, chunks: int, timeout: float) -> int:

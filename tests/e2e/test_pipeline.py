@@ -101,3 +101,37 @@ def test_produce_follow_shows_the_timeline_once_the_workers_are_done(pipeline, m
     # The timeline as `callstream timeline` prints it: one line per segment of the customer.
     assert out.stdout.count("customer") >= 10, out.stdout
     assert query(settings, "SELECT count(*) FROM emotion_segments WHERE call_id = 'e2e-follow'")[0][0] == 10
+
+
+def test_a_single_camera_recording_with_the_default_layout_gets_a_warning_that_names_the_fix(pipeline, tmp_path):
+    """A centred webcam face under `dual` is cut in two and found in neither half: produce says so, and
+    the layout it names finds the face."""
+    import os
+    import subprocess
+    import sys
+
+    from callstream_lab.synth import generate_track
+    from pipeline.settings import REPO_ROOT
+
+    _, env, settings, _ = pipeline
+    webcam = generate_track(ffmpeg_exe(), tmp_path / "webcam.mp4", 5, width=640, height=360,
+                            speaker=0)   # one face in the middle, one voice (mono) talking from 0.3 s
+
+    def produce(call_id, *extra):
+        out = subprocess.run([sys.executable, "-m", "pipeline.cli", "produce", str(webcam), "--call-id", call_id,
+                              *extra, "--follow", "--follow-timeout", "180"], capture_output=True, text=True,
+                             env={**os.environ, **env}, cwd=REPO_ROOT, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out
+
+    as_dual = produce("e2e-webcam-dual")
+    assert "warning: the picture looks like one camera's view" in as_dual.stderr, as_dual.stderr
+    assert "warning: the audio is mono" in as_dual.stderr and "--layout customer" in as_dual.stderr
+    faced = query(settings, "SELECT count(*) FILTER (WHERE face_found) FROM emotion_segments "
+                            "WHERE call_id = 'e2e-webcam-dual'")[0][0]
+    assert faced == 0                      # what the warning is about: the face straddles the halves
+    as_customer = produce("e2e-webcam-customer", "--layout", "customer")
+    assert "warning" not in as_customer.stderr, as_customer.stderr
+    faced, voiced = query(settings, "SELECT count(*) FILTER (WHERE face_found), count(*) FILTER (WHERE speech_found) "
+                                    "FROM emotion_segments WHERE call_id = 'e2e-webcam-customer'")[0]
+    assert faced >= 4 and voiced >= 1
