@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from callstream_lab.stack import broker, objectstore, postgres, triton
+from callstream_lab.stack import broker, control, objectstore, postgres, triton
 from callstream_lab.stack.procs import free_port, start_worker_process, stop_process
 from pipeline.settings import Settings
 
@@ -116,11 +116,10 @@ def stop_stack(stack: Stack) -> None:
         if w.poll() is None:
             stack.stop_worker(w, timeout=10)
     s = stack.settings
-    for stop in (triton.stop, broker.stop, postgres.stop, objectstore.stop):
-        try:
-            stop(s)
-        except Exception:  # keep stopping the rest
-            pass
+    try:
+        control.down(s, log=lambda _: None)   # side by side, as `callstream down` does
+    except Exception:  # a service that will not stop must not keep the database below from being dropped
+        pass
     if stack.admin_db_url and stack.db_name:
         import psycopg
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from callstream_lab.stack import broker, objectstore, postgres, procs, triton
 from pipeline.settings import Settings
@@ -27,9 +28,21 @@ def up(settings: Settings, log: Callable[[str], None] = print) -> None:
 
 
 def down(settings: Settings, log: Callable[[str], None] = print) -> None:
-    for what, stop in (("Triton", triton.stop), ("tansu", broker.stop),
-                       ("Postgres", postgres.stop), ("SeaweedFS", objectstore.stop)):
-        log(f"  stopped {what}" if stop(settings) else f"  {what} was not running")
+    """Stop the services side by side: only tansu must go before SeaweedFS (it flushes its log to it).
+    SeaweedFS's filer waits 15 s for its S3 gateway's subscription before it stops (fixed in weed), so
+    that is how long `down` takes; in sequence it was the sum."""
+    Stop = tuple[str, Callable[[Settings], bool]]
+    chains: list[list[Stop]] = [[("Triton", triton.stop)], [("tansu", broker.stop), ("SeaweedFS", objectstore.stop)],
+              [("Postgres", postgres.stop)]]
+
+    def run(chain: list[Stop]) -> None:
+        for what, stop in chain:
+            t = time.time()
+            log(f"  stopped {what} in {time.time() - t:.1f}s" if stop(settings) else f"  {what} was not running")
+
+    with ThreadPoolExecutor(len(chains)) as pool:
+        for done in [pool.submit(run, chain) for chain in chains]:
+            done.result()
 
 
 def status(settings: Settings) -> dict[str, int | None]:

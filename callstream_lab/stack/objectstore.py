@@ -47,6 +47,9 @@ def start(settings: Settings) -> None:
         # Iceberg and Lance listeners default to fixed ports; we use neither, and two stacks must coexist.
         "-s3.port.iceberg=0", "-s3.port.lance=0",
         "-volume.max=0", "-master.volumeSizeLimitMB=256",
+        # One volume server and nothing to drain to: its default 10 s of "stop heartbeats and wait"
+        # before shutting down only made `down` slow.
+        "-volume.preStopSeconds=0",
     ])
     procs.wait_until(lambda: _buckets_ready(settings), "SeaweedFS S3", 90, state, NAME)
 
