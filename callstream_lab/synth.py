@@ -120,6 +120,78 @@ def generate_call(ffmpeg_bin: str, out: Path, seconds: float = 20.0, width: int 
     return out
 
 
+def _background(name: str, h: int, w: int) -> np.ndarray:
+    from skimage import data
+
+    return _resize(getattr(data, name)(), h, w)
+
+
+def _view(t: float, face: np.ndarray, bg: np.ndarray, side: int, seconds: float) -> np.ndarray:
+    """One participant's camera at time t: a textured room, a face that pans, zooms, turns (a yaw read
+    as a horizontal squeeze), and leaves and re-enters the picture every 25 s, as people in calls do."""
+    h, w = bg.shape[:2]
+    view = bg.copy()
+    phase = 1.7 * side
+    zoom = 0.55 + 0.25 * (1 + np.sin(2 * np.pi * t / 11 + phase)) / 2          # face height / view height
+    turn = 0.65 + 0.35 * abs(np.cos(2 * np.pi * t / 9 + phase))                # 1 = frontal
+    fh = int(h * zoom)
+    fw = max(8, int(fh * face.shape[1] / face.shape[0] * turn))
+    img = _resize(face, fh, fw)
+    free = max(0, w - fw)
+    x0 = free / 2 + 0.35 * free * np.sin(2 * np.pi * t / 7 + phase)
+    y0 = (h - fh) / 2 + 0.15 * (h - fh) * np.sin(2 * np.pi * t / 5 + phase)
+    cycle = (t + 10 * side) % 25.0
+    if 20.0 <= cycle < 23.0:                                                    # out to the side and back
+        out = min(1.0, 1.4 * (1 - abs(cycle - 21.5) / 1.5))                    # 0 -> 1 (gone) -> 0
+        x0 = x0 - out * (x0 + fw) if side == 0 else x0 + out * (w - x0)         # through the outer edge
+    xa, ya = int(round(x0)), int(round(np.clip(y0, 0, h - fh)))
+    lo, hi = max(0, xa), min(w, xa + fw)
+    if hi > lo:
+        view[ya:ya + fh, lo:hi] = img[:, lo - xa:hi - xa]
+    return view
+
+
+def generate_moving_call(ffmpeg_bin: str, out: Path, seconds: float = 60.0, width: int = 640, height: int = 360,
+                         fps: int = 24, gop_seconds: float = 2.0, container: str = "mp4") -> Path:
+    """The benchmark's realistic workload: two webcam views side by side (dual layout), each a face that
+    moves as people in calls move (`_view`) over a textured room with sensor noise, key frames every
+    `gop_seconds` as WebRTC recorders write them, in MP4 (H.264/AAC) or WebM (VP8/Opus)."""
+    if container not in ("mp4", "webm"):
+        raise ValueError(f"container {container!r}: mp4 or webm")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    wav = out.with_suffix(".src.wav")
+    write_wav(wav, _conversation(seconds), 48_000)
+    half = width // 2
+    face = _face_image()
+    rooms = [_background("coffee", height, half), _background("rocket", height, width - half)]
+    rng = np.random.default_rng(7)
+    noise = [rng.normal(0, 3, (height, width, 3)).astype(np.int16) for _ in range(7)]
+    gop = max(1, int(round(fps * gop_seconds)))
+    codecs = (["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-bf", "0", "-c:a", "aac",
+               "-b:a", "96k", "-movflags", "+faststart"] if container == "mp4" else
+              ["-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "16", "-threads", "2",
+               "-b:v", f"{width * height // 250}k", "-pix_fmt", "yuv420p", "-c:a", "libopus", "-b:a", "64k"])
+    argv = [ffmpeg_bin, "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
+            "-s", f"{width}x{height}", "-r", str(fps), "-i", "pipe:", "-i", str(wav), "-map", "0:v", "-map", "1:a",
+            *codecs, "-g", str(gop), "-keyint_min", str(gop), "-t", str(seconds), str(out)]
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdin is not None
+    try:
+        for i in range(int(seconds * fps)):
+            t = i / fps
+            frame = np.concatenate([_view(t, face, rooms[0], 0, seconds),
+                                    _view(t, face[:, ::-1], rooms[1], 1, seconds)], axis=1).astype(np.int16)
+            proc.stdin.write(np.clip(frame + noise[i % len(noise)], 0, 255).astype(np.uint8).tobytes())
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    wav.unlink(missing_ok=True)
+    if proc.wait() != 0:
+        raise RuntimeError(f"ffmpeg failed generating {out}: {err[-500:]}")
+    return out
+
+
 def generate_track(ffmpeg_bin: str, out: Path, seconds: float, *, video: bool = True, audio: bool = True,
                    speaker: int = 1, video_until: float | None = None, width: int = 320, height: int = 240,
                    fps: int = 15, vcodec: str = "libx264", acodec: str = "aac", rate: int = 48_000,

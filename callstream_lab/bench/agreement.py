@@ -36,19 +36,20 @@ class Agreement:
                 "face_found_agreement": round(self.same_face_found / self.segments, 4) if self.segments else None}
 
 
-def compare(batches: list[dict[str, np.ndarray]], reference: Analyzer, fast: Analyzer,
-            reference_batches: list[dict[str, np.ndarray]] | None = None) -> dict:
-    """The `emotion` model's tensors (TRACK included) through both analyzers: the reference on each
-    request alone (on `reference_batches`, the same requests decoded the old way, when given), the fast
-    path on the requests in order, each going on from the tracking state the one before returned, as
-    the worker chains a call's chunks."""
+def compare(calls: list[list[dict[str, np.ndarray]]], reference: Analyzer, fast: Analyzer,
+            reference_calls: list[list[dict[str, np.ndarray]]] | None = None) -> dict:
+    """The `emotion` model's tensors (TRACK included), call by call, through both analyzers: the
+    reference on each request alone (on `reference_calls`, the same requests decoded the old way, when
+    given), the fast path on a call's requests in order, each going on from the tracking state the one
+    before returned, as the worker chains a call's chunks."""
     total = Agreement()
-    refs = batches if reference_batches is None else reference_batches
-    for t, r, out in zip(batches, refs, fast.run_chained(batches), strict=True):
-        if r["FRAME_MASK"].shape != t["FRAME_MASK"].shape or not np.array_equal(r["FRAME_MASK"], t["FRAME_MASK"]):
-            raise ValueError("the reference requests are not the same segments")
-        ref = reference.run(r["FRAMES"], r["FRAME_MASK"], r["AUDIO"], r["AUDIO_LEN"], r.get("TRACK"))
-        total.add(ref, out, t["FRAME_MASK"])
+    for c, batches in enumerate(calls):
+        refs = batches if reference_calls is None else reference_calls[c]
+        for t, r, out in zip(batches, refs, fast.run_chained(batches), strict=True):
+            if r["FRAME_MASK"].shape != t["FRAME_MASK"].shape or not np.array_equal(r["FRAME_MASK"], t["FRAME_MASK"]):
+                raise ValueError("the reference requests are not the same segments")
+            ref = reference.run(r["FRAMES"], r["FRAME_MASK"], r["AUDIO"], r["AUDIO_LEN"], r.get("TRACK"))
+            total.add(ref, out, t["FRAME_MASK"])
     return total.report()
 
 

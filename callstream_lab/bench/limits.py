@@ -8,17 +8,17 @@ import concurrent.futures as cf
 import math
 import os
 import time
-from pathlib import Path
 
 import torch
 
 from callstream_lab.bench.workload import Workload
-from pipeline.contract import ChunkMeta
 from pipeline.inference.analysis import Analyzer
 from pipeline.inference.client import pack
+from pipeline.ingest.producer import Upload
 from pipeline.media.decode import decode
 from pipeline.media.ffargs import DEFAULT_OPTIONS, DecodeOptions
 from pipeline.media.ffmpeg_bin import ffmpeg_exe
+from pipeline.media.segment import wants
 from pipeline.settings import Settings
 from pipeline.worker.process import decoded_items
 
@@ -28,7 +28,11 @@ MIN_VIDEO_S = 120.0  # each limit is timed on at least this much video (the work
 
 
 def _repeats(work: Workload) -> int:
-    return max(1, math.ceil(MIN_VIDEO_S / work.seconds))
+    return max(1, math.ceil(MIN_VIDEO_S / sum(t.seconds for t in work.templates)))
+
+
+def _seconds(work: Workload) -> float:
+    return sum(t.seconds for t in work.templates)
 
 
 def ffmpeg_limit(work: Workload, settings: Settings, parallel: int | None = None) -> float:
@@ -36,18 +40,20 @@ def ffmpeg_limit(work: Workload, settings: Settings, parallel: int | None = None
     output read and unpacked here), `parallel` chunks at a time (all cores)."""
     ff = ffmpeg_exe(settings.ffmpeg_binary)
 
-    def one(path: Path) -> None:
-        decode(ff, path, settings.sample_fps, settings.frame_width, options=DecodeOptions(fast=settings.fast_decode))
+    def one(up: Upload) -> None:
+        video, audio = wants(up.meta("bench"))
+        decode(ff, up.path, settings.sample_fps, settings.frame_width, options=DecodeOptions(fast=settings.fast_decode),
+               want_video=video, want_audio=audio)
 
     reps = _repeats(work)
     start = time.perf_counter()
     with cf.ThreadPoolExecutor(parallel or os.cpu_count()) as pool:
-        list(pool.map(one, [c.path for c in work.chunks] * reps))
-    return work.seconds * reps / (time.perf_counter() - start)
+        list(pool.map(one, [u for t in work.templates for u in t.uploads] * reps))
+    return _seconds(work) * reps / (time.perf_counter() - start)
 
 
 def model_limit(work: Workload, settings: Settings, tracking: bool = True,
-                batches: list[dict] | None = None, instances: int | None = None) -> float:
+                batches: list[list[dict]] | None = None, instances: int | None = None) -> float:
     """Video seconds per wall second through the analysis the `emotion` model runs (detector,
     expression, VAD, prosody, fusion: pipeline/inference/analysis.py), with all the cores for it: one
     instance per core (`instances`), each its own model on one torch thread as in Triton, one call per
@@ -60,10 +66,11 @@ def model_limit(work: Workload, settings: Settings, tracking: bool = True,
     batches = batches if batches is not None else decoded_batches(work, settings)
     reps = -(-_repeats(work) // n) * n   # whole passes over the call, the same number per instance
 
-    def serve(i: int, calls: list[dict], passes: int) -> None:
-        # A pass is the call, its chunks in order, tracking carried from chunk to chunk.
+    def serve(i: int, calls: list[list[dict]], passes: int) -> None:
+        # A pass is each call, its chunks in order, tracking carried from chunk to chunk.
         for _ in range(passes):
-            analyzers[i].run_chained(calls)
+            for call in calls:
+                analyzers[i].run_chained(call)
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # torch releases the GIL inside its ops: n threads keep n cores busy
@@ -71,23 +78,33 @@ def model_limit(work: Workload, settings: Settings, tracking: bool = True,
         with cf.ThreadPoolExecutor(n) as pool:
             # TorchScript optimises a net on its first runs: warm every instance up off the clock, as a
             # serving Triton instance is, or whichever shape is measured first reads slow.
-            list(pool.map(lambda i: serve(i, batches[:2], WARMUP_PASSES), range(n)))
+            list(pool.map(lambda i: serve(i, [call[:2] for call in batches], WARMUP_PASSES), range(n)))
             start = time.perf_counter()
             list(pool.map(lambda i: serve(i, batches, reps // n), range(n)))
-            return work.seconds * reps / (time.perf_counter() - start)
+            return _seconds(work) * reps / (time.perf_counter() - start)
     finally:
         torch.set_num_threads(threads)
 
 
 def decoded_batches(work: Workload, settings: Settings, roles: frozenset[str] | None = None,
-                    scaler: str = DEFAULT_OPTIONS.scaler) -> list[dict]:
-    """The model's input tensors for each chunk of the workload, as the worker would send them (or, with
-    another `scaler`, as a worker scaling that way would)."""
+                    scaler: str = DEFAULT_OPTIONS.scaler) -> list[list[dict]]:
+    """The model's input tensors for each chunk of each call of the workload, as the worker would send
+    them (or, with another `scaler`, as a worker scaling that way would); chunks without an analysed
+    participant are left out, as the worker sends nothing for them."""
     ff = ffmpeg_exe(settings.ffmpeg_binary)
-    batches = []
-    for c in work.chunks:
-        decoded = decode(ff, c.path, settings.sample_fps, settings.frame_width,
-                         options=DecodeOptions(fast=settings.fast_decode, scaler=scaler))
-        meta = ChunkMeta("bench", c.seq, c.start_ms, duration_ms=c.end_ms - c.start_ms)
-        batches.append(pack(decoded_items(meta, decoded, settings.segment_ms, "dual", roles or settings.roles)[1]))
-    return batches
+    calls = []
+    for tpl in work.templates:
+        batches = []
+        for meta, _, _ in tpl.metas("bench"):
+            up = next(u for u in tpl.uploads if u.seq == meta.seq and u.participant_id == meta.participant_id
+                      and u.media == (meta.media if meta.participant_id else u.media))
+            video, audio = wants(meta)
+            decoded = decode(ff, up.path, settings.sample_fps, settings.frame_width,
+                             options=DecodeOptions(fast=settings.fast_decode, scaler=scaler),
+                             want_video=video, want_audio=audio)
+            items = decoded_items(meta, decoded, settings.segment_ms, settings.default_layout,
+                                  roles or settings.roles)[1]
+            if items:
+                batches.append(pack(items))
+        calls.append(batches)
+    return calls

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import numpy as np
 from callstream_lab.bench.agreement import compare, photo_views
 from callstream_lab.bench.limits import decoded_batches, ffmpeg_limit, model_limit
 from callstream_lab.bench.runner import Bench, RunResult, triton_peak_rss_mb
-from callstream_lab.bench.workload import Shape, Workload, build
+from callstream_lab.bench.workload import Workload
 from pipeline.inference.analysis import Analyzer
 from pipeline.settings import REPO_ROOT, Settings
 
@@ -45,9 +46,10 @@ def run_peer(py: Path, mode: str, recording: Path, arg: str, workdir: Path) -> d
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _row(name: str, r: RunResult, cores: int) -> dict:
+def _row(name: str, r: RunResult, cores: int, spread: list[float] | None = None) -> dict:
     return {"run": name, "workers": r.workers, "chunks": r.chunks, "video_s": r.video_seconds,
             "wall_s": round(r.wall_seconds, 2), "video_s_per_s": round(r.throughput, 2),
+            **({"spread": [round(x, 2) for x in spread]} if spread else {}),
             "per_core": round(r.throughput / cores, 2), "chunks_per_s": round(r.chunks / r.wall_seconds, 2),
             "p50_ms": round(r.pct(50)), "p95_ms": round(r.pct(95)), "p99_ms": round(r.pct(99)),
             "breakdown_ms": {k: round(v, 1) for k, v in r.breakdown_ms.items()},
@@ -64,78 +66,98 @@ def combined_limit(decode: float, model: float) -> float:
     return 1.0 / (1.0 / decode + 1.0 / model)
 
 
+def median_run(runs: list[RunResult]) -> RunResult:
+    return sorted(runs, key=lambda r: r.throughput)[len(runs) // 2]
+
+
 def agreement(work: Workload, settings: Settings) -> dict:
     """The served path (face tracking, VAD runs, frames scaled by area) against the full search on every
-    frame with whole-item VAD on frames scaled as before (bicubic): on the generated calls (both
+    frame with whole-item VAD on frames scaled as before (bicubic): on the workload's calls (both
     participants' views, more segments) and on photograph views."""
     reference = Analyzer.load(settings.model_repository, tracking=False, vad_run_windows=1 << 30)
     fast = Analyzer.load(settings.model_repository)
     both = frozenset({"customer", "agent"})
     calls = compare(decoded_batches(work, settings, both), reference, fast,
                     decoded_batches(work, settings, both, scaler="bicubic"))
-    return {"calls": calls, "photo": compare([photo_views(views=12)], reference, fast)}
+    return {"calls": calls, "photo": compare([[photo_views(views=12)]], reference, fast)}
 
 
-def bench(settings: Settings, shapes: list[str], calls: int, seconds: float, workers: list[int],
-          latency_seconds: float, peers: bool, log: Callable[..., None] = print) -> dict:
+@dataclass
+class Plan:
+    """What one workload gets: `full` adds the limits, the agreement check, latency and peers; a
+    comparison row (the still photograph) gets capacity only."""
+    work: Workload
+    full: bool = True
+
+
+def bench(settings: Settings, plans: list[Plan], workers: list[int], min_wall_s: float, repeats: int,
+          latency_seconds: float, peers: bool, code: Path | None = None, log: Callable[..., None] = print) -> dict:
     cores = os.cpu_count() or 1
     workdir = settings.state_dir / "bench"
     workdir.mkdir(parents=True, exist_ok=True)
-    b = Bench(settings, log)
-    report: dict = {"date": time.strftime("%Y-%m-%d"), "cores": cores, "settings": {
-        "sample_fps": settings.sample_fps, "frame_width": settings.frame_width, "segment_ms": settings.segment_ms,
-        "worker_concurrency": settings.worker_concurrency, "partitions": settings.partitions}, "shapes": []}
+    b = Bench(settings, log, code)
+    report: dict = {"date": time.strftime("%Y-%m-%d"), "cores": cores, "code": str(code) if code else None,
+                    "settings": {"sample_fps": settings.sample_fps, "frame_width": settings.frame_width,
+                                 "segment_ms": settings.segment_ms, "chunk_seconds": settings.chunk_seconds,
+                                 "worker_concurrency": settings.worker_concurrency,
+                                 "partitions": settings.partitions},
+                    "min_wall_s": min_wall_s, "repeats": repeats, "workloads": []}
     py = peer_python(settings, log) if peers else None
-    for text in shapes:
-        shape = Shape.parse(text)
-        log(f"== {shape}: {calls} calls x {seconds:.0f} s, 5-second chunks")
-        work = build(workdir, shape, seconds)
-        entry: dict = {"shape": str(shape), "runs": []}
-        entry["ffmpeg_limit"] = round(ffmpeg_limit(work, settings), 2)
-        log(f"  bare ffmpeg decode: {entry['ffmpeg_limit']} video-s/s")
-        decoded = decoded_batches(work, settings)   # once for both limits
-        entry["model_limit"] = round(model_limit(work, settings, batches=decoded), 2)
-        log(f"  bare model inference: {entry['model_limit']} video-s/s")
-        entry["model_limit_full_search"] = round(model_limit(work, settings, tracking=False, batches=decoded), 2)
-        log(f"  bare model inference, full face search on every frame: {entry['model_limit_full_search']} video-s/s")
-        entry["agreement"] = agreement(work, settings)
-        log(f"  fast path vs full search, per segment: {entry['agreement']}")
+    for plan in plans:
+        work = plan.work
+        log(f"== {work.label}: {len(work.templates)} call(s) of {work.mean_call_seconds:.0f} s on average, "
+            f"{work.chunk_seconds:g}-second chunks")
+        entry: dict = {"workload": work.label, "runs": []}
+        if plan.full:
+            entry["ffmpeg_limit"] = round(ffmpeg_limit(work, settings), 2)
+            log(f"  bare ffmpeg decode: {entry['ffmpeg_limit']} video-s/s")
+            decoded = decoded_batches(work, settings)   # once for both limits
+            entry["model_limit"] = round(model_limit(work, settings, batches=decoded), 2)
+            log(f"  bare model inference: {entry['model_limit']} video-s/s")
+            entry["model_limit_full_search"] = round(model_limit(work, settings, tracking=False, batches=decoded), 2)
+            log(f"  bare model inference, full face search on every frame: {entry['model_limit_full_search']}")
+            entry["agreement"] = agreement(work, settings)
+            log(f"  fast path vs full search, per segment: {entry['agreement']}")
+            entry["combined_limit"] = round(combined_limit(entry["ffmpeg_limit"], entry["model_limit"]), 2)
         results = {}
         for n in workers:
-            r = b.capacity(work, calls, n)
+            log(f"  capacity, {n} worker(s): runs of at least {min_wall_s:.0f} s")
+            runs = b.capacity(work, n, min_wall_s, repeats)
+            r = median_run(runs)
             results[n] = r
-            entry["runs"].append(_row(f"capacity, {n} worker(s)", r, cores))
+            entry["runs"].append(_row(f"capacity, {n} worker(s), median of {len(runs)}", r, cores,
+                                      [x.throughput for x in runs]))
             entry.setdefault("live_calls_per_core", round(r.throughput / cores, 1))
             entry.setdefault("capacity_cpu_s", {**r.cpu_s, "wall_s": round(r.wall_seconds, 1)})
-            log(f"  CPU seconds during that run: {r.cpu_s} in {r.wall_seconds:.1f} s of wall time")
-            log(f"  pipeline, {n} worker(s): {r.throughput:.2f} video-s/s, {r.chunks / r.wall_seconds:.2f} chunks/s")
+            log(f"  CPU seconds during the median run: {r.cpu_s} in {r.wall_seconds:.1f} s of wall time")
         base = results[workers[0]]
         if len(workers) > 1:
             entry["scale_out"] = round(results[workers[-1]].throughput / base.throughput, 2)
-        best = max(r.throughput for r in results.values())
-        entry["fraction_of_limit"] = round(best / min(entry["ffmpeg_limit"], entry["model_limit"]), 2)
-        # Decoding and the model share the same cores: each limit alone assumes the other is free.
-        entry["combined_limit"] = round(combined_limit(entry["ffmpeg_limit"], entry["model_limit"]), 2)
-        entry["fraction_of_combined_limit"] = round(best / entry["combined_limit"], 2)
-        live = max(1, round(base.throughput / 2))
-        r = b.latency(work, live, latency_seconds, workers[0], dashboard=workdir / f"dashboard-{shape}.png")
-        entry["runs"].append(_row(f"latency at ~half load ({live} live calls)", r, cores))
-        entry["latency_offered_video_s_per_s"] = live
-        log(f"  latency at {live} live calls: p50 {r.pct(50):.0f} ms, p95 {r.pct(95):.0f} ms, p99 {r.pct(99):.0f} ms")
-        if r.alert_latencies_ms:
-            entry["alert_latency_ms"] = {"alerts": len(r.alert_latencies_ms),
-                                         "p50": round(float(np.percentile(r.alert_latencies_ms, 50))),
-                                         "p95": round(float(np.percentile(r.alert_latencies_ms, 95))),
-                                         "target_ms": round(work.chunk_seconds * 1000 + 2000)}
-            log(f"  live alerts: {entry['alert_latency_ms']} (recorded -> published)")
-        if py is not None:
-            peers_dir = settings.state_dir / "bench"
-            entry["peers"] = [run_peer(py, "fer", work.recording, str(settings.sample_fps), peers_dir),
-                              run_peer(py, "naive", work.recording, settings.db_url, peers_dir)]
-            for p in entry["peers"]:
-                p["video_s_per_s"] = round(p["video_seconds"] / p["wall_seconds"], 2)
-                log(f"  peer {p['mode']}: {p['video_s_per_s']} video-s/s")
-        report["shapes"].append(entry)
+            entry["scale_out_workers"] = [workers[0], workers[-1]]
+        if plan.full:
+            best = max(r.throughput for r in results.values())
+            entry["fraction_of_combined_limit"] = round(best / entry["combined_limit"], 2)
+            live = max(1, round(base.throughput / 2))
+            r = b.latency(work, live, latency_seconds, workers[0],
+                          dashboard=workdir / f"dashboard-{work.label.split()[1] if ' ' in work.label else 'run'}.png")
+            entry["runs"].append(_row(f"latency at ~half load ({live} live calls)", r, cores))
+            entry["latency_offered_video_s_per_s"] = live
+            log(f"  latency at {live} live calls: p50 {r.pct(50):.0f} ms, p95 {r.pct(95):.0f} ms")
+            if r.alert_latencies_ms:
+                entry["alert_latency_ms"] = {"alerts": len(r.alert_latencies_ms),
+                                             "p50": round(float(np.percentile(r.alert_latencies_ms, 50))),
+                                             "p95": round(float(np.percentile(r.alert_latencies_ms, 95))),
+                                             "target_ms": round(work.chunk_seconds * 1000 + 2000)}
+                log(f"  live alerts: {entry['alert_latency_ms']} (recorded -> published)")
+            source = work.templates[0].source
+            if py is not None and source is not None:
+                peers_dir = settings.state_dir / "bench"
+                entry["peers"] = [run_peer(py, "fer", source, str(settings.sample_fps), peers_dir),
+                                  run_peer(py, "naive", source, settings.db_url, peers_dir)]
+                for p in entry["peers"]:
+                    p["video_s_per_s"] = round(p["video_seconds"] / p["wall_seconds"], 2)
+                    log(f"  peer {p['mode']}: {p['video_s_per_s']} video-s/s")
+        report["workloads"].append(entry)
     report["triton_peak_rss_mb"] = round(triton_peak_rss_mb(settings))
     out = workdir / "results.json"
     out.write_text(json.dumps(report, indent=2))
@@ -144,27 +166,28 @@ def bench(settings: Settings, shapes: list[str], calls: int, seconds: float, wor
 
 
 def markdown(report: dict) -> str:
-    lines = [f"Run on {report['date']}, {report['cores']} cores, settings {report['settings']}.", ""]
-    for e in report["shapes"]:
-        lines += [f"### {e['shape']}", "",
-                  "| run | workers | chunks | video-s/s | per core | chunks/s | p50 ms | p95 ms | p99 ms | "
-                  "decode ms | inference ms | db ms | broker+queue ms | "
-                  "Triton batch (emotion) | worker peak RSS MB |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"Run on {report['date']}, {report['cores']} cores, settings {report['settings']}; capacity runs of "
+             f"at least {report['min_wall_s']:.0f} s, {report['repeats']} per row (median shown, then all)"
+             + (f"; workers from {report['code']}" if report.get("code") else "") + ".", ""]
+    for e in report["workloads"]:
+        lines += [f"### {e['workload']}", "",
+                  "| run | workers | chunks | wall s | video-s/s | runs | per core | p50 ms | p95 ms | p99 ms | "
+                  "decode ms | inference ms | db ms | broker+queue ms | Triton batch | worker peak RSS MB |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in e["runs"]:
             bd, tb = r["breakdown_ms"], r["triton_batch"]
-            batch = f"{tb.get('emotion', 0):.1f}"
-            lines.append(f"| {r['run']} | {r['workers']} | {r['chunks']} | {r['video_s_per_s']} | {r['per_core']} | "
-                         f"{r['chunks_per_s']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {bd['decode_ms']} | "
-                         f"{bd['inference_ms']} | {bd['db_ms']} | {bd['broker_and_queue_ms']} | {batch} | "
-                         f"{', '.join(map(str, r['worker_peak_rss_mb']))} |")
-        lines += ["", f"- bare ffmpeg decode (limit): {e['ffmpeg_limit']} video-s/s; bare model inference (limit): "
-                      f"{e['model_limit']} video-s/s ({e['model_limit_full_search']} with a full face search on every "
-                      f"frame); pipeline / slower limit: {e['fraction_of_limit']}; both on the same cores "
-                      f"(1 / (1/decode + 1/model)): {e.get('combined_limit')} video-s/s, pipeline / that: "
-                      f"{e.get('fraction_of_combined_limit')}",
-                  f"- live calls per core (video-s/s per core at {report['settings']['sample_fps']} sampled frames/s, "
-                  f"one worker at capacity): {e['live_calls_per_core']}"]
+            runs = ", ".join(f"{x:.1f}" for x in r.get("spread", [])) or "-"
+            lines.append(f"| {r['run']} | {r['workers']} | {r['chunks']} | {r['wall_s']:.0f} | {r['video_s_per_s']} | "
+                         f"{runs} | {r['per_core']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | "
+                         f"{bd['decode_ms']} | {bd['inference_ms']} | {bd['db_ms']} | {bd['broker_and_queue_ms']} | "
+                         f"{tb.get('emotion', 0):.1f} | {', '.join(map(str, r['worker_peak_rss_mb']))} |")
+        lines.append("")
+        if "ffmpeg_limit" in e:
+            lines.append(f"- limits: bare ffmpeg decode {e['ffmpeg_limit']} video-s/s, bare model inference "
+                         f"{e['model_limit']} ({e['model_limit_full_search']} with a full face search on every "
+                         f"frame); both on the same cores, 1 / (1/decode + 1/model) = {e['combined_limit']} "
+                         f"video-s/s: the pipeline is at **{e['fraction_of_combined_limit']}** of that")
+        lines.append(f"- live calls per core (one worker at capacity, median run): {e['live_calls_per_core']}")
         if "agreement" in e:
             c, ph = e["agreement"]["calls"], e["agreement"]["photo"]
             lines.append(f"- fast path vs full search on the same tensors: same label on {c['label_agreement']:.1%} of "
@@ -177,7 +200,8 @@ def markdown(report: dict) -> str:
                          f"to published p50 {a['p50']} ms, p95 {a['p95']} ms (target: chunk length + 2 s = "
                          f"{a['target_ms']} ms)")
         if "scale_out" in e:
-            lines.append(f"- scale-out, 2 workers / 1 worker: {e['scale_out']}x")
+            a, z = e["scale_out_workers"]
+            lines.append(f"- scale-out, {z} workers / {a}: {e['scale_out']}x")
         for p in e.get("peers", []):
             lines.append(f"- peer {p['mode']}: {p['video_s_per_s']} video-s/s ({p['frames']} frames, "
                          f"{p['results']} results)")

@@ -3,6 +3,7 @@ chunk ledger (timings per chunk, publication and commit times) and Triton's metr
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import subprocess
@@ -17,7 +18,7 @@ import numpy as np
 from sqlalchemy import text
 
 from callstream_lab.bench.dashboard import Scraper, render
-from callstream_lab.bench.workload import Workload
+from callstream_lab.bench.workload import Template, Workload
 from callstream_lab.stack import procs
 from callstream_lab.stack.procs import start_worker_process, stop_process
 from callstream_lab.stack.triton import NAME as TRITON
@@ -142,9 +143,12 @@ def _batch_sizes(before: dict[str, tuple[float, float]],
 
 
 class Bench:
-    def __init__(self, settings: Settings, log: Callable[..., None] = print) -> None:
+    """`code`: start the workers from this checkout instead (before/after figures on the same stack)."""
+
+    def __init__(self, settings: Settings, log: Callable[..., None] = print, code: Path | None = None) -> None:
         self.base = settings
         self.log = log
+        self.code = code
         self.engine = sync_engine(settings)
 
     def _isolated(self, tag: str) -> tuple[Settings, dict[str, str]]:
@@ -157,38 +161,44 @@ class Bench:
                        metrics_ports: list[int] | None = None) -> list[subprocess.Popen]:
         ports = metrics_ports or [0] * n
         workers = [start_worker_process(settings.state_dir, f"{tag}-w{i}",
-                                        {**env, "CALLSTREAM_METRICS_PORT": str(ports[i])}) for i in range(n)]
+                                        {**env, "CALLSTREAM_METRICS_PORT": str(ports[i])}, cwd=self.code)
+                   for i in range(n)]
         logs = [settings.state_dir / "logs" / f"{tag}-w{i}.log" for i in range(n)]
         deadline = time.time() + 180
         while time.time() < deadline:
             if all(log.exists() and "Worker]: Ready" in log.read_text(errors="replace") for log in logs):
                 break
+            if any(w.poll() is not None for w in workers):
+                raise RuntimeError(f"a worker exited while starting; see {logs}")
             time.sleep(0.5)
         else:
             raise RuntimeError(f"workers not ready; see {logs}")
         return workers
 
-    def _wait_done(self, topic: str, expected: int, timeout: float) -> None:
+    def _wait_done(self, topic: str, calls: str, expected: int, timeout: float) -> None:
+        """Until `expected` chunks of the calls whose ids start with `calls` are in the ledger."""
         deadline = time.time() + timeout
-        q = text("SELECT count(*) FROM chunks WHERE topic = :t")
+        q = text("SELECT count(*) FROM chunks WHERE topic = :t AND call_id LIKE :p")
         while time.time() < deadline:
             with self.engine.connect() as conn:
-                if conn.execute(q, {"t": topic}).scalar_one() >= expected:
+                if conn.execute(q, {"t": topic, "p": f"{calls}%"}).scalar_one() >= expected:
                     return
             time.sleep(0.25)
         raise RuntimeError(f"only part of {expected} chunks processed after {timeout}s")
 
-    def _collect(self, topic: str, workers: list[subprocess.Popen], n_workers: int, video_s: float,
+    def _collect(self, topic: str, calls: str, workers: list[subprocess.Popen], n_workers: int, video_s: float,
                  before: dict, first_publish: float) -> RunResult:
         q = text("""SELECT extract(epoch FROM processed_at)::float8 AS done,
                            extract(epoch FROM published_at)::float8 AS pub,
-                           fetch_ms, decode_ms, inference_ms, db_ms, status
-                    FROM chunks WHERE topic = :t""")
+                           fetch_ms, decode_ms, inference_ms, db_ms, status, error_reason
+                    FROM chunks WHERE topic = :t AND call_id LIKE :p""")
         with self.engine.connect() as conn:
-            rows = conn.execute(q, {"t": topic}).all()
+            rows = conn.execute(q, {"t": topic, "p": f"{calls}%"}).all()
         failed = [r for r in rows if r.status != "done"]
         if failed:
-            raise RuntimeError(f"{len(failed)} chunks failed during the benchmark")
+            reasons = sorted({r.error_reason or r.status for r in failed})
+            raise RuntimeError(f"{len(failed)} chunks failed during the benchmark ({', '.join(reasons)}): "
+                               "`callstream dlq` lists them")
         lat = np.array([(r.done - r.pub) * 1000 for r in rows])
         parts = {k: float(np.mean([getattr(r, k) or 0 for r in rows]))
                  for k in ("fetch_ms", "decode_ms", "inference_ms", "db_ms")}
@@ -204,34 +214,54 @@ class Bench:
         for w in workers:
             stop_process(w)
 
-    def capacity(self, work: Workload, calls: int, n_workers: int) -> RunResult:
-        """Publish the whole workload at once to warmed-up workers; time from first publication to last commit."""
+    def capacity(self, work: Workload, n_workers: int, min_wall_s: float = 30.0, repeats: int = 3,
+                 calls: int | None = None) -> list[RunResult]:
+        """Publish a backlog at once to warmed-up workers; time from first publication to last commit.
+        Each run is sized by time: enough calls for `min_wall_s` of wall time at the throughput seen so
+        far (the warm-up's first, then the previous run's), `repeats` runs on the same workers so their
+        spread can be read. `calls` fixes the count instead."""
         settings, env = self._isolated(f"cap{n_workers}")
         workers = self._start_workers(settings, env, n_workers, f"bench-cap{n_workers}")
+        app = settings.app_id
+        results: list[RunResult] = []
         try:
             with ChunkPublisher(settings) as pub:
-                self._publish_call(pub, work, "warmup", realtime=False)
-                self._wait_done(settings.chunks_topic, len(work.chunks), 300)
-                with self.engine.begin() as conn:
-                    conn.execute(text("DELETE FROM chunks WHERE topic = :t"), {"t": settings.chunks_topic})
-                before = triton_counts(self.base)
-                cpu = cpu_snapshot(self.base, workers)
-                first = time.time()
-                for i in range(calls):
-                    self._publish_call(pub, work, f"{settings.app_id}-call{i}", realtime=False)
+                # Warm-up: every template once, off the clock; its pace sizes the first run.
+                t = time.time()
+                for i, tpl in enumerate(work.templates):
+                    self._publish_call(pub, tpl, f"{app}-warm-call{i}")
                 pub.flush()
-            self._wait_done(settings.chunks_topic, calls * len(work.chunks), 1800)
-            result = self._collect(settings.chunks_topic, workers, n_workers, calls * work.seconds, before, first)
-            after = cpu_snapshot(self.base, workers)
-            result.cpu_s = {k: round(after[k] - cpu[k], 1) for k in cpu}
-            return result
+                self._wait_done(settings.chunks_topic, f"{app}-warm-", sum(len(t.uploads) for t in work.templates),
+                                600)
+                pace = sum(t.seconds for t in work.templates) / (time.time() - t)
+                for rep in range(repeats):
+                    n = calls or max(len(work.templates), math.ceil(min_wall_s * pace / work.mean_call_seconds))
+                    prefix = f"{app}-r{rep}-"
+                    before = triton_counts(self.base)
+                    cpu = cpu_snapshot(self.base, workers)
+                    first = time.time()
+                    for i in range(n):
+                        self._publish_call(pub, work.call(i), f"{prefix}call{i}")
+                    pub.flush()
+                    expected = sum(len(work.call(i).uploads) for i in range(n))
+                    self._wait_done(settings.chunks_topic, prefix, expected, 3600)
+                    video_s = sum(work.call(i).seconds for i in range(n))
+                    result = self._collect(settings.chunks_topic, prefix, workers, n_workers, video_s, before, first)
+                    after = cpu_snapshot(self.base, workers)
+                    result.cpu_s = {k: round(after[k] - cpu[k], 1) for k in cpu}
+                    results.append(result)
+                    pace = result.throughput
+                    self.log(f"    run {rep + 1}/{repeats}: {n} calls, {result.chunks} chunks in "
+                             f"{result.wall_seconds:.1f} s: {result.throughput:.2f} video-s/s")
+            return results
         finally:
             self._stop(workers)
 
     def latency(self, work: Workload, live_calls: int, duration_s: float, n_workers: int = 1,
                 dashboard: Path | None = None) -> RunResult:
         """`live_calls` concurrent calls, each publishing its next chunk when that chunk has been recorded
-        (every chunk length, starts staggered): a steady offered load of `live_calls` video-s per second.
+        (starts staggered over a chunk length, calls cycling through the workload's recordings, which
+        repeat when the run is longer): a steady offered load of `live_calls` video-s per second.
         A live alert rule that the generated faces satisfy fires once per call: its latency is measured
         from the moment the window's last segment was recorded to the alert's publication. With
         `dashboard`, the workers' and Triton's metrics are scraped and rendered there."""
@@ -245,32 +275,34 @@ class Bench:
         scraper = Scraper([f"http://127.0.0.1:{p}/metrics" for p in ports]
                           + [f"http://127.0.0.1:{self.base.triton_metrics_port}/metrics"])
         scraper.start()
+        chunk_s = work.chunk_seconds
         try:
-            per_call = max(1, int(duration_s // work.chunk_seconds))
-            schedule = []
+            schedule: list[tuple[float, ChunkMeta, bytes]] = []
+            video_s = 0.0    # call seconds published: each call up to its last chunk's end
             for c in range(live_calls):
-                offset = work.chunk_seconds * c / live_calls
-                for k in range(per_call):
-                    schedule.append((offset + (k + 1) * work.chunk_seconds, c, k))
-            schedule.sort()
+                offset = chunk_s * c / live_calls
+                tpl = work.call(c)
+                loops = max(1, math.ceil(duration_s / tpl.seconds))
+                for loop in range(loops):
+                    for meta, payload, recorded in tpl.metas(f"{settings.app_id}-live{c}", loop, loop == loops - 1):
+                        if recorded <= duration_s + 1e-6 or loop == 0:
+                            schedule.append((offset + recorded, meta, payload))
+                video_s += max(at for at, m, _ in schedule if m.call_id == f"{settings.app_id}-live{c}") - offset
+            schedule.sort(key=lambda x: x[0])
             with ChunkPublisher(settings) as pub:
                 before = triton_counts(self.base)
                 t0 = time.time()
-                for at, c, k in schedule:
+                for at, meta, payload in schedule:
                     delay = t0 + at - time.time()
                     if delay > 0:
                         time.sleep(delay)
-                    chunk = work.chunks[k % len(work.chunks)]
-                    seq_start = k * int(work.chunk_seconds * 1000)
-                    pub.publish(ChunkMeta(f"{settings.app_id}-live{c}", k, seq_start,
-                                          duration_ms=chunk.end_ms - chunk.start_ms),
-                                work.payloads[k % len(work.chunks)])
+                    pub.publish(meta, payload)
                     pub.flush()
-            self._wait_done(settings.chunks_topic, len(schedule), 600)
+            self._wait_done(settings.chunks_topic, f"{settings.app_id}-live", len(schedule), 600)
             time.sleep(4)  # a last scrape after the last commit
-            result = self._collect(settings.chunks_topic, workers, n_workers, len(schedule) * work.chunk_seconds,
-                                   before, t0 + work.chunk_seconds)
-            result.alert_latencies_ms = self._alert_latencies(settings.app_id, t0, work.chunk_seconds, live_calls)
+            result = self._collect(settings.chunks_topic, f"{settings.app_id}-live", workers, n_workers,
+                                   video_s, before, t0 + chunk_s)
+            result.alert_latencies_ms = self._alert_latencies(settings.app_id, t0, chunk_s, live_calls)
             return result
         finally:
             scraper.stop()
@@ -300,7 +332,6 @@ class Bench:
         return out
 
     @staticmethod
-    def _publish_call(pub: ChunkPublisher, work: Workload, call_id: str, realtime: bool) -> None:
-        for chunk, payload in zip(work.chunks, work.payloads, strict=True):
-            pub.publish(ChunkMeta(call_id, chunk.seq, chunk.start_ms, duration_ms=chunk.end_ms - chunk.start_ms,
-                                  end_of_call=chunk.seq == len(work.chunks) - 1), payload)
+    def _publish_call(pub: ChunkPublisher, tpl: Template, call_id: str) -> None:
+        for meta, payload, _ in tpl.metas(call_id):
+            pub.publish(meta, payload)

@@ -8,9 +8,10 @@ from typing import Any
 
 from callstream_lab.cli.stack import start
 from pipeline.cli.base import Handler
-from pipeline.settings import Settings
+from pipeline.cli.ingest import parse_participant
+from pipeline.settings import Settings, SettingsError
 
-DEFAULT_SHAPES = ["640x360@15", "1280x720@30"]
+DEFAULT_SHAPES = ["640x360@24", "1280x720@30"]
 
 
 def register(sub: Any) -> dict[str, Handler]:
@@ -26,13 +27,27 @@ def register(sub: Any) -> dict[str, Handler]:
                                               "2-h audio-only call,8192x8192 frame")
     rl.add_argument("--calls", type=int, default=8, help="calls of 20 s in the fault-injection load")
     rl.add_argument("--timeout", type=float, default=900, help="longest wait for one memory case")
-    be = sub.add_parser("bench", help="throughput, latency, scale-out, limits and peers (docs/BENCHMARKS.md)")
-    be.add_argument("--shape", action="append", help="WxH@FPS, repeatable (default 640x360@15 and 1280x720@30)")
-    be.add_argument("--calls", type=int, default=6, help="calls per capacity run")
+    be = sub.add_parser("bench", help="throughput, latency, scale-out, limits and peers (docs/BENCHMARKS.md); "
+                                      "--recording measures your own recordings")
+    be.add_argument("--shape", action="append", help="WxH@FPS of the generated workload, repeatable (default "
+                                                     f"{' and '.join(DEFAULT_SHAPES)})")
+    be.add_argument("--recording", action="append", metavar="FILE",
+                    help="measure this recording instead of generated ones, cut as `callstream produce` cuts it; "
+                         "repeatable (each is one call; a run cycles through them)")
+    be.add_argument("--layout", choices=["dual", "agent", "customer"],
+                    help="with --recording: who is where, as produce's --layout (default CALLSTREAM_DEFAULT_LAYOUT)")
+    be.add_argument("--participant", action="append", type=parse_participant, metavar="ID:ROLE=FILE[@OFFSET_MS]",
+                    help="one participant's recording, as produce's --participant; repeatable, together one call")
+    be.add_argument("--compare-photo", action="store_true",
+                    help="add the earlier still-photograph workload at each shape as a comparison row (capacity)")
     be.add_argument("--seconds", type=float, default=30, help="length of each generated call")
     be.add_argument("--workers", default="1,2", help="worker counts to compare")
+    be.add_argument("--min-wall", type=float, default=30.0, metavar="SECONDS",
+                    help="each capacity run publishes enough calls to last at least this long (default 30)")
+    be.add_argument("--repeats", type=int, default=3, help="capacity runs per row, for their spread (default 3)")
     be.add_argument("--latency-seconds", type=float, default=40, help="length of the paced latency run")
     be.add_argument("--no-peers", action="store_true", help="skip fer.Video and the naive loop")
+    be.add_argument("--code", help="start the workers from this checkout (before/after figures, same stack)")
     be.add_argument("--nets", action="store_true", help="only each built-in net on TorchScript vs ONNX Runtime "
                                                         "(ms per call, output difference); no stack")
     return {"generate": generate, "bench": bench, "reliability": reliability}
@@ -55,13 +70,35 @@ def bench(settings: Settings, args: argparse.Namespace) -> int:
 
         print(nets.markdown(nets.compare(settings.model_repository)))
         return 0
+    from callstream_lab.bench import workload
+    from callstream_lab.bench.main import Plan, markdown
     from callstream_lab.bench.main import bench as run_bench
-    from callstream_lab.bench.main import markdown
 
-    start(settings)
     workers = [int(w) for w in args.workers.split(",")]
-    report = run_bench(settings, args.shape or DEFAULT_SHAPES, args.calls, args.seconds, workers,
-                       args.latency_seconds, not args.no_peers)
+    if args.repeats < 1 or args.min_wall <= 0 or not workers or min(workers) < 1:
+        raise SettingsError("bench: --repeats and --workers need 1 or more, --min-wall more than 0")
+    plans: list[Plan] = []
+    if args.recording or args.participant:
+        files = [Path(f) for f in args.recording or []]
+        for f in files + [p for _, _, p, _ in args.participant or []]:
+            if not f.is_file():
+                raise FileNotFoundError(f)
+        # Cut first: a file that is not media is refused before anything starts.
+        plans.append(Plan(workload.recordings(settings, files, args.layout, args.participant)))
+    else:
+        workdir = settings.state_dir / "bench"
+        workdir.mkdir(parents=True, exist_ok=True)
+        for text in args.shape or DEFAULT_SHAPES:
+            try:
+                shape = workload.Shape.parse(text)
+            except ValueError as exc:
+                raise SettingsError(f"bench --shape: {exc}") from None
+            plans.append(Plan(workload.realistic(settings, workdir, shape, args.seconds)))
+            if args.compare_photo:
+                plans.append(Plan(workload.photo(settings, workdir, shape, args.seconds), full=False))
+    start(settings)
+    report = run_bench(settings, plans, workers, args.min_wall, args.repeats, args.latency_seconds,
+                       not args.no_peers, Path(args.code) if args.code else None)
     print()
     print(markdown(report))
     return 0

@@ -429,9 +429,9 @@ class Decoded:
 
 
 def decode(ffmpeg_bin: str, path: Path, fps: float, frame_width: int, timeout: float = 120.0,
-           options: DecodeOptions = DEFAULT_OPTIONS) -> Decoded:
+           options: DecodeOptions = DEFAULT_OPTIONS, want_video: bool = True, want_audio: bool = True) -> Decoded:
     """Whole-file decode for short media (benchmarks, tools); the worker streams with StreamDecoder."""
-    with StreamDecoder(ffmpeg_bin, path, fps, frame_width, timeout, options) as dec:
+    with StreamDecoder(ffmpeg_bin, path, fps, frame_width, timeout, options, want_video, want_audio) as dec:
         windows = []
         while not dec.finished:
             windows.append(dec.read(60.0))

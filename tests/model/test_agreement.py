@@ -17,11 +17,11 @@ def analyzers(model_repository):
 def test_the_reference_sees_its_own_frames(analyzers):
     reference, fast = analyzers
     views = photo_views(views=2)
-    same = compare([views], reference, fast)
-    assert compare([views], reference, fast, [views]) == same
+    same = compare([[views]], reference, fast)
+    assert compare([[views]], reference, fast, [[views]]) == same
     assert same["faced"] > 0 and same["label_agreement"] == 1.0
     blank = {**views, "FRAMES": np.zeros_like(views["FRAMES"])}  # a reference that sees no face at all
-    judged = compare([blank], reference, fast, [views])
+    judged = compare([[blank]], reference, fast, [[views]])
     assert judged["faced"] == same["faced"] and judged["label_agreement"] == 0.0
     assert judged["face_found_agreement"] < 0.2
 
@@ -31,4 +31,4 @@ def test_a_reference_of_other_segments_is_refused(analyzers):
     views = photo_views(views=2)
     fewer = {k: v[:-1] for k, v in views.items()}
     with pytest.raises(ValueError, match="same segments"):
-        compare([views], reference, fast, [fewer])
+        compare([[views]], reference, fast, [[fewer]])

@@ -119,3 +119,17 @@ def test_the_object_store_and_triton_down_name_themselves():
     assert triton is not None and triton.startswith(f"Triton at {settings.triton_grpc_url} does not answer")
     assert unreachable_service(InferenceServerException("[StatusCode.INVALID_ARGUMENT] bad input")) is None
     assert unreachable_service(ValueError("a bug")) is None
+
+
+def test_bench_refuses_bad_recordings_in_one_line_before_starting_anything(tmp_path):
+    """`bench --recording` cuts the recordings before it starts a stack: a wrong file costs a line."""
+    out = cli("bench", "--recording", "README.md", "--no-peers", **_down())
+    assert out.returncode == 2
+    (line,) = _one_line(out)
+    assert line.startswith("error: README.md is not a recording ffmpeg can read (")
+    out = cli("bench", "--recording", str(tmp_path / "gone.mp4"), **_down())
+    assert out.returncode == 2 and _one_line(out) == [f"error: {tmp_path / 'gone.mp4'}: no such file"]
+    out = cli("bench", "--participant", f"c1:customer={tmp_path / 'gone.wav'}", **_down())
+    assert out.returncode == 2 and _one_line(out) == [f"error: {tmp_path / 'gone.wav'}: no such file"]
+    out = cli("bench", "--shape", "640x360", **_down())
+    assert out.returncode == 2 and "640x360" in _one_line(out)[0] and "WIDTHxHEIGHT@FPS" in _one_line(out)[0]
