@@ -84,10 +84,12 @@ def agreement(work: Workload, settings: Settings) -> dict:
 
 @dataclass
 class Plan:
-    """What one workload gets: `full` adds the limits, the agreement check, latency and peers; a
-    comparison row (the still photograph) gets capacity only."""
+    """What one workload gets besides capacity: the in-process limits and the agreement check (they
+    measure this checkout's decoder and models, so not with workers from another), the paced latency
+    run and the peers. A comparison row (the still photograph) gets capacity only."""
     work: Workload
-    full: bool = True
+    limits: bool = True
+    latency: bool = True
 
 
 def bench(settings: Settings, plans: list[Plan], workers: list[int], min_wall_s: float, repeats: int,
@@ -108,7 +110,7 @@ def bench(settings: Settings, plans: list[Plan], workers: list[int], min_wall_s:
         log(f"== {work.label}: {len(work.templates)} call(s) of {work.mean_call_seconds:.0f} s on average, "
             f"{work.chunk_seconds:g}-second chunks")
         entry: dict = {"workload": work.label, "runs": []}
-        if plan.full:
+        if plan.limits:
             entry["ffmpeg_limit"] = round(ffmpeg_limit(work, settings), 2)
             log(f"  bare ffmpeg decode: {entry['ffmpeg_limit']} video-s/s")
             decoded = decoded_batches(work, settings)   # once for both limits
@@ -134,9 +136,10 @@ def bench(settings: Settings, plans: list[Plan], workers: list[int], min_wall_s:
         if len(workers) > 1:
             entry["scale_out"] = round(results[workers[-1]].throughput / base.throughput, 2)
             entry["scale_out_workers"] = [workers[0], workers[-1]]
-        if plan.full:
+        if plan.limits:
             best = max(r.throughput for r in results.values())
             entry["fraction_of_combined_limit"] = round(best / entry["combined_limit"], 2)
+        if plan.latency:
             live = max(1, round(base.throughput / 2))
             r = b.latency(work, live, latency_seconds, workers[0],
                           dashboard=workdir / f"dashboard-{work.label.split()[1] if ' ' in work.label else 'run'}.png")

@@ -47,7 +47,9 @@ def register(sub: Any) -> dict[str, Handler]:
     be.add_argument("--repeats", type=int, default=3, help="capacity runs per row, for their spread (default 3)")
     be.add_argument("--latency-seconds", type=float, default=40, help="length of the paced latency run")
     be.add_argument("--no-peers", action="store_true", help="skip fer.Video and the naive loop")
-    be.add_argument("--code", help="start the workers from this checkout (before/after figures, same stack)")
+    be.add_argument("--code", help="start the workers from this checkout (before/after figures); the in-process "
+                                   "limits are left out, as they would measure this checkout's code")
+    be.add_argument("--no-latency", action="store_true", help="capacity (and limits) only")
     be.add_argument("--nets", action="store_true", help="only each built-in net on TorchScript vs ONNX Runtime "
                                                         "(ms per call, output difference); no stack")
     return {"generate": generate, "bench": bench, "reliability": reliability}
@@ -95,7 +97,11 @@ def bench(settings: Settings, args: argparse.Namespace) -> int:
                 raise SettingsError(f"bench --shape: {exc}") from None
             plans.append(Plan(workload.realistic(settings, workdir, shape, args.seconds)))
             if args.compare_photo:
-                plans.append(Plan(workload.photo(settings, workdir, shape, args.seconds), full=False))
+                plans.append(Plan(workload.photo(settings, workdir, shape, args.seconds), limits=False,
+                                  latency=False))
+    for plan in plans:
+        plan.limits = plan.limits and not args.code
+        plan.latency = plan.latency and not args.no_latency
     start(settings)
     report = run_bench(settings, plans, workers, args.min_wall, args.repeats, args.latency_seconds,
                        not args.no_peers, Path(args.code) if args.code else None)
