@@ -29,7 +29,7 @@ from typing import TypeVar
 import numpy as np
 
 from pipeline.errors import BadChunk
-from pipeline.media import avi, gop, mkv
+from pipeline.media import avi, gop, mkv, mp4
 from pipeline.media.ffargs import (
     AUDIO_RATE,
     DEFAULT_OPTIONS,
@@ -146,16 +146,24 @@ class StreamDecoder:
         self.audio_done = self._header.audio is None
 
     def _plan(self, video: bool) -> tuple[bool, str | None]:
-        """Whether ffmpeg may skip its stream-info pass, and the packets it may skip decoding. Both only
-        for a Matroska chunk whose timestamps start at zero: without the pass ffmpeg never learns the
-        start time, so a chunk stamped from 10 s into the call would be padded from zero (and the
-        dropped packets are planned on the timeline the pass would give)."""
+        """Whether ffmpeg may skip its stream-info pass, and the packets it may skip decoding.
+        Matroska: both only when the chunk's timestamps start at zero: without the pass ffmpeg never
+        learns the start time, so a chunk stamped from 10 s into the call would be padded from zero (and
+        the dropped packets are planned on the timeline the pass would give). MP4/MOV: the pass stays
+        (it costs little there); the drop is planned on the sample tables' own timeline, which is what
+        the mov demuxer stamps packets with, pass or not."""
+        wanted = video and self.options.drop_unsampled
+        if self.demuxer == "mov":
+            plan = mp4.read_index(self.path) if wanted else None
+            if plan is None or plan.video is None:
+                return False, None
+            return False, gop.drop_filter(plan.video, self.fps, plan.tick_ns)
         if self.demuxer != "matroska":
             return False, None
         index = mkv.read_index(self.path)
         if index is None or index.start != 0:
             return False, None
-        if not video or not self.options.drop_unsampled or index.video is None:
+        if not wanted or index.video is None:
             return True, None
         return True, gop.drop_filter(index.video, self.fps, index.tick_ns)
 
@@ -165,8 +173,10 @@ class StreamDecoder:
         except BadChunk:
             if not self._skip_probe or self.timed_out:
                 raise
-            # Decoders that could not start from the track headers alone: once more with the pass.
+            # Decoders that could not start from the track headers alone: once more with the pass,
+            # and without the drop planned for a run without it.
             self._skip_probe = False
+            self._drop = None
             return self._restart(video, audio, None)
 
     def _restart(self, video: bool, audio: bool, channels: int | None) -> avi.Header:

@@ -105,7 +105,7 @@ def decoder_input(path: Path, demuxer: str, options: DecodeOptions, *, skip_prob
     """The input options of one decoding process: the stream-info pass skipped (and the packets no
     sample needs dropped, `drop` being the bitstream filter) where the container allows it."""
     skip = list(options.skip_probe) if skip_probe else []
-    dropping = ["-bsf:v", drop] if skip_probe and drop else []
+    dropping = ["-bsf:v", drop] if drop else []
     return [*skip, *dropping, "-threads", "1", *input_args(path, demuxer, fast)]
 
 

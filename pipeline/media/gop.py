@@ -34,7 +34,7 @@ def _slot(pts: int, per_tick: Fraction) -> int:
     return q
 
 
-def unneeded(packets: list[Packet], fps: float, tick_ns: int) -> list[int]:
+def unneeded(packets: list[Packet], fps: float, tick_ns: int | Fraction) -> list[int]:
     """Indices (file order) of the packets no sampled frame needs. The last group is decoded whole:
     where the chunk's video ends decides how many samples the filter emits at the end."""
     if not packets or fps <= 0 or tick_ns <= 0:
@@ -79,7 +79,7 @@ def drop_ranges(packets: list[Packet], drop: list[int]) -> list[tuple[int, int]]
     return runs[:MAX_RANGES]
 
 
-def drop_filter(packets: list[Packet], fps: float, tick_ns: int) -> str | None:
+def drop_filter(packets: list[Packet], fps: float, tick_ns: int | Fraction) -> str | None:
     """The `-bsf:v` argument that drops what no sample needs; None when nothing can be dropped.
     Key packets are never dropped, whatever the timestamps say."""
     runs = drop_ranges(packets, unneeded(packets, fps, tick_ns))
