@@ -191,6 +191,11 @@ def markdown(report: dict) -> str:
                          f"frame); both on the same cores, 1 / (1/decode + 1/model) = {e['combined_limit']} "
                          f"video-s/s: the pipeline is at **{e['fraction_of_combined_limit']}** of that")
         lines.append(f"- live calls per core (one worker at capacity, median run): {e['live_calls_per_core']}")
+        if "capacity_cpu_s" in e:
+            c = e["capacity_cpu_s"]
+            lines.append(f"- CPU seconds in that run ({c['wall_s']} s of wall time, {report['cores']} cores): workers "
+                         f"with their ffmpeg {c.get('worker_and_ffmpeg')}, Triton {c.get('triton')}, the whole "
+                         f"machine busy {c.get('machine')}, taken by the hypervisor (steal) {c.get('stolen', '-')}")
         if "agreement" in e:
             c, ph = e["agreement"]["calls"], e["agreement"]["photo"]
             lines.append(f"- fast path vs full search on the same tensors: same label on {c['label_agreement']:.1%} of "
