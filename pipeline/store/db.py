@@ -24,6 +24,12 @@ def sync_engine(settings: Settings) -> Engine:
 # this long belongs to a process that was stopped (SIGSTOP, a VM pause) in the middle of it: Postgres
 # ends it, so the call's advisory lock it holds does not stall the worker that took its partitions.
 IDLE_IN_TRANSACTION_S = 10
+# That timeout only runs between statements. A process stopped in the middle of a pipelined batch (its
+# statements sent, the Sync not yet) leaves the server reading the next message, not idle, and the lock
+# was held for as long as the pause lasted (seen: 231 s under fault injection). Postgres 17 and later
+# bound the whole transaction: a worker's commit takes milliseconds, a 45-minute single-chunk call's a
+# few seconds, so one minute only ever ends a transaction whose process has stopped.
+TRANSACTION_TIMEOUT_S = 60
 
 
 def async_engine(settings: Settings, pool_size: int = 5) -> AsyncEngine:
@@ -36,6 +42,8 @@ def async_engine(settings: Settings, pool_size: int = 5) -> AsyncEngine:
         dbapi_connection.autocommit = True
         cursor = dbapi_connection.cursor()
         cursor.execute(f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_S}s'")
+        if dbapi_connection.info.server_version >= 170000:
+            cursor.execute(f"SET transaction_timeout = '{TRANSACTION_TIMEOUT_S}s'")
         cursor.close()
         dbapi_connection.autocommit = autocommit
 

@@ -200,3 +200,28 @@ def test_a_redelivered_copy_is_recorded_done_and_points_at_the_first_commit(stac
         rows = conn.execute(text("SELECT count(*) FROM emotion_segments WHERE call_id='store-redo'")).scalar_one()
         status = conn.execute(text("SELECT status FROM call_summary WHERE call_id='store-redo'")).scalar_one()
     assert (rows, status) == (1, "complete")
+
+
+def test_a_worker_transaction_is_bounded_even_when_its_process_stops_mid_batch(stack):
+    """Worker sessions end a transaction left idle for 10 s, and on Postgres 17+ any transaction
+    older than a minute: a process stopped with its pipelined statements sent but not synced is not
+    idle to the server, and held its call's lock for as long as it was stopped."""
+    from pipeline.store.db import IDLE_IN_TRANSACTION_S, TRANSACTION_TIMEOUT_S
+
+    async def settings_seen():
+        engine = async_engine(stack.settings)
+        try:
+            async with engine.connect() as conn:
+                version = (await conn.execute(text("SHOW server_version_num"))).scalar_one()
+                idle = (await conn.execute(text("SHOW idle_in_transaction_session_timeout"))).scalar_one()
+                bound = (await conn.execute(text("SELECT current_setting('transaction_timeout', true)"))).scalar()
+                return int(version), idle, bound
+        finally:
+            await engine.dispose()
+
+    version, idle, bound = asyncio.run(settings_seen())
+    assert idle == f"{IDLE_IN_TRANSACTION_S}s"
+    if version >= 170000:
+        assert bound == f"{TRANSACTION_TIMEOUT_S // 60}min"
+    else:
+        assert bound is None    # not a setting there: the idle bound is all there is
