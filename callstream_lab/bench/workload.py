@@ -7,6 +7,7 @@ A workload is a few call templates; a run publishes as many calls as it needs, c
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +77,13 @@ class Workload:
     @property
     def mean_call_seconds(self) -> float:
         return sum(t.seconds for t in self.templates) / len(self.templates)
+
+    def remove_chunks(self) -> None:
+        """The chunk files cut for this workload (produce deletes them as it publishes; the benchmark
+        keeps them for the run, then they go)."""
+        for folder in {u.path.parent for t in self.templates for u in t.uploads}:
+            if folder.name.startswith("callstream-cut-"):
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def _template(name: str, uploads: list[Upload], source: Path | None = None) -> Template:

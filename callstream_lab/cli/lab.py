@@ -114,9 +114,13 @@ def bench(settings: Settings, args: argparse.Namespace) -> int:
     for plan in plans:
         plan.limits = plan.limits and not args.code
         plan.latency = plan.latency and not args.no_latency
-    start(settings)
-    report = run_bench(settings, plans, workers, args.min_wall, args.repeats, args.latency_seconds,
-                       not args.no_peers, Path(args.code) if args.code else None)
+    try:
+        start(settings)
+        report = run_bench(settings, plans, workers, args.min_wall, args.repeats, args.latency_seconds,
+                           not args.no_peers, Path(args.code) if args.code else None)
+    finally:
+        for plan in plans:
+            plan.work.remove_chunks()
     print()
     print(markdown(report))
     return 0

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Callable
@@ -171,6 +172,9 @@ def publish_uploads(settings: Settings, call_id: str, uploads: list[Upload], *, 
             finally:
                 if up.delete_after:
                     up.path.unlink(missing_ok=True)
+                    if up.path.parent.name.startswith("callstream-cut-"):
+                        with contextlib.suppress(OSError):   # the cut's folder, once its last chunk is gone
+                            up.path.parent.rmdir()
             if realtime:
                 pub.flush()
             if on_chunk:

@@ -7,6 +7,7 @@ only when copying fails do we re-encode, forcing keyframes on the chunk grid.
 from __future__ import annotations
 
 import csv
+import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -49,6 +50,15 @@ def cut(ffmpeg_bin: str, src: Path, seconds: float, workdir: Path | None = None)
         raise FileNotFoundError(src)
     outdir = Path(workdir or tempfile.mkdtemp(prefix="callstream-cut-"))
     outdir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _cut(ffmpeg_bin, Path(src), seconds, outdir)
+    except BaseException:
+        if workdir is None:
+            shutil.rmtree(outdir, ignore_errors=True)   # a file that is not media leaves nothing behind
+        raise
+
+
+def _cut(ffmpeg_bin: str, src: Path, seconds: float, outdir: Path) -> list[ChunkFile]:
     for copy in (True, False):
         for old in outdir.glob("chunk*.mkv"):
             old.unlink()
@@ -60,6 +70,7 @@ def cut(ffmpeg_bin: str, src: Path, seconds: float, workdir: Path | None = None)
         raise NotMedia(f"{src} is not a recording ffmpeg can read ({(said or ['no output'])[-1][:200]})")
     with open(outdir / "list.csv", newline="") as f:
         rows = [(name, float(start), float(end)) for name, start, end in csv.reader(f)]
+    (outdir / "list.csv").unlink()
     # Offsets are relative to the recording's first timestamp; a negative one is encoder priming, which
     # decodes to nothing.
     origin = max(rows[0][1], 0.0) if rows else 0.0
