@@ -95,9 +95,8 @@ def decoded_batches(work: Workload, settings: Settings, roles: frozenset[str] | 
     calls = []
     for tpl in work.templates:
         batches = []
-        for meta, _, _ in tpl.metas("bench"):
-            up = next(u for u in tpl.uploads if u.seq == meta.seq and u.participant_id == meta.participant_id
-                      and u.media == (meta.media if meta.participant_id else u.media))
+        for up, _ in tpl.ordered():
+            meta = up.meta("bench")
             video, audio = wants(meta)
             decoded = decode(ff, up.path, settings.sample_fps, settings.frame_width,
                              options=DecodeOptions(fast=settings.fast_decode, scaler=scaler),

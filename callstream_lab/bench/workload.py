@@ -45,16 +45,20 @@ class Template:
     seconds: float
     source: Path | None = None     # the whole recording, for the peers (a single-file call only)
 
+    def ordered(self) -> list[tuple[Upload, bytes]]:
+        """The chunks in the order produce publishes them: by when their last moment is recorded."""
+        return sorted(zip(self.uploads, self.payloads, strict=True),
+                      key=lambda x: (x[0].end_ms, x[0].participant_id or "", x[0].media, x[0].seq))
+
     def metas(self, call_id: str, loop: int = 0, last: bool = True) -> list[tuple[ChunkMeta, bytes, float]]:
         """(meta, payload, when its last moment is recorded, s) in publication order; `loop` > 0 is the
         call continuing: seqs and call time move on by whole templates (a live call longer than the
         recording)."""
         per_stream = max((u.seq for u in self.uploads), default=0) + 1
+        shift_ms = int(round(loop * self.seconds * 1000))
         out = []
-        for up, payload in sorted(zip(self.uploads, self.payloads, strict=True),
-                                  key=lambda x: (x[0].end_ms, x[0].participant_id or "", x[0].media, x[0].seq)):
+        for up, payload in self.ordered():
             meta = up.meta(call_id)
-            shift_ms = int(round(loop * self.seconds * 1000))
             meta = dataclasses.replace(meta, seq=meta.seq + loop * per_stream, start_ms=meta.start_ms + shift_ms,
                                        end_of_call=meta.end_of_call and last, call_started_at=None)
             out.append((meta, payload, (up.end_ms + shift_ms) / 1000))

@@ -24,6 +24,9 @@ from pathlib import Path
 from pipeline.media.mkv import MAX_BLOCKS, Packet, Unreadable, _avc_idr, _avc_nal_length, _vp9_key
 
 MAX_DEPTH = 8
+CHECK_PREFIX = 64 << 10     # bytes of a sync sample read for its first NAL units / frame header
+MAX_CHECKED = 32 << 20      # all sync samples together: tables pointing every sample at one huge
+                            # region would otherwise make a chunk cost terabytes of copying
 CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts"}
 CHECKED = {b"avc1": "avc", b"avc3": "avc", b"vp09": "vp9"}
 
@@ -205,13 +208,19 @@ def _packets(buf: memoryview, t: _Trak) -> list[Packet] | None:
     offsets = _sample_offsets(t, n)
     packets = []
     dts = 0
+    checked = 0
     for i in range(n):
         key = False
         if i + 1 in sync:
             start, stop = offsets[i], offsets[i] + t.sizes[i]
             if stop > len(buf):
                 raise Unreadable("a sample past the end of the file")
-            payload = memoryview(bytes(buf[start:stop]))   # a copy: no view of the map outlives it
+            # A prefix, copied (no view of the map outlives it): an IDR comes after a few small NAL
+            # units; one that does not fit reads as not random-access, which only drops less.
+            payload = memoryview(bytes(buf[start:min(stop, start + CHECK_PREFIX)]))
+            checked += len(payload)
+            if checked > MAX_CHECKED:
+                raise Unreadable("more sync-sample bytes than the bound")
             key = _avc_idr(payload, nal_len) if nal_len is not None else _vp9_key(payload)
         packets.append(Packet(dts + comp[i], key))
         dts += deltas[i]

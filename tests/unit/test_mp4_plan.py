@@ -108,3 +108,10 @@ def test_hostile_bytes_never_fail_the_index(media, tmp_path):
 def test_the_work_a_chunk_can_ask_for_is_bounded(media, monkeypatch):
     monkeypatch.setattr(mp4, "MAX_BLOCKS", 50)
     assert mp4.read_index(media["h264-30fps-1s.mp4"]) is None
+
+
+def test_checking_sync_samples_is_bounded(media, monkeypatch):
+    """Tables may point every sample at one huge region: the bytes read to check sync samples are
+    bounded, past that the file is not planned (decoded whole)."""
+    monkeypatch.setattr(mp4, "MAX_CHECKED", 1000)
+    assert mp4.read_index(media["h264-30fps-1s.mp4"]) is None
