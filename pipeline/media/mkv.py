@@ -14,10 +14,11 @@ its own frames: ffmpeg decodes what it finds either way.
 
 from __future__ import annotations
 
-import mmap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from pipeline.media.mapped import Unreadable, read_mapped
 
 MAX_BLOCKS = 100_000        # 10 min of 60-fps video with its audio; past this the file is not planned
 MAX_HEADER_BYTES = 1 << 20  # Info and Tracks are small; a larger one is not read
@@ -35,10 +36,6 @@ SIMPLE_BLOCK, BLOCK_GROUP, BLOCK, REFERENCE_BLOCK = 0xA3, 0xA0, 0xA1, 0xFB
 TOP_LEVEL = frozenset({0x114D9B74, INFO, TRACKS, CLUSTER, 0x1C53BB6B, 0x1941A469, 0x1043A770, 0x1254C367})
 VIDEO_TRACK = 1
 CHECKED_CODECS = ("V_MPEG4/ISO/AVC", "V_VP8", "V_VP9")
-
-
-class Unreadable(Exception):
-    """The bytes are not Matroska as this reader understands it."""
 
 
 @dataclass(frozen=True)
@@ -173,18 +170,7 @@ def _random_access(track: _Track, payload: memoryview, nal_len: int | None) -> b
 
 def read_index(path: Path) -> Index | None:
     """The index of a Matroska file, or None when it cannot be read as one."""
-    try:
-        with open(path, "rb") as f:
-            if f.seek(0, 2) == 0:
-                return None
-            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-                buf = memoryview(mm)
-                try:
-                    return _read(buf)
-                finally:
-                    buf.release()
-    except (Unreadable, OSError, ValueError, IndexError, StopIteration):
-        return None  # read as unknown: the decoder does everything the slow, safe way
+    return read_mapped(path, _read)
 
 
 def _read(buf: memoryview) -> Index:

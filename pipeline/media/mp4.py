@@ -15,13 +15,13 @@ offsets, two video tracks, a codec we cannot check, tables that disagree on the 
 
 from __future__ import annotations
 
-import mmap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-from pipeline.media.mkv import MAX_BLOCKS, Packet, Unreadable, _avc_idr, _avc_nal_length, _vp9_key
+from pipeline.media.mapped import Unreadable, read_mapped
+from pipeline.media.mkv import MAX_BLOCKS, Packet, _avc_idr, _avc_nal_length, _vp9_key
 
 MAX_DEPTH = 8
 CHECK_PREFIX = 64 << 10     # bytes of a sync sample read for its first NAL units / frame header
@@ -256,19 +256,4 @@ def _read(buf: memoryview) -> Index | None:
 
 def read_index(path: Path) -> Index | None:
     """The video plan of an MP4/MOV file, or None when it cannot be read as a plain one."""
-    try:
-        with open(path, "rb") as f:
-            if f.seek(0, 2) == 0:
-                return None
-            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-                buf = memoryview(mm)
-                try:
-                    return _read(buf)
-                except (Unreadable, ValueError, IndexError, StopIteration):
-                    # Caught here, so that no frame of the failed walk (and no view of the map
-                    # it holds) outlives the map.
-                    return None
-                finally:
-                    buf.release()
-    except OSError:
-        return None
+    return read_mapped(path, _read)
