@@ -142,7 +142,7 @@ def bench(settings: Settings, plans: list[Plan], workers: list[int], min_wall_s:
         if plan.latency:
             live = max(1, round(base.throughput / 2))
             r = b.latency(work, live, latency_seconds, workers[0],
-                          dashboard=workdir / f"dashboard-{work.label.split()[1] if ' ' in work.label else 'run'}.png")
+                          dashboard=workdir / f"dashboard-{work.name}.png")
             entry["runs"].append(_row(f"latency at ~half load ({live} live calls)", r, cores))
             entry["latency_offered_video_s_per_s"] = live
             log(f"  latency at {live} live calls: p50 {r.pct(50):.0f} ms, p95 {r.pct(95):.0f} ms")

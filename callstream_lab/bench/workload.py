@@ -70,6 +70,7 @@ class Workload:
     label: str
     templates: list[Template]
     chunk_seconds: float
+    name: str = "recordings"    # short, for file names (the dashboard's)
 
     @property
     def recordings(self) -> list[Path]:
@@ -106,7 +107,8 @@ def realistic(settings: Settings, workdir: Path, shape: Shape, seconds: float) -
             generate_moving_call(settings_ffmpeg(settings), rec, seconds, shape.width, shape.height, shape.fps,
                                  gop, container)
         templates.append(_template(rec.name, recording_uploads(settings, rec, "dual", settings.chunk_seconds), rec))
-    return Workload(f"realistic {shape} (MP4 key frames 2 s, WebM 4 s)", templates, settings.chunk_seconds)
+    return Workload(f"realistic {shape} (MP4 key frames 2 s, WebM 4 s)", templates, settings.chunk_seconds,
+                    f"realistic-{shape}")
 
 
 def photo(settings: Settings, workdir: Path, shape: Shape, seconds: float) -> Workload:
@@ -118,7 +120,7 @@ def photo(settings: Settings, workdir: Path, shape: Shape, seconds: float) -> Wo
                       fps=shape.fps)
     return Workload(f"still photograph {shape} (MP4, key frames 1 s)",
                     [_template(rec.name, recording_uploads(settings, rec, "dual", settings.chunk_seconds), rec)],
-                    settings.chunk_seconds)
+                    settings.chunk_seconds, f"photo-{shape}")
 
 
 def recordings(settings: Settings, files: list[Path], layout: str | None,
