@@ -131,12 +131,14 @@ def _avc_nal_length(private: bytes) -> int | None:
     return (private[4] & 3) + 1
 
 
-def _avc_idr(payload: memoryview, nal_len: int) -> bool:
+def _avc_idr(payload: memoryview, nal_len: int, whole: bool = True) -> bool:
+    """Whether the sample's NAL units include an IDR slice. `whole` False: `payload` is only the
+    sample's first bytes, so a NAL unit may run past its end; its header byte still says its type."""
     pos = 0
     while pos + nal_len < len(payload):
         size = int.from_bytes(payload[pos:pos + nal_len], "big")
         pos += nal_len
-        if size == 0 or pos + size > len(payload):
+        if size == 0 or (whole and pos + size > len(payload)):
             return False
         if payload[pos] & 0x1F == 5:
             return True

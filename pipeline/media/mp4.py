@@ -2,15 +2,22 @@
 
 Recorders that publish their own MP4 files (Chime's per-attendee chunks, a phone's upload) reach the
 decoder as they are, not re-cut into Matroska, so the frames no sample needs (`pipeline.media.gop`)
-are planned from the `moov` box here: decoding times from `stts`, composition offsets from `ctts`,
-random-access points from `stss`, each checked against the sample's own bytes (an H.264 IDR, a VP9
-key frame), as the Matroska reader does. ffmpeg's mov demuxer stamps a packet with dts + ctts in the
-track's timescale, which is what the drop filter compares against.
+are planned from the `moov` box here: decoding times from `stts`, random-access points from `stss`,
+each checked against the sample's own bytes (an H.264 IDR, a VP9 key frame), as the Matroska reader
+does. With frames in decode order (no composition offsets) ffmpeg's mov demuxer stamps each packet
+with its dts in the track's timescale, which is what the drop filter compares against.
+
+A fragmented file (a live recorder's, a browser's MediaRecorder: an empty `moov` with `mvex`, then
+`moof` + `mdat` pairs) keeps the same facts in each fragment's `traf`: the decode time of its first
+sample in `tfdt`, then per `trun` each sample's duration, size and flags, each falling back to the
+fragment's `tfhd` defaults, then to the track's `trex`. ffmpeg stamps a fragment's first packet with
+its `tfdt`, so a fragment is planned only where it has one.
 
 Every byte is untrusted: sizes are checked against what is left, the sample count is bounded, and
-anything unusual leaves `video` None so every frame is decoded as before: fragments (`moof`, `mvex`),
-an edit list on the video track other than one plain entry from time zero, negative composition
-offsets, two video tracks, a codec we cannot check, tables that disagree on the sample count.
+anything unusual leaves `video` None so every frame is decoded as before: an edit list on the video
+track other than one plain entry from time zero, frames out of order (composition offsets), two video
+tracks, a codec we cannot check, tables that disagree on the sample count, samples both in the `moov`
+and in fragments, a fragment without `tfdt` or whose data offset the file does not state.
 """
 
 from __future__ import annotations
@@ -28,6 +35,20 @@ CHECK_PREFIX = 64 << 10     # bytes of a sync sample read for its first NAL unit
 MAX_CHECKED = 32 << 20      # all sync samples together: tables pointing every sample at one huge
                             # region would otherwise make a chunk cost terabytes of copying
 CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts"}
+# Frames out of order (B-frames: composition offsets) are not planned. Without an edit list ffmpeg's
+# mov demuxer still moves every presentation time back by a delay of its own reckoning, so the times
+# the drop filter would compare are not the sample tables' dts + offset; the frames came out different
+# on real files (tests/unit/test_mp4_plan.py). Real-time recorders do not reorder frames.
+REORDERED = "composition offsets"
+# tfhd flags
+BASE_DATA_OFFSET, DESCRIPTION_INDEX, DEFAULT_DURATION, DEFAULT_SIZE, DEFAULT_FLAGS = 0x1, 0x2, 0x8, 0x10, 0x20
+DEFAULT_BASE_IS_MOOF = 0x20000
+# trun flags
+DATA_OFFSET, FIRST_SAMPLE_FLAGS = 0x1, 0x4
+SAMPLE_DURATION, SAMPLE_SIZE, SAMPLE_FLAGS, SAMPLE_OFFSET = 0x100, 0x200, 0x400, 0x800
+# sample flags: not a sync sample, or depends on others (what ffmpeg reads as not a key frame)
+NON_SYNC = 0x10000
+DEPENDS_YES = 0x1000000
 CHECKED = {b"avc1": "avc", b"avc3": "avc", b"vp09": "vp9"}
 
 
@@ -39,6 +60,7 @@ class Index:
 
 @dataclass
 class _Trak:
+    track_id: int = 0
     handler: bytes = b""
     timescale: int = 0
     edits: list[tuple[int, int]] | None = None     # (media_time, rate as 16.16) per entry
@@ -102,6 +124,8 @@ def _read_trak(buf: memoryview, s: int, e: int, t: _Trak, depth: int = 0) -> Non
             _read_trak(buf, bs, be, t, depth + 1)
         elif kind == b"hdlr" and not t.handler:   # MOV's second one (in minf) names the data handler
             t.handler = bytes(buf[bs + 8:bs + 12])
+        elif kind == b"tkhd":
+            t.track_id = _u(buf, bs + (20 if _u(buf, bs, 1, be) == 1 else 12), 4, be)
         elif kind == b"mdhd":
             version = _u(buf, bs, 1, be)
             t.timescale = _u(buf, bs + (20 if version == 1 else 12), 4, be)
@@ -187,68 +211,211 @@ def _sample_offsets(t: _Trak, n: int) -> list[int]:
     return offsets
 
 
+class _KeyCheck:
+    """Whether a sample flagged random-access really starts a closed group (an H.264 IDR, a VP9 key
+    frame), from a bounded prefix of its bytes and a bounded total over the file."""
+
+    def __init__(self, buf: memoryview, t: _Trak) -> None:
+        self.buf = buf
+        self.nal_len = _avc_nal_length(t.config) if CHECKED.get(t.codec) == "avc" else None
+        self.checked = 0
+
+    def usable(self, t: _Trak) -> bool:
+        return t.codec in CHECKED and (CHECKED[t.codec] != "avc" or self.nal_len is not None)
+
+    def __call__(self, start: int, size: int) -> bool:
+        stop = start + size
+        if start < 0 or stop > len(self.buf):
+            raise Unreadable("a sample past the end of the file")
+        # A prefix, copied (no view of the map outlives it): an IDR comes after a few small NAL
+        # units; one that does not fit reads as not random-access, which only drops less.
+        # An IDR slice is larger than the prefix at 720p and up: its header byte, inside it, is enough.
+        payload = memoryview(bytes(self.buf[start:min(stop, start + CHECK_PREFIX)]))
+        self.checked += len(payload)
+        if self.checked > MAX_CHECKED:
+            raise Unreadable("more sync-sample bytes than the bound")
+        if self.nal_len is not None:
+            return _avc_idr(payload, self.nal_len, whole=stop <= start + CHECK_PREFIX)
+        return _vp9_key(payload)
+
+
+def _plain_timeline(t: _Trak) -> bool:
+    """ffmpeg shifts or cuts a track with any other edit list: not the timeline planned here."""
+    return t.timescale > 0 and (t.edits is None or t.edits == [(0, 1 << 16)])
+
+
 def _packets(buf: memoryview, t: _Trak) -> list[Packet] | None:
-    if t.codec not in CHECKED or t.timescale <= 0 or t.deltas is None or t.sizes is None:
+    check = _KeyCheck(buf, t)
+    if not check.usable(t) or not _plain_timeline(t) or t.deltas is None or t.sizes is None:
         return None
     if t.chunks is None or t.chunk_offsets is None:
         return None
-    if t.edits is not None and t.edits != [(0, 1 << 16)]:
-        return None                      # ffmpeg shifts or cuts the track: not the timeline planned here
     n = len(t.sizes)
     if n == 0:
         return None
     deltas = _expand(t.deltas, n)
-    comp = _expand(t.offsets, n) if t.offsets is not None else [0] * n
-    if min(comp) < 0:
-        return None
+    if t.offsets is not None and any(_expand(t.offsets, n)):
+        return None          # frames out of order (B-frames): see REORDERED
     sync = set(t.sync) if t.sync is not None else set(range(1, n + 1))
-    nal_len = _avc_nal_length(t.config) if CHECKED[t.codec] == "avc" else None
-    if CHECKED[t.codec] == "avc" and nal_len is None:
-        return None
     offsets = _sample_offsets(t, n)
     packets = []
     dts = 0
-    checked = 0
     for i in range(n):
-        key = False
-        if i + 1 in sync:
-            start, stop = offsets[i], offsets[i] + t.sizes[i]
-            if stop > len(buf):
-                raise Unreadable("a sample past the end of the file")
-            # A prefix, copied (no view of the map outlives it): an IDR comes after a few small NAL
-            # units; one that does not fit reads as not random-access, which only drops less.
-            payload = memoryview(bytes(buf[start:min(stop, start + CHECK_PREFIX)]))
-            checked += len(payload)
-            if checked > MAX_CHECKED:
-                raise Unreadable("more sync-sample bytes than the bound")
-            key = _avc_idr(payload, nal_len) if nal_len is not None else _vp9_key(payload)
-        packets.append(Packet(dts + comp[i], key))
+        key = i + 1 in sync and check(offsets[i], t.sizes[i])
+        packets.append(Packet(dts, key))
         dts += deltas[i]
     return packets
 
 
+@dataclass(frozen=True)
+class _Defaults:
+    """A track's sample defaults (`trex`), overridden per fragment by `tfhd`."""
+    duration: int = 0
+    size: int = 0
+    flags: int = 0
+
+
+def _trex(buf: memoryview, s: int, e: int) -> tuple[int, _Defaults]:
+    return _u(buf, s + 4, 4, e), _Defaults(_u(buf, s + 12, 4, e), _u(buf, s + 16, 4, e), _u(buf, s + 20, 4, e))
+
+
+def _fragment(buf: memoryview, moof: int, s: int, e: int, video: _Trak, trex: _Defaults,
+              check: _KeyCheck, budget: int) -> list[Packet] | None:
+    """The video samples of one `moof` (payload [s, e), the box itself at `moof`); [] when it holds
+    none of the video track; None when a fragment is not one this reader plans."""
+    packets: list[Packet] = []
+    first_traf = True
+    for kind, ts, te in _boxes(buf, s, e):
+        if kind != b"traf":
+            continue
+        tfhd = tfdt = None
+        runs = []
+        for sub, bs, be in _boxes(buf, ts, te):
+            if sub == b"tfhd":
+                tfhd = (bs, be)
+            elif sub == b"tfdt":
+                version = _u(buf, bs, 1, be)
+                tfdt = _u(buf, bs + 4, 8 if version == 1 else 4, be)
+            elif sub == b"trun":
+                runs.append((bs, be))
+        if tfhd is None:
+            raise Unreadable("a track fragment without its header")
+        hs, he = tfhd
+        flags = _u(buf, hs, 4, he) & 0xFFFFFF
+        pos = hs + 8
+        if _u(buf, hs + 4, 4, he) != video.track_id:
+            first_traf = False
+            continue
+        if flags & BASE_DATA_OFFSET:
+            base = _u(buf, pos, 8, he)
+            pos += 8
+        elif flags & DEFAULT_BASE_IS_MOOF or first_traf:
+            base = moof
+        else:
+            return None      # data right after the previous fragment's: not stated, not planned
+        first_traf = False
+        if flags & DESCRIPTION_INDEX:
+            pos += 4
+        d = trex
+        if flags & DEFAULT_DURATION:
+            d, pos = _Defaults(_u(buf, pos, 4, he), d.size, d.flags), pos + 4
+        if flags & DEFAULT_SIZE:
+            d, pos = _Defaults(d.duration, _u(buf, pos, 4, he), d.flags), pos + 4
+        if flags & DEFAULT_FLAGS:
+            d = _Defaults(d.duration, d.size, _u(buf, pos, 4, he))
+        if tfdt is None:
+            return None      # ffmpeg would go on from where it thinks the track ended: not planned
+        dts, data = tfdt, base
+        for rs, re_ in runs:
+            version = _u(buf, rs, 1, re_)
+            rflags = _u(buf, rs, 4, re_) & 0xFFFFFF
+            count = _u(buf, rs + 4, 4, re_)
+            pos = rs + 8
+            if rflags & DATA_OFFSET:
+                data = base + int.from_bytes(buf[pos:pos + 4], "big", signed=True)
+                pos += 4
+            first_flags = None
+            if rflags & FIRST_SAMPLE_FLAGS:
+                first_flags, pos = _u(buf, pos, 4, re_), pos + 4
+            fields = sum(bool(rflags & f) for f in (SAMPLE_DURATION, SAMPLE_SIZE, SAMPLE_FLAGS, SAMPLE_OFFSET))
+            if len(packets) + count > budget or pos + 4 * fields * count > re_:
+                raise Unreadable("a run larger than its box or the bound")
+            for i in range(count):
+                duration = size = sample_flags = comp = None
+                if rflags & SAMPLE_DURATION:
+                    duration, pos = _u(buf, pos, 4, re_), pos + 4
+                if rflags & SAMPLE_SIZE:
+                    size, pos = _u(buf, pos, 4, re_), pos + 4
+                if rflags & SAMPLE_FLAGS:
+                    sample_flags, pos = _u(buf, pos, 4, re_), pos + 4
+                if rflags & SAMPLE_OFFSET:
+                    comp = int.from_bytes(buf[pos:pos + 4], "big", signed=version == 1)
+                    pos += 4
+                duration = d.duration if duration is None else duration
+                size = d.size if size is None else size
+                if sample_flags is None:
+                    sample_flags = first_flags if i == 0 and first_flags is not None else d.flags
+                if comp:
+                    return None      # frames out of order (B-frames): see REORDERED
+                sync = not sample_flags & (NON_SYNC | DEPENDS_YES)
+                packets.append(Packet(dts, sync and check(data, size)))
+                dts += duration
+                data += size
+    return packets
+
+
+def _fragmented(buf: memoryview, moofs: list[tuple[int, int, int]], video: _Trak,
+                trex: _Defaults) -> list[Packet] | None:
+    """The video samples of every fragment, in file order."""
+    check = _KeyCheck(buf, video)
+    if not check.usable(video) or not _plain_timeline(video) or video.sizes:
+        return None          # samples in the moov too: two timelines to merge, not planned
+    packets: list[Packet] = []
+    for moof, s, e in moofs:
+        found = _fragment(buf, moof, s, e, video, trex, check, MAX_BLOCKS - len(packets))
+        if found is None:
+            return None
+        packets += found
+    return packets or None
+
+
 def _read(buf: memoryview) -> Index | None:
     moov = None
+    moofs = []
+    start = 0
     for kind, s, e in _boxes(buf, 0, len(buf)):
-        if kind in (b"moof", b"mfra"):
-            return None                  # fragmented: samples live in fragments, not planned here
+        if kind == b"moof":
+            moofs.append((start, s, e))   # top-level boxes are contiguous: this one starts where the last ended
+        start = e
         if kind == b"moov":
+            if moov is not None:
+                return None
             moov = (s, e)
     if moov is None:
         return None
-    traks = []
+    traks, trex = [], {}
+    fragmented = False
     for kind, s, e in _boxes(buf, *moov):
         if kind == b"mvex":
-            return None
+            fragmented = True
+            for sub, bs, be in _boxes(buf, s, e):
+                if sub == b"trex":
+                    track_id, defaults = _trex(buf, bs, be)
+                    trex[track_id] = defaults
         if kind == b"trak":
             t = _Trak()
             _read_trak(buf, s, e, t)
             traks.append(t)
     videos = [t for t in traks if t.handler == b"vide"]
-    if len(videos) != 1:
+    if len(videos) != 1 or fragmented != bool(moofs):
         return None
     video = videos[0]
-    packets = _packets(buf, video)
+    if fragmented:
+        if video.track_id not in trex or moofs[0][0] < moov[1]:
+            return None      # no track defaults, or a fragment before the moov: not planned
+        packets = _fragmented(buf, moofs, video, trex[video.track_id])
+    else:
+        packets = _packets(buf, video)
     if packets is None:
         return None
     return Index(Fraction(10 ** 9, video.timescale), packets)

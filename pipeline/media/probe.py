@@ -65,8 +65,9 @@ def parse_report(stderr: str) -> MediaInfo:
         h, mi, s, start_s = m.groups()
         duration = int(round((int(h) * 3600 + int(mi) * 60 + float(s)) * 1000))
         start = float(start_s or 0.0)  # printed on the Duration line itself
-        if "Input #0, matroska" in text and 0 < start * 1000 < duration:
-            # ffmpeg's Matroska muxer writes where the last frame ends as the Duration: a chunk stamped
+        if ("Input #0, matroska" in text or "Input #0, mov" in text) and 0 < start * 1000 < duration:
+            # ffmpeg's Matroska muxer writes where the last frame ends as the Duration, and ffmpeg reads
+            # a fragmented MP4's the same way (each fragment states its decode time): a chunk stamped
             # from 10 s into its call would read as 10 s longer than it is, and as truncated.
             duration -= int(round(start * 1000))
     video = audio = None
