@@ -34,6 +34,7 @@ MAX_DEPTH = 8
 CHECK_PREFIX = 64 << 10     # bytes of a sync sample read for its first NAL units / frame header
 MAX_CHECKED = 32 << 20      # all sync samples together: tables pointing every sample at one huge
                             # region would otherwise make a chunk cost terabytes of copying
+MAX_FRAGMENT_BOXES = 64     # a fragment holds a track fragment or two, each a header, a time and a run
 CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts"}
 # Frames out of order (B-frames: composition offsets) are not planned. Without an edit list ffmpeg's
 # mov demuxer still moves every presentation time back by a delay of its own reckoning, so the times
@@ -285,12 +286,16 @@ def _fragment(buf: memoryview, moof: int, s: int, e: int, video: _Trak, trex: _D
     none of the video track; None when a fragment is not one this reader plans."""
     packets: list[Packet] = []
     first_traf = True
+    seen = 0
     for kind, ts, te in _boxes(buf, s, e):
         if kind != b"traf":
             continue
         tfhd = tfdt = None
         runs = []
         for sub, bs, be in _boxes(buf, ts, te):
+            seen += 1
+            if seen > MAX_FRAGMENT_BOXES:
+                raise Unreadable("more boxes in a fragment than the bound")
             if sub == b"tfhd":
                 tfhd = (bs, be)
             elif sub == b"tfdt":
@@ -332,7 +337,8 @@ def _fragment(buf: memoryview, moof: int, s: int, e: int, video: _Trak, trex: _D
             count = _u(buf, rs + 4, 4, re_)
             pos = rs + 8
             if rflags & DATA_OFFSET:
-                data = base + int.from_bytes(buf[pos:pos + 4], "big", signed=True)
+                raw = _u(buf, pos, 4, re_)
+                data = base + (raw - (1 << 32) if raw >> 31 else raw)
                 pos += 4
             first_flags = None
             if rflags & FIRST_SAMPLE_FLAGS:
@@ -383,7 +389,9 @@ def _read(buf: memoryview) -> Index | None:
     moov = None
     moofs = []
     start = 0
-    for kind, s, e in _boxes(buf, 0, len(buf)):
+    for n, (kind, s, e) in enumerate(_boxes(buf, 0, len(buf))):
+        if n > MAX_BLOCKS:
+            raise Unreadable("more boxes than the bound")   # each costs a step here: empty boxes are free to send
         if kind == b"moof":
             moofs.append((start, s, e))   # top-level boxes are contiguous: this one starts where the last ended
         start = e

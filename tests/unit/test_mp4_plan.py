@@ -189,3 +189,24 @@ def test_hostile_bytes_never_fail_the_fragment_reader(media, tmp_path):
         assert index is None or isinstance(index, mp4.Index)
         if index is not None and index.video:
             gop.drop_filter(index.video, 2.0, index.tick_ns)
+
+
+def test_empty_boxes_cannot_make_the_reader_walk_forever(media, tmp_path, monkeypatch):
+    """Boxes are 8 bytes each: a chunk of empty ones, at the top or inside a fragment, is a bounded
+    walk that ends in no plan."""
+    monkeypatch.setattr(mp4, "MAX_BLOCKS", 1000)
+    good = media["h264-fragmented.mp4"].read_bytes()
+    path = tmp_path / "x.mp4"
+    path.write_bytes(good + b"\x00\x00\x00\x08free" * 2000)
+    assert mp4.read_index(path) is None
+    moof = good.index(b"moof") - 4
+    traf = good.index(b"traf") - 4
+    size = int.from_bytes(good[traf:traf + 4], "big")
+    padding = b"\x00\x00\x00\x08free" * 100
+    grown = (good[:moof] + (int.from_bytes(good[moof:moof + 4], "big") + len(padding)).to_bytes(4, "big")
+             + good[moof + 4:traf] + (size + len(padding)).to_bytes(4, "big") + good[traf + 4:traf + size]
+             + padding + good[traf + size:])
+    path.write_bytes(grown)
+    assert mp4.read_index(path) is None
+    monkeypatch.setattr(mp4, "MAX_FRAGMENT_BOXES", 1000)
+    assert mp4.read_index(path) is not None   # the bound, not the padding, said no
