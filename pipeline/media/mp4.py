@@ -36,11 +36,10 @@ MAX_CHECKED = 32 << 20      # all sync samples together: tables pointing every s
                             # region would otherwise make a chunk cost terabytes of copying
 MAX_FRAGMENT_BOXES = 64     # a fragment holds a track fragment or two, each a header, a time and a run
 CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts"}
-# Frames out of order (B-frames: composition offsets) are not planned. Without an edit list ffmpeg's
+# Reordered frames (B-frames: composition offsets) are not planned. Without an edit list ffmpeg's
 # mov demuxer still moves every presentation time back by a delay of its own reckoning, so the times
 # the drop filter would compare are not the sample tables' dts + offset; the frames came out different
 # on real files (tests/unit/test_mp4_plan.py). Real-time recorders do not reorder frames.
-REORDERED = "composition offsets"
 # tfhd flags
 BASE_DATA_OFFSET, DESCRIPTION_INDEX, DEFAULT_DURATION, DEFAULT_SIZE, DEFAULT_FLAGS = 0x1, 0x2, 0x8, 0x10, 0x20
 DEFAULT_BASE_IS_MOOF = 0x20000
@@ -218,11 +217,14 @@ class _KeyCheck:
 
     def __init__(self, buf: memoryview, t: _Trak) -> None:
         self.buf = buf
-        self.nal_len = _avc_nal_length(t.config) if CHECKED.get(t.codec) == "avc" else None
+        self.kind = CHECKED.get(t.codec)
+        self.nal_len = _avc_nal_length(t.config) if self.kind == "avc" else None
         self.checked = 0
 
-    def usable(self, t: _Trak) -> bool:
-        return t.codec in CHECKED and (CHECKED[t.codec] != "avc" or self.nal_len is not None)
+    @property
+    def usable(self) -> bool:
+        """A codec whose key frames we can recognise, with the configuration to read its samples."""
+        return self.kind is not None and (self.kind != "avc" or self.nal_len is not None)
 
     def __call__(self, start: int, size: int) -> bool:
         stop = start + size
@@ -247,7 +249,7 @@ def _plain_timeline(t: _Trak) -> bool:
 
 def _packets(buf: memoryview, t: _Trak) -> list[Packet] | None:
     check = _KeyCheck(buf, t)
-    if not check.usable(t) or not _plain_timeline(t) or t.deltas is None or t.sizes is None:
+    if not check.usable or not _plain_timeline(t) or t.deltas is None or t.sizes is None:
         return None
     if t.chunks is None or t.chunk_offsets is None:
         return None
@@ -256,7 +258,7 @@ def _packets(buf: memoryview, t: _Trak) -> list[Packet] | None:
         return None
     deltas = _expand(t.deltas, n)
     if t.offsets is not None and any(_expand(t.offsets, n)):
-        return None          # frames out of order (B-frames): see REORDERED
+        return None          # reordered frames: not planned (see the note at the top)
     sync = set(t.sync) if t.sync is not None else set(range(1, n + 1))
     offsets = _sample_offsets(t, n)
     packets = []
@@ -362,7 +364,7 @@ def _fragment(buf: memoryview, moof: int, s: int, e: int, video: _Trak, trex: _D
                 if sample_flags is None:
                     sample_flags = first_flags if i == 0 and first_flags is not None else d.flags
                 if comp:
-                    return None      # frames out of order (B-frames): see REORDERED
+                    return None      # reordered frames: not planned (see the note at the top)
                 sync = not sample_flags & (NON_SYNC | DEPENDS_YES)
                 packets.append(Packet(dts, sync and check(data, size)))
                 dts += duration
@@ -374,7 +376,7 @@ def _fragmented(buf: memoryview, moofs: list[tuple[int, int, int]], video: _Trak
                 trex: _Defaults) -> list[Packet] | None:
     """The video samples of every fragment, in file order."""
     check = _KeyCheck(buf, video)
-    if not check.usable(video) or not _plain_timeline(video) or video.sizes:
+    if not check.usable or not _plain_timeline(video) or video.sizes:
         return None          # samples in the moov too: two timelines to merge, not planned
     packets: list[Packet] = []
     for moof, s, e in moofs:

@@ -147,6 +147,16 @@ def test_a_metadata_value_cannot_pass_for_a_stream_or_a_duration():
     assert info.audio.channels == 2
 
 
+@pytest.mark.parametrize("demuxer", ["matroska,webm", "mov,mp4,m4a,3gp,3g2,mj2"])
+def test_a_chunk_stamped_with_its_call_time_declares_its_own_length(demuxer):
+    """Matroska and fragmented MP4 chunks whose times start 37 s into the call: ffmpeg prints where the
+    last frame ends as the Duration, and the chunk is 4.22 s long, not 41.22."""
+    report = (f"Input #0, {demuxer}, from 'file:x':\n"
+              "  Duration: 00:00:41.22, start: 37.000000, bitrate: 94 kb/s\n"
+              "  Stream #0:0: Video: h264 (High), yuv420p(progressive), 320x240, 30 fps, 30 tbr, 15360 tbn\n")
+    assert parse_report(report).duration_ms == 4220
+
+
 def test_a_command_whose_extra_is_not_installed_says_which_one(monkeypatch, capsys, tmp_path):
     """The core install is a worker's; `timeline --plot`, `generate`, `models` and the bench need extras."""
     import sys
