@@ -19,16 +19,18 @@ THRESHOLDS = (0.6, 0.7, 0.7)
 PROPOSALS_PER_IMAGE = 16   # stage-1 candidates refined per frame
 REFINED_PER_IMAGE = 2      # stage-2 candidates checked by the output stage per frame
 SCALE_FACTOR = 0.709
-# Tracking: a view's face moves little between two sampled frames (0.5 s apart at 2 frames/s), so
-# after a full search the next frames of the same view only ask the output stage whether the searched
-# box still holds a face. A full search runs again at least every KEYFRAME_EVERY frames of a view (15 s
-# at 2 frames/s), and on every frame whose check fails or whose box moved too far. The key box and the
-# count can be carried from one request to the next (TrackState): a call's next chunk then goes on
-# checking instead of starting with a search of its own. A search is about a fifth of a 5-s chunk's
-# model time; labels and face_found agreed on 100 % of segments at 10, 20, 30 and 1000 frames
-# (CHANGELOG.md, benchmark history).
+# Tracking: after a full search, the next frames of the same view are only checked near the searched
+# box: a grid of CHECK_SHIFTS x CHECK_SHIFTS squares of the box's size around it, each shifted by a
+# share of its side, goes through the refine and output stages (the cascade without its pyramid),
+# batched over every checked frame. A full search runs again at least every KEYFRAME_EVERY frames of a
+# view (15 s at 2 frames/s), and on every frame whose check finds no face. The key box and the count
+# can be carried from one request to the next (TrackState): a call's next chunk then goes on checking
+# instead of starting with a search of its own. The output stage alone on the searched box lost a face
+# that moved, turned or zoomed (94 of 116 checks failed on the realistic workload, whose boxes overlap
+# by 0.53 between samples); the grid keeps 58-64 % of those frames from a full search and costs less
+# model CPU at the same labels (docs/BENCHMARKS.md, CHANGELOG.md).
 KEYFRAME_EVERY = 30
-TRACK_MIN_IOU = 0.5
+CHECK_SHIFTS = (-0.3, 0.0, 0.3)
 
 
 @dataclass(frozen=True)
@@ -221,25 +223,19 @@ class MTCNN:
 
     @torch.inference_mode()
     def verify(self, frames: np.ndarray, boxes: np.ndarray) -> Detections:
-        """The output stage alone on each frame's hinted box (a face box found on an earlier frame of
-        the same view): the regressed box and score where it still holds a face near the hint, else
-        nothing (the caller then searches the frame)."""
+        """Each frame's face near its hinted box (a face box found on an earlier frame of the same
+        view): the refine and output stages on a grid of squares of the hint's size around it, the
+        most confident face per frame, else nothing (the caller then searches the frame)."""
         n = len(frames)
-        result = self.empty(n)
         if n == 0:
-            return result
-        hint = torch.from_numpy(np.asarray(boxes, np.float32))
-        square = _square(hint).trunc()
-        crops = _crop_resize(frames, square, np.arange(n), 48).to(self.device)
-        reg, _landmarks, probs = self.onet(_normalise(crops))
-        reg, probs = reg.cpu(), probs.cpu()
-        found = _regress(square, reg)
-        ok = (probs[:, 1] > THRESHOLDS[2]) & (_iou(found, hint) >= TRACK_MIN_IOU)
-        for i in np.flatnonzero(ok.numpy()):
-            result.boxes[i] = found[i].numpy()
-            result.scores[i] = float(probs[i, 1])
-            result.crops[i] = face_crop(frames[i], found[i].numpy(), self.crop)
-        return result
+            return self.empty(0)
+        hint = _square(torch.from_numpy(np.asarray(boxes, np.float32)))
+        side = hint[:, 2] - hint[:, 0]
+        grid = [hint + torch.stack([dx * side, dy * side, dx * side, dy * side], dim=1)
+                for dy in CHECK_SHIFTS for dx in CHECK_SHIFTS]
+        candidates = torch.cat(grid).trunc()
+        inds = torch.arange(n).repeat(len(grid))
+        return self._refine_and_output(frames, candidates, inds)
 
     @torch.inference_mode()
     def search(self, frames: np.ndarray) -> Detections:
@@ -283,7 +279,16 @@ class MTCNN:
         boxes = torch.stack([boxes[:, 0] + boxes[:, 5] * regw, boxes[:, 1] + boxes[:, 6] * regh,
                              boxes[:, 2] + boxes[:, 7] * regw, boxes[:, 3] + boxes[:, 8] * regh,
                              boxes[:, 4]], dim=1)
-        boxes = _square(boxes).trunc()
+        return self._refine_and_output(frames, _square(boxes).trunc()[:, :4], inds)
+
+    def _refine_and_output(self, frames: np.ndarray, boxes: torch.Tensor, inds: torch.Tensor) -> Detections:
+        """The cascade's stages 2 and 3 on square candidates (x1, y1, x2, y2) of the frames `inds`
+        name: the most confident face per frame, or none. The search's candidates are the proposal
+        stage's; a check's are a grid around where the face was."""
+        n = len(frames)
+        empty = self.empty(n)
+        if boxes.numel() == 0:
+            return empty
 
         # Stage 2: refine.
         reg, probs = self.rnet(_normalise(_crop_resize(frames, boxes, inds.cpu(), 24).to(self.device)))
@@ -346,14 +351,6 @@ def _box(b: np.ndarray) -> tuple[float, float, float, float]:
 
 def _put(into: Detections, where: np.ndarray, found: Detections) -> None:
     into.boxes[where], into.scores[where], into.crops[where] = found.boxes, found.scores, found.crops
-
-
-def _iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    w = (torch.minimum(a[:, 2], b[:, 2]) - torch.maximum(a[:, 0], b[:, 0])).clamp(min=0)
-    h = (torch.minimum(a[:, 3], b[:, 3]) - torch.maximum(a[:, 1], b[:, 1])).clamp(min=0)
-    inter = w * h
-    area = lambda x: (x[:, 2] - x[:, 0]).clamp(min=0) * (x[:, 3] - x[:, 1]).clamp(min=0)  # noqa: E731
-    return inter / (area(a) + area(b) - inter).clamp(min=1e-6)
 
 
 def face_crop(frame: np.ndarray, box: np.ndarray, spec: CropSpec = CropSpec()) -> np.ndarray:

@@ -117,3 +117,22 @@ def test_a_wrong_carried_state_costs_a_search_not_a_face(detector, hint):
     searched = detector.search(frames)
     assert (found.scores > 0.9).all()
     assert np.abs(found.boxes - searched.boxes).max() < 6
+
+
+def test_a_face_that_moved_since_its_key_frame_is_followed_not_searched(detector, monkeypatch):
+    """Half a second apart a caller's face can move by half its size (the realistic workload's boxes
+    overlap by 0.53 between samples): the check looks on a grid around the key box, so such a frame is
+    found where a full search finds it, without the search."""
+    img = _astronaut((270, 240))
+    key = detector.search(img[None])
+    side = key.boxes[0][2] - key.boxes[0][0]
+    d = int(round(0.45 * side))
+    moved = np.roll(img, (d // 2, d), axis=(0, 1))
+    frames = np.stack([img, moved])
+    searched = []
+    search = detector.search
+    monkeypatch.setattr(detector, "search", lambda f: searched.append(len(f)) or search(f))
+    found = detector.detect(frames, tracks=np.zeros(2, int))
+    assert searched == [1]                      # the key frame only
+    assert (found.scores > 0.9).all()
+    assert np.abs(found.boxes[1] - search(moved[None]).boxes[0]).max() < 6
