@@ -22,6 +22,7 @@ and in fragments, a fragment without `tfdt` or whose data offset the file does n
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -282,6 +283,31 @@ def _trex(buf: memoryview, s: int, e: int) -> tuple[int, _Defaults]:
     return _u(buf, s + 4, 4, e), _Defaults(_u(buf, s + 12, 4, e), _u(buf, s + 16, 4, e), _u(buf, s + 20, 4, e))
 
 
+def _tfhd(buf: memoryview, hs: int, he: int, moof: int, first: bool,
+          trex: _Defaults) -> tuple[int, int | None, _Defaults]:
+    """A track fragment header: its track, where its data is counted from, and its sample defaults
+    (the track's, overridden where the header states them). The base is None where the file does not
+    state it (no base offset, not counted from the moof, and not the moof's first track fragment)."""
+    flags = _u(buf, hs, 4, he) & 0xFFFFFF
+    track = _u(buf, hs + 4, 4, he)
+    pos = hs + 8
+    if flags & BASE_DATA_OFFSET:
+        base: int | None = _u(buf, pos, 8, he)
+        pos += 8
+    else:
+        base = moof if flags & DEFAULT_BASE_IS_MOOF or first else None
+    if flags & DESCRIPTION_INDEX:
+        pos += 4
+    d = trex
+    if flags & DEFAULT_DURATION:
+        d, pos = dataclasses.replace(d, duration=_u(buf, pos, 4, he)), pos + 4
+    if flags & DEFAULT_SIZE:
+        d, pos = dataclasses.replace(d, size=_u(buf, pos, 4, he)), pos + 4
+    if flags & DEFAULT_FLAGS:
+        d = dataclasses.replace(d, flags=_u(buf, pos, 4, he))
+    return track, base, d
+
+
 def _fragment(buf: memoryview, moof: int, s: int, e: int, video: _Trak, trex: _Defaults,
               check: _KeyCheck, budget: int) -> list[Packet] | None:
     """The video samples of one `moof` (payload [s, e), the box itself at `moof`); [] when it holds
@@ -307,29 +333,12 @@ def _fragment(buf: memoryview, moof: int, s: int, e: int, video: _Trak, trex: _D
                 runs.append((bs, be))
         if tfhd is None:
             raise Unreadable("a track fragment without its header")
-        hs, he = tfhd
-        flags = _u(buf, hs, 4, he) & 0xFFFFFF
-        pos = hs + 8
-        if _u(buf, hs + 4, 4, he) != video.track_id:
-            first_traf = False
-            continue
-        if flags & BASE_DATA_OFFSET:
-            base = _u(buf, pos, 8, he)
-            pos += 8
-        elif flags & DEFAULT_BASE_IS_MOOF or first_traf:
-            base = moof
-        else:
-            return None      # data right after the previous fragment's: not stated, not planned
+        track, base, d = _tfhd(buf, *tfhd, moof, first_traf, trex)
         first_traf = False
-        if flags & DESCRIPTION_INDEX:
-            pos += 4
-        d = trex
-        if flags & DEFAULT_DURATION:
-            d, pos = _Defaults(_u(buf, pos, 4, he), d.size, d.flags), pos + 4
-        if flags & DEFAULT_SIZE:
-            d, pos = _Defaults(d.duration, _u(buf, pos, 4, he), d.flags), pos + 4
-        if flags & DEFAULT_FLAGS:
-            d = _Defaults(d.duration, d.size, _u(buf, pos, 4, he))
+        if track != video.track_id:
+            continue
+        if base is None:
+            return None      # data right after the previous fragment's: not stated, not planned
         if tfdt is None:
             return None      # ffmpeg would go on from where it thinks the track ended: not planned
         dts, data = tfdt, base
@@ -377,7 +386,7 @@ def _fragmented(buf: memoryview, moofs: list[tuple[int, int, int]], video: _Trak
     """The video samples of every fragment, in file order."""
     check = _KeyCheck(buf, video)
     if not check.usable or not _plain_timeline(video) or video.sizes:
-        return None          # samples in the moov too: two timelines to merge, not planned
+        return None          # (sizes: samples in the moov too, two timelines to merge)
     packets: list[Packet] = []
     for moof, s, e in moofs:
         found = _fragment(buf, moof, s, e, video, trex, check, MAX_BLOCKS - len(packets))
