@@ -1,24 +1,27 @@
 """The Faust app: one agent on the chunks topic, a dead-letter topic, nothing else.
 
-The agent hands its stream to the ordered-ack loop (worker/consume.py), which runs up to
+The agent hands its stream to the ordered-commit loop (worker/consume.py), which runs up to
 `worker_concurrency` messages at once, so ffmpeg, Triton and Postgres overlap and one slow chunk does
-not hold the others up, and acknowledges each partition's offsets strictly in order.
+not hold the others up, and commits each partition's offsets itself, never past one nobody settled.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import faust
 import mode
+from aiokafka.structs import OffsetAndMetadata, TopicPartition
 from faust.types import TP
 
 from pipeline.alerts.rules import load_rules
 from pipeline.ingest.security import faust_credentials
 from pipeline.settings import Settings
-from pipeline.worker.consume import Assignment, OffsetGate, consume
+from pipeline.worker.consume import FINAL_COMMIT_S, Partitions, commit, consume
 from pipeline.worker.leftovers import PendingDeletes
 from pipeline.worker.metrics import Metrics
 from pipeline.worker.runtime import WorkerRuntime
@@ -26,9 +29,15 @@ from pipeline.worker.runtime import WorkerRuntime
 log = logging.getLogger("callstream.worker")
 
 
-class FaustPartitions:
-    """The consumer as the ordered-ack loop sees it. Faust keeps its own TP type in the sets it pauses
-    and resumes (and asserts on it), while a message's `tp` comes from the Kafka client: convert."""
+class FaustConsumer:
+    """Faust's consumer as the ordered-commit loop sees it (worker/consume.py's `Consumer`).
+
+    Pauses go to the Kafka client itself, not to Faust: Faust drops the records it already fetched for
+    a partition it has paused, after its client's position moved past them, while the client keeps a
+    paused partition's position where its last delivered record left it. Seeks also reset Faust's own
+    last-read offset, below which it drops records as already read. Calls that touch the client run
+    in the client's thread (Faust runs aiokafka in a thread of its own). Commits are the loop's: the
+    chunks topic is declared without acks, so Faust tracks and commits nothing of it."""
 
     def __init__(self, app: faust.App) -> None:
         self.app = app
@@ -36,11 +45,45 @@ class FaustPartitions:
     def assignment(self) -> Any:
         return self.app.consumer.assignment()
 
-    def pause_partitions(self, tps: Any) -> None:
-        self.app.consumer.pause_partitions({TP(tp.topic, tp.partition) for tp in tps})
+    async def _in_client(self, fn: Callable[[Any], Any]) -> Any:
+        thread = self.app.consumer._thread  # type: ignore[attr-defined]
+        client = thread._ensure_consumer()
 
-    def resume_partitions(self, tps: Any) -> None:
-        self.app.consumer.resume_partitions({TP(tp.topic, tp.partition) for tp in tps})
+        async def call() -> Any:
+            result = fn(client)
+            return await result if inspect.isawaitable(result) else result
+        return await thread.call_thread(call)
+
+    async def pause(self, tp: Any) -> None:
+        atp = TopicPartition(tp.topic, tp.partition)
+        await self._in_client(lambda c: c.pause(atp) if atp in c.assignment() else None)
+
+    async def resume(self, tp: Any) -> None:
+        atp = TopicPartition(tp.topic, tp.partition)
+        await self._in_client(lambda c: c.resume(atp) if atp in c.assignment() else None)
+
+    async def seek(self, tp: Any, offset: int) -> None:
+        atp = TopicPartition(tp.topic, tp.partition)
+        await self._in_client(lambda c: c.seek(atp, offset) if atp in c.assignment() else None)
+        self.app.consumer._read_offset[TP(tp.topic, tp.partition)] = offset or None  # type: ignore[attr-defined]
+
+    async def start(self, tp: Any) -> int:
+        atp = TopicPartition(tp.topic, tp.partition)
+        offset = await self._in_client(lambda c: c.committed(atp))
+        if offset is not None and offset >= 0:
+            return int(offset)
+        # No commit yet: the group reads from the log's start (auto_offset_reset earliest).
+        starts = await self._in_client(lambda c: c.beginning_offsets([atp]))
+        return int(starts[atp])
+
+    async def commit(self, offsets: Mapping[Any, int]) -> None:
+        meta = {TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(off, "") for tp, off in offsets.items()}
+
+        async def do(c: Any) -> None:
+            mine = {tp: o for tp, o in meta.items() if tp in c.assignment()}
+            if mine:
+                await c.commit(mine)
+        await self._in_client(do)
 
 
 LAG_INTERVAL_S = 5.0
@@ -49,10 +92,9 @@ CLAIM_SWEEP_S = 10.0
 SESSION_TIMEOUT_S = 6.0   # the consumer's group session: a worker silent this long loses its partitions
 
 
-async def watch_lag(app: faust.App, topic: str, gate: OffsetGate, acked_next: dict[Any, int],
-                    metrics: Metrics) -> None:
-    """Consumer lag per assigned partition: the high watermark minus the next offset not yet settled
-    (in flight, else after the last acknowledged, else the fetch position)."""
+async def watch_lag(app: faust.App, topic: str, book: Partitions, metrics: Metrics) -> None:
+    """Consumer lag per assigned partition: the high watermark of the last fetch minus the next offset
+    not yet settled (else the fetch position)."""
     shown: set[Any] = set()
     while True:
         await asyncio.sleep(LAG_INTERVAL_S)
@@ -60,9 +102,7 @@ async def watch_lag(app: faust.App, topic: str, gate: OffsetGate, acked_next: di
             assigned = {tp for tp in app.consumer.assignment() if tp.topic == topic}
             for tp in assigned:
                 high = app.consumer.highwater(tp)
-                nxt = gate.lowest(tp)
-                if nxt is None:
-                    nxt = acked_next.get(tp)
+                nxt = book.next_unsettled(tp)
                 if nxt is None:
                     nxt = await app.consumer.position(tp)
                 if high is None or nxt is None:
@@ -82,7 +122,7 @@ async def watch_lag(app: faust.App, topic: str, gate: OffsetGate, acked_next: di
 LOOP_LAG_WARN_S = 0.1
 
 
-async def watch_loop_lag(owned: Assignment, interval: float = 0.05) -> None:
+async def watch_loop_lag(owned: Partitions, interval: float = 0.05) -> None:
     """Long work must never hold the event loop (heartbeats and the other chunks run on it): say so
     when a wake-up comes more than 100 ms late, with the worst lag since the last warning. A lag longer
     than the group session means the process was stopped and has lost its partitions: suspend all
@@ -127,15 +167,15 @@ def create_app(settings: Settings) -> faust.App:
         datadir=str(settings.state_dir / "faust" / "{conf.name}-data"),
         broker_credentials=faust_credentials(settings),
     )
+    # No acks: the ordered-commit loop commits this topic's offsets itself (worker/consume.py).
     chunks = app.topic(settings.chunks_topic, key_type=bytes, value_type=bytes,
-                       partitions=settings.partitions)
+                       partitions=settings.partitions, acks=False)
     dlq = app.topic(settings.dlq_topic, key_type=bytes, value_type=bytes)
     alerts = app.topic(settings.alerts_topic, key_type=bytes, value_type=bytes)
     rules = load_rules(settings.alert_rules)  # validated before anything starts: a bad file stops the worker
     metrics = Metrics()
-    owned = Assignment()
-    gate = OffsetGate()
-    acked_next: dict[Any, int] = {}
+    book = Partitions()
+    consumer = FaustConsumer(app)
     leftovers = PendingDeletes()
 
     @app.on_partitions_revoked.connect
@@ -144,10 +184,8 @@ def create_app(settings: Settings) -> faust.App:
         revoked set as the signal's one argument.)"""
         revoked = args[0] if args else kwargs.get("revoked", ())
         tps = [tp for tp in revoked if tp.topic == settings.chunks_topic]
-        cancelled = owned.revoke(tps)
-        for tp in tps:
-            gate.forget(tp)
-            acked_next.pop(tp, None)
+        cancelled, final = book.revoke(tps)
+        await commit(consumer, book, final, within_s=FINAL_COMMIT_S)
         if cancelled:
             log.warning("partitions %s revoked: %d chunk(s) in flight cancelled; their new owner processes "
                         "them", sorted(tp.partition for tp in tps), cancelled)
@@ -155,9 +193,9 @@ def create_app(settings: Settings) -> faust.App:
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         """The group has said what is ours again (Faust seeks each partition to its committed offset)."""
-        if owned.suspended:
+        if book.suspended:
             log.info("partitions assigned again after the stop: resuming work")
-        owned.suspended = False
+        book.suspended = False
 
     async def dead_letter(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> None:
         fut = await dlq.send(key=key, value=value, headers=headers)
@@ -205,12 +243,12 @@ def create_app(settings: Settings) -> faust.App:
         h = runtime.handler
         assert h is not None
         manual = stream.noack()
-        watchdog = asyncio.create_task(watch_loop_lag(owned))
-        lag = asyncio.create_task(watch_lag(app, settings.chunks_topic, gate, acked_next, metrics))
+        watchdog = asyncio.create_task(watch_loop_lag(book))
+        lag = asyncio.create_task(watch_lag(app, settings.chunks_topic, book, metrics))
 
         try:
-            await consume(manual.events(), h, FaustPartitions(app), manual.ack, owned, gate, acked_next,
-                          concurrency=settings.worker_concurrency, session_timeout_s=SESSION_TIMEOUT_S)
+            await consume(manual.events(), h, consumer, book, concurrency=settings.worker_concurrency,
+                          session_timeout_s=SESSION_TIMEOUT_S)
         finally:
             watchdog.cancel()
             lag.cancel()

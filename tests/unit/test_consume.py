@@ -1,11 +1,16 @@
-"""The ordered-ack loop with fakes: a message waiting on a dependency gives its slot to other
-partitions, a revoked partition's work is cancelled and never acknowledged, and slots never leak."""
+"""The ordered-commit loop against a fake consumer that behaves like Faust over aiokafka: it fetches a
+batch (the position moves past it), hands the records over one by one, drops those of a partition
+paused meanwhile, keeps handing over records it read ahead even after a seek, and skips the offsets
+Kafka leaves empty. Every offset must be handled exactly once and the commit must reach the end."""
 
 import asyncio
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.worker.consume import Assignment, OffsetGate, consume
+import pytest
+
+from pipeline.worker.consume import Partitions, consume
 
 
 @dataclass(frozen=True)
@@ -36,97 +41,263 @@ class Event:
 
 
 @dataclass
-class FakeConsumer:
-    assigned: set = field(default_factory=lambda: {TP("c", 0), TP("c", 1)})
-    paused: list = field(default_factory=list)
-    resumed: list = field(default_factory=list)
+class FakeKafka:
+    """`logs`: the offsets each partition holds (a missing offset is a transaction marker, an aborted or
+    compacted record). Fetches `batch` records at a time from the position, which moves past them at
+    once; records of a partition paused while its batch is handed over are dropped, as Faust drops them."""
+    logs: dict[TP, list[int]]
+    batch: int = 4
+    committed_at: dict[TP, int] = field(default_factory=dict)
+    position: dict[TP, int] = field(default_factory=dict)
+    paused: set[TP] = field(default_factory=set)
+    dropped: list[tuple[int, int]] = field(default_factory=list)
+    seeks: list[tuple[int, int]] = field(default_factory=list)
+    commits: list[dict[TP, int]] = field(default_factory=list)
+    assigned: set[TP] = field(default_factory=set)
+    lose_once: set[tuple[int, int]] = field(default_factory=set)   # records the client loses once, unpaused
 
-    def assignment(self):
+    def __post_init__(self) -> None:
+        self.assigned = set(self.logs)
+        self.queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=2)
+
+    def assignment(self) -> set[TP]:
         return set(self.assigned)
 
-    def pause_partitions(self, tps):
-        self.paused += list(tps)
+    async def pause(self, tp: TP) -> None:
+        self.paused.add(tp)
 
-    def resume_partitions(self, tps):
-        self.resumed += list(tps)
+    async def resume(self, tp: TP) -> None:
+        self.paused.discard(tp)
+
+    async def seek(self, tp: TP, offset: int) -> None:
+        self.seeks.append((tp.partition, offset))
+        self.position[tp] = offset
+
+    async def start(self, tp: TP) -> int:
+        return self.committed_at.get(tp, 0)
+
+    async def commit(self, offsets: dict[TP, int]) -> None:
+        self.commits.append(dict(offsets))
+        self.committed_at.update(offsets)
+
+    async def fetch(self) -> None:
+        while True:
+            fetched = False
+            for tp in sorted(self.assigned - self.paused, key=lambda t: t.partition):
+                pos = self.position.get(tp, self.committed_at.get(tp, 0))
+                batch = [o for o in self.logs[tp] if o >= pos][: self.batch]
+                if not batch:
+                    continue
+                fetched = True
+                self.position[tp] = batch[-1] + 1
+                for off in batch:   # the batch is handed over even if a seek moved the position since
+                    if tp in self.paused or (tp.partition, off) in self.lose_once:
+                        self.lose_once.discard((tp.partition, off))
+                        self.dropped.append((tp.partition, off))
+                        continue
+                    await self.queue.put(Event(Msg(tp.topic, tp.partition, off)))
+            await asyncio.sleep(0 if fetched else 0.005)
+
+    async def events(self):
+        while (item := await self.queue.get()) is not None:
+            yield item
 
 
 class Handler:
-    """Partition 0's first message waits on `dependency` stepped aside; everything else is done at once."""
+    """Records every offset it settles. Offsets in `waits` step aside until `dependency` is set, as a
+    message waiting on Triton does; the others take a random moment."""
 
-    def __init__(self):
+    def __init__(self, waits: set[tuple[int, int]] = frozenset(), seed: int = 0) -> None:
         self.dependency = asyncio.Event()
-        self.started: list[tuple[int, int]] = []
+        self.waits = set(waits)
+        self.settled: list[tuple[int, int]] = []
+        self.changed = asyncio.Event()
+        self.rng = random.Random(seed)
 
     async def handle(self, topic, partition, offset, key, value, headers, timestamp=None, lease=None):
-        self.started.append((partition, offset))
-        if (partition, offset) == (0, 0):
+        if (partition, offset) in self.waits:
             async with lease.step_aside():
                 await self.dependency.wait()
-            if not lease.held():
-                return "revoked"
-        await asyncio.sleep(0)
+        await asyncio.sleep(self.rng.random() * 0.004)
+        if not lease.held():
+            return "revoked"
+        self.settled.append((partition, offset))
+        self.changed.set()
         return "done"
 
 
-async def feed(queue):
-    while True:
-        item = await queue.get()
-        if item is None:
-            return
-        yield item
+async def run_until(kafka: FakeKafka, handler: Handler, done, *, concurrency=2, release_after=0.05, within_s=10.0):
+    book = Partitions()
+    fetcher = asyncio.create_task(kafka.fetch())
+    loop = asyncio.create_task(consume(kafka.events(), handler, kafka, book, concurrency=concurrency,
+                                       session_timeout_s=6.0, commit_every_s=0.01))
+    await asyncio.sleep(release_after)
+    handler.dependency.set()
+    try:
+        async with asyncio.timeout(within_s):
+            while not done():
+                handler.changed.clear()
+                await handler.changed.wait()
+    except TimeoutError:
+        pass   # every_offset_once says what is missing
+    await asyncio.sleep(0.05)   # a last commit round
+    fetcher.cancel()
+    await kafka.queue.put(None)
+    await asyncio.wait_for(loop, 5)
+    return book
+
+
+def every_offset_once(kafka: FakeKafka, handler: Handler) -> None:
+    expected = sorted((tp.partition, o) for tp, offs in kafka.logs.items() for o in offs)
+    assert sorted(handler.settled) == expected, (sorted(set(expected) - set(handler.settled)), kafka.dropped)
+    for tp, offs in kafka.logs.items():
+        assert kafka.committed_at.get(tp) == offs[-1] + 1
+        committed = [c[tp] for c in kafka.commits if tp in c]
+        assert committed == sorted(committed)   # never moves back
+
+
+def test_records_dropped_while_a_partition_waits_are_read_again_not_committed_over():
+    """The outage pattern: offset 1 waits on a dependency, the partition is paused while 2-5 of the same
+    fetched batch are being handed over, so the consumer drops them with its position already past."""
+    tp = TP("c", 0)
+    kafka = FakeKafka({tp: list(range(12))}, batch=6)
+    handler = Handler(waits={(0, 1)})
+
+    async def go():
+        return await run_until(kafka, handler, lambda: len(handler.settled) == 12, concurrency=4)
+    asyncio.run(go())
+    assert kafka.dropped, "the scenario must drop records, or it tests nothing"
+    every_offset_once(kafka, handler)
+    # While offset 1 waited, nothing at or past it was committed.
+    assert all(c[tp] <= 1 for c in kafka.commits[: next(i for i, c in enumerate(kafka.commits) if c[tp] > 1)])
+
+
+def test_kafkas_own_gaps_are_passed_after_one_re_read():
+    """Transaction markers and aborted records leave offsets no consumer ever sees."""
+    tp = TP("c", 0)
+    kafka = FakeKafka({tp: [0, 1, 3, 4, 7, 8, 9, 12]}, batch=3)
+    handler = Handler()
+
+    async def go():
+        return await run_until(kafka, handler, lambda: len(handler.settled) == 8)
+    asyncio.run(go())
+    every_offset_once(kafka, handler)
+    assert (0, 2) in kafka.seeks and (0, 5) in kafka.seeks
+
+
+def test_a_record_the_client_loses_without_a_pause_is_read_again():
+    tp = TP("c", 0)
+    kafka = FakeKafka({tp: list(range(10))}, batch=5, lose_once={(0, 3)})
+    handler = Handler()
+
+    async def go():
+        return await run_until(kafka, handler, lambda: len(handler.settled) == 10)
+    asyncio.run(go())
+    every_offset_once(kafka, handler)
+    assert set(kafka.seeks) == {(0, 3)}   # again for each record read ahead of the seek
+
+
+def test_the_first_record_past_the_committed_offset_is_a_gap_too():
+    """The group committed 4; the consumer hands over 6 first (it lost 4-5): they are read again."""
+    tp = TP("c", 0)
+    kafka = FakeKafka({tp: list(range(10))}, batch=5, committed_at={tp: 4}, lose_once={(0, 4), (0, 5)})
+    handler = Handler()
+
+    async def go():
+        return await run_until(kafka, handler, lambda: len(handler.settled) == 6)
+    asyncio.run(go())
+    assert sorted(handler.settled) == [(0, o) for o in range(4, 10)]
+    assert kafka.committed_at[tp] == 10
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_waits_pauses_drops_and_gaps_lose_and_double_nothing(seed):
+    rng = random.Random(seed)
+    logs = {}
+    for p in range(3):
+        offs = [o for o in range(40) if rng.random() > 0.15]   # Kafka's own gaps
+        logs[TP("c", p)] = offs
+    waits = {(tp.partition, o) for tp, offs in logs.items() for o in offs if rng.random() < 0.1}
+    lost = {(tp.partition, o) for tp, offs in logs.items() for o in offs if rng.random() < 0.05}
+    kafka = FakeKafka(logs, batch=rng.randint(2, 8), lose_once=lost)
+    handler = Handler(waits=waits, seed=seed)
+    total = sum(len(v) for v in logs.values())
+
+    async def go():
+        return await run_until(kafka, handler, lambda: len(handler.settled) >= total,
+                               concurrency=rng.randint(1, 4), release_after=rng.random() * 0.1)
+    asyncio.run(go())
+    every_offset_once(kafka, handler)
 
 
 def test_a_message_waiting_on_a_dependency_lets_other_partitions_flow():
     async def go():
-        h, consumer, acked, q = Handler(), FakeConsumer(), [], asyncio.Queue()
-
-        async def ack(event):
-            acked.append((event.message.partition, event.message.offset))
-
-        loop = asyncio.create_task(consume(feed(q), h, consumer, ack, Assignment(), OffsetGate(), {},
-                                           concurrency=1, session_timeout_s=6.0))
-        for e in [Event(Msg("c", 0, 0)), Event(Msg("c", 1, 0)), Event(Msg("c", 1, 1)), Event(Msg("c", 1, 2))]:
-            await q.put(e)
+        kafka = FakeKafka({TP("c", 0): [0, 1], TP("c", 1): [0, 1, 2]}, batch=4)
+        handler = Handler(waits={(0, 0)})
+        book = Partitions()
+        fetcher = asyncio.create_task(kafka.fetch())
+        loop = asyncio.create_task(consume(kafka.events(), handler, kafka, book, concurrency=1,
+                                           session_timeout_s=6.0, commit_every_s=0.01))
         for _ in range(50):
             await asyncio.sleep(0.01)
-        flowing = list(acked)
-        paused = list(consumer.paused)
-        h.dependency.set()
-        for _ in range(20):
+        flowing = sorted(handler.settled)
+        paused = set(kafka.paused)
+        committed_while_waiting = dict(kafka.committed_at)
+        handler.dependency.set()
+        for _ in range(50):
             await asyncio.sleep(0.01)
-        await q.put(None)
+        fetcher.cancel()
+        await kafka.queue.put(None)
         await asyncio.wait_for(loop, 5)
-        return flowing, paused, acked, consumer
-    flowing, paused, acked, consumer = asyncio.run(go())
-    # One slot: partition 1's messages were all done while partition 0's waited, its partition paused.
-    assert flowing == [(1, 0), (1, 1), (1, 2)] and paused == [TP("c", 0)]
-    assert acked[-1] == (0, 0) and consumer.resumed == [TP("c", 0)]
+        return flowing, paused, committed_while_waiting, kafka, handler
+    flowing, paused, committed_while_waiting, kafka, handler = asyncio.run(go())
+    # One slot: partition 1's messages were all done while partition 0's waited, its partition paused;
+    # partition 0's offset 1, handed over before the pause, may be done too, but is not committed.
+    assert {(1, 0), (1, 1), (1, 2)} <= set(flowing) and (0, 0) not in flowing and paused == {TP("c", 0)}
+    assert committed_while_waiting[TP("c", 1)] == 3 and committed_while_waiting.get(TP("c", 0), 0) == 0
+    assert sorted(handler.settled) == [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2)]
+    assert kafka.committed_at == {TP("c", 0): 2, TP("c", 1): 3}
 
 
-def test_a_revoked_partition_is_cancelled_never_acknowledged_and_its_slots_come_back():
+def test_a_revoked_partition_is_cancelled_never_committed_and_its_slots_come_back():
     async def go():
-        h, consumer, acked, q = Handler(), FakeConsumer(), [], asyncio.Queue()
-        owned, gate = Assignment(), OffsetGate()
+        q: asyncio.Queue = asyncio.Queue()
+        kafka = FakeKafka({TP("c", 0): [], TP("c", 1): []})
+        handler = Handler(waits={(0, 0)})
+        book = Partitions()
 
-        async def ack(event):
-            acked.append((event.message.partition, event.message.offset))
-
-        loop = asyncio.create_task(consume(feed(q), h, consumer, ack, owned, gate, {}, concurrency=1,
-                                           session_timeout_s=6.0))
+        async def events():
+            while (item := await q.get()) is not None:
+                yield item
+        loop = asyncio.create_task(consume(events(), handler, kafka, book, concurrency=1, session_timeout_s=6.0,
+                                           commit_every_s=0.01))
         await q.put(Event(Msg("c", 0, 0)))      # waits on the dependency, stepped aside
         await asyncio.sleep(0.05)
         await q.put(Event(Msg("c", 0, 1)))      # takes the slot, then is revoked before it even runs
         await asyncio.sleep(0)
-        cancelled = owned.revoke([TP("c", 0)])
-        gate.forget(TP("c", 0))
-        consumer.assigned.discard(TP("c", 0))
+        cancelled, final = book.revoke([TP("c", 0)])
+        kafka.assigned.discard(TP("c", 0))
         await q.put(Event(Msg("c", 0, 2)))      # fetched before the revocation: skipped
         await q.put(Event(Msg("c", 1, 0)))      # another partition still gets a slot
         for _ in range(20):
             await asyncio.sleep(0.01)
         await q.put(None)
         await asyncio.wait_for(loop, 5)
-        return cancelled, acked, h.started
-    cancelled, acked, started = asyncio.run(go())
-    assert cancelled >= 1 and acked == [(1, 0)] and (0, 2) not in started
+        return cancelled, final, kafka, handler
+    cancelled, final, kafka, handler = asyncio.run(go())
+    assert cancelled >= 1 and handler.settled == [(1, 0)]
+    assert final == {} and TP("c", 0) not in kafka.committed_at   # 0 was never settled: nothing to commit
+    assert kafka.committed_at == {TP("c", 1): 1}
+
+
+def test_the_worker_commits_the_chunks_topic_itself_and_keeps_faust_state_under_the_state_dir(tmp_path):
+    """Faust tracks and commits nothing of the chunks topic (it would fill its own gaps over records it
+    dropped); and it makes an `<app id>-data` folder even with the memory store: not in the start dir."""
+    from pipeline.settings import Settings
+    from pipeline.worker.app import create_app
+
+    settings = Settings.from_env({"CALLSTREAM_STATE_DIR": str(tmp_path), "CALLSTREAM_APP_ID": "cs-x"})
+    app = create_app(settings)
+    assert app.conf.datadir == tmp_path / "faust" / "cs-x-data"
+    (agent,) = app.agents.values()
+    assert agent.channel.topics == (settings.chunks_topic,) and agent.channel.acks is False
