@@ -123,12 +123,15 @@ class ClaimCheckStore:
         return n
 
     def ping(self) -> bool:
-        """Whether the object store answers at all (any HTTP answer counts; only silence is down)."""
+        """Whether the object store serves requests now. A 4xx is a real answer about this request (a
+        missing bucket, a policy without ListBucket), so the store is up; a 5xx, a throttle or silence
+        is a store that is down or still starting (SeaweedFS answers 500 for seconds after a restart),
+        and must not count as "answering others" when a message's retries run out."""
         try:
             self.client.head_bucket(Bucket=self.settings.claim_check_bucket)
             return True
-        except ClientError:
-            return True
+        except ClientError as exc:
+            return not isinstance(_classify(exc, self.settings.claim_check_bucket), TransientFault)
         except Exception:
             return False
 
