@@ -48,3 +48,12 @@ class TransientFault(Exception):
     def __init__(self, message: str, dependency: Dependency = "unknown") -> None:
         super().__init__(message)
         self.dependency: Dependency = dependency
+
+
+class AlreadySettled(Exception):
+    """The message's offset already has its end in the ledger (done, failed or refused): the first end
+    recorded stands, so this attempt writes nothing and reads what that end was."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(f"already {status}")
+        self.status = status

@@ -432,6 +432,21 @@ def _v8_refused(conn: Connection) -> None:
     conn.exec_driver_sql(REFUSED_V8)
 
 
+UNSENT_V9 = """
+ALTER TABLE chunks ADD COLUMN IF NOT EXISTS dead_lettered_at timestamptz;
+-- Before v9 the dead letter went out before the failed row was written: every such row was sent.
+UPDATE chunks SET dead_lettered_at = processed_at WHERE status = 'failed' AND dead_lettered_at IS NULL;
+COMMENT ON COLUMN chunks.dead_lettered_at IS 'when a failed chunk''s dead letter was acknowledged by the broker; '
+    'NULL while it is still to be sent (the row is written first)';
+CREATE INDEX IF NOT EXISTS chunks_dead_letter_unsent ON chunks (topic, partition)
+    WHERE status = 'failed' AND dead_lettered_at IS NULL;
+"""
+
+
+def _v9_unsent(conn: Connection) -> None:
+    conn.exec_driver_sql(UNSENT_V9)
+
+
 MIGRATIONS = [(1, "tables: calls, chunks ledger, emotion_segments", _v1_tables),
               (2, "views: emotion_timeline, call_track_summary, call_summary", _v2_views),
               (3, "chunks.note; call_summary: complete once seqs 0..end are settled, later seqs counted",
@@ -445,7 +460,9 @@ MIGRATIONS = [(1, "tables: calls, chunks ledger, emotion_segments", _v1_tables),
                   "views model_comparison and label_seconds (shadow models)",
                _v7_models),
               (8, "chunks.status 'refused' with error_reason call_erased (was 'erased'), keeping the call id so "
-                  "timeline and status can say a replay was refused", _v8_refused)]
+                  "timeline and status can say a replay was refused", _v8_refused),
+              (9, "chunks.dead_lettered_at: a failed row is written before its dead letter is sent, and "
+                  "marked once the broker has it", _v9_unsent)]
 
 
 def migrate(conn: Connection) -> list[int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, NamedTuple, TypedDict
 
 from sqlalchemy import BigInteger, Boolean, DateTime, Float, Index, Integer, String, Text, UniqueConstraint, func, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
@@ -117,6 +117,16 @@ class LedgerEntry(TypedDict, total=False):
     error_detail: str | None
     note: str | None
     processed_at: Any
+    dead_lettered_at: Any
+
+
+class LedgerEnd(NamedTuple):
+    """The end recorded for one offset."""
+    status: str
+    dead_lettered: bool        # a failed chunk's dead letter is acknowledged by the broker
+    error_reason: str | None
+    error_detail: str | None
+    worker: str | None
 
 
 class Base(DeclarativeBase):
@@ -141,7 +151,9 @@ class ChunkLedger(Base):
     __table_args__ = (UniqueConstraint("topic", "partition", "offset", name="chunks_message_key"),
                       Index("chunks_call_seq", "call_id", "seq"),
                       Index("chunks_call_stream_seq", "call_id", "stream", "seq"),
-                      Index("chunks_refused", "call_id", postgresql_where=text("status = 'refused'")))
+                      Index("chunks_refused", "call_id", postgresql_where=text("status = 'refused'")),
+                      Index("chunks_dead_letter_unsent", "topic", "partition",
+                            postgresql_where=text("status = 'failed' AND dead_lettered_at IS NULL")))
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     topic: Mapped[str] = mapped_column(String(255))
@@ -168,6 +180,9 @@ class ChunkLedger(Base):
     db_ms: Mapped[float | None] = mapped_column(Float, comment="time to commit the rows, measured up to the commit")
     worker: Mapped[str | None] = mapped_column(String(255))
     attempts: Mapped[int] = mapped_column(Integer, default=1)
+    dead_lettered_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), comment="when a failed chunk's dead letter was acknowledged by the broker; "
+                                         "NULL while it is still to be sent (the row is written first)")
     processed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.clock_timestamp(),
                                                    comment="when the chunk's rows were written, just before commit")
 

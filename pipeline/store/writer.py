@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pipeline.alerts.rules import Rule, evaluate
 from pipeline.contract import AlertMessage
-from pipeline.errors import BadChunk, TransientFault
+from pipeline.errors import AlreadySettled, BadChunk, TransientFault
 from pipeline.inference.fusion import DEFAULT_FUSION, FusionParams
 from pipeline.store.models import (
     REFUSED_ERASED,
@@ -36,6 +36,7 @@ from pipeline.store.models import (
     ChunkLedger,
     ChunkStatus,
     EmotionSegment,
+    LedgerEnd,
     LedgerEntry,
     PieceRow,
     SegmentPiece,
@@ -105,9 +106,25 @@ def _call_upsert(call: CallRow) -> Any:
 
 
 def _ledger_upsert(ledger: LedgerEntry) -> Any:
+    """The message's end. The first end recorded at an offset stands: a row is rewritten only by the
+    same end (a redelivery counts one more attempt), so a done chunk never becomes failed and a failed
+    one (its dead letter sent or due) never becomes done. No row changed means another end stood."""
     # clock_timestamp(), not now(): now() is the transaction's start, and latency is measured to the end.
     row = {**ledger, "processed_at": func.clock_timestamp()}
-    return _upsert(ChunkLedger, row, LEDGER_KEY, {"attempts": ChunkLedger.attempts + 1})
+    stmt = insert(ChunkLedger).values(**row)
+    update: dict[str, Any] = {c: stmt.excluded[c] for c in row if c not in LEDGER_KEY}
+    update["attempts"] = ChunkLedger.attempts + 1
+    return stmt.on_conflict_do_update(index_elements=LEDGER_KEY, set_=update,
+                                      where=ChunkLedger.status == stmt.excluded.status)
+
+
+async def _end(conn: AsyncConnection, ledger: LedgerEntry) -> None:
+    """Write the ledger row, or raise AlreadySettled (rolling back the transaction) when another end
+    stands at the offset."""
+    if not (await conn.execute(_ledger_upsert(ledger))).rowcount:
+        status = (await conn.execute(_END_OF, {"t": ledger["topic"], "p": ledger["partition"],
+                                               "o": ledger["offset"]})).first()
+        raise AlreadySettled(status[0] if status else "settled")
 
 
 def _refused(ledger: LedgerEntry) -> LedgerEntry:
@@ -135,6 +152,12 @@ SELECT id, call_id, rule, participant_id, role, window_start_ms, window_end_ms, 
 FROM alerts WHERE published_at IS NULL AND (CAST(:c AS varchar) IS NULL OR call_id = :c)
 ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED""")
 
+_END_OF = text("""
+SELECT status, dead_lettered_at IS NOT NULL, error_reason, error_detail, worker FROM chunks
+WHERE topic = :t AND partition = :p AND "offset" = :o""")
+_DEAD_LETTERED = text("""
+UPDATE chunks SET dead_lettered_at = coalesce(dead_lettered_at, clock_timestamp())
+WHERE topic = :t AND partition = :p AND "offset" = :o AND status = 'failed'""")
 _DONE_AT = text("""
 SELECT worker FROM chunks WHERE topic = :t AND partition = :p AND "offset" = :o AND status = 'done'""")
 _LATE = text("""
@@ -205,7 +228,7 @@ class SegmentWriter:
     async def record_redelivery(self, ledger: LedgerEntry) -> None:
         """The ledger row of a copy of a chunk whose rows are already committed: done, adding nothing."""
         async with self._transaction() as conn:
-            await conn.execute(_ledger_upsert(ledger))
+            await _end(conn, ledger)
 
     async def commit_chunk(self, call: CallRow, pieces: list[PieceRow], ledger: LedgerEntry) -> float:
         """Write the chunk's pieces, the rows of the cells they touch, its call and ledger rows in one
@@ -218,7 +241,7 @@ class SegmentWriter:
             gone = {r[0] for r in await conn.execute(text("SELECT track FROM erasures WHERE call_id = :c"),
                                                       {"c": call["call_id"]})}
             if "*" in gone:  # erased while this chunk was in flight: nothing of the call is written
-                await conn.execute(_ledger_upsert(_refused(ledger)))
+                await _end(conn, _refused(ledger))
                 return 0.0
             pieces = [p for p in pieces if p["participant_id"] not in gone]
             await conn.execute(_call_upsert(call))
@@ -227,7 +250,7 @@ class SegmentWriter:
             if self.rules:
                 await self._evaluate(conn, pieces)
             db_ms = (time.perf_counter() - start) * 1000
-            await conn.execute(_ledger_upsert({**ledger, "db_ms": db_ms}))
+            await _end(conn, {**ledger, "db_ms": db_ms})
         return db_ms
 
     async def _rows(self, conn: AsyncConnection, pieces: list[PieceRow], seq: int) -> list[SegmentRow]:
@@ -297,21 +320,28 @@ class SegmentWriter:
         async with self._transaction() as conn:
             await conn.execute(_LATE, {"t": topic, "p": partition, "o": offset, "n": note})
 
+    async def end_of(self, topic: str, partition: int, offset: int) -> LedgerEnd | None:
+        """The end recorded at this offset, if any: a redelivered message is settled by it."""
+        async with self._transaction() as conn:
+            row = (await conn.execute(_END_OF, {"t": topic, "p": partition, "o": offset})).first()
+        return None if row is None else LedgerEnd(*row)
+
+    async def mark_dead_lettered(self, topic: str, partition: int, offset: int) -> None:
+        async with self._transaction() as conn:
+            await conn.execute(_DEAD_LETTERED, {"t": topic, "p": partition, "o": offset})
+
     async def record_failure(self, call: CallRow | None, ledger: LedgerEntry) -> bool:
-        """The failed chunk's ledger row; False when the chunk was `done` at that offset already: the
-        first `done` stands (a late attempt of a worker that lost the partition must not undo it), and
+        """The failed chunk's ledger row, written *before* its dead letter is sent (dead_lettered_at
+        NULL until the broker has it); False when another end stands at that offset: a `done` chunk is
+        never dead-lettered (a late attempt of a worker that lost the partition must not undo it), and
         the failure becomes a note on that row."""
         async with self._transaction() as conn:
             if call:
                 await conn.execute(_call_upsert(call))
-            row = {**ledger, "processed_at": func.clock_timestamp()}
-            stmt = insert(ChunkLedger).values(**row)
-            update: dict[str, Any] = {c: stmt.excluded[c] for c in row if c not in LEDGER_KEY}
-            update["attempts"] = ChunkLedger.attempts + 1
-            result = await conn.execute(stmt.on_conflict_do_update(
-                index_elements=LEDGER_KEY, set_=update, where=ChunkLedger.status != ChunkStatus.DONE))
+            result = await conn.execute(_ledger_upsert(ledger))
             if result.rowcount:
                 return True
             await conn.execute(_LATE, {"t": ledger["topic"], "p": ledger["partition"], "o": ledger["offset"],
-                                       "n": f"a later attempt failed ({ledger.get('error_reason')}); kept done"})
+                                       "n": f"a later attempt failed ({ledger.get('error_reason')}); the first "
+                                            "end stands"})
             return False

@@ -33,15 +33,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import aiokafka.errors as aiokafka_errors
 import kafka.errors as kafka_errors
 
 from pipeline.contract import H_DLQ_PAYLOAD, ChunkMeta, bounded, dead_letter_headers, is_dead_letter_header, parse
-from pipeline.errors import BadChunk, Dependency, TransientFault
+from pipeline.errors import REASONS, AlreadySettled, BadChunk, Dependency, Reason, TransientFault
 from pipeline.media.runclock import CLOCK, Mark, RunningClock
-from pipeline.store.models import CallRow, ChunkStatus, LedgerEntry, PieceRow
+from pipeline.store.models import CallRow, ChunkStatus, LedgerEnd, LedgerEntry, PieceRow
 from pipeline.worker.metrics import Metrics
 
 log = logging.getLogger("callstream.worker")
@@ -74,6 +74,8 @@ class Ledger(Protocol):
     async def done_at(self, topic: str, partition: int, offset: int) -> str | None: ...
     async def note_late_attempt(self, topic: str, partition: int, offset: int, note: str) -> None: ...
     async def record_failure(self, call: CallRow | None, ledger: LedgerEntry) -> bool: ...
+    async def end_of(self, topic: str, partition: int, offset: int) -> LedgerEnd | None: ...
+    async def mark_dead_lettered(self, topic: str, partition: int, offset: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,18 @@ class Lease:
     during which the consumer may give the message's slot to others and stop fetching its partition."""
     held: Callable[[], bool] = field(default=_always)
     step_aside: Callable[[], AbstractAsyncContextManager[None]] = field(default=_in_place)
+
+
+@dataclass
+class _Letter:
+    """How far dead-lettering one message got, kept across its retries."""
+    recorded: bool = False   # the failed row is written
+    sent: bool = False       # the broker acknowledged the dead letter
+
+
+def _reason(stored: str | None) -> Reason:
+    """A reason read back from the ledger (written by this code, or by an older release)."""
+    return cast(Reason, stored) if stored in REASONS else "processing_error"
 
 
 class Fenced(Exception):
@@ -198,21 +212,40 @@ class MessageHandler:
 
     async def _settle(self, msg: Message) -> tuple[str, str]:
         verdict: BadChunk | None = None
+        letter = _Letter()
         attempts = 0
         while True:
             self._fence(msg)
             try:
                 if verdict is None:
+                    end = await self.writer.end_of(msg.topic, msg.partition, msg.offset)
+                    if end is not None and end.status == ChunkStatus.FAILED and not end.dead_lettered:
+                        # The failed row was written, its dead letter never acknowledged (the worker
+                        # that wrote it stopped or lost the partition): send it now, once.
+                        log.warning("%s failed earlier (%s) and its dead letter was not sent: sending it",
+                                    msg.source, end.error_reason)
+                        verdict = BadChunk(_reason(end.error_reason), end.error_detail or "")
+                        continue
+                    if end is not None:
+                        log.info("%s was settled already (%s by %s): a redelivery, nothing to do", msg.source,
+                                 end.status, end.worker)
+                        return end.status, "redelivered"
                     try:
                         return await self._process(msg), ""
-                    except (BadChunk, TransientFault, Fenced):
+                    except (BadChunk, TransientFault, Fenced, AlreadySettled):
                         raise
                     except asyncio.CancelledError:
                         raise
                     except Exception as exc:  # a bug must cost one chunk, not the worker
                         log.exception("unexpected error on %s", msg.source)
                         raise BadChunk("processing_error", _describe(exc)) from exc
-                return await self._reject(msg, verdict, attempts + 1), verdict.reason
+                return await self._reject(msg, verdict, attempts + 1, letter), verdict.reason
+            except AlreadySettled as settled:
+                # Another attempt recorded this offset's end first (a worker that owned the partition
+                # before or after this one): that end stands; read it on the next round.
+                log.warning("%s: another attempt recorded its end first (%s); this one writes nothing",
+                            msg.source, settled.status)
+                verdict = None
             except BadChunk as bad:
                 if verdict is None:
                     verdict = bad
@@ -370,44 +403,52 @@ class MessageHandler:
                        layout=meta.layout or (self.default_layout if whole_call else None),
                        last_seq=meta.seq if meta.end_of_call and not meta.stream else None)
 
-    async def _reject(self, msg: Message, bad: BadChunk, attempts: int) -> str:
-        self._fence(msg)
-        done = await self.writer.done_at(msg.topic, msg.partition, msg.offset)
-        if done is not None:
-            # Another attempt (a worker that owned the partition before or after this one) settled the
-            # chunk: its first `done` stands. This attempt is a note on that row, not a dead letter.
-            await self.writer.note_late_attempt(msg.topic, msg.partition, msg.offset, bounded(
-                f"a later attempt by {WORKER_ID} failed ({bad.reason}: {bounded(bad.detail, 200)}); kept done", 400))
-            log.warning("%s failed (%s) after %s had settled it: kept done, no dead letter", msg.source,
-                        bad.reason, done)
-            return "done"
-        log.warning("dead-lettering %s: %s", msg.source, bounded(str(bad), 300))
+    async def _reject(self, msg: Message, bad: BadChunk, attempts: int, letter: _Letter) -> str:
+        """The failed row first, written only while no other end stands and the lease holds; then the
+        dead letter; then the row is marked sent. A stop between the row and the dead letter leaves a
+        row marked unsent, and whoever processes the offset next sends it (`_settle`): never lost,
+        and never for a chunk that is done. `letter` remembers across retries what was done already."""
         try:
             meta: ChunkMeta | None = parse(msg.headers, msg.key)
         except Exception:  # BadChunk, or anything else: the dead letter needs no parsed headers
             meta = None
-        extra = dead_letter_headers(bad.reason, bad.detail, msg.source, attempts)
-        value, where = msg.value, "inline" if msg.value else "none"
-        if value and len(value) > self.dlq_inline_limit:
-            value, where = b"", await self._park(msg, value)
-        original = raw_headers(msg.headers)
-        try:
-            await self._send(msg.key, value, original + extra + [(H_DLQ_PAYLOAD, where.encode())])
-        except DeadLetterRejected as exc:
-            # Still reach the DLQ: without the original headers and payload, pointing at the source offset.
-            log.warning("dead letter of %s refused (%s); sending a reference instead", msg.source, exc)
-            await self._send(None, b"", extra + [(H_DLQ_PAYLOAD, f"omitted; see {msg.source}".encode())])
-        self.metrics.dead_letters.labels(bad.reason).inc()
-        ledger = self._ledger(msg, meta)
-        ledger.update({"status": ChunkStatus.FAILED, "error_reason": bad.reason,
-                       "error_detail": bounded(bad.detail, 2000)})
-        try:
-            await self.writer.record_failure(self._call(meta) if meta else None, ledger)
-        except BadChunk as exc:  # the header-derived fields were refused: keep the ledger row anyway
-            log.warning("ledger row of %s refused (%s); recording it without call fields", msg.source, exc)
-            for field in ("call_id", "stream", "seq", "end_of_call", "start_ms", "claim_check", "published_at"):
-                ledger.pop(field, None)  # type: ignore[misc]
-            await self.writer.record_failure(None, ledger)
+        if not letter.recorded:
+            self._fence(msg)
+            ledger = self._ledger(msg, meta)
+            ledger.update({"status": ChunkStatus.FAILED, "error_reason": bad.reason,
+                           "error_detail": bounded(bad.detail, 2000), "dead_lettered_at": None})
+            try:
+                recorded = await self.writer.record_failure(self._call(meta) if meta else None, ledger)
+            except BadChunk as exc:  # the header-derived fields were refused: keep the ledger row anyway
+                log.warning("ledger row of %s refused (%s); recording it without call fields", msg.source, exc)
+                for field in ("call_id", "stream", "seq", "end_of_call", "start_ms", "claim_check", "published_at"):
+                    ledger.pop(field, None)  # type: ignore[misc]
+                recorded = await self.writer.record_failure(None, ledger)
+            if not recorded:
+                done = await self.writer.done_at(msg.topic, msg.partition, msg.offset)
+                if done is None:
+                    raise AlreadySettled("failed or refused")
+                log.warning("%s failed (%s) after %s had settled it: kept done, no dead letter", msg.source,
+                            bad.reason, done)
+                return "done"
+            letter.recorded = True
+        if not letter.sent:
+            self._fence(msg)   # the partition's next owner sends it otherwise: the row says it is due
+            log.warning("dead-lettering %s: %s", msg.source, bounded(str(bad), 300))
+            extra = dead_letter_headers(bad.reason, bad.detail, msg.source, attempts)
+            value, where = msg.value, "inline" if msg.value else "none"
+            if value and len(value) > self.dlq_inline_limit:
+                value, where = b"", await self._park(msg, value)
+            original = raw_headers(msg.headers)
+            try:
+                await self._send(msg.key, value, original + extra + [(H_DLQ_PAYLOAD, where.encode())])
+            except DeadLetterRejected as exc:
+                # Still reach the DLQ: without the original headers and payload, pointing at the source offset.
+                log.warning("dead letter of %s refused (%s); sending a reference instead", msg.source, exc)
+                await self._send(None, b"", extra + [(H_DLQ_PAYLOAD, f"omitted; see {msg.source}".encode())])
+            letter.sent = True
+            self.metrics.dead_letters.labels(bad.reason).inc()
+        await self.writer.mark_dead_lettered(msg.topic, msg.partition, msg.offset)
         return "failed"
 
     async def _park(self, msg: Message, value: bytes) -> str:

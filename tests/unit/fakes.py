@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 
 from pipeline.contract import ChunkMeta
+from pipeline.errors import AlreadySettled
 from pipeline.inference.client import Item
 from pipeline.inference.fusion import Evidence
-from pipeline.store.models import CallRow, LedgerEntry, PieceRow
+from pipeline.store.models import CallRow, LedgerEnd, LedgerEntry, PieceRow
 from pipeline.worker.process import Timings
 
 
@@ -25,9 +26,16 @@ class FakeWriter:
     done: dict[tuple[str, int, int], str] = field(default_factory=dict)   # (topic, partition, offset) -> worker
     late_notes: list[str] = field(default_factory=list)
 
+    failed: dict[tuple[str, int, int], LedgerEntry] = field(default_factory=dict)   # the failed rows by offset
+    dead_lettered: set[tuple[str, int, int]] = field(default_factory=set)
+    # Called inside record_failure once the row is written, before it returns: a test's interleaving.
+    after_failure_row: list = field(default_factory=list)
+
     async def commit_chunk(self, call: CallRow, rows: list[PieceRow], ledger: LedgerEntry) -> float:
         if self.commit_errors:
             raise self.commit_errors.pop(0)
+        if (ledger["topic"], ledger["partition"], ledger["offset"]) in self.failed:   # the first end stands
+            raise AlreadySettled("failed")
         self.commits.append((call, rows, ledger))
         self.done.setdefault((ledger["topic"], ledger["partition"], ledger["offset"]), ledger["worker"])
         return 1.0
@@ -35,11 +43,29 @@ class FakeWriter:
     async def record_failure(self, call: CallRow | None, ledger: LedgerEntry) -> bool:
         if self.failure_errors:
             raise self.failure_errors.pop(0)
-        if (ledger["topic"], ledger["partition"], ledger["offset"]) in self.done:
+        key = (ledger["topic"], ledger["partition"], ledger["offset"])
+        if key in self.done:
             self.late_notes.append(f"failed ({ledger.get('error_reason')}); kept done")
             return False
         self.failures.append((call, ledger))
+        self.failed.setdefault(key, ledger)
+        for hook in self.after_failure_row:
+            await hook()
         return True
+
+    async def end_of(self, topic: str, partition: int, offset: int) -> LedgerEnd | None:
+        key = (topic, partition, offset)
+        if key in self.done:
+            return LedgerEnd("done", False, None, None, self.done[key])
+        if key in self.failed:
+            row = self.failed[key]
+            return LedgerEnd("failed", key in self.dead_lettered, row.get("error_reason"), row.get("error_detail"),
+                             row.get("worker"))
+        return None
+
+    async def mark_dead_lettered(self, topic: str, partition: int, offset: int) -> None:
+        if (topic, partition, offset) in self.failed:
+            self.dead_lettered.add((topic, partition, offset))
 
     async def done_at(self, topic: str, partition: int, offset: int) -> str | None:
         return self.done.get((topic, partition, offset))

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from pipeline.contract import ChunkMeta
 from pipeline.errors import BadChunk, TransientFault
 from pipeline.media.runclock import RunningClock
-from pipeline.worker.handler import WORKER_ID, Lease, MessageHandler
+from pipeline.worker.handler import Lease, MessageHandler
 from tests.unit.fakes import FakeDLQ, FakeProcessor, FakeWriter
 
 GOOD = ChunkMeta("call-1", 0, 0, duration_ms=1000).headers()
@@ -94,12 +94,67 @@ def test_work_that_runs_long_is_not_mistaken_for_a_pause():
 
 
 def test_a_late_failure_never_turns_a_done_chunk_into_failed():
-    p, w, d = FakeProcessor([BadChunk("decode_timeout", "reading the header took longer than 30s")]), FakeWriter(), \
-        FakeDLQ()
+    """Another worker commits the chunk while this one is still decoding it, then this one fails."""
+    async def go():
+        p, w, d = GatedProcessor([BadChunk("decode_timeout", "reading the header took longer than 30s")]), \
+            FakeWriter(), FakeDLQ()
+        task = asyncio.create_task(handle(MessageHandler(p, w, d)))
+        await asyncio.sleep(0.01)
+        w.done[("chunks", 0, 7)] = "other-worker:1"
+        p.go.set()
+        return await task, w, d
+    outcome, w, d = asyncio.run(go())
+    assert outcome == "done" and not d.sent and not w.failures
+    assert "decode_timeout" in w.late_notes[0]
+
+
+def test_a_redelivered_offset_with_an_end_is_settled_by_that_end_without_processing():
+    p, w, d = FakeProcessor(), FakeWriter(), FakeDLQ()
     w.done[("chunks", 0, 7)] = "other-worker:1"
     assert asyncio.run(handle(MessageHandler(p, w, d))) == "done"
-    assert not d.sent and not w.failures
-    assert WORKER_ID in w.late_notes[0] and "decode_timeout" in w.late_notes[0]
+    assert p.calls == 0 and not w.commits and not d.sent
+
+
+def test_a_failed_row_whose_dead_letter_was_never_sent_is_sent_by_the_next_owner_once():
+    p, w, d = FakeProcessor(), FakeWriter(), FakeDLQ()
+    w.failed[("chunks", 0, 7)] = {"topic": "chunks", "partition": 0, "offset": 7, "error_reason": "undecodable",
+                                  "error_detail": "moov atom not found", "worker": "gone:1"}
+    assert asyncio.run(handle(MessageHandler(p, w, d))) == "failed"
+    assert p.calls == 0 and not w.commits and d.reasons() == ["undecodable"]
+    assert ("chunks", 0, 7) in w.dead_lettered
+    assert asyncio.run(handle(MessageHandler(p, w, d))) == "failed" and len(d.sent) == 1   # again: nothing
+
+
+def test_the_failed_row_is_written_before_the_dead_letter_and_a_revocation_between_sends_nothing():
+    """The row first, then the fence, then the dead letter: a worker that loses the partition right
+    after the row leaves the sending to the next owner (the row says it is due)."""
+    owned = {"yes": True}
+    w, d = FakeWriter(), FakeDLQ()
+
+    async def revoke_after_row():
+        assert not d.sent   # the dead letter is never out before its row
+        owned["yes"] = False
+    w.after_failure_row.append(revoke_after_row)
+    h = MessageHandler(FakeProcessor([BadChunk("undecodable", "x")]), w, d)
+    assert asyncio.run(handle(h, Lease(held=lambda: owned["yes"]))) == "revoked"
+    assert not d.sent and ("chunks", 0, 7) in w.failed and ("chunks", 0, 7) not in w.dead_lettered
+    # The next owner finds the row, sends its dead letter and marks it; the chunk is never also done.
+    assert asyncio.run(handle(MessageHandler(FakeProcessor(), w, d))) == "failed"
+    assert d.reasons() == ["undecodable"] and not w.commits and ("chunks", 0, 7) in w.dead_lettered
+
+
+def test_a_chunk_whose_failed_row_appeared_while_it_was_processed_is_not_made_done():
+    """Another worker wrote the failed row first: this worker's commit is refused, the failure stands,
+    and its dead letter (not yet sent by the other) goes out once."""
+    async def go():
+        p, w, d = GatedProcessor(), FakeWriter(), FakeDLQ()
+        task = asyncio.create_task(handle(MessageHandler(p, w, d)))
+        await asyncio.sleep(0.01)
+        w.failed[("chunks", 0, 7)] = {"error_reason": "retries_exhausted", "error_detail": "x"}
+        p.go.set()
+        return await task, w, d
+    outcome, w, d = asyncio.run(go())
+    assert outcome == "failed" and not w.commits and d.reasons() == ["retries_exhausted"]
 
 
 def test_the_ledger_keeps_done_if_the_other_worker_commits_between_the_check_and_the_failure_row():

@@ -169,7 +169,8 @@ def test_metrics_count_every_end_reason_and_retry():
     p = FakeProcessor([TransientFault("triton down", "triton"), BadChunk("undecodable", "x")])
     h = handler(p, metrics=m)
     published = ChunkMeta("call-1", 1, 1000, duration_ms=1000, published_at_ms=1).headers()
-    assert [run(h), run(h), run(h, headers=published), run(h, headers=[("seq", b"1")], offset=9)] == \
+    assert [run(h), run(h, offset=10), run(h, headers=published, offset=11),
+            run(h, headers=[("seq", b"1")], offset=9)] == \
         ["failed", "done", "done", "failed"]   # the first retries once (triton), then is undecodable
 
     def value(name, **labels):

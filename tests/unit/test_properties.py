@@ -150,10 +150,12 @@ def test_a_calls_next_chunk_starts_from_the_tracking_state_its_last_chunk_left(s
     processor = ChunkProcessor(Settings.from_env({}), triton, None, ffmpeg_exe(), "m", "1")
     h = MessageHandler(processor, writer, FakeDLQ(), retry_initial_s=0.001, retry_max_s=0.001)
 
+    offsets = iter(range(100))
+
     def chunk(call, seq, start_ms, end=False):
         headers = {**VALID, "call-id": call.encode(), "seq": str(seq).encode(), "start-ms": str(start_ms).encode(),
                    "layout": b"customer", **({"end-of-call": b"true"} if end else {})}
-        assert asyncio.run(h.handle("t", 0, seq, call.encode(), sample, list(headers.items()))) == "done"
+        assert asyncio.run(h.handle("t", 0, next(offsets), call.encode(), sample, list(headers.items()))) == "done"
         return triton.hints[-1][0]
 
     assert chunk("c-1", 0, 0) is None                              # a call's first chunk searches
