@@ -27,8 +27,9 @@ from typing import Any
 
 from sqlalchemy import text
 
+from callstream_lab.bench.faults import FAULTS, Suite, broken, run_suite
 from callstream_lab.bench.runner import _descendants, status_mb
-from callstream_lab.stack import broker, objectstore, postgres, procs, triton
+from callstream_lab.stack import procs, triton
 from callstream_lab.synth import generate_call
 from pipeline.contract import ChunkMeta
 from pipeline.ingest.producer import ChunkPublisher
@@ -321,86 +322,6 @@ def _leftovers(settings: Settings, prefix: str, wait_s: float = 15.0) -> tuple[i
     return objects, chunk_files, len(regions - held(regions))
 
 
-def faults(h: Harness, m: dict[str, Path], calls: int, pause_s: float) -> list[dict[str, Any]]:
-    chunks = cut(ffmpeg_exe(), m["call60"], 5.0)[:4]  # 20 s per call
-    payloads = [c.path.read_bytes() for c in chunks]
-    services: dict[str, tuple[str, Callable[[Settings], None]] | None] = {
-        "none (baseline)": None, "worker": None,
-        "Triton": (triton.NAME, triton.start), "Postgres": (postgres.NAME, postgres.start),
-        "broker (tansu)": (broker.NAME, broker.start),
-        "object store (SeaweedFS)": (objectstore.NAME, objectstore.start),
-    }
-    out = []
-    expected_rows: int | None = None
-    for fault, svc in services.items():
-        # Every chunk goes through the claim check, so the object store is on the path too.
-        settings, env = h.isolated("fault", CALLSTREAM_INLINE_LIMIT_BYTES="50000", CALLSTREAM_RETRY_MAX_S="2")
-        worker = h.start_worker(settings, env, "rel-fault")
-        try:
-            prefix = f"f{uuid.uuid4().hex[:4]}"
-            publisher = threading.Thread(target=_publish_load, args=(settings, prefix, calls, chunks, payloads))
-            t0 = time.time()
-            publisher.start()
-            time.sleep(4)
-            recovered = time.time()
-            if fault == "worker":
-                os.killpg(worker.pid, signal.SIGKILL)
-                worker.wait()
-                time.sleep(pause_s)
-                recovered = time.time()
-                worker = h.start_worker(settings, env, "rel-fault-2")
-            elif svc is not None:
-                _kill_service(h.base, svc[0])
-                time.sleep(pause_s)
-                svc[1](h.base)
-                recovered = time.time()
-            publisher.join(timeout=600)
-            settled = h.wait_settled(settings.chunks_topic, calls * len(chunks), 600)
-            led = h.ledger(settings.chunks_topic)
-            with h.engine.connect() as conn:
-                found = conn.execute(text("SELECT count(*) FROM emotion_segments WHERE call_id LIKE :p"),
-                                     {"p": f"{prefix}-%"}).scalar_one()
-                overlaps = conn.execute(text("""
-                    SELECT count(*) FROM emotion_segments a JOIN emotion_segments b
-                      ON a.call_id = b.call_id AND a.participant_id = b.participant_id AND a.start_ms < b.start_ms
-                     AND b.start_ms < a.end_ms
-                    WHERE a.call_id LIKE :p"""), {"p": f"{prefix}-%"}).scalar_one()
-            if expected_rows is None:
-                expected_rows = found
-            last = max((r.done for r in led), default=time.time())
-            objects, chunk_files, regions = _leftovers(settings, prefix)
-            row = {"fault": fault, "chunks": f"{sum(r.status == 'done' for r in led)}/{calls * len(chunks)} done",
-                   "failed": sum(r.status == "failed" for r in led), "rows_expected": expected_rows,
-                   "rows_found": found, "rows_duplicated": overlaps, "settled": settled,
-                   "drain_after_recovery_s": round(last - recovered, 1), "total_s": round(last - t0, 1),
-                   "media_left (objects / chunk files / Triton regions)": f"{objects} / {chunk_files} / {regions}"}
-            out.append(row)
-            h.log(f"  {row}")
-        finally:
-            h.stop_worker(worker)
-            for name, start in (s for s in services.values() if s is not None):
-                if not procs.running_pid(h.base.state_dir, name):
-                    start(h.base)
-    return out
-
-
-def _publish_load(settings: Settings, prefix: str, calls: int, chunks: list[Any], payloads: list[bytes]) -> None:
-    """Publish the load, one chunk per call in turn, retrying a chunk until the broker takes it."""
-    for k, (c, payload) in enumerate(zip(chunks, payloads, strict=True)):
-        for i in range(calls):
-            meta = ChunkMeta(f"{prefix}-{i}", c.seq, c.start_ms, duration_ms=c.end_ms - c.start_ms,
-                             end_of_call=k == len(chunks) - 1)
-            for _ in range(60):
-                try:
-                    with ChunkPublisher(settings, create_topics=False) as pub:
-                        pub.publish(meta, payload)
-                        pub.wait(timeout=20)
-                    break
-                except Exception:
-                    time.sleep(1)
-            time.sleep(0.2)
-
-
 def markdown(title: str, rows: list[dict[str, Any]]) -> str:
     if not rows:
         return ""
@@ -411,7 +332,9 @@ def markdown(title: str, rows: list[dict[str, Any]]) -> str:
 
 
 def run(settings: Settings, parts: list[str], code: Path | None, memory_cases: list[str], calls: int,
-        timeout: float, log: Callable[[str], None] = print) -> str:
+        timeout: float, log: Callable[[str], None] = print, faults: list[str] | None = None,
+        seeds: int = 5) -> tuple[str, bool]:
+    """The report, and whether every fault run kept every promise (callstream_lab/bench/faults.py)."""
     h = Harness(settings, code, log)
     m = media(h)
     out = []
@@ -421,7 +344,11 @@ def run(settings: Settings, parts: list[str], code: Path | None, memory_cases: l
     if "memory" in parts:
         log("memory ...")
         out.append(markdown("Memory", memory(h, m, memory_cases, timeout)))
+    ok = True
     if "faults" in parts:
-        log("fault injection under load ...")
-        out.append(markdown("Faults under load", faults(h, m, calls, pause_s=8.0)))
-    return "\n".join(out)
+        log(f"fault injection: {seeds} point(s) of progress per fault, {calls} calls of 4 chunks, two workers ...")
+        suite = Suite(os.environ, cut(ffmpeg_exe(), m["call60"], 5.0)[:4], log, code)
+        rows = run_suite(suite, faults if faults is not None else list(FAULTS[1:]), seeds, calls)
+        ok = not any(broken(r) for r in rows)
+        out.append(markdown("Faults under load", rows))
+    return "\n".join(out), ok

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from callstream_lab.bench.faults import FAULTS
 from callstream_lab.cli.stack import start
 from pipeline.cli.base import Handler
 from pipeline.cli.ingest import parse_participant
@@ -25,7 +26,10 @@ def register(sub: Any) -> dict[str, Handler]:
     rl.add_argument("--code", help="start workers from this checkout (before/after figures)")
     rl.add_argument("--memory-cases", default="5-s chunks,live chunks alone,45-min one-chunk call,"
                                               "2-h audio-only call,8192x8192 frame")
-    rl.add_argument("--calls", type=int, default=8, help="calls of 20 s in the fault-injection load")
+    rl.add_argument("--calls", type=int, default=12, help="calls of 20 s in each fault run")
+    rl.add_argument("--seeds", type=int, default=5, help="points of progress per fault (one run each)")
+    rl.add_argument("--faults", default=",".join(FAULTS[1:]),
+                    help=f"which faults, comma-separated, of: {', '.join(FAULTS[1:])}")
     rl.add_argument("--timeout", type=float, default=900, help="longest wait for one memory case")
     be = sub.add_parser("bench", help="throughput, latency, scale-out, limits and peers (docs/BENCHMARKS.md); "
                                       "--recording measures your own recordings")
@@ -130,8 +134,12 @@ def reliability(settings: Settings, args: argparse.Namespace) -> int:
     from callstream_lab.bench.reliability import run
 
     start(settings)
-    report = run(settings, args.parts.split(","), Path(args.code) if args.code else None,
-                 args.memory_cases.split(","), args.calls, args.timeout)
+    faults = [f.strip() for f in args.faults.split(",") if f.strip()]
+    unknown = sorted(set(faults) - set(FAULTS))
+    if unknown:
+        raise SystemExit(f"error: --faults: unknown {', '.join(unknown)}; known: {', '.join(FAULTS[1:])}")
+    report, ok = run(settings, args.parts.split(","), Path(args.code) if args.code else None,
+                     args.memory_cases.split(","), args.calls, args.timeout, faults=faults, seeds=args.seeds)
     print()
     print(report)
-    return 0
+    return 0 if ok else 1

@@ -69,21 +69,22 @@ class ChunkPublisher:
         self._pending.append((label(meta), future))
         return meta
 
-    def wait(self, timeout: float = 60.0) -> None:
+    def wait(self, timeout: float = 60.0) -> list[Any]:
         """Block until every chunk sent so far is acknowledged (acks=all); raise PublishError naming
-        those that were not. A recorder must know, not guess, that its chunks are in the log."""
+        those that were not. A recorder must know, not guess, that its chunks are in the log. Returns
+        where each landed (the broker's RecordMetadata: partition and offset), in the order sent."""
         self.producer.flush(timeout=timeout)
         failed: dict[str, str] = {}
-        ok = 0
+        landed = []
         for name, future in self._pending:
             try:
-                future.get(timeout=max(1.0, timeout))
-                ok += 1
+                landed.append(future.get(timeout=max(1.0, timeout)))
             except Exception as exc:  # KafkaError, timeout: the chunk is not known to be in the log
                 failed[name] = _why(exc)
         self._pending.clear()
         if failed:
-            raise PublishError(failed, ok)
+            raise PublishError(failed, len(landed))
+        return landed
 
     def publish_raw(self, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]],
                     topic: str | None = None, partition: int | None = None) -> None:

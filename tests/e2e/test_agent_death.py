@@ -17,7 +17,7 @@ import sys
 import pipeline.worker.app as app
 
 async def broken(*args, **kwargs):
-    raise RuntimeError("injected: the ordered-ack loop died")
+    raise RuntimeError("injected: the ordered-commit loop died")
 
 app.consume = broken
 from pipeline.cli import main
@@ -39,4 +39,4 @@ def test_a_worker_whose_agent_dies_exits_non_zero(stack):
             proc.kill()
     text = log.read_text(errors="replace")
     assert code != 0, text[-3000:]
-    assert "injected: the ordered-ack loop died" in text
+    assert "injected: the ordered-commit loop died" in text
