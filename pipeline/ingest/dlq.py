@@ -2,7 +2,8 @@
 
 Replaying re-publishes the original key, value and headers to the chunks topic (a payload parked in the
 object store goes back as a claim check). Rows are upserted, so a replay never duplicates rows; a chunk
-dead-lettered twice (a crash between the DLQ send and the ledger row) is replayed once, by its source.
+dead-lettered twice (a worker stopped between the DLQ send and marking its ledger row, whose offset the
+next owner dead-letters again) is replayed once, by its source.
 """
 
 from __future__ import annotations
