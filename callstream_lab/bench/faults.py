@@ -275,7 +275,8 @@ class Suite:
         off = {i: ({r[:4] for r in rows.get(i, [])} ^ {r[:4] for r in ref.get(i, [])}) for i in set(rows) | set(ref)}
         cells = sum(len(v) for v in off.values())
         if cells:
-            self.log(f"  cells off the reference (call: cells in one run only): {({i: sorted(v) for i, v in off.items() if v})}")
+            diff = {i: sorted(v) for i, v in off.items() if v}
+            self.log(f"  cells off the reference (call: cells in one run only): {diff}")
         labels = sum(a != b for i in ref for a, b in zip(sorted(rows.get(i, [])), sorted(ref[i]), strict=False))
         with self.engine.connect() as conn:
             overlaps = conn.execute(text("""
