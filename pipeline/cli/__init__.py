@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         # A worker logs the clients' warnings; a command a user typed says what failed in one line of its own.
         logging.getLogger(noisy).setLevel(logging.WARNING if args.cmd == "worker" else logging.CRITICAL)
     from pipeline.alerts.rules import RuleError
+    from pipeline.ingest.codecs import CodecsMissing
     from pipeline.media.cut import NotMedia
     from pipeline.modelbuild.faceapi import ConversionError
     from pipeline.serving.evaluate import DatasetError
@@ -64,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         return handlers[args.cmd](settings, args)
-    except (SettingsError, RuleError, ManifestError, DatasetError, ConversionError, SchemaMismatch, NotMedia) as exc:
+    except (SettingsError, RuleError, ManifestError, DatasetError, ConversionError, SchemaMismatch, NotMedia,
+            CodecsMissing) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
