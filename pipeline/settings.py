@@ -51,6 +51,11 @@ class Settings:
     kafka_bootstrap: str = _setting("CALLSTREAM_KAFKA_BOOTSTRAP", "",
                                     "host:port of a Kafka cluster; empty = the embedded tansu broker.")
     kafka_port: int = _setting("CALLSTREAM_KAFKA_PORT", 9092, "Port of the embedded broker.", bounds=PORT)
+    embedded_broker: str = _setting("CALLSTREAM_EMBEDDED_BROKER", "tansu",
+                                    "The broker `callstream up` starts: tansu (pip only) or kafka (Apache Kafka "
+                                    "4.4 from Maven Central; needs Java 17+ and Maven).", choices=("tansu", "kafka"))
+    kafka_controller_port: int = _setting("CALLSTREAM_KAFKA_CONTROLLER_PORT", 9093,
+                                          "KRaft controller port of the embedded Apache Kafka.", bounds=PORT)
     kafka_security_protocol: str = _setting("CALLSTREAM_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT",
                                             "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, for every Kafka client.",
                                             choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"))

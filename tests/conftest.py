@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.settings import REPO_ROOT
+from pipeline.settings import REPO_ROOT, Settings
 
 
 @pytest.fixture(scope="session")
@@ -24,3 +24,30 @@ def stack(tmp_path_factory, model_repository):
     started = start_stack(tmp_path_factory.mktemp("stack"))
     yield started
     stop_stack(started)
+
+
+@pytest.fixture(scope="session")
+def kafka_stack(stack):
+    """The same services with Apache Kafka 4.4 (KRaft, from Maven Central's jars) in place of tansu; the
+    leg skips, saying why, where Java 17+ or Maven is missing."""
+    from callstream_lab.stack import apache_kafka
+    from tests.stack import Stack, free_port
+
+    why = apache_kafka.missing()
+    if why:
+        pytest.skip(f"Apache Kafka leg: {why}")
+    env = {**stack.env, "CALLSTREAM_EMBEDDED_BROKER": "kafka", "CALLSTREAM_KAFKA_PORT": str(free_port()),
+           "CALLSTREAM_KAFKA_CONTROLLER_PORT": str(free_port())}
+    started = Stack(env, Settings.from_env(env))
+    apache_kafka.start(started.settings)
+    yield started
+    for w in started.workers:
+        if w.poll() is None:
+            started.stop_worker(w, timeout=10)
+    apache_kafka.stop(started.settings)
+
+
+@pytest.fixture(params=["tansu", "kafka"])
+def any_stack(request):
+    """The core cases run on both brokers: the embedded tansu and Apache Kafka."""
+    return request.getfixturevalue("stack" if request.param == "tansu" else "kafka_stack")

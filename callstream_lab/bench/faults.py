@@ -35,7 +35,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from callstream_lab.stack import broker, objectstore, postgres, procs, triton
+from callstream_lab.stack import objectstore, postgres, procs, triton
+from callstream_lab.stack.control import kafka_service
 from pipeline.contract import H_DLQ_SOURCE, ChunkMeta
 from pipeline.ingest.producer import ChunkPublisher
 from pipeline.ingest.security import kafka_python_kwargs
@@ -46,9 +47,10 @@ from pipeline.store.db import sync_engine
 
 STALL_BOUND_S = 120.0       # a partition with unsettled offsets this long after recovery is stalled
 SIGSTOP_S = 20.0            # past the group session (6 s): the stopped worker's partitions move
-SERVICES: dict[str, tuple[str, Callable[[Settings], None]]] = {
-    "Triton": (triton.NAME, triton.start), "Postgres": (postgres.NAME, postgres.start),
-    "object store": (objectstore.NAME, objectstore.start), "broker": (broker.NAME, broker.start)}
+def services(settings: Settings) -> dict[str, tuple[str, Callable[[Settings], None]]]:
+    kafka = kafka_service(settings)
+    return {"Triton": (triton.NAME, triton.start), "Postgres": (postgres.NAME, postgres.start),
+            "object store": (objectstore.NAME, objectstore.start), "broker": (kafka.NAME, kafka.start)}
 FAULTS = ("none", "worker SIGKILL", "worker SIGSTOP", "Triton", "Postgres", "object store", "broker",
           "worker SIGKILL while waiting on Triton")
 
@@ -182,7 +184,7 @@ class Suite:
         self.workers.clear()
 
     def restart_missing_services(self) -> None:
-        for name, start in SERVICES.values():
+        for name, start in services(self.base).values():
             if not procs.running_pid(self.base.state_dir, name):
                 start(self.services)
 
@@ -242,7 +244,7 @@ class Suite:
             triton.start(self.services)
             self.start_worker(settings, env, f"{settings.app_id}-c")
         else:
-            name, start = SERVICES[fault]
+            name, start = services(self.base)[fault]
             _kill(self.base, name)
             time.sleep(pause_s)
             start(self.services)

@@ -5,9 +5,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from types import ModuleType
 
-from callstream_lab.stack import broker, objectstore, postgres, procs, triton
+from callstream_lab.stack import apache_kafka, broker, objectstore, postgres, procs, triton
 from pipeline.settings import Settings
+
+
+def kafka_service(settings: Settings) -> ModuleType:
+    """The broker `up` starts: tansu (pip only) or Apache Kafka (`CALLSTREAM_EMBEDDED_BROKER=kafka`)."""
+    return apache_kafka if settings.embedded_broker == "kafka" else broker
 
 
 def up(settings: Settings, log: Callable[[str], None] = print) -> None:
@@ -15,7 +21,10 @@ def up(settings: Settings, log: Callable[[str], None] = print) -> None:
     if not settings.s3_endpoint:
         steps.append(("object store (SeaweedFS S3)", objectstore.start))
     if not settings.kafka_bootstrap:
-        steps.append(("Kafka API (tansu)", broker.start))
+        if settings.embedded_broker == "kafka":
+            steps.append(("Apache Kafka (KRaft)", apache_kafka.start))
+        else:
+            steps.append(("Kafka API (tansu)", broker.start))
     if not settings.database_url:
         steps.append(("Postgres (embedded)", postgres.start))
     if not settings.triton_url:
@@ -33,7 +42,7 @@ def down(settings: Settings, log: Callable[[str], None] = print) -> None:
     that is how long `down` takes; in sequence it was the sum."""
     Stop = tuple[str, Callable[[Settings], bool]]
     chains: list[list[Stop]] = [[("Triton", triton.stop)], [("tansu", broker.stop), ("SeaweedFS", objectstore.stop)],
-              [("Postgres", postgres.stop)]]
+              [("Postgres", postgres.stop)], [("Apache Kafka", apache_kafka.stop)]]
 
     def run(chain: list[Stop]) -> None:
         for what, stop in chain:
@@ -47,7 +56,7 @@ def down(settings: Settings, log: Callable[[str], None] = print) -> None:
 
 def status(settings: Settings) -> dict[str, int | None]:
     return {name: procs.running_pid(settings.state_dir, name)
-            for name in (objectstore.NAME, broker.NAME, postgres.NAME, triton.NAME)}
+            for name in (objectstore.NAME, broker.NAME, apache_kafka.NAME, postgres.NAME, triton.NAME)}
 
 
 def status_lines(settings: Settings) -> list[str]:
