@@ -25,6 +25,7 @@ from pipeline.worker.consume import FINAL_COMMIT_S, Partitions, commit, consume
 from pipeline.worker.leftovers import PendingDeletes
 from pipeline.worker.metrics import Metrics
 from pipeline.worker.runtime import WorkerRuntime
+from pipeline.worker.transport import WorkerApp
 
 log = logging.getLogger("callstream.worker")
 
@@ -145,7 +146,7 @@ async def watch_loop_lag(owned: Partitions, interval: float = 0.05) -> None:
 
 def create_app(settings: Settings) -> faust.App:
     (settings.state_dir / "faust").mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = WorkerApp(
         settings.app_id,
         broker=f"kafka://{settings.bootstrap_servers}",
         key_serializer="raw", value_serializer="raw",
