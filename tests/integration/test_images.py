@@ -168,3 +168,19 @@ def test_a_registry_that_cannot_be_reached_skips_with_the_reason(tmp_path, monke
     monkeypatch.setenv("PIP_TIMEOUT", "2")
     with pytest.raises(pytest.skip.Exception, match="the package index cannot be reached"):
         _needs_registry(python, tmp_path)
+
+
+def test_the_compose_kafka_is_the_apache_kafka_the_tests_run():
+    """docker-compose.yml's broker image and the lab's Apache Kafka (infra/kafka/pom.xml) are one version,
+    with the settings the lab gives it (callstream_lab/stack/apache_kafka.py)."""
+    from callstream_lab.stack.apache_kafka import properties
+
+    kafka = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())["services"]["kafka"]
+    pom = (REPO_ROOT / "infra" / "kafka" / "pom.xml").read_text()
+    version = re.search(r"<artifactId>kafka_2\.13</artifactId>\s*<version>([^<]+)</version>", pom).group(1)
+    assert kafka["image"] == f"apache/kafka:{version}"
+    env = kafka["environment"]
+    lab = dict(line.split("=", 1) for line in properties(Settings.from_env({})).splitlines() if line)
+    for key in ("offsets.topic.replication.factor", "transaction.state.log.replication.factor",
+                "transaction.state.log.min.isr", "group.initial.rebalance.delay.ms", "message.max.bytes"):
+        assert str(env["KAFKA_" + key.upper().replace(".", "_")]) == lab[key], key
