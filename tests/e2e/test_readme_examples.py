@@ -62,3 +62,7 @@ def test_the_confluent_kafka_example_publishes_a_chunk_the_contract_accepts(stac
     meta = parse(list(record.headers), record.key)
     assert (meta.call_id, meta.seq, meta.start_ms, meta.claim_check) == \
         ("c-42", 7, 35000, "s3://callstream-chunks/calls/c-42/000007.mkv")
+    # On the partition `callstream produce` (kafka-python, the Java client's murmur2) gives the call.
+    from kafka.partitioner.default import murmur2
+
+    assert record.partition == (murmur2(b"c-42") & 0x7FFFFFFF) % settings.partitions
