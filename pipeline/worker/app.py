@@ -15,13 +15,14 @@ from typing import Any
 
 import faust
 import mode
+from aiokafka.errors import CommitFailedError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 from faust.types import TP
 
 from pipeline.alerts.rules import load_rules
 from pipeline.ingest.security import faust_credentials
 from pipeline.settings import Settings
-from pipeline.worker.consume import FINAL_COMMIT_S, Partitions, commit, consume
+from pipeline.worker.consume import FINAL_COMMIT_S, CommitRefused, Partitions, commit, consume
 from pipeline.worker.leftovers import PendingDeletes
 from pipeline.worker.metrics import Metrics
 from pipeline.worker.runtime import WorkerRuntime
@@ -84,7 +85,10 @@ class FaustConsumer:
             mine = {tp: o for tp, o in meta.items() if tp in c.assignment()}
             if mine:
                 await c.commit(mine)
-        await self._in_client(do)
+        try:
+            await self._in_client(do)
+        except CommitFailedError as exc:
+            raise CommitRefused(str(exc)) from exc
 
 
 LAG_INTERVAL_S = 5.0

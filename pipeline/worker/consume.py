@@ -46,6 +46,11 @@ SEEK_TRIES = 5          # after that many, the first record at or past the targe
 FINAL_COMMIT_S = 2.0    # how long a revocation or a stop waits for its last commit (a miss only means redoing)
 
 
+class CommitRefused(Exception):
+    """The group moved the partitions before the commit arrived: their new owner starts from the last
+    commit that did (and redoes, without duplicating, what this worker settled since)."""
+
+
 class Consumer(Protocol):
     """What the loop needs of the Kafka consumer (worker/app.py adapts Faust's; the tests a fake)."""
 
@@ -232,6 +237,10 @@ async def commit(consumer: Consumer, book: Partitions, offsets: Mapping[Any, int
         await asyncio.wait_for(consumer.commit(offsets), within_s)
     except asyncio.CancelledError:
         raise
+    except CommitRefused:
+        log.info("offsets of partitions %s not committed: the group has moved them already",
+                 sorted(getattr(tp, "partition", tp) for tp in offsets))
+        return False
     except Exception as exc:
         log.warning("offsets not committed this time (%s: %s); they are committed with the next ones",
                     type(exc).__name__, exc)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.worker.consume import Partitions, consume
+from pipeline.worker.consume import CommitRefused, Partitions, consume
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,7 @@ class FakeKafka:
     commits: list[dict[TP, int]] = field(default_factory=list)
     assigned: set[TP] = field(default_factory=set)
     lose_once: set[tuple[int, int]] = field(default_factory=set)   # records the client loses once, unpaused
+    refuse_commits: int = 0   # commits refused first, as after a rebalance the worker has not seen yet
 
     def __post_init__(self) -> None:
         self.assigned = set(self.logs)
@@ -77,6 +78,9 @@ class FakeKafka:
         return self.committed_at.get(tp, 0)
 
     async def commit(self, offsets: dict[TP, int]) -> None:
+        if self.refuse_commits:
+            self.refuse_commits -= 1
+            raise CommitRefused("the group has already rebalanced")
         self.commits.append(dict(offsets))
         self.committed_at.update(offsets)
 
@@ -170,6 +174,17 @@ def test_records_dropped_while_a_partition_waits_are_read_again_not_committed_ov
     every_offset_once(kafka, handler)
     # While offset 1 waited, nothing at or past it was committed.
     assert all(c[tp] <= 1 for c in kafka.commits[: next(i for i, c in enumerate(kafka.commits) if c[tp] > 1)])
+
+
+def test_a_refused_commit_is_made_again_with_the_next_one():
+    tp = TP("c", 0)
+    kafka = FakeKafka({tp: list(range(6))}, batch=3, refuse_commits=3)
+    handler = Handler()
+
+    async def go():
+        return await run_until(kafka, handler, lambda: len(handler.settled) == 6)
+    asyncio.run(go())
+    every_offset_once(kafka, handler)
 
 
 def test_kafkas_own_gaps_are_passed_after_one_re_read():
