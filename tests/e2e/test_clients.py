@@ -76,18 +76,19 @@ def test_every_codec_from_librdkafka_gets_rows_and_so_does_the_canary_behind_it(
 
     env, settings = stack.isolated("codecs")
     ensure_topics(settings)
+    run = uuid.uuid4().hex[:4]   # both brokers' runs share one database
     for codec in CODECS:   # one compressed batch, then a plain canary behind it on the same partition
         p = Producer({**_common(settings), "compression.type": codec})
-        _produce(p, settings.chunks_topic, f"e2e-codec-{codec}", payload)
+        _produce(p, settings.chunks_topic, f"e2e-codec-{run}-{codec}", payload)
         assert p.flush(30) == 0
         p = Producer(_common(settings))
-        _produce(p, settings.chunks_topic, f"e2e-canary-{codec}", payload)
+        _produce(p, settings.chunks_topic, f"e2e-canary-{run}-{codec}", payload)
         assert p.flush(30) == 0
     worker = stack.start_worker(env, "codecs")
     try:
         for codec in CODECS:
-            wait_chunks(settings, f"e2e-codec-{codec}", 1, timeout=120)
-            wait_chunks(settings, f"e2e-canary-{codec}", 1, timeout=60)
+            wait_chunks(settings, f"e2e-codec-{run}-{codec}", 1, timeout=120)
+            wait_chunks(settings, f"e2e-canary-{run}-{codec}", 1, timeout=60)
         assert query(settings, "SELECT count(*) FROM chunks WHERE topic = :t AND status <> 'done'",
                      t=settings.chunks_topic)[0][0] == 0
         assert worker.poll() is None, stack.worker_log("codecs")
@@ -101,12 +102,13 @@ def test_an_aborted_transactional_chunk_is_never_analysed(any_stack, payload):
     if not broker_filters_aborted_records(stack):
         pytest.skip("this broker hands aborted transactional records to read_committed consumers (tansu does)")
     ensure_topics(settings)
-    _transactions(settings, settings.chunks_topic, [("e2e-txn-aborted", False, payload),
-                                                    ("e2e-txn-committed", True, payload)])
+    run = uuid.uuid4().hex[:4]
+    _transactions(settings, settings.chunks_topic, [(f"e2e-txn-{run}-aborted", False, payload),
+                                                    (f"e2e-txn-{run}-committed", True, payload)])
     worker = stack.start_worker(env, "txn")
     try:
-        wait_chunks(settings, "e2e-txn-committed", 1, timeout=120)
+        wait_chunks(settings, f"e2e-txn-{run}-committed", 1, timeout=120)
         # Same partition, later offset: the aborted chunk was passed, never analysed.
-        assert query(settings, "SELECT count(*) FROM chunks WHERE call_id = 'e2e-txn-aborted'")[0][0] == 0
+        assert query(settings, "SELECT count(*) FROM chunks WHERE call_id = :c", c=f"e2e-txn-{run}-aborted")[0][0] == 0
     finally:
         stack.stop_worker(worker)
