@@ -6,8 +6,8 @@ Three parts, each printed as a markdown table (docs/RELIABILITY.md and docs/BENC
 - memory: worker peak RSS (and its ffmpeg children's) for 5-s chunks, a 45-minute call published as
   one chunk, a 2-hour audio-only call and an 8192x8192 frame, plus how the other partitions flowed
   meanwhile;
-- faults: kill -9 of a worker, Triton, Postgres, the broker and the object store under load, each
-  restarted after a pause: rows expected, found and duplicated, failed chunks, time to drain.
+- faults: the fault suite (callstream_lab/bench/faults.py): each fault at seeded points of progress,
+  every acknowledged offset judged for exactly one end.
 
 Workers are started from `--code DIR` when given (another checkout, for before/after figures).
 """
@@ -15,7 +15,6 @@ Workers are started from `--code DIR` when given (another checkout, for before/a
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import threading
 import time
@@ -29,7 +28,7 @@ from sqlalchemy import text
 
 from callstream_lab.bench.faults import FAULTS, Suite, broken, run_suite
 from callstream_lab.bench.runner import _descendants, status_mb
-from callstream_lab.stack import procs, triton
+from callstream_lab.stack import procs
 from callstream_lab.synth import generate_call
 from pipeline.contract import ChunkMeta
 from pipeline.ingest.producer import ChunkPublisher
@@ -291,36 +290,7 @@ def _publish_side(settings: Settings, payload: bytes) -> None:
         pub.wait()
 
 
-# --- part 3: faults ----------------------------------------------------------------------------------
-
-def _kill_service(settings: Settings, name: str) -> None:
-    pid = procs.running_pid(settings.state_dir, name)
-    if pid:
-        os.kill(pid, signal.SIGKILL)  # the service only, as a crash would: its children are on their own
-        deadline = time.time() + 10
-        while procs.running_pid(settings.state_dir, name) and time.time() < deadline:
-            time.sleep(0.1)
-
-
-def _leftovers(settings: Settings, prefix: str, wait_s: float = 15.0) -> tuple[int, int, int]:
-    """(claim-check objects of the run's calls, chunk files in /dev/shm, Triton regions nobody maps) still
-    there; the object count is given `wait_s` to reach zero (the worker retries failed deletes on a timer)."""
-    from pipeline.ingest.claimcheck import s3_client
-    from pipeline.media.chunkfile import CHUNK_PREFIX
-    from pipeline.media.holders import held
-
-    client, deadline = s3_client(settings), time.time() + wait_s
-    while True:
-        listed = client.list_objects_v2(Bucket=settings.claim_check_bucket, Prefix=f"calls/{prefix}-")
-        objects = len(listed.get("Contents", []))
-        if objects == 0 or time.time() > deadline:
-            break
-        time.sleep(1)
-    shm = Path("/dev/shm")
-    chunk_files = len(list(shm.glob(f"{CHUNK_PREFIX}*")))
-    regions = {str(p) for p in shm.glob(f"{triton.SHM_PREFIX}*")}
-    return objects, chunk_files, len(regions - held(regions))
-
+# --- part 3: faults: callstream_lab/bench/faults.py ---------------------------------------------------
 
 def markdown(title: str, rows: list[dict[str, Any]]) -> str:
     if not rows:
