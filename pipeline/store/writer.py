@@ -316,10 +316,6 @@ class SegmentWriter:
         async with self._transaction() as conn:
             return (await conn.execute(_DONE_AT, {"t": topic, "p": partition, "o": offset})).scalar_one_or_none()
 
-    async def note_late_attempt(self, topic: str, partition: int, offset: int, note: str) -> None:
-        async with self._transaction() as conn:
-            await conn.execute(_LATE, {"t": topic, "p": partition, "o": offset, "n": note})
-
     async def end_of(self, topic: str, partition: int, offset: int) -> LedgerEnd | None:
         """The end recorded at this offset, if any: a redelivered message is settled by it."""
         async with self._transaction() as conn:
@@ -342,6 +338,6 @@ class SegmentWriter:
             if result.rowcount:
                 return True
             await conn.execute(_LATE, {"t": ledger["topic"], "p": ledger["partition"], "o": ledger["offset"],
-                                       "n": f"a later attempt failed ({ledger.get('error_reason')}); the first "
-                                            "end stands"})
+                                       "n": f"a later attempt by {ledger.get('worker')} failed "
+                                            f"({ledger.get('error_reason')}); the first end stands"})
             return False

@@ -45,7 +45,8 @@ class FakeWriter:
             raise self.failure_errors.pop(0)
         key = (ledger["topic"], ledger["partition"], ledger["offset"])
         if key in self.done:
-            self.late_notes.append(f"failed ({ledger.get('error_reason')}); kept done")
+            self.late_notes.append(f"a later attempt by {ledger.get('worker')} failed ({ledger.get('error_reason')}); "
+                                   "the first end stands")
             return False
         self.failures.append((call, ledger))
         self.failed.setdefault(key, ledger)
@@ -69,9 +70,6 @@ class FakeWriter:
 
     async def done_at(self, topic: str, partition: int, offset: int) -> str | None:
         return self.done.get((topic, partition, offset))
-
-    async def note_late_attempt(self, topic: str, partition: int, offset: int, note: str) -> None:
-        self.late_notes.append(note)
 
     async def ping(self) -> bool:
         return self.up

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from pipeline.contract import ChunkMeta
 from pipeline.errors import BadChunk, TransientFault
 from pipeline.media.runclock import RunningClock
-from pipeline.worker.handler import Lease, MessageHandler
+from pipeline.worker.handler import WORKER_ID, Lease, MessageHandler
 from tests.unit.fakes import FakeDLQ, FakeProcessor, FakeWriter
 
 GOOD = ChunkMeta("call-1", 0, 0, duration_ms=1000).headers()
@@ -105,7 +105,7 @@ def test_a_late_failure_never_turns_a_done_chunk_into_failed():
         return await task, w, d
     outcome, w, d = asyncio.run(go())
     assert outcome == "done" and not d.sent and not w.failures
-    assert "decode_timeout" in w.late_notes[0]
+    assert WORKER_ID in w.late_notes[0] and "decode_timeout" in w.late_notes[0]
 
 
 def test_a_redelivered_offset_with_an_end_is_settled_by_that_end_without_processing():
