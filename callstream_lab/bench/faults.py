@@ -57,8 +57,6 @@ FAULTS = ("none", "worker SIGKILL", "worker SIGSTOP", "Triton", "Postgres", "obj
 
 @dataclass
 class Landed:
-    call: int
-    seq: int
     partition: int
     offset: int
 
@@ -109,7 +107,7 @@ class Suite:
 
     def ledger(self, topic: str) -> dict[tuple[int, int], Any]:
         """The run's ledger rows by offset; while Postgres is down, what was seen last."""
-        q = text("""SELECT partition, "offset", status, dead_lettered_at IS NOT NULL AS sent, call_id, seq,
+        q = text("""SELECT partition, "offset", status, dead_lettered_at IS NOT NULL AS sent,
                            extract(epoch FROM processed_at)::float8 AS at
                     FROM chunks WHERE topic = :t""")
         try:
@@ -140,7 +138,7 @@ class Suite:
                         with ChunkPublisher(settings, create_topics=False, connect_timeout_s=5) as pub:
                             pub.publish(meta, payload)
                             (md,) = pub.wait(timeout=20)
-                        landed.append(Landed(i, c.seq, md.partition, md.offset))
+                        landed.append(Landed(md.partition, md.offset))
                         break
                     except Exception:
                         time.sleep(1)
