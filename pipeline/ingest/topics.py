@@ -113,8 +113,10 @@ async def _assigned(settings: Settings, topic: str, **options: Any) -> AsyncIter
         await consumer.stop()   # a consumer that could not start is closed too (no "unclosed" warning)
         raise
     try:
-        await consumer.topics()  # refreshes metadata so the topic's partitions are known
-        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        # The consumer's cached metadata holds only the topics it was asked about: Apache Kafka answers a
+        # bootstrap request with none (tansu with all), so ask the cluster for this topic's partitions.
+        cluster = await consumer._client.fetch_all_metadata()
+        parts = [TopicPartition(topic, p) for p in sorted(cluster.partitions_for_topic(topic) or [])]
         if parts:
             consumer.assign(parts)
         yield consumer, parts
