@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.errors import CoordinatorLoadInProgressError, CoordinatorNotAvailableError, NotCoordinatorError
 
 from pipeline.ingest.security import kafka_python_kwargs
 from pipeline.ingest.topics import bootstrap_within
@@ -62,6 +63,23 @@ def end_offsets(consumer: KafkaConsumer, tps: list[TopicPartition], starts: dict
     return {tp: max(listed[tp], consumer.highwater(tp) or 0) for tp in tps}
 
 
+COORDINATOR_WAIT_S = 10.0
+
+
+def _group_offsets(admin: KafkaAdminClient, group: str) -> dict:
+    """The group's committed offsets. A broker that has never had a consumer group answers "coordinator
+    not available" until it has created its offsets topic (Apache Kafka does so on this first request):
+    ask again for a few seconds."""
+    deadline = time.monotonic() + COORDINATOR_WAIT_S
+    while True:
+        try:
+            return dict(admin.list_group_offsets(group).get(group, {}))
+        except (CoordinatorNotAvailableError, CoordinatorLoadInProgressError, NotCoordinatorError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def group_lag(settings: Settings, topic: str | None = None, group: str | None = None) -> list[PartitionLag]:
     topic, group = topic or settings.chunks_topic, group or settings.app_id
     admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="callstream-status",
@@ -74,7 +92,7 @@ def group_lag(settings: Settings, topic: str | None = None, group: str | None = 
             return []
         starts = consumer.beginning_offsets(tps)
         ends = end_offsets(consumer, tps, starts)
-        committed = {tp.partition: om.offset for tp, om in admin.list_group_offsets(group).get(group, {}).items()
+        committed = {tp.partition: om.offset for tp, om in _group_offsets(admin, group).items()
                      if tp.topic == topic and om.offset >= 0}
         return [PartitionLag(p, committed.get(p), ends[TopicPartition(topic, p)], starts[TopicPartition(topic, p)])
                 for p in parts]

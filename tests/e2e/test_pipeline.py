@@ -1,4 +1,5 @@
-"""Through the whole stack: kafka-python producer -> tansu -> Faust worker -> ffmpeg -> Triton -> Postgres."""
+"""Through the whole stack: kafka-python producer -> tansu or Apache Kafka -> Faust worker -> ffmpeg -> Triton
+-> Postgres. Both brokers' runs share one database, so every call id carries the broker's name."""
 
 
 import pytest
@@ -12,25 +13,32 @@ from tests.e2e.helpers import assert_contiguous, query, segments, wait_chunks
 pytestmark = pytest.mark.stack
 
 
-@pytest.fixture(scope="module")
-def pipeline(stack):
+@pytest.fixture(scope="module", params=["tansu", "kafka"])
+def pipeline(request):
+    stack = request.getfixturevalue("stack" if request.param == "tansu" else "kafka_stack")
     env, settings = stack.isolated("main")
-    worker = stack.start_worker(env, "main")
+    name = f"main-{request.param}"
+    worker = stack.start_worker(env, name)
     yield stack, env, settings, worker
-    assert worker.poll() is None, f"worker died:\n{stack.worker_log('main')}"
+    assert worker.poll() is None, f"worker died:\n{stack.worker_log(name)}"
     stack.stop_worker(worker)
+
+
+def cid(settings, name: str) -> str:
+    return f"{name}-{settings.embedded_broker}"
 
 
 def test_a_call_comes_out_complete_and_in_order_for_the_customer_only(pipeline, media):
     """The default policy: the customer is analysed; the agent's media never reaches the model."""
     stack, env, settings, _ = pipeline
-    sent = publish_recording(settings, media["call20"], "e2e-call-1")
+    call = cid(settings, "e2e-call-1")
+    sent = publish_recording(settings, media["call20"], call)
     assert len(sent) == 4 and sent[-1].end_of_call
-    wait_chunks(settings, "e2e-call-1", 4)
-    rows = segments(settings, "e2e-call-1")
+    wait_chunks(settings, call, 4)
+    rows = segments(settings, call)
     assert_contiguous(rows, "customer", 0, 20000)
     assert len(rows) == 20 and {r.track for r in rows} == {"customer"}
-    agent = query(settings, "SELECT count(*) FROM emotion_segments WHERE call_id='e2e-call-1' AND track <> 'customer'")
+    agent = query(settings, "SELECT count(*) FROM emotion_segments WHERE call_id=:c AND track <> 'customer'", c=call)
     assert agent[0][0] == 0
     # The face is the smiling astronaut: wherever a face is seen, the label is happy.
     faced = [r for r in rows if r.face_found]
@@ -39,25 +47,27 @@ def test_a_call_comes_out_complete_and_in_order_for_the_customer_only(pipeline, 
     away = [r for r in rows if r.track == "customer" and 12000 <= r.start_ms < 15000]
     assert away and not any(r.face_found for r in away)
     assert any(r.speech_found for r in rows if r.track == "customer")
-    (status,) = query(settings, "SELECT status FROM call_summary WHERE call_id='e2e-call-1'")[0]
+    (status,) = query(settings, "SELECT status FROM call_summary WHERE call_id=:c", c=call)[0]
     assert status == "complete"
 
 
 def test_duplicates_and_disorder_do_not_change_the_timeline(pipeline, media):
     stack, env, settings, _ = pipeline
+    call = cid(settings, "e2e-dup")
     chunks = cut(ffmpeg_exe(), media["call10"], 5.0)
     with ChunkPublisher(settings) as pub:
         # Out of order, and every chunk twice: as a recorder retrying after a timeout would.
         for chunk in list(reversed(chunks)) + chunks:
-            meta = ChunkMeta("e2e-dup", chunk.seq, chunk.start_ms, duration_ms=chunk.end_ms - chunk.start_ms,
+            meta = ChunkMeta(call, chunk.seq, chunk.start_ms, duration_ms=chunk.end_ms - chunk.start_ms,
                              end_of_call=chunk.seq == len(chunks) - 1)
             pub.publish(meta, chunk.path.read_bytes())
-    wait_chunks(settings, "e2e-dup", len(chunks))
+    wait_chunks(settings, call, len(chunks))
     from tests.stack import wait_for
 
-    wait_for(lambda: query(settings, "SELECT count(*) FROM chunks WHERE call_id='e2e-dup'")[0][0] == 2 * len(chunks),
+    wait_for(lambda: query(settings, "SELECT count(*) FROM chunks WHERE call_id=:c", c=call)[0][0]
+             == 2 * len(chunks),
              120, "both deliveries in the ledger")
-    rows = segments(settings, "e2e-dup")
+    rows = segments(settings, call)
     keys = [(r.track, r.start_ms) for r in rows]
     assert len(keys) == len(set(keys)) == 10
     assert_contiguous(rows, "customer", 0, 10000)
@@ -93,14 +103,15 @@ def test_produce_follow_shows_the_timeline_once_the_workers_are_done(pipeline, m
     from pipeline.settings import REPO_ROOT
 
     _, env, settings, _ = pipeline
+    call = cid(settings, "e2e-follow")
     out = subprocess.run([sys.executable, "-m", "pipeline.cli", "produce", str(media["call10"]), "--call-id",
-                          "e2e-follow", "--follow", "--follow-timeout", "180"], capture_output=True, text=True,
+                          call, "--follow", "--follow-timeout", "180"], capture_output=True, text=True,
                          env={**os.environ, **env}, cwd=REPO_ROOT, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "published 2 chunks of call e2e-follow" in out.stdout and "2 chunks done, 0 dead-lettered" in out.stdout
+    assert f"published 2 chunks of call {call}" in out.stdout and "2 chunks done, 0 dead-lettered" in out.stdout
     # The timeline as `callstream timeline` prints it: one line per segment of the customer.
     assert out.stdout.count("customer") >= 10, out.stdout
-    assert query(settings, "SELECT count(*) FROM emotion_segments WHERE call_id = 'e2e-follow'")[0][0] == 10
+    assert query(settings, "SELECT count(*) FROM emotion_segments WHERE call_id = :c", c=call)[0][0] == 10
 
 
 def test_a_single_camera_recording_with_the_default_layout_gets_a_warning_that_names_the_fix(pipeline, tmp_path):
@@ -124,14 +135,15 @@ def test_a_single_camera_recording_with_the_default_layout_gets_a_warning_that_n
         assert out.returncode == 0, out.stderr[-2000:]
         return out
 
-    as_dual = produce("e2e-webcam-dual")
+    dual, customer = cid(settings, "e2e-webcam-dual"), cid(settings, "e2e-webcam-customer")
+    as_dual = produce(dual)
     assert "warning: the picture looks like one camera's view" in as_dual.stderr, as_dual.stderr
     assert "warning: the audio is mono" in as_dual.stderr and "--layout customer" in as_dual.stderr
     faced = query(settings, "SELECT count(*) FILTER (WHERE face_found) FROM emotion_segments "
-                            "WHERE call_id = 'e2e-webcam-dual'")[0][0]
+                            "WHERE call_id = :c", c=dual)[0][0]
     assert faced == 0                      # what the warning is about: the face straddles the halves
-    as_customer = produce("e2e-webcam-customer", "--layout", "customer")
+    as_customer = produce(customer, "--layout", "customer")
     assert "warning" not in as_customer.stderr, as_customer.stderr
     faced, voiced = query(settings, "SELECT count(*) FILTER (WHERE face_found), count(*) FILTER (WHERE speech_found) "
-                                    "FROM emotion_segments WHERE call_id = 'e2e-webcam-customer'")[0]
+                                    "FROM emotion_segments WHERE call_id = :c", c=customer)[0]
     assert faced >= 4 and voiced >= 1

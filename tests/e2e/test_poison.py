@@ -34,9 +34,8 @@ def sub(headers, name, value):
     return [(k, value if k == name else v) for k, v in headers]
 
 
-def poison_corpus(good: bytes, mp4: bytes, bucket: str) -> list[tuple[str, bytes | None, list, set[str]]]:
-    """(call id, value, headers, acceptable reasons)."""
-    c = "p"
+def poison_corpus(good: bytes, mp4: bytes, bucket: str, c: str = "p") -> list[tuple[str, bytes | None, list, set[str]]]:
+    """(call id, value, headers, acceptable reasons); every call id starts with `c`."""
     ts_garbage = b"".join(b"\x47" + os.urandom(187) for _ in range(20))
     png = b"\x89PNG\r\n\x1a\n" + os.urandom(200)
     wav_empty = b"RIFF" + struct.pack("<I", 36) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16) \
@@ -88,7 +87,9 @@ def poison_corpus(good: bytes, mp4: bytes, bucket: str) -> list[tuple[str, bytes
     return corpus
 
 
-def test_poison_corpus_never_stalls_a_partition(stack, media, tmp_path):
+def test_poison_corpus_never_stalls_a_partition(any_stack, media, tmp_path):
+    stack = any_stack
+    run = stack.settings.embedded_broker   # both brokers' runs share one database: call ids carry its name
     env, _ = stack.isolated("poison")
     env.update(CALLSTREAM_INLINE_LIMIT_BYTES="4000000", CALLSTREAM_DLQ_INLINE_LIMIT_BYTES="1000000",
                CALLSTREAM_PARTITIONS=str(PARTITIONS))
@@ -97,22 +98,23 @@ def test_poison_corpus_never_stalls_a_partition(stack, media, tmp_path):
     short = generate_call(ff, tmp_path / "short.mp4", seconds=2.4)
     good = cut(ff, short, 5.0)[0].path.read_bytes()
     mp4 = media["call10"].read_bytes()
-    corpus = poison_corpus(good, mp4, settings.claim_check_bucket)
+    corpus = poison_corpus(good, mp4, settings.claim_check_bucket, f"p-{run}")
     assert len(corpus) >= 30
     # Odd but valid: a day-long duration-ms on a 2.4-s chunk is clamped to the media (and noted);
     # end-of-call on seq 0 followed by seq 1 and 2 still completes the call.
-    odd = [("odd-daylong", good, h("odd-daylong", duration_ms=86_400_000, layout="customer", end_of_call=True))]
-    odd += [("odd-eoc", good, h("odd-eoc", seq=s, start=s * 2400, end_of_call=s == 0, layout="customer"))
+    daylong, eoc = f"odd-daylong-{run}", f"odd-eoc-{run}"
+    odd = [(daylong, good, h(daylong, duration_ms=86_400_000, layout="customer", end_of_call=True))]
+    odd += [(eoc, good, h(eoc, seq=s, start=s * 2400, end_of_call=s == 0, layout="customer"))
             for s in range(3)]
-    worker = stack.start_worker(env, "poison")
+    worker = stack.start_worker(env, f"poison-{run}")
     t0 = time.time()
     try:
         with ChunkPublisher(settings) as pub:
             for i, (call, value, headers, _) in enumerate(corpus):
                 part = i % PARTITIONS
                 pub.publish_raw(value, call.encode(), headers, partition=part)
-                pub.publish_raw(good, f"good-{i}".encode(),
-                                h(f"good-{i}", layout="customer", end_of_call=True), partition=part)
+                pub.publish_raw(good, f"good-{run}-{i}".encode(),
+                                h(f"good-{run}-{i}", layout="customer", end_of_call=True), partition=part)
             for call, value, headers in odd:
                 pub.publish_raw(value, call.encode(), headers)
             pub.wait()
@@ -123,13 +125,13 @@ def test_poison_corpus_never_stalls_a_partition(stack, media, tmp_path):
         expected = 2 * len(corpus) + len(odd)
         deadline = time.time() + 400
         while settled() < expected and time.time() < deadline:
-            assert worker.poll() is None, stack.worker_log("poison")
+            assert worker.poll() is None, stack.worker_log(f"poison-{run}")
             time.sleep(1)
         elapsed = time.time() - t0
         assert settled() == expected, f"{settled()} of {expected} settled after {elapsed:.0f}s"
         done = {r[0] for r in query(settings, "SELECT call_id FROM chunks WHERE status='done' AND topic=:t",
                                     t=settings.chunks_topic)}
-        assert {f"good-{i}" for i in range(len(corpus))} <= done
+        assert {f"good-{run}-{i}" for i in range(len(corpus))} <= done
         rows = query(settings, "SELECT partition, \"offset\", status, error_reason FROM chunks WHERE topic=:t "
                                "ORDER BY partition, \"offset\"", t=settings.chunks_topic)
         by_place = {(r[0], r[1]): r for r in rows}
@@ -147,11 +149,11 @@ def test_poison_corpus_never_stalls_a_partition(stack, media, tmp_path):
         assert big.value == b"" and parked.startswith("s3://")
         b, k = parked[5:].split("/", 1)
         assert len(s3_client(settings).get_object(Bucket=b, Key=k)["Body"].read()) == 3_000_000
-        note = query(settings, "SELECT note, segments FROM chunks WHERE call_id='odd-daylong'")[0]
+        note = query(settings, "SELECT note, segments FROM chunks WHERE call_id=:c", c=daylong)[0]
         assert "clamped" in note[0] and note[1] <= 4
-        status = query(settings, "SELECT status, chunks_past_end FROM call_summary WHERE call_id='odd-eoc'")[0]
+        status = query(settings, "SELECT status, chunks_past_end FROM call_summary WHERE call_id=:c", c=eoc)[0]
         assert tuple(status) == ("complete", 2)
-        assert worker.poll() is None, stack.worker_log("poison")
+        assert worker.poll() is None, stack.worker_log(f"poison-{run}")
         print(json.dumps({"messages": expected, "seconds": round(elapsed, 1)}))
     finally:
         stack.stop_worker(worker)

@@ -14,10 +14,11 @@ from pipeline.settings import REPO_ROOT
 pytestmark = pytest.mark.stack
 
 
-def test_status_shows_a_backlog_of_n_chunks_as_a_lag_of_n(stack, media):
-    env, settings = stack.isolated("status")
-    sent = publish_recording(settings, media["call20"], "e2e-status-1")
-    sent += publish_recording(settings, media["call10"], "e2e-status-2")
+def test_status_shows_a_backlog_of_n_chunks_as_a_lag_of_n(any_stack, media):
+    env, settings = any_stack.isolated("status")
+    broker = settings.embedded_broker   # both brokers' runs share one database
+    sent = publish_recording(settings, media["call20"], f"e2e-status-1-{broker}")
+    sent += publish_recording(settings, media["call10"], f"e2e-status-2-{broker}")
     out = subprocess.run([sys.executable, "-m", "pipeline.cli", "status"], capture_output=True, text=True,
                          env={**os.environ, **env}, cwd=REPO_ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
