@@ -28,6 +28,7 @@ Reason = Literal[
     "db_rejected",           # Postgres refused this chunk's rows (data, integrity, programming error)
     "retries_exhausted",     # kept failing "transiently" while the dependency answered others
     "processing_error",      # a bug: costs one chunk, never the worker
+    "unreadable_batch",      # the consumer could not read the record batch holding this offset, refetched
 ]
 REASONS: tuple[str, ...] = get_args(Reason)
 

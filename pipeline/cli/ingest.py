@@ -207,6 +207,12 @@ def dlq(settings: Settings, args: argparse.Namespace) -> int:
 
     letters = dlq.select(dlq.read_all(settings), args.reason, args.call)
     if args.dlq_cmd == "replay":
+        # Nothing of an unreadable offset was read: there is no message to publish again.
+        unreadable = [d for d in letters if d.reason == "unreadable_batch"]
+        if unreadable:
+            print(f"not replayed: {len(unreadable)} unreadable_batch letter(s) (the consumer could not read "
+                  f"those offsets, so they carry no message; the broker's log holds their bytes)")
+            letters = [d for d in letters if d.reason != "unreadable_batch"]
         n = dlq.replay(settings, letters)
         print(f"replayed {n} dead-lettered chunks to {settings.chunks_topic}")
         return 0

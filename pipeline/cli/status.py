@@ -46,14 +46,21 @@ def status(settings: Settings, args: argparse.Namespace) -> int:
         print(f"Kafka at {settings.bootstrap_servers} unavailable: {type(exc).__name__}: {exc}")
     try:
         from pipeline.store.db import sync_engine
-        from pipeline.store.queries import in_progress, refused
+        from pipeline.store.queries import in_progress, refused, unreadable
 
         engine = sync_engine(settings)
         try:
             calls = in_progress(engine)
             refusals = refused(engine)
+            lost_batches = unreadable(engine, settings.chunks_topic)
         finally:
             engine.dispose()
+        if lost_batches:
+            print(f"offsets the consumer could not read (dead-lettered as unreadable_batch; see `callstream dlq "
+                  f"--reason unreadable_batch`): {sum(r['n'] for r in lost_batches)}")
+            for r in lost_batches:
+                span = f"offset {r['first']}" if r["first"] == r["last"] else f"offsets {r['first']}-{r['last']}"
+                print(f"  {r['topic']}/{r['partition']} {span}, the last at {r['at']:%Y-%m-%d %H:%M:%S %Z}")
         print(f"calls in progress: {len(calls)}")
         for c in calls[:20]:
             until = "-" if c["analysed_until_s"] is None else f"{float(c['analysed_until_s']):.0f}s"

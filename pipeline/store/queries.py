@@ -80,3 +80,18 @@ def erased_at(engine: Engine, call_id: str) -> Any:
     with engine.connect() as conn:
         return conn.execute(text("SELECT erased_at FROM erasures WHERE call_id = :c AND track = '*'"),
                             {"c": call_id}).scalar_one_or_none()
+
+
+# Offsets the consumer could not read (worker/transport.py), per partition: the runs of consecutive
+# offsets, so a batch of many records is one line.
+UNREADABLE = text("""
+SELECT topic, partition, min("offset") AS first, max("offset") AS last, count(*) AS n, max(processed_at) AS at
+FROM (SELECT topic, partition, "offset", processed_at,
+             "offset" - row_number() OVER (PARTITION BY topic, partition ORDER BY "offset") AS run
+      FROM chunks WHERE status = 'failed' AND error_reason = 'unreadable_batch' AND topic = :t) r
+GROUP BY topic, partition, run ORDER BY topic, partition, first""")
+
+
+def unreadable(engine: Engine, topic: str) -> list[dict]:
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(UNREADABLE, {"t": topic})]

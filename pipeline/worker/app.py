@@ -179,6 +179,7 @@ def create_app(settings: Settings) -> faust.App:
     alerts = app.topic(settings.alerts_topic, key_type=bytes, value_type=bytes)
     rules = load_rules(settings.alert_rules)  # validated before anything starts: a bad file stops the worker
     metrics = Metrics()
+    app.unreadable_fetches = metrics.unreadable_fetches   # counted in the consumer's fetch (worker/transport.py)
     book = Partitions()
     consumer = FaustConsumer(app)
     leftovers = PendingDeletes()

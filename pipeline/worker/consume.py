@@ -65,7 +65,26 @@ class Consumer(Protocol):
 
 class Handler(Protocol):
     async def handle(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
-                     headers: Any, timestamp: float | None = None, lease: Lease | None = None) -> str: ...
+                     headers: Any, timestamp: float | None = None, lease: Lease | None = None,
+                     unreadable: str | None = None) -> str: ...
+
+
+class UnreadableBatch:
+    """Where a placeholder record carries its checksum: the consumer could not read the record batch at
+    this offset (worker/transport.py). Made by the client, never from a message's bytes, so no
+    producer can forge one."""
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+
+    def __repr__(self) -> str:
+        return f"UnreadableBatch({self.detail!r})"
+
+
+def unreadable(message: Any) -> str | None:
+    """What made the record at this offset unreadable, or None for a record that was read."""
+    mark = getattr(message, "checksum", None)
+    return mark.detail if isinstance(mark, UnreadableBatch) else None
 
 
 class Receipt(Enum):
@@ -300,7 +319,7 @@ async def consume(events: AsyncIterable[Any], handler: Handler, consumer: Consum
         lease = Lease(held=lambda: book.held(m.tp, epoch), step_aside=step_aside)
         while True:
             outcome = await handler.handle(m.topic, m.partition, m.offset, m.key, m.value, m.headers,
-                                           m.timestamp, lease)
+                                           m.timestamp, lease, unreadable(m))
             if outcome != "revoked":
                 break
             # Fenced by a stop of the process: the group revokes the partition within a heartbeat or

@@ -182,14 +182,16 @@ class MessageHandler:
         self._leases: dict[int, tuple[Lease, Mark]] = {}
 
     async def handle(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
-                     headers: Any, timestamp: float | None = None, lease: Lease | None = None) -> str:
+                     headers: Any, timestamp: float | None = None, lease: Lease | None = None,
+                     unreadable: str | None = None) -> str:
         """Returns 'done', 'failed' or 'refused' once the message's end is committed, retrying until then;
-        'revoked' when the lease ended first (nothing was written for it)."""
+        'revoked' when the lease ended first (nothing was written for it). `unreadable` says why the
+        consumer could not read the record at this offset: it ends as a dead letter like a bad chunk."""
         self.metrics.in_flight.inc()
         msg = Message(topic, partition, offset, key, value, headers, timestamp)
         self._leases[id(msg)] = (lease or Lease(), self.clock.mark())
         try:
-            outcome, reason = await self._settle(msg)
+            outcome, reason = await self._settle(msg, unreadable)
         except Fenced as exc:
             log.warning("%s: %s; its new owner processes it, nothing was written here", msg.source, exc)
             outcome, reason = "revoked", ""
@@ -209,7 +211,7 @@ class MessageHandler:
         if (paused := self.clock.paused_since(mark)) > self.pause_limit_s:
             raise Fenced(f"this worker was paused for {paused:.0f}s, longer than its group session")
 
-    async def _settle(self, msg: Message) -> tuple[str, str]:
+    async def _settle(self, msg: Message, unreadable: str | None = None) -> tuple[str, str]:
         verdict: BadChunk | None = None
         letter = _Letter()
         attempts = 0
@@ -229,6 +231,9 @@ class MessageHandler:
                         log.info("%s was settled already (%s by %s): a redelivery, nothing to do", msg.source,
                                  end.status, end.worker)
                         return end.status, "redelivered"
+                    if unreadable is not None:
+                        raise BadChunk("unreadable_batch", f"the consumer could not read the record batch at "
+                                                           f"this offset: {unreadable}")
                     try:
                         return await self._process(msg), ""
                     except (BadChunk, TransientFault, Fenced, AlreadySettled):
@@ -435,7 +440,9 @@ class MessageHandler:
             self._fence(msg)   # the partition's next owner sends it otherwise: the row says it is due
             log.warning("dead-lettering %s: %s", msg.source, bounded(str(bad), 300))
             extra = dead_letter_headers(bad.reason, bad.detail, msg.source, attempts)
-            value, where = msg.value, "inline" if msg.value else "none"
+            # b"" for no value: a record needs a key or a value, and a keyless null (a stray tombstone, an
+            # offset the consumer could not read) has neither.
+            value, where = msg.value or b"", "inline" if msg.value else "none"
             if value and len(value) > self.dlq_inline_limit:
                 value, where = b"", await self._park(msg, value)
             original = raw_headers(msg.headers)

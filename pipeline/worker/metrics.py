@@ -39,6 +39,10 @@ class Metrics:
                                     registry=r)
         self.lag = Gauge("callstream_consumer_lag", "Messages of an assigned partition not yet settled by this "
                          "worker (high watermark minus the next unsettled offset)", ["topic", "partition"], registry=r)
+        self.unreadable_fetches = Counter("callstream_unreadable_fetches", "Fetches of a record batch the consumer "
+                                          "could not read (each try; the offsets given up on are dead letters with "
+                                          "reason unreadable_batch), by partition", ["topic", "partition"],
+                                          registry=r)
         self.alerts = Counter("callstream_alerts_published", "Live alerts published, by rule", ["rule"], registry=r)
         self.shadow_errors = Counter("callstream_shadow_errors", "Batches the shadow model failed (no shadow rows for "
                                      "their chunk; the primary's rows are unaffected), by error type", ["error"],

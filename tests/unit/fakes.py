@@ -101,6 +101,8 @@ class FakeDLQ:
     async def __call__(self, key: bytes | None, value: bytes | None, headers: list) -> None:
         if self.errors:
             raise self.errors.pop(0)
+        # As aiokafka's producer: a record with neither key nor value is refused before it is sent.
+        assert key is not None or value is not None, "Need at least one: key or value"
         self.sent.append((key, value, headers))
 
     def reasons(self) -> list[str]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.worker.consume import CommitRefused, Partitions, consume
+from pipeline.worker.consume import CommitRefused, Partitions, UnreadableBatch, consume
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class Msg:
     value: bytes | None = b"v"
     headers: Any = ()
     timestamp: float | None = None
+    checksum: Any = None
 
     @property
     def tp(self) -> TP:
@@ -115,10 +116,14 @@ class Handler:
         self.dependency = asyncio.Event()
         self.waits = set(waits)
         self.settled: list[tuple[int, int]] = []
+        self.unreadable: dict[tuple[int, int], str] = {}
         self.changed = asyncio.Event()
         self.rng = random.Random(seed)
 
-    async def handle(self, topic, partition, offset, key, value, headers, timestamp=None, lease=None):
+    async def handle(self, topic, partition, offset, key, value, headers, timestamp=None, lease=None,
+                     unreadable=None):
+        if unreadable is not None:
+            self.unreadable[(partition, offset)] = unreadable
         if (partition, offset) in self.waits:
             async with lease.step_aside():
                 await self.dependency.wait()
@@ -272,6 +277,32 @@ def test_a_message_waiting_on_a_dependency_lets_other_partitions_flow():
     assert committed_while_waiting[TP("c", 1)] == 3 and committed_while_waiting.get(TP("c", 0), 0) == 0
     assert sorted(handler.settled) == [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2)]
     assert kafka.committed_at == {TP("c", 0): 2, TP("c", 1): 3}
+
+
+def test_an_unreadable_placeholder_reaches_the_handler_as_such_and_a_forged_header_does_not():
+    """The transport hands an offset it could not read over as a record whose checksum is an
+    UnreadableBatch; a producer can only set headers and bytes, which never count."""
+    async def go():
+        q: asyncio.Queue = asyncio.Queue()
+        kafka = FakeKafka({TP("c", 0): []})
+        handler = Handler()
+
+        async def events():
+            while (item := await q.get()) is not None:
+                yield item
+        loop = asyncio.create_task(consume(events(), handler, kafka, Partitions(), concurrency=2,
+                                           session_timeout_s=6.0, commit_every_s=0.01))
+        await q.put(Event(Msg("c", 0, 0, headers=[("unreadable", b"yes")], checksum=12345)))
+        await q.put(Event(Msg("c", 0, 1, key=None, value=None, checksum=UnreadableBatch("Invalid CRC"))))
+        await q.put(Event(Msg("c", 0, 2)))
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+        await q.put(None)
+        await asyncio.wait_for(loop, 5)
+        return kafka, handler
+    kafka, handler = asyncio.run(go())
+    assert sorted(handler.settled) == [(0, 0), (0, 1), (0, 2)] and handler.unreadable == {(0, 1): "Invalid CRC"}
+    assert kafka.committed_at == {TP("c", 0): 3}
 
 
 def test_a_revoked_partition_is_cancelled_never_committed_and_its_slots_come_back():

@@ -68,6 +68,21 @@ def test_a_bad_header_is_dead_lettered_with_the_original_message():
     assert dict(hs)["dlq-source"] == b"chunks/0/7" and w.failures[0][0] is None   # no call row from bad headers
 
 
+def test_an_offset_the_consumer_could_not_read_is_dead_lettered_and_never_processed():
+    p, w, d = FakeProcessor(), FakeWriter(), FakeDLQ()
+    h = handler(p, w, d)
+    outcome = asyncio.run(h.handle("chunks", 3, 50, None, None, (), unreadable="CorruptRecordException: Invalid CRC"))
+    assert outcome == "failed" and p.calls == 0 and d.reasons() == ["unreadable_batch"]
+    key, value, hs = d.sent[0]
+    assert key is None and not value and dict(hs)["dlq-source"] == b"chunks/3/50"
+    assert b"Invalid CRC" in dict(hs)["dlq-detail"]
+    row = w.failures[0][1]
+    assert row["error_reason"] == "unreadable_batch" and row["offset"] == 50 and "call_id" not in row
+    # Read again after a seek back: its end stands, nothing is sent twice.
+    again = asyncio.run(h.handle("chunks", 3, 50, None, None, (), unreadable="CorruptRecordException: Invalid CRC"))
+    assert again == "failed" and len(d.sent) == 1
+
+
 def test_a_bug_costs_one_chunk_not_the_worker():
     d = FakeDLQ()
     assert run(handler(FakeProcessor([ZeroDivisionError("oops")]), dlq=d)) == "failed"
