@@ -52,7 +52,8 @@ def services(settings: Settings) -> dict[str, tuple[str, Callable[[Settings], No
     return {"Triton": (triton.NAME, triton.start), "Postgres": (postgres.NAME, postgres.start),
             "object store": (objectstore.NAME, objectstore.start), "broker": (kafka.NAME, kafka.start)}
 FAULTS = ("none", "worker SIGKILL", "worker SIGSTOP", "Triton", "Postgres", "object store", "broker",
-          "worker SIGKILL while waiting on Triton")
+          "worker SIGKILL while waiting on Triton", "rolling restart")
+ROLLING_GAP_S = 10.0        # between one worker back and the next one stopped, as a deploy would pace it
 
 
 @dataclass
@@ -71,6 +72,7 @@ class Suite:
     code: Path | None = None
     reference: dict[int, list[tuple[Any, ...]]] | None = None
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    restarts: list[float] = field(default_factory=list)   # when each worker of a rolling restart stopped
 
     def __post_init__(self) -> None:
         self.base = Settings.from_env(dict(self.base_env))
@@ -198,7 +200,9 @@ class Suite:
         try:
             a = self.start_worker(settings, env, f"{settings.app_id}-a")
             self.start_worker(settings, env, f"{settings.app_id}-b")
-            time.sleep(3)  # both in the group
+            if fault == "rolling restart":   # three workers, restarted one after the other
+                self.start_worker(settings, env, f"{settings.app_id}-c")
+            time.sleep(3)  # all in the group
             publisher = threading.Thread(target=self.publish, args=(settings, prefix, calls, landed), daemon=True)
             t0 = time.time()
             publisher.start()
@@ -219,6 +223,17 @@ class Suite:
                pause_s: float) -> float:
         """Inject the fault; returns when everything is back."""
         if fault == "none":
+            return time.time()
+        if fault == "rolling restart":
+            # A deploy: each worker stopped as its supervisor stops it (SIGTERM, a clean leave) and
+            # started again once it is gone, the next one after ROLLING_GAP_S.
+            self.restarts = []
+            for name in ("a", "b", "c"):
+                proc = self.workers[["a", "b", "c"].index(name)]
+                self.restarts.append(time.time())
+                procs.stop_process(proc, timeout=30)
+                self.start_worker(settings, env, f"{settings.app_id}-{name}2")
+                time.sleep(ROLLING_GAP_S)
             return time.time()
         if fault == "worker SIGKILL":
             os.killpg(worker.pid, signal.SIGKILL)
@@ -285,6 +300,16 @@ class Suite:
                  AND a.start_ms < b.start_ms AND b.start_ms < a.end_ms
                 WHERE a.call_id LIKE :p"""), {"p": f"{prefix}-%"}).scalar_one()
         settled_at = max((r.at for r in ends), default=recovered)
+        stalls = {}
+        if fault == "rolling restart":
+            # Per restart: the longest time no chunk was settled, from the stop until 45 s after it or
+            # the last chunk settled, whichever is first ("idle": the publisher had finished and nothing
+            # was left to settle, so the stop stalled nothing that can be seen).
+            times = sorted(r.at for r in ends)
+            for i, t in enumerate(self.restarts):
+                window = [t] + [x for x in times if t < x < t + 45]
+                gaps = [b - a for a, b in zip(window, window[1:], strict=False)]
+                stalls[f"stall after stop {i + 1} s"] = round(max(gaps), 1) if gaps else "idle"
         return {
             "fault": fault, "seed": seed, "injected after": injected_at, "published": len(want),
             "done": len(done), "failed": len(failed), "dead letters": sum(dlq.values()),
@@ -298,6 +323,7 @@ class Suite:
             "drain after recovery s": round(max(0.0, settled_at - recovered), 1),
             "total s": round(settled_at - t0, 1),
             "media left (objects / chunk files / Triton regions)": leftovers(settings, prefix),
+            **stalls,
         }
 
 
