@@ -14,6 +14,8 @@ import re
 import shutil
 import subprocess
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from callstream_lab.stack import procs
@@ -56,16 +58,49 @@ def jars(state: Path) -> Path:
     return libs
 
 
-def properties(settings: Settings) -> str:
+@dataclass(frozen=True)
+class Secure:
+    """A broker as a managed cluster runs one: clients on SASL_SSL (SCRAM-SHA-512 and PLAIN), ACLs
+    enforced (StandardAuthorizer, nothing allowed without an ACL). `users` maps names to passwords and
+    holds `admin`, the super user the broker uses on its own listener. The controller listener stays
+    plaintext on loopback, its principal (ANONYMOUS) a super user, as the broker must reach it."""
+    keystore: Path              # PEM: the broker's PKCS#8 private key, then its certificate chain
+    cafile: Path                # PEM: the CA the broker trusts on its own inter-broker connections
+    users: Mapping[str, str]
+
+    def lines(self) -> list[str]:
+        admin = self.users["admin"]
+        plain_users = " ".join(f'user_{name}="{pw}"' for name, pw in sorted(self.users.items()))
+        return [
+            "inter.broker.listener.name=SASL_SSL", "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
+            "sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram."
+            f'ScramLoginModule required username="admin" password="{admin}";',
+            "listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain."
+            f'PlainLoginModule required username="admin" password="{admin}" {plain_users};',
+            "ssl.keystore.type=PEM", f"ssl.keystore.location={self.keystore}",
+            "ssl.truststore.type=PEM", f"ssl.truststore.location={self.cafile}",
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users=User:admin;User:ANONYMOUS", "allow.everyone.if.no.acl.found=false"]
+
+    def scram(self) -> list[str]:
+        """StorageTool arguments that create every user's SCRAM-SHA-512 credential at format time."""
+        return [arg for name, pw in sorted(self.users.items())
+                for arg in ("--add-scram", f"SCRAM-SHA-512=[name={name},password={pw}]")]
+
+
+def properties(settings: Settings, name: str = NAME, secure: Secure | None = None) -> str:
     port, controller = settings.kafka_port, settings.kafka_controller_port
+    listener = "SASL_SSL" if secure else "PLAINTEXT"
     return "\n".join([
         "process.roles=broker,controller", "node.id=1",
         f"controller.quorum.bootstrap.servers=127.0.0.1:{controller}",
-        f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
-        f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+        f"listeners={listener}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
+        f"advertised.listeners={listener}://127.0.0.1:{port}",
         "controller.listener.names=CONTROLLER",
-        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-        f"log.dirs={settings.state_dir / 'kafka' / 'data'}",
+        f"listener.security.protocol.map={listener}:{listener},CONTROLLER:PLAINTEXT",
+        *(secure.lines() if secure else []),
+        f"log.dirs={settings.state_dir / name / 'data'}",
         # As docker-compose.yml's Kafka: one node, so every internal topic has one replica.
         "offsets.topic.replication.factor=1", "transaction.state.log.replication.factor=1",
         "transaction.state.log.min.isr=1", "share.coordinator.state.topic.replication.factor=1",
@@ -76,8 +111,11 @@ def properties(settings: Settings) -> str:
 def _ready(settings: Settings) -> bool:
     from kafka import KafkaAdminClient
 
+    from pipeline.ingest.security import kafka_python_kwargs
+
     try:
-        admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=3000)
+        admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=3000,
+                                 **kafka_python_kwargs(settings))
     except Exception:
         return False
     try:
@@ -89,20 +127,24 @@ def _ready(settings: Settings) -> bool:
         admin.close()
 
 
-def start(settings: Settings) -> None:
+def start(settings: Settings, name: str = NAME, secure: Secure | None = None) -> None:
+    """Start the broker `name` (its files under the state folder's `name/`). With `secure`, `settings`
+    are the admin's client settings (SASL_SSL, the test CA): readiness is checked as the admin."""
     state = settings.state_dir
     libs = jars(state)
-    home = state / "kafka"
+    home = state / name
+    home.mkdir(parents=True, exist_ok=True)
     config = home / "server.properties"
-    config.write_text(properties(settings))
+    config.write_text(properties(settings, name, secure))
     java = shutil.which("java") or "java"
     classpath = f"{libs}/*"
     if not (home / "data" / "meta.properties").is_file():
         subprocess.run([java, "-cp", classpath, "kafka.tools.StorageTool", "format", "--standalone",
-                        "-t", _cluster_id(), "-c", str(config)], check=True, capture_output=True, timeout=300)
-    procs.start(state, NAME, [java, "-Xms256m", "-Xmx1g", "-cp", classpath, "kafka.Kafka", str(config)])
+                        "-t", _cluster_id(), "-c", str(config), *(secure.scram() if secure else [])],
+                       check=True, capture_output=True, timeout=300)
+    procs.start(state, name, [java, "-Xms256m", "-Xmx1g", "-cp", classpath, "kafka.Kafka", str(config)])
     procs.wait_until(lambda: procs.port_open(settings.kafka_port) and _ready(settings), "Apache Kafka", 120,
-                     state, NAME)
+                     state, name)
 
 
 def _cluster_id() -> str:
@@ -112,5 +154,5 @@ def _cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
-def stop(settings: Settings) -> bool:
-    return procs.stop(settings.state_dir, NAME)
+def stop(settings: Settings, name: str = NAME) -> bool:
+    return procs.stop(settings.state_dir, name)

@@ -108,6 +108,17 @@ def unreachable_service(exc: BaseException) -> str | None:
     # kafka-python 3 says KafkaConnectionError or KafkaTimeoutError (older ones NoBrokersAvailable).
     kafka_down = tuple(getattr(kafka_errors, name) for name in ("NoBrokersAvailable", "KafkaConnectionError",
                                                                  "KafkaTimeoutError") if hasattr(kafka_errors, name))
+    if isinstance(exc, kafka_errors.SaslAuthenticationFailedError | aiokafka_errors.SaslAuthenticationFailed):
+        return (f"Kafka at {settings.bootstrap_servers} refused the credentials of user "
+                f"{settings.kafka_sasl_username!r} ({settings.kafka_sasl_mechanism.upper()} over "
+                f"{settings.kafka_security_protocol.upper()}): check CALLSTREAM_KAFKA_SASL_USERNAME and "
+                f"CALLSTREAM_KAFKA_SASL_PASSWORD")
+    refused = (kafka_errors.AuthorizationError, aiokafka_errors.TopicAuthorizationFailedError,
+               aiokafka_errors.GroupAuthorizationFailedError, aiokafka_errors.ClusterAuthorizationFailedError)
+    if isinstance(exc, refused):
+        who = settings.kafka_sasl_username or "this client"
+        return (f"Kafka at {settings.bootstrap_servers} refused {who} ({type(exc).__name__}): its ACLs do not "
+                f"allow this; docs/OPERATIONS.md lists what each principal needs")
     if isinstance(exc, kafka_down + (aiokafka_errors.KafkaConnectionError,)):
         return (f"Kafka at {settings.bootstrap_servers} does not answer ({type(exc).__name__}): {start}, "
                 "or point CALLSTREAM_KAFKA_BOOTSTRAP at your brokers")

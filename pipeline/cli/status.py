@@ -27,6 +27,8 @@ def status(settings: Settings, args: argparse.Namespace) -> int:
         except Exception as exc:
             print(f"{section.name}: unavailable ({type(exc).__name__}: {exc})")
     try:
+        from kafka.errors import AuthorizationError
+
         from pipeline.ingest.lag import group_lag, topic_depth
 
         lags = group_lag(settings)
@@ -41,7 +43,11 @@ def status(settings: Settings, args: argparse.Namespace) -> int:
         if untrusted:
             print(f"  ? the broker reports end offsets below the group's committed offsets on partition(s) "
                   f"{', '.join(map(str, untrusted))}: their lag cannot be computed from offsets")
-        print(f"dead letters on {settings.dlq_topic}: {topic_depth(settings, settings.dlq_topic)}")
+        try:
+            print(f"dead letters on {settings.dlq_topic}: {topic_depth(settings, settings.dlq_topic)}")
+        except AuthorizationError:   # counting them reads the topic: a worker's principal may only write it
+            who = settings.kafka_sasl_username or "this client"
+            print(f"dead letters on {settings.dlq_topic}: not counted ({who} may not read that topic)")
     except Exception as exc:
         print(f"Kafka at {settings.bootstrap_servers} unavailable: {type(exc).__name__}: {exc}")
     try:

@@ -55,3 +55,34 @@ def faust_credentials(settings: Settings) -> Any:
     return faust.SASLCredentials(username=settings.kafka_sasl_username,
                                  password=settings.kafka_sasl_password.get_secret_value(),
                                  ssl_context=ssl_context(settings), mechanism=settings.kafka_sasl_mechanism.upper())
+
+
+def require_credentials(settings: Settings, timeout_s: float = 10.0) -> None:
+    """Authenticate once against the first bootstrap broker that answers, so wrong credentials fail at
+    once: the clients retry a failed SASL handshake as a broker that is not up yet, and say only
+    "unable to bootstrap" after their timeout. Raises aiokafka's SaslAuthenticationFailed; anything
+    else (a broker down) is left to the clients' own retries."""
+    if not _check(settings).startswith("SASL"):
+        return
+    import asyncio
+
+    from aiokafka.conn import create_conn
+    from aiokafka.errors import SaslAuthenticationFailed
+
+    async def attempt() -> None:
+        for server in settings.bootstrap_servers.split(","):
+            host, _, port = server.strip().rpartition(":")
+            try:
+                conn = await asyncio.wait_for(create_conn(
+                    host.strip("[]"), int(port), client_id="callstream-auth-check", ssl_context=ssl_context(settings),
+                    security_protocol=_check(settings), sasl_mechanism=settings.kafka_sasl_mechanism.upper(),
+                    sasl_plain_username=settings.kafka_sasl_username,
+                    sasl_plain_password=settings.kafka_sasl_password.get_secret_value()), timeout_s)
+            except SaslAuthenticationFailed:
+                raise
+            except Exception:
+                continue   # not answering: the next one, else the clients' own retries say so
+            conn.close()
+            return
+
+    asyncio.run(attempt())

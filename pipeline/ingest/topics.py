@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,10 +11,12 @@ from typing import Any
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import AuthorizationError, KafkaError, SaslAuthenticationFailedError, TopicAlreadyExistsError
 
-from pipeline.ingest.security import aiokafka_kwargs, kafka_python_kwargs
+from pipeline.ingest.security import aiokafka_kwargs, kafka_python_kwargs, require_credentials
 from pipeline.settings import Settings
+
+log = logging.getLogger("callstream.topics")
 
 
 def bootstrap_within(client: type, seconds: float) -> dict[str, int]:
@@ -24,6 +27,10 @@ def bootstrap_within(client: type, seconds: float) -> dict[str, int]:
 
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
+    """Create the topics that do not exist yet. A principal that may not create topics (least privilege:
+    a recorder, a worker) leaves that to the operator who made them; wrong credentials fail at once,
+    they are not a broker that is still starting."""
+    require_credentials(settings)
     deadline = time.time() + timeout
     while True:
         try:
@@ -31,12 +38,14 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
                                      **bootstrap_within(KafkaAdminClient, max(1.0, deadline - time.time())),
                                      **kafka_python_kwargs(settings))
             break
+        except (SaslAuthenticationFailedError, AuthorizationError):
+            raise
         except KafkaError:
             if time.time() > deadline:
                 raise
             time.sleep(0.5)
     try:
-        existing = set(admin.list_topics())
+        existing = set(admin.list_topics())   # the topics this principal may describe
         wanted = [NewTopic(settings.chunks_topic, settings.partitions, 1),
                   NewTopic(settings.dlq_topic, max(1, settings.partitions // 4), 1),
                   NewTopic(settings.alerts_topic, max(1, settings.partitions // 4), 1)]
@@ -47,6 +56,10 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
                 admin.create_topics([topic])
             except TopicAlreadyExistsError:
                 pass
+            except AuthorizationError:
+                # Not ours to create (or even to see): the broker says so again, in one line, if this
+                # client then needs the topic and may not use it.
+                log.debug("not allowed to create %s; the operator creates it", topic.name)
     finally:
         admin.close()
 
