@@ -1,6 +1,6 @@
 """The fault suite: every published offset reaches exactly one end, whatever fails and whenever.
 
-One run: two workers in one group, `calls` calls of four 5-s chunks (every chunk through the claim
+One run: two workers (or `group`) in one group, `calls` calls of four 5-s chunks (every chunk through the claim
 check, so the object store is on the path), one fault injected once a seeded number of chunks is
 settled (its point of progress). Then, from outside the workers:
 
@@ -19,6 +19,7 @@ messages wait on a Triton that is down (the backoff path).
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import signal
@@ -53,6 +54,7 @@ def services(settings: Settings) -> dict[str, tuple[str, Callable[[Settings], No
             "object store": (objectstore.NAME, objectstore.start), "broker": (kafka.NAME, kafka.start)}
 FAULTS = ("none", "worker SIGKILL", "worker SIGSTOP", "Triton", "Postgres", "object store", "broker",
           "worker SIGKILL while waiting on Triton", "rolling restart")
+NAMES = ("a", "b", "c", "d", "e", "f")
 ROLLING_GAP_S = 10.0        # between one worker back and the next one stopped, as a deploy would pace it
 
 
@@ -60,6 +62,7 @@ ROLLING_GAP_S = 10.0        # between one worker back and the next one stopped, 
 class Landed:
     partition: int
     offset: int
+    at: float = 0.0     # when the broker acknowledged it
 
 
 @dataclass
@@ -71,8 +74,9 @@ class Suite:
     log: Callable[[str], None] = print
     code: Path | None = None
     reference: dict[int, list[tuple[Any, ...]]] | None = None
+    group: int = 2            # workers in the consumer group (a rolling restart restarts each in turn)
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    restarts: list[float] = field(default_factory=list)   # when each worker of a rolling restart stopped
+    restarts: list[float] = field(default_factory=list)   # when each worker stopped (rolling restart, SIGKILL)
 
     def __post_init__(self) -> None:
         self.base = Settings.from_env(dict(self.base_env))
@@ -140,7 +144,7 @@ class Suite:
                         with ChunkPublisher(settings, create_topics=False, connect_timeout_s=5) as pub:
                             pub.publish(meta, payload)
                             (md,) = pub.wait(timeout=20)
-                        landed.append(Landed(md.partition, md.offset))
+                        landed.append(Landed(md.partition, md.offset, time.time()))
                         break
                     except Exception:
                         time.sleep(1)
@@ -199,9 +203,8 @@ class Suite:
         injected_at, recovered, t0 = 0, time.time(), time.time()
         try:
             a = self.start_worker(settings, env, f"{settings.app_id}-a")
-            self.start_worker(settings, env, f"{settings.app_id}-b")
-            if fault == "rolling restart":   # three workers, restarted one after the other
-                self.start_worker(settings, env, f"{settings.app_id}-c")
+            for name in NAMES[1:self.group]:
+                self.start_worker(settings, env, f"{settings.app_id}-{name}")
             time.sleep(3)  # all in the group
             publisher = threading.Thread(target=self.publish, args=(settings, prefix, calls, landed), daemon=True)
             t0 = time.time()
@@ -228,14 +231,15 @@ class Suite:
             # A deploy: each worker stopped as its supervisor stops it (SIGTERM, a clean leave) and
             # started again once it is gone, the next one after ROLLING_GAP_S.
             self.restarts = []
-            for name in ("a", "b", "c"):
-                proc = self.workers[["a", "b", "c"].index(name)]
+            for i, name in enumerate(NAMES[:self.group]):
+                proc = self.workers[i]
                 self.restarts.append(time.time())
                 procs.stop_process(proc, timeout=30)
                 self.start_worker(settings, env, f"{settings.app_id}-{name}2")
                 time.sleep(ROLLING_GAP_S)
             return time.time()
         if fault == "worker SIGKILL":
+            self.restarts = [time.time()]
             os.killpg(worker.pid, signal.SIGKILL)
             worker.wait()
             time.sleep(pause_s)
@@ -301,15 +305,24 @@ class Suite:
                 WHERE a.call_id LIKE :p"""), {"p": f"{prefix}-%"}).scalar_one()
         settled_at = max((r.at for r in ends), default=recovered)
         stalls = {}
-        if fault == "rolling restart":
-            # Per restart: the longest time no chunk was settled, from the stop until 45 s after it or
+        if fault in ("rolling restart", "worker SIGKILL"):
+            # Per stop: the longest time no chunk was settled, from the stop until 45 s after it or
             # the last chunk settled, whichever is first ("idle": the publisher had finished and nothing
             # was left to settle, so the stop stalled nothing that can be seen).
+            # And the longest a partition waited: from the stop to the first settling of an offset that
+            # was in the log, unsettled, when the worker stopped (its partition moved, or came back).
             times = sorted(r.at for r in ends)
             for i, t in enumerate(self.restarts):
                 window = [t] + [x for x in times if t < x < t + 45]
                 gaps = [b - a for a, b in zip(window, window[1:], strict=False)]
                 stalls[f"stall after stop {i + 1} s"] = round(max(gaps), 1) if gaps else "idle"
+                waiting: dict[int, float] = {}
+                for x in landed:
+                    row = led.get((x.partition, x.offset))
+                    if row is not None and x.at < t < row.at:
+                        waiting[x.partition] = min(waiting.get(x.partition, math.inf), row.at)
+                stalls[f"partition wait after stop {i + 1} s"] = \
+                    round(max(a - t for a in waiting.values()), 1) if waiting else "idle"
         return {
             "fault": fault, "seed": seed, "injected after": injected_at, "published": len(want),
             "done": len(done), "failed": len(failed), "dead letters": sum(dlq.values()),
