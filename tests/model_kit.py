@@ -76,10 +76,34 @@ def export_face(target: Path, kind: str = "ok") -> Path:
                    {"input": {0: "batch"}, "output": {0: "batch"}})
 
 
-def export_voice(target: Path, kind: str = "labels") -> Path:
+def export_voice(target: Path, kind: str = "labels", batch: int | None = None) -> Path:
+    """`batch`: export with that batch fixed (public exports often fix it at 1), else dynamic."""
     import torch
 
-    return _export(voice_net(kind), torch.rand(2, 16000), target,
+    dynamic = {"input": {1: "samples"}} if batch else {"input": {0: "batch", 1: "samples"}, "output": {0: "batch"}}
+    return _export(voice_net(kind), torch.rand(batch or 2, 16000), target, dynamic)
+
+
+def framed_voice_net():
+    """The toy voice net behind a wav2vec-like framing: the waveform is cut into 20-ms frames of 320
+    samples by a Reshape, so ONNX Runtime refuses a window whose length is not a multiple of 320 and
+    answers every other one (the toy voice net's labels, from the frames' RMS)."""
+    import torch
+
+    class Framed(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            frames = x.reshape(x.shape[0], x.shape[1] // 320, 320)
+            r = torch.sqrt((frames * frames).mean(dim=(1, 2)) + 1e-12)
+            z = torch.zeros_like(r)
+            return torch.stack([z, 40 * r, z + 1, z, z, z, z], dim=1)
+
+    return Framed()
+
+
+def export_framed_voice(target: Path) -> Path:
+    import torch
+
+    return _export(framed_voice_net(), torch.rand(2, 16000), target,
                    {"input": {0: "batch", 1: "samples"}, "output": {0: "batch"}})
 
 

@@ -73,12 +73,17 @@ def add(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.serving.repository import add as install
 
     result, report, new = install(Path(args.manifest), settings.model_repository, args.as_name, dry_run=args.check)
+    def batch(net: dict) -> str:
+        n = net.get("max_batch")
+        return f" (its batch is fixed at {n}: served {n} at a time)" if n else ""
+
     for face in report["face"]:
-        print(f"  face net {face['name']}: input {face['input_shape']} {face['input_dtype']}, trial run ok "
-              f"(labels on noise: {', '.join(face['trial_labels'])})")
+        print(f"  face net {face['name']}: input {face['input_shape']} {face['input_dtype']}{batch(face)}, trial "
+              f"run ok at batches of 1 and 8 (labels on noise: {', '.join(face['trial_labels'])})")
     if report["voice"]:
         v = report["voice"]
-        print(f"  voice net: input {v['input_shape']} {v['input_dtype']}, trial run ok")
+        print(f"  voice net: input {v['input_shape']} {v['input_dtype']}{batch(v)}, trial run ok at batches of 1 "
+              "and 8")
     if args.check:
         print(f"{args.manifest}: valid; would install {result.model_version} as model {result.triton_name}")
         return 0

@@ -24,11 +24,32 @@ class NetOutputError(ValueError):
     """A net answered with the wrong shape or with values that are not finite numbers."""
 
 
+class NetInputError(ValueError):
+    """A net's runtime refused a request's inputs (ONNX Runtime's shape and value checks, a TorchScript
+    error). The same inputs fail the same way again: the request fails for good, it is not retried."""
+
+
 class Runner(Protocol):
     input_shape: tuple[int | None, ...]   # None where the net accepts any size (a dynamic axis)
     input_dtype: str                      # "float32" or "uint8"
+    max_batch: int | None                 # the batch the net's input fixes (often 1 in public exports)
 
     def __call__(self, x: np.ndarray) -> np.ndarray: ...
+
+
+def _in_slices(run: Any, x: np.ndarray, max_batch: int | None, name: str, runtime: str) -> np.ndarray:
+    """Run `x` through `run` at most `max_batch` items at a time, so a net exported with a fixed batch
+    answers the batches the worker stacks; a refusal names the net, the input shape and the reason."""
+    step = max_batch if max_batch else max(1, len(x))
+    outs = []
+    for i in range(0, max(1, len(x)), step):
+        part = x[i:i + step] if max_batch else x
+        try:
+            outs.append(np.asarray(run(part)))
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:300]
+            raise NetInputError(f"{name}: {runtime} refused input {list(part.shape)}: {first}") from None
+    return outs[0] if len(outs) == 1 else np.concatenate(outs)
 
 
 def providers(device: str) -> list[str]:
@@ -65,20 +86,24 @@ class OnnxRunner:
         if len(inputs) != 1 or not outputs:
             raise ValueError(f"{path.name} has {len(inputs)} inputs and {len(outputs)} outputs; "
                              "a net here takes one input and its first output is read")
+        self.name = path.name
         self.input_name, self.output_name = inputs[0].name, outputs[0].name
         self.input_shape = tuple(d if isinstance(d, int) and d > 0 else None for d in inputs[0].shape)
+        self.max_batch = self.input_shape[0] if self.input_shape else None
         kinds = {"tensor(float)": "float32", "tensor(uint8)": "uint8"}
         if inputs[0].type not in kinds:
             raise ValueError(f"{path.name} takes {inputs[0].type}; float32 and uint8 inputs are supported")
         self.input_dtype = kinds[inputs[0].type]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.session.run([self.output_name], {self.input_name: x})[0])
+        return _in_slices(lambda part: self.session.run([self.output_name], {self.input_name: part})[0], x,
+                          self.max_batch, self.name, "ONNX Runtime")
 
 
 class TorchScriptRunner:
     input_shape: tuple[int | None, ...] = ()   # TorchScript does not declare it: the trial run tells
     input_dtype = "float32"
+    max_batch: int | None = None               # nor this: the trial runs the batches the worker sends
 
     def __init__(self, path: Path, device: str = "cpu", dtype: str = "float32") -> None:
         import torch
@@ -87,16 +112,19 @@ class TorchScriptRunner:
             self.net = torch.jit.load(str(path), map_location=device).eval()
         except Exception as exc:  # torch raises RuntimeError, ValueError or its own for a bad file
             raise ValueError(f"{path.name} is not a TorchScript model: {str(exc).splitlines()[0][:300]}") from None
-        self.device, self.input_dtype = device, dtype
+        self.device, self.input_dtype, self.name = device, dtype, path.name
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         import torch
 
-        with torch.inference_mode():
-            out = self.net(torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
-        if isinstance(out, tuple | list):
-            out = out[0]
-        return out.float().cpu().numpy()
+        def run(part: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                out = self.net(torch.from_numpy(np.ascontiguousarray(part)).to(self.device))
+            if isinstance(out, tuple | list):
+                out = out[0]
+            return out.float().cpu().numpy()
+
+        return _in_slices(run, x, None, self.name, "TorchScript")
 
 
 def runner(path: Path, fmt: str, device: str = "cpu", dtype: str = "float32") -> Runner:
@@ -238,4 +266,4 @@ def trial_inputs(net: FaceExpression, n: int = 3, seed: int = 0) -> np.ndarray:
 
 
 def describe(run: Runner) -> dict[str, Any]:
-    return {"input_shape": list(run.input_shape), "input_dtype": run.input_dtype}
+    return {"input_shape": list(run.input_shape), "input_dtype": run.input_dtype, "max_batch": run.max_batch}

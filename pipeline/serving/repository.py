@@ -106,10 +106,12 @@ def trial_run(path: Path, repo: Path) -> dict[str, Any]:
         if net.run.input_dtype != net.spec.dtype:
             raise mf.ManifestError(f"{path}: face[{i}].dtype is {net.spec.dtype}; the net takes {net.run.input_dtype}")
         try:
-            probs = net.probs(trial_inputs(net))
+            for n in TRIAL_BATCHES:     # as the worker sends them: one crop, and many stacked
+                probs = net.probs(trial_inputs(net, n))
         except (NetOutputError, ValueError, RuntimeError) as exc:
-            raise mf.ManifestError(f"{path}: face[{i}] ({net.spec.name}): trial run failed: {exc}") from None
-        report["face"].append({"name": net.spec.name, **describe(net.run), "trial_labels": _labels(probs)})
+            raise mf.ManifestError(f"{path}: face[{i}] ({net.spec.name}): trial run failed{_batch_hint(net.run)}: "
+                                   f"{exc}") from None
+        report["face"].append({"name": net.spec.name, **describe(net.run), "trial_labels": _labels(probs[:3])})
     if analyzer.voice_net is not None:
         v = analyzer.voice_net
         if v.run.input_shape and len(v.run.input_shape) != 2:
@@ -117,9 +119,11 @@ def trial_run(path: Path, repo: Path) -> dict[str, Any]:
                                    "a waveform batch (batch, samples) is expected")
         lengths = sorted({int(v.spec.min_window_s * SAMPLE_RATE), int(v.spec.window_s * SAMPLE_RATE)})
         try:
-            probs = v.probs([rng.normal(0, 0.1, n).astype(np.float32) for n in lengths])
+            # Each length alone and as the worker stacks them: equal-length windows in one batch.
+            for batch in TRIAL_BATCHES:
+                probs = v.probs([rng.normal(0, 0.1, n).astype(np.float32) for n in lengths for _ in range(batch)])
         except (NetOutputError, ValueError, RuntimeError) as exc:
-            raise mf.ManifestError(f"{path}: voice.emotion: trial run failed: {exc}") from None
+            raise mf.ManifestError(f"{path}: voice.emotion: trial run failed{_batch_hint(v.run)}: {exc}") from None
         report["voice"] = {**describe(v.run), "trial_labels": _labels(probs)}
     frames = rng.integers(0, 256, (2, 2, 96, 96, 3), dtype=np.uint8)
     audio = rng.normal(0, 0.1, (2, SAMPLE_RATE)).astype(np.float32)
@@ -128,6 +132,18 @@ def trial_run(path: Path, repo: Path) -> dict[str, Any]:
     except Exception as exc:  # whatever the composition raises, the version must not be installed
         raise mf.ManifestError(f"{path}: the composed model failed a trial request: {exc}") from None
     return report
+
+
+# Batches a trial runs each net at: the worker's requests carry one item or many (the dynamic batcher
+# stacks several chunks' crops and windows), so a net that passes here passes there.
+TRIAL_BATCHES = (1, 8)
+
+
+def _batch_hint(run: Any) -> str:
+    if run.max_batch is None and not run.input_shape:   # TorchScript: its batch is not declared
+        return (" (at batches of 1 and 8 items, as the worker sends them; a TorchScript net must take any "
+                "batch: export it with a dynamic batch, or as ONNX with a fixed one)")
+    return ""
 
 
 def _labels(probs: np.ndarray) -> list[str]:

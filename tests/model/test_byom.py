@@ -2,6 +2,7 @@
 Analyzer the `emotion` model runs; `models add` validating and installing them; bad models refused."""
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 from pipeline.inference.analysis import Analyzer
 from pipeline.inference.labels import DFEW_LABELS
 from pipeline.serving import manifest as mf
-from pipeline.serving.nets import NetOutputError
+from pipeline.serving.nets import NetInputError, NetOutputError
 from pipeline.serving.repository import add, installed
 from tests import model_kit
 
@@ -118,7 +119,7 @@ def test_adding_again_is_a_no_op_and_other_contents_need_a_new_version(toy, repo
 @pytest.mark.parametrize("case, message", [
     ("unknown_key", r"face\[0\]\.input_sise: Extra inputs are not permitted"),
     ("unmapped_label", r"face\[0\]: .*label 'contempt' maps to no DFEW column"),
-    ("wrong_shape", r"face\[0\] \(toy-face\): trial run failed: .*returned shape \(3, 5\)"),
+    ("wrong_shape", r"face\[0\] \(toy-face\): trial run failed: .*returned shape \(1, 5\)"),
     ("nan", None),
     ("not_a_model", r"face\[0\]\.file: face\.onnx is not an ONNX model"),
     ("escape", r"detector\.folder: an installed model uses the repository's built-in detector"),
@@ -186,3 +187,56 @@ def test_a_valence_arousal_voice_net_is_placed_on_the_circumplex(repo, tmp_path)
     out = analyzer.run(np.zeros((2, 1, 16, 16, 3), np.uint8), np.zeros((2, 1), bool), audio, np.full(2, 16000))
     assert [DFEW_LABELS[int(p.argmax())] for p in out["VOICE_PROBS"]] == ["happy", "neutral"]
     assert [DFEW_LABELS[int(p.argmax())] for p in out["PROBS"]] == ["happy", "neutral"]
+
+
+def test_a_net_exported_with_batch_1_is_served_one_window_at_a_time(repo, tmp_path):
+    """Public ONNX exports often fix the batch at 1; the worker stacks equal-length windows. The trial
+    runs the batches the worker sends, and the runner feeds such a net one window at a time."""
+    folder = tmp_path / "b1"
+    source = model_kit.write_model(folder, voice=True, name="batch-one")
+    model_kit.export_voice(folder / "voice.onnx", batch=1)
+    version, report, _ = add(source, repo)
+    assert report["voice"]["max_batch"] == 1 and report["voice"]["input_shape"][0] == 1
+    v = Analyzer.load(repo, model=version.triton_name).voice_net
+    windows = [model_kit.speech(rms, 1.0) for rms in (0.1, 0.01, 0.1, 0.01)]
+    together = v.probs(windows)
+    alone = np.concatenate([v.probs([w]) for w in windows])
+    np.testing.assert_allclose(together, alone, atol=1e-6)
+    assert [DFEW_LABELS[i] for i in together.argmax(1)] == ["happy", "neutral", "happy", "neutral"]
+
+
+def test_a_torchscript_net_that_only_takes_batch_1_is_refused_in_one_line(repo, tmp_path):
+    folder = tmp_path / "ts1"
+    source = model_kit.write_model(folder, voice=False, name="ts-batch-one")
+
+    class One(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            assert x.shape[0] == 1, "this export takes one crop"
+            m = x.mean(dim=(1, 2, 3))
+            z = torch.zeros_like(m)
+            return torch.stack([30 * m, z, 20 * m, z + 2, z, z, z, z], dim=1)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)   # torch.jit.script: still how TorchScript is made
+        torch.jit.script(One()).save(str(folder / "face.pt"))
+    source.write_text(source.read_text().replace('file = "face.onnx"', 'file = "face.pt"\nformat = "torchscript"'))
+    before = sorted(q.name for q in repo.iterdir())
+    with pytest.raises(mf.ManifestError, match=r"face\[0\] \(toy-face\): trial run failed \(at batches of 1 and 8"
+                                               r".*TorchScript refused input \[8, 3, 48, 48\]") as err:
+        add(source, repo)
+    assert "\n" not in str(err.value)
+    assert sorted(q.name for q in repo.iterdir()) == before
+
+
+def test_a_net_that_refuses_a_request_fails_that_request_for_good_and_serves_the_others(repo, tmp_path):
+    """ONNX Runtime's refusal of one request's inputs is a NetInputError (the Triton model answers it
+    INVALID_ARG, which the worker dead-letters as inference_rejected at once), not an error to retry;
+    other requests are answered."""
+    folder = tmp_path / "framed"
+    source = model_kit.write_model(folder, voice=True, name="framed")
+    model_kit.export_framed_voice(folder / "voice.onnx")
+    version, _, _ = add(source, repo)          # the trial's windows (0.5 s, 2 s) are multiples of 320
+    v = Analyzer.load(repo, model=version.triton_name).voice_net
+    assert DFEW_LABELS[int(v.probs([model_kit.speech(0.1, 1.0)])[0].argmax())] == "happy"
+    with pytest.raises(NetInputError, match=r"voice\.onnx: ONNX Runtime refused input \[1, 16001\]: "):
+        v.probs([model_kit.speech(0.1, 16001 / 16000)])

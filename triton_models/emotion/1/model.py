@@ -16,7 +16,7 @@ import triton_python_backend_utils as pb_utils
 from pipeline.inference.analysis import Analyzer, Request
 from pipeline.inference.serving import instance_device
 from pipeline.serving.manifest import MANIFEST
-from pipeline.serving.nets import NetOutputError
+from pipeline.serving.nets import NetInputError, NetOutputError
 from pipeline.serving.repository import check_config
 
 
@@ -62,8 +62,9 @@ class TritonPythonModel:
 
 
 def _error(exc):
-    # A net that answers this request's media with NaN or the wrong shape will answer it so again: say
-    # so (INVALID_ARG, a permanent fault for the worker), instead of an INTERNAL error that is retried.
-    if isinstance(exc, NetOutputError):
+    # A net that answers this request's media with NaN or the wrong shape, or whose runtime refuses its
+    # inputs, will do so again: say so (INVALID_ARG, a permanent fault for the worker), instead of an
+    # INTERNAL error that is retried.
+    if isinstance(exc, NetOutputError | NetInputError):
         return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG))
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc)))
