@@ -303,7 +303,7 @@ def markdown(title: str, rows: list[dict[str, Any]]) -> str:
 
 def run(settings: Settings, parts: list[str], code: Path | None, memory_cases: list[str], calls: int,
         timeout: float, log: Callable[[str], None] = print, faults: list[str] | None = None,
-        seeds: int = 5) -> tuple[str, bool]:
+        seeds: int = 5, workers: int = 2) -> tuple[str, bool]:
     """The report, and whether every fault run kept every promise (callstream_lab/bench/faults.py)."""
     h = Harness(settings, code, log)
     m = media(h)
@@ -316,8 +316,8 @@ def run(settings: Settings, parts: list[str], code: Path | None, memory_cases: l
         out.append(markdown("Memory", memory(h, m, memory_cases, timeout)))
     ok = True
     if "faults" in parts:
-        log(f"fault injection: {seeds} point(s) of progress per fault, {calls} calls of 4 chunks, two workers ...")
-        suite = Suite(os.environ, cut(ffmpeg_exe(), m["call60"], 5.0)[:4], log, code)
+        log(f"fault injection: {seeds} point(s) of progress per fault, {calls} calls of 4 chunks, {workers} workers")
+        suite = Suite(os.environ, cut(ffmpeg_exe(), m["call60"], 5.0)[:4], log, code, group=workers)
         rows = run_suite(suite, faults if faults is not None else list(FAULTS[1:]), seeds, calls)
         ok = not any(broken(r) for r in rows)
         out.append(markdown("Faults under load", rows))

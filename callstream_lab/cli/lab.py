@@ -30,6 +30,8 @@ def register(sub: Any) -> dict[str, Handler]:
     rl.add_argument("--seeds", type=int, default=5, help="points of progress per fault (one run each)")
     rl.add_argument("--faults", default=",".join(FAULTS[1:]),
                     help=f"which faults, comma-separated, of: {', '.join(FAULTS[1:])}")
+    rl.add_argument("--workers", type=int, default=2, choices=range(2, 7), metavar="2-6",
+                    help="workers in the consumer group of each fault run")
     rl.add_argument("--timeout", type=float, default=900, help="longest wait for one memory case")
     be = sub.add_parser("bench", help="throughput, latency, scale-out, limits and peers (docs/BENCHMARKS.md); "
                                       "--recording measures your own recordings")
@@ -139,7 +141,8 @@ def reliability(settings: Settings, args: argparse.Namespace) -> int:
     if unknown:
         raise SystemExit(f"error: --faults: unknown {', '.join(unknown)}; known: {', '.join(FAULTS[1:])}")
     report, ok = run(settings, args.parts.split(","), Path(args.code) if args.code else None,
-                     args.memory_cases.split(","), args.calls, args.timeout, faults=faults, seeds=args.seeds)
+                     args.memory_cases.split(","), args.calls, args.timeout, faults=faults, seeds=args.seeds,
+                     workers=args.workers)
     print()
     print(report)
     return 0 if ok else 1
