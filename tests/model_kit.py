@@ -217,3 +217,40 @@ def write_clip(path: Path, audio: np.ndarray | None, face: bool = True, fps: int
     if audio is not None:
         wav.unlink()
     return path
+
+
+def export_msp_dim_voice(target: Path) -> Path:
+    """A stand-in with the exact signature of audeering's wav2vec2-large-robust-12-ft-emotion-msp-dim
+    ONNX export: input `signal` (1, samples) float32 with the batch fixed at 1, outputs `hidden_states`
+    (1, 1024) and then `logits` (1, 3) = arousal, dominance, valence, each in 0..1. Its numbers are the
+    "va" toy's, scaled to 0..1: arousal sigmoid(40r - 2), valence (tanh(20r) + 1) / 2, dominance 0.5."""
+    import torch
+
+    class MspDim(torch.nn.Module):
+        def forward(self, signal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            r = torch.sqrt((signal * signal).mean(dim=1) + 1e-12)
+            hidden = r[:, None].repeat(1, 1024)
+            logits = torch.stack([torch.sigmoid(40 * r - 2), torch.zeros_like(r) + 0.5, (torch.tanh(20 * r) + 1) / 2],
+                                 dim=1)
+            return hidden, logits
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(MspDim().eval(), (torch.rand(1, 16000),), str(target), input_names=["signal"],
+                          output_names=["hidden_states", "logits"], dynamic_axes={"signal": {1: "samples"}},
+                          opset_version=17, dynamo=False)
+    return target
+
+
+MSP_DIM_VOICE = """
+[voice.emotion]
+file = "msp-dim.onnx"
+output = "valence_arousal"
+output_name = "logits"
+dimensions = ["arousal", "dominance", "valence"]
+valence_range = [0.0, 1.0]
+arousal_range = [0.0, 1.0]
+window_s = 2.0
+min_window_s = 0.5
+"""

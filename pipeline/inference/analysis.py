@@ -19,7 +19,7 @@ from pipeline.inference.face_detection import KEYFRAME_EVERY, MTCNN, Detections,
 from pipeline.inference.fusion import DEFAULT_FUSION, FaceAggregate, FusionParams, faces_per_item, fuse_items
 from pipeline.inference.labels import DFEW_LABELS
 from pipeline.serving import manifest as mf
-from pipeline.serving.nets import FaceExpression, VoiceEmotion
+from pipeline.serving.nets import FaceExpression, NoSuchOutput, VoiceEmotion
 
 OUTPUT_DTYPES = {"PROBS": np.float32, "CONFIDENCE": np.float32, "FACE_FOUND": bool, "SPEECH_FOUND": bool,
                  "FACE_SCORE": np.float32, "AROUSAL": np.float32, "SPEECH_RATIO": np.float32,
@@ -66,6 +66,8 @@ class Analyzer:
                 return make()
             except mf.ManifestError:
                 raise
+            except NoSuchOutput as exc:
+                raise mf.ManifestError(f"{path}: {key.rsplit('.', 1)[0]}.output_name: {exc}") from None
             except (ValueError, OSError, RuntimeError) as exc:
                 raise mf.ManifestError(f"{path}: {key}: {exc}") from None
 

@@ -43,6 +43,8 @@ class Labelled(_Strict):
     file: str = Field(description="path relative to the manifest, inside the model repository")
     format: Literal["onnx", "torchscript"] = "onnx"
     output: Literal["logits", "probabilities", "valence_arousal"] = "logits"   # valence_arousal: voice nets only
+    output_name: str | None = Field(default=None, min_length=1, max_length=200,
+                                    description="the net's output to read, by name (ONNX); default: its first")
     labels: tuple[str, ...] = Field(default=(), description="the net's classes in its output order")
     # A class that is not one of the seven (or a common alias): fold it into a DFEW column, or "drop"
     # it and renormalise the rest. Also overrides an alias (e.g. calm = "drop").
@@ -51,6 +53,9 @@ class Labelled(_Strict):
 
     @model_validator(mode="after")
     def _labels_map(self) -> Labelled:
+        if self.output_name is not None and self.format != "onnx":
+            raise ValueError("output_name: only an ONNX net's outputs have names (a TorchScript net's first "
+                             "output is read)")
         if self.output != "valence_arousal":
             if len(self.labels) < 2:
                 raise ValueError("labels: a net that scores classes names at least two, in its output order")
@@ -125,6 +130,9 @@ class VoiceEmotionNet(Labelled):
     min_window_s: float = Field(default=0.5, gt=0, le=30)
     valence_range: tuple[float, float] = (-1.0, 1.0)
     arousal_range: tuple[float, float] = (0.0, 1.0)
+    # A valence_arousal net's output columns in its own order (audeering's wav2vec2 MSP-dim answers
+    # arousal, dominance, valence): each is valence, arousal, dominance or "drop".
+    dimensions: tuple[Literal["valence", "arousal", "dominance", "drop"], ...] = ("valence", "arousal")
     normalize: Literal["none", "zero_mean_unit_var"] = Field(default=
         "none", description="zero_mean_unit_var: as wav2vec2 / HuBERT feature extractors do")
 
@@ -134,6 +142,14 @@ class VoiceEmotionNet(Labelled):
             raise ValueError("min_window_s is longer than window_s")
         if self.output == "valence_arousal" and (self.labels or self.label_map):
             raise ValueError("a valence_arousal net has no labels or label_map")
+        if self.output != "valence_arousal" and self.dimensions != ("valence", "arousal"):
+            raise ValueError('dimensions: only a net with output = "valence_arousal" has them')
+        for dim in ("valence", "arousal"):
+            if self.dimensions.count(dim) != 1:
+                raise ValueError(f"dimensions {list(self.dimensions)}: name {dim} exactly once (the net's output "
+                                 "columns in order: valence, arousal, dominance or drop)")
+        if self.dimensions.count("dominance") > 1:
+            raise ValueError(f"dimensions {list(self.dimensions)}: dominance at most once")
         for key in ("valence_range", "arousal_range"):
             lo, hi = getattr(self, key)
             if not lo < hi:

@@ -29,6 +29,10 @@ class NetInputError(ValueError):
     error). The same inputs fail the same way again: the request fails for good, it is not retried."""
 
 
+class NoSuchOutput(ValueError):
+    """The manifest's output_name is not one of the net's outputs."""
+
+
 class Runner(Protocol):
     input_shape: tuple[int | None, ...]   # None where the net accepts any size (a dynamic axis)
     input_dtype: str                      # "float32" or "uint8"
@@ -75,7 +79,7 @@ def session_options() -> Any:
 
 
 class OnnxRunner:
-    def __init__(self, path: Path, device: str = "cpu") -> None:
+    def __init__(self, path: Path, device: str = "cpu", output_name: str | None = None) -> None:
         import onnxruntime as ort
 
         try:
@@ -85,9 +89,12 @@ class OnnxRunner:
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or not outputs:
             raise ValueError(f"{path.name} has {len(inputs)} inputs and {len(outputs)} outputs; "
-                             "a net here takes one input and its first output is read")
+                             "a net here takes one input and answers at least one output")
+        names = [o.name for o in outputs]
+        if output_name is not None and output_name not in names:
+            raise NoSuchOutput(f"{path.name} has no output {output_name!r}; its outputs are {names}")
         self.name = path.name
-        self.input_name, self.output_name = inputs[0].name, outputs[0].name
+        self.input_name, self.output_name = inputs[0].name, output_name or names[0]
         self.input_shape = tuple(d if isinstance(d, int) and d > 0 else None for d in inputs[0].shape)
         self.max_batch = self.input_shape[0] if self.input_shape else None
         kinds = {"tensor(float)": "float32", "tensor(uint8)": "uint8"}
@@ -127,10 +134,11 @@ class TorchScriptRunner:
         return _in_slices(run, x, None, self.name, "TorchScript")
 
 
-def runner(path: Path, fmt: str, device: str = "cpu", dtype: str = "float32") -> Runner:
+def runner(path: Path, fmt: str, device: str = "cpu", dtype: str = "float32", output_name: str | None = None
+           ) -> Runner:
     if not path.is_file():
         raise ValueError(f"{path} does not exist")
-    return OnnxRunner(path, device) if fmt == "onnx" else TorchScriptRunner(path, device, dtype)
+    return OnnxRunner(path, device, output_name) if fmt == "onnx" else TorchScriptRunner(path, device, dtype)
 
 
 CIRCUMPLEX_WIDTH = 0.25   # s.d. of the Gaussian around each label's (valence, arousal), both scaled to 0..1
@@ -151,14 +159,16 @@ def to_dfew(scores: np.ndarray, spec: mf.Labelled, mapping: np.ndarray, what: st
     A valence-arousal net's (N, 2) output is placed on the circumplex instead."""
     scores = np.asarray(scores)
     if isinstance(spec, mf.VoiceEmotionNet) and spec.output == "valence_arousal":
-        if scores.ndim != 2 or scores.shape[1] != 2:
-            raise NetOutputError(f"{what} returned shape {tuple(scores.shape)}; a valence_arousal net answers "
-                                 "(batch, 2): valence, arousal")
+        dims = spec.dimensions
+        if scores.ndim != 2 or scores.shape[1] != len(dims):
+            raise NetOutputError(f"{what} returned shape {tuple(scores.shape)}; its manifest declares (batch, "
+                                 f"{len(dims)}): {', '.join(dims)}")
         s = scores.astype(np.float64)
         if not np.isfinite(s).all():
             raise NetOutputError(f"{what} returned values that are not finite (NaN or infinity)")
         (v0, v1), (a0, a1) = spec.valence_range, spec.arousal_range
-        return circumplex(np.clip((s[:, 0] - v0) / (v1 - v0), 0, 1), np.clip((s[:, 1] - a0) / (a1 - a0), 0, 1))
+        valence, arousal = s[:, dims.index("valence")], s[:, dims.index("arousal")]
+        return circumplex(np.clip((valence - v0) / (v1 - v0), 0, 1), np.clip((arousal - a0) / (a1 - a0), 0, 1))
     if scores.ndim != 2 or scores.shape[1] != len(spec.labels):
         raise NetOutputError(f"{what} returned shape {tuple(scores.shape)}; the manifest declares "
                              f"(batch, {len(spec.labels)}) for labels {list(spec.labels)}")
@@ -188,7 +198,7 @@ class FaceExpression:
 
     @classmethod
     def load(cls, spec: mf.FaceNet, path: Path, device: str = "cpu") -> FaceExpression:
-        return cls(spec, runner(path, spec.format, device, spec.dtype), spec.mapping())
+        return cls(spec, runner(path, spec.format, device, spec.dtype, spec.output_name), spec.mapping())
 
     @property
     def crop(self) -> CropSpec:
@@ -223,7 +233,7 @@ class VoiceEmotion:
     @classmethod
     def load(cls, spec: mf.VoiceEmotionNet, path: Path, device: str = "cpu") -> VoiceEmotion:
         mapping = spec.mapping() if spec.output != "valence_arousal" else np.zeros((2, len(DFEW_LABELS)), np.float32)
-        return cls(spec, runner(path, spec.format, device), mapping)
+        return cls(spec, runner(path, spec.format, device, output_name=spec.output_name), mapping)
 
     @property
     def window_ms(self) -> int:

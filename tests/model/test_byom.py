@@ -240,3 +240,43 @@ def test_a_net_that_refuses_a_request_fails_that_request_for_good_and_serves_the
     assert DFEW_LABELS[int(v.probs([model_kit.speech(0.1, 1.0)])[0].argmax())] == "happy"
     with pytest.raises(NetInputError, match=r"voice\.onnx: ONNX Runtime refused input \[1, 16001\]: "):
         v.probs([model_kit.speech(0.1, 16001 / 16000)])
+
+
+def test_a_dimensional_net_with_two_outputs_installs_as_published_without_editing_its_graph(repo, tmp_path):
+    """audeering's MSP-dim signature: the second output is the one to read, its columns are arousal,
+    dominance, valence in 0..1, and its batch is fixed at 1. The manifest says so; nothing is edited."""
+    folder = tmp_path / "msp"
+    source = model_kit.write_model(folder, voice=False, name="msp-dim")
+    model_kit.export_msp_dim_voice(folder / "msp-dim.onnx")
+    source.write_text(source.read_text().replace("\n[fusion]", model_kit.MSP_DIM_VOICE + "\n[fusion]"))
+    version, report, _ = add(source, repo)
+    assert report["voice"]["max_batch"] == 1
+    analyzer = Analyzer.load(repo, model=version.triton_name)
+    assert analyzer.voice_net.run.output_name == "logits"
+    audio = np.stack([model_kit.speech(0.1, 1.0), model_kit.speech(0.01, 1.0)])
+    out = analyzer.run(np.zeros((2, 1, 16, 16, 3), np.uint8), np.zeros((2, 1), bool), audio, np.full(2, 16000))
+    # The same places on the circumplex as the "va" toy's (its numbers, rescaled to 0..1).
+    assert [DFEW_LABELS[int(p.argmax())] for p in out["VOICE_PROBS"]] == ["happy", "neutral"]
+
+
+@pytest.mark.parametrize("edit, message", [
+    ('output_name = "logits"', r"voice\.emotion\.output_name: msp-dim\.onnx has no output 'scores'; its outputs "
+                               r"are \['hidden_states', 'logits'\]$"),
+    ('dimensions = ["arousal", "dominance", "valence"]', r"dimensions \['arousal', 'dominance'\]: name valence "
+                                                         r"exactly once"),
+    ("", r"voice\.emotion: trial run failed.*returned shape \(1, 1024\)"),
+])
+def test_a_dimensional_net_declared_wrong_is_refused_naming_the_key(repo, tmp_path, edit, message):
+    folder = tmp_path / "msp-bad"
+    source = model_kit.write_model(folder, voice=False, name="msp-bad")
+    model_kit.export_msp_dim_voice(folder / "msp-dim.onnx")
+    voice = model_kit.MSP_DIM_VOICE
+    if edit.startswith("output_name"):
+        voice = voice.replace(edit, 'output_name = "scores"')
+    elif edit.startswith("dimensions"):
+        voice = voice.replace(edit, 'dimensions = ["arousal", "dominance"]')
+    else:   # no output_name: the first output (hidden_states) is read
+        voice = voice.replace('output_name = "logits"\n', "")
+    source.write_text(source.read_text().replace("\n[fusion]", voice + "\n[fusion]"))
+    with pytest.raises(mf.ManifestError, match=message):
+        add(source, repo)

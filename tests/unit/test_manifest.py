@@ -167,7 +167,7 @@ def test_valence_and_arousal_become_a_distribution_on_the_circumplex():
     spec = mf.parse(text).voice.emotion
     # valence 1.0 of -1..1 and arousal 0.6: happy; the net's raw answer is checked for shape and numbers.
     assert DFEW_LABELS[int(to_dfew(np.array([[1.0, 0.6]]), spec, np.zeros((2, 7)), "v").argmax())] == "happy"
-    with pytest.raises(NetOutputError, match="answers \\(batch, 2\\)"):
+    with pytest.raises(NetOutputError, match="declares \\(batch, 2\\): valence, arousal"):
         to_dfew(np.zeros((1, 3)), spec, np.zeros((2, 7)), "v")
     with pytest.raises(mf.ManifestError, match="a valence_arousal net has no labels"):
         mf.parse(text.replace('output = "valence_arousal"', 'output = "valence_arousal"\nlabels = ["a", "b"]'))
