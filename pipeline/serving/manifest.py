@@ -65,20 +65,29 @@ class Labelled(_Strict):
     def mapping(self) -> np.ndarray:
         """(classes, 7) matrix: a net's probabilities times it give the DFEW columns (before the
         renormalisation that dropped classes need)."""
-        unknown = set(self.label_map) - set(self.labels)
+        # Class names are matched without regard to case, in labels and in label_map alike.
+        folded = [name.casefold() for name in self.labels]
+        if len(set(folded)) != len(folded):
+            raise ValueError("labels repeat a name (names are compared without regard to case)")
+        targets = {key.casefold(): (key, value) for key, value in self.label_map.items()}
+        unknown = sorted(key for folded_key, (key, _) in targets.items() if folded_key not in folded)
         if unknown:
-            raise ValueError(f"label_map names {sorted(unknown)}, which are not in labels")
-        if len(set(self.labels)) != len(self.labels):
-            raise ValueError("labels repeat a name")
+            raise ValueError(f"label_map names {unknown}, which are not in labels {list(self.labels)}")
         m = np.zeros((len(self.labels), len(DFEW_LABELS)), np.float32)
         for i, name in enumerate(self.labels):
-            target = self.label_map.get(name)
-            if target == DROP:
+            key, target = targets.get(name.casefold(), (name, None))
+            if target is not None and target.strip().casefold() == DROP:
                 continue
-            column = canonical(target) if target is not None else canonical(name)
-            if column is None:
-                raise ValueError(f"label {name!r} maps to no DFEW column ({', '.join(DFEW_LABELS)}); "
-                                 f"fold it with label_map.{name} = \"<column>\" or drop it with \"drop\"")
+            if target is not None:
+                column = canonical(target)
+                if column is None:
+                    raise ValueError(f"label_map.{key} = {target!r}: not a DFEW column ({', '.join(DFEW_LABELS)}, "
+                                     f"or a common alias) nor \"drop\"")
+            else:
+                column = canonical(name)
+                if column is None:
+                    raise ValueError(f"label {name!r} maps to no DFEW column ({', '.join(DFEW_LABELS)}); "
+                                     f"fold it with label_map.{name} = \"<column>\" or drop it with \"drop\"")
             m[i, DFEW_LABELS.index(column)] = 1.0
         if not m.any():
             raise ValueError("every label is dropped")
@@ -228,6 +237,21 @@ class Manifest(_Strict):
         return out
 
 
+def _problems(exc: ValidationError) -> list[str]:
+    """One phrase per real problem: the validator's own words without pydantic's "Value error, "
+    prefix, and without the errors a failed item causes in the table that holds it (a face net that
+    fails leaves `face` "with at least 1 item" unmet)."""
+    errors = exc.errors()
+    locs = [tuple(e["loc"]) for e in errors]
+    out = []
+    for e, loc in zip(errors, locs, strict=True):
+        if any(other != loc and other[:len(loc)] == loc for other in locs):
+            continue   # a consequence of a problem inside it, which is reported
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        out.append(f"{_where(loc)}: {msg}")
+    return out
+
+
 def _where(loc: tuple) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "(top level)"
 
@@ -240,7 +264,7 @@ def parse(text: str, source: str = MANIFEST) -> Manifest:
     try:
         return Manifest.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"{_where(e['loc'])}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(_problems(exc))
         raise ManifestError(f"{source}: {problems}") from None
 
 

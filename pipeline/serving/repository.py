@@ -253,7 +253,11 @@ def _install(repo: Path, name: str, m: mf.Manifest, text: str, nets: dict[str, P
         for local, path in nets.items():
             shutil.copyfile(path, folder / local)
         (folder / mf.MANIFEST).write_text(text)
-        report = trial_run(folder / mf.MANIFEST, staging)
+        try:
+            report = trial_run(folder / mf.MANIFEST, staging)
+        except mf.ManifestError as exc:
+            # The trial ran on a staged copy that is deleted below: name the user's manifest instead.
+            raise mf.ManifestError(str(exc).replace(str(folder / mf.MANIFEST), str(info["source"]))) from None
         (folder / "config.pbtxt").write_text(render_config((template / "config.pbtxt").read_text(), name, m))
         info.update(installed_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), trial=report)
         (folder / "1" / INSTALL_INFO).write_text(json.dumps(info, indent=2))
