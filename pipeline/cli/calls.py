@@ -16,29 +16,55 @@ def register(sub: Any) -> dict[str, Handler]:
     t = sub.add_parser("timeline", help="print a call's timeline; --plot writes a PNG")
     t.add_argument("call_id")
     t.add_argument("--plot")
+    t.add_argument("--model", metavar="VERSION", help="the model version to show (`model_version`, e.g. toy/1); "
+                                                       "default: the primary model's (CALLSTREAM_TRITON_MODEL)")
     return {"timeline": timeline}
 
 
 def timeline(settings: Settings, args: argparse.Namespace) -> int:
-    return print_timeline(settings, args.call_id, Path(args.plot) if args.plot else None)
+    return print_timeline(settings, args.call_id, Path(args.plot) if args.plot else None, args.model)
 
 
-def print_timeline(settings: Settings, call_id: str, plot: Path | None = None) -> int:
+def primary_version(settings: Settings, present: dict[str, int]) -> str:
+    """The version CALLSTREAM_TRITON_MODEL serves, where the call has its rows; else the version with
+    the most segments (a repository this command cannot read, a model switched since)."""
+    try:
+        from pipeline.serving.repository import installed
+
+        for version in installed(settings.model_repository):
+            if version.triton_name == settings.triton_model and version.model_version in present:
+                return version.model_version
+    except Exception:   # an unreadable repository is no reason not to show the call
+        pass
+    return next(iter(present))
+
+
+def print_timeline(settings: Settings, call_id: str, plot: Path | None = None, model: str | None = None) -> int:
     from pipeline.report import format_summary, format_timeline, plot_timeline
     from pipeline.store.db import sync_engine
-    from pipeline.store.queries import erased_at, refused, timeline, track_summary
+    from pipeline.store.queries import erased_at, refused, timeline, track_summary, versions
 
     engine = sync_engine(settings)
-    rows = timeline(engine, call_id)
-    if not rows:
+    present = versions(engine, call_id)
+    if not present:
         erased = erased_at(engine, call_id)
         if erased is not None:
             print(erased_line(call_id, erased, refused(engine, call_id)), file=sys.stderr)
         else:
             print(f"no segments for call {call_id!r} yet", file=sys.stderr)
         return 1
+    version = model or primary_version(settings, present)
+    if version not in present:
+        print(f"error: call {call_id!r} has no rows of model {version!r}; it has "
+              f"{', '.join(f'{v} ({n} segments)' for v, n in present.items())}", file=sys.stderr)
+        return 1
+    others = [f"{v} ({n} segments)" for v, n in present.items() if v != version]
+    if others:
+        print(f"model {version}; the call also has rows of {', '.join(others)}: `callstream timeline {call_id} "
+              f"--model VERSION` shows one, the model_comparison view compares them", file=sys.stderr)
+    rows = timeline(engine, call_id, version)
     print(format_timeline(rows))
-    print(format_summary(track_summary(engine, call_id)))
+    print(format_summary(track_summary(engine, call_id, version)))
     if plot is not None:
         print(f"plot written to {plot_timeline(rows, plot, f'call {call_id}')}")
     return 0

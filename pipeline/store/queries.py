@@ -10,12 +10,17 @@ from sqlalchemy.engine import Engine
 TIMELINE = text("""
 SELECT participant_id AS participant, role, start_ms, end_ms, label, confidence, neutral, happy, sad, angry, fear,
        disgust, surprise, face_found, speech_found, arousal, media, model_version
-FROM emotion_timeline WHERE call_id = :call_id ORDER BY start_ms, participant_id""")
+FROM emotion_timeline WHERE call_id = :call_id AND model_version = :v ORDER BY start_ms, participant_id""")
 
 TRACK_SUMMARY = text("""
 SELECT participant_id AS participant, role, segments, seconds, no_media_seconds, observed_seconds, dominant_label,
        angry_seconds, happy_seconds, neutral_seconds, mean_arousal, face_coverage, speech_coverage
-FROM call_participant_summary WHERE call_id = :call_id ORDER BY participant_id""")
+FROM call_participant_summary WHERE call_id = :call_id AND model_version = :v ORDER BY participant_id""")
+
+# The model versions a call has rows of, most segments first (a shadow model writes beside the primary).
+VERSIONS = text("""
+SELECT model_version, count(*) AS segments FROM emotion_segments WHERE call_id = :call_id
+GROUP BY model_version ORDER BY count(*) DESC, model_version""")
 
 PROGRESS = text("""
 SELECT count(DISTINCT (stream, seq)) FILTER (WHERE status = 'done') AS done,
@@ -34,14 +39,21 @@ WHERE (next_start IS NOT NULL AND next_start <> end_ms)          -- a hole or an
    OR (next_start IS NOT NULL AND end_ms - start_ms <> 1000)      -- a short row before the end"""
 
 
-def timeline(engine: Engine, call_id: str) -> list[dict]:
+def versions(engine: Engine, call_id: str) -> dict[str, int]:
+    """Segments per model version of the call, most first."""
     with engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(TIMELINE, {"call_id": call_id})]
+        return {r.model_version: int(r.segments) for r in conn.execute(VERSIONS, {"call_id": call_id})}
 
 
-def track_summary(engine: Engine, call_id: str) -> list[dict]:
+def timeline(engine: Engine, call_id: str, model_version: str) -> list[dict]:
+    """One model version's timeline: two versions' rows interleaved would read as one flickering call."""
     with engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(TRACK_SUMMARY, {"call_id": call_id})]
+        return [dict(r._mapping) for r in conn.execute(TIMELINE, {"call_id": call_id, "v": model_version})]
+
+
+def track_summary(engine: Engine, call_id: str, model_version: str) -> list[dict]:
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(TRACK_SUMMARY, {"call_id": call_id, "v": model_version})]
 
 
 def progress(engine: Engine, call_id: str) -> tuple[int, int]:

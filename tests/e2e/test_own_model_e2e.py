@@ -3,6 +3,7 @@ face and voice nets the test builds into a model repository of its own, a Triton
 live, and a worker serves them as its primary with the built-in model as its shadow on the same media."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -100,6 +101,20 @@ def test_a_call_through_the_added_model_with_the_builtin_as_its_shadow(stack, by
         seconds = dict(query(settings, "SELECT label, seconds FROM label_seconds WHERE call_id = 'byom-1' "
                                        "AND role = 'customer' AND model_version = 'toy/1'"))
         assert seconds["angry"] >= 7 and seconds["happy"] >= 3
+        # `timeline` shows one version, the primary's, and says the shadow's rows exist; --model picks one.
+        def timeline(*extra):
+            out = subprocess.run([sys.executable, "-m", "pipeline.cli", "timeline", "byom-1", *extra],
+                                 env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+            assert out.returncode == 0, out.stderr[-2000:]
+            return out
+        def labels(out):   # the label column of the timeline's rows ("  0.0-1.0   caller  angry ...")
+            return [line.split()[2] for line in out.stdout.splitlines() if re.match(r"\s*\d+\.\d-\d", line)]
+        primary = timeline()
+        assert f"model toy/1; the call also has rows of {BUILTIN} (14 segments)" in primary.stderr
+        assert len(labels(primary)) == 14 and labels(primary).count("angry") >= 7
+        shadow = timeline("--model", BUILTIN)
+        assert "model " + BUILTIN + "; the call also has rows of toy/1" in shadow.stderr
+        assert len(labels(shadow)) == 14 and "angry" not in labels(shadow)
     finally:
         stack.stop_worker(worker)
     assert "shadow model emotion" in (settings.state_dir / "logs" / "worker-byom.log").read_text(errors="replace")
