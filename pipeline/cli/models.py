@@ -28,6 +28,7 @@ def register(sub: Any) -> dict[str, Handler]:
     a.add_argument("--check", action="store_true", help="validate and trial-run only; install nothing")
     a.add_argument("--no-load", action="store_true", help="install, but do not ask Triton to load it")
     msub.add_parser("list", help="model versions in the repository, and what Triton serves")
+    msub.add_parser("reference", help="every manifest key: type, default and meaning (docs/MANIFEST.md)")
     f = msub.add_parser("faceapi", help="convert @vladmandic/face-api's expression net (npm, MIT) to ONNX and add "
                                         "it as model version faceapi-expression/1: a second real face net")
     f.add_argument("--package", help="an unpacked package folder (default: `npm pack` it from the registry)")
@@ -42,7 +43,8 @@ def register(sub: Any) -> dict[str, Handler]:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    return {"build": build, "add": add, "list": show, "eval": evaluate, "faceapi": faceapi}[args.models_cmd](
+    return {"build": build, "add": add, "list": show, "eval": evaluate, "faceapi": faceapi,
+            "reference": reference}[args.models_cmd](
         settings, args)
 
 
@@ -167,4 +169,11 @@ def evaluate(settings: Settings, args: argparse.Namespace) -> int:
             print("\n".join(report(f"{model} ({version}), clips", result)))
         if images:
             print("\n".join(evaluate_images(analyzer, images, f"{model} ({version}), images")))
+    return 0
+
+
+def reference(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.serving.manifest import reference as text
+
+    print(text())
     return 0

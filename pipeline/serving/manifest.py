@@ -41,14 +41,19 @@ class _Strict(BaseModel):
 class Labelled(_Strict):
     """A net's outputs: one class per output column, in the net's own order, and where each goes."""
     file: str = Field(description="path relative to the manifest, inside the model repository")
-    format: Literal["onnx", "torchscript"] = "onnx"
-    output: Literal["logits", "probabilities", "valence_arousal"] = "logits"   # valence_arousal: voice nets only
+    format: Literal["onnx", "torchscript"] = Field(default="onnx", description="how the file is run: ONNX Runtime "
+                                                   "or TorchScript")
+    output: Literal["logits", "probabilities", "valence_arousal"] = Field(
+        default="logits", description="what the output holds: class logits (softmaxed here), class probabilities, "
+                                      "or (voice nets only) valence and arousal")
     output_name: str | None = Field(default=None, min_length=1, max_length=200,
                                     description="the net's output to read, by name (ONNX); default: its first")
     labels: tuple[str, ...] = Field(default=(), description="the net's classes in its output order")
     # A class that is not one of the seven (or a common alias): fold it into a DFEW column, or "drop"
     # it and renormalise the rest. Also overrides an alias (e.g. calm = "drop").
-    label_map: dict[str, str] = Field(default_factory=dict)
+    label_map: dict[str, str] = Field(default_factory=dict, description="class -> DFEW column (or a common alias) "
+                                      "or \"drop\", for classes that are not one of the seven or to override an "
+                                      "alias; names match without regard to case")
     weight: float = Field(default=1.0, gt=0, description="this net's exponent in the fusion (its trust)")
 
     @model_validator(mode="after")
@@ -96,14 +101,18 @@ class Labelled(_Strict):
 
 class FaceNet(Labelled):
     """A face-expression net: a crop of each detected face in, class scores out."""
-    name: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=64, description="the net's name in evidence and errors (distinct "
+                                                                "per face net)")
     input_size: int = Field(ge=8, le=1024, description="square crop side in pixels")
-    color: Literal["gray", "rgb", "bgr"] = "rgb"
-    layout: Literal["NCHW", "NHWC"] = "NCHW"
-    dtype: Literal["float32", "uint8"] = "float32"
+    color: Literal["gray", "rgb", "bgr"] = Field(default="rgb", description="channels of the crop the net takes")
+    layout: Literal["NCHW", "NHWC"] = Field(default="NCHW", description="channels first or last")
+    dtype: Literal["float32", "uint8"] = Field(default="float32", description="the input tensor's type (uint8: "
+                                                                               "pixels as they are)")
     scale: float = Field(default=1 / 255, gt=0, description="float32 input = (pixel * scale - mean) / std")
-    mean: tuple[float, ...] = (0.0,)
-    std: tuple[float, ...] = (1.0,)
+    mean: tuple[float, ...] = Field(default=(0.0,), description="subtracted after scaling: one value, or one per "
+                                                                  "channel")
+    std: tuple[float, ...] = Field(default=(1.0,), description="divided by after the mean: one value, or one per "
+                                                                 "channel")
     crop_margin: float = Field(default=0.1, ge=0, le=1,
                                description="the box is widened by this share of its side on each side")
 
@@ -134,14 +143,20 @@ class VoiceEmotionNet(Labelled):
     another chunk; it is shorter only when the chunk is. Segments whose own audio has no speech (the
     VAD's speech ratio below `voice.min_speech_ratio`) are not given to the net: silence gets no
     voice label, and a window shorter than `min_window_s` gets none either."""
-    sample_rate: int = Field(default=16000, ge=8000, le=48000)
-    window_s: float = Field(default=3.0, gt=0, le=30)
-    min_window_s: float = Field(default=0.5, gt=0, le=30)
-    valence_range: tuple[float, float] = (-1.0, 1.0)
-    arousal_range: tuple[float, float] = (0.0, 1.0)
+    sample_rate: int = Field(default=16000, ge=8000, le=48000, description="the rate the net takes (audio is "
+                                                                           "resampled linearly from 16 kHz)")
+    window_s: float = Field(default=3.0, gt=0, le=30, description="seconds of audio around each segment the net "
+                                                                  "hears (inside the chunk)")
+    min_window_s: float = Field(default=0.5, gt=0, le=30, description="a shorter window gets no voice label")
+    valence_range: tuple[float, float] = Field(default=(-1.0, 1.0), description="a valence_arousal net's valence "
+                                                                                "at the unpleasant and pleasant ends")
+    arousal_range: tuple[float, float] = Field(default=(0.0, 1.0), description="a valence_arousal net's arousal at "
+                                                                               "the calm and excited ends")
     # A valence_arousal net's output columns in its own order (audeering's wav2vec2 MSP-dim answers
     # arousal, dominance, valence): each is valence, arousal, dominance or "drop".
-    dimensions: tuple[Literal["valence", "arousal", "dominance", "drop"], ...] = ("valence", "arousal")
+    dimensions: tuple[Literal["valence", "arousal", "dominance", "drop"], ...] = Field(
+        default=("valence", "arousal"), description="a valence_arousal net's output columns in its order: valence, "
+                                                    "arousal, dominance or drop")
     normalize: Literal["none", "zero_mean_unit_var"] = Field(default=
         "none", description="zero_mean_unit_var: as wav2vec2 / HuBERT feature extractors do")
 
@@ -171,40 +186,52 @@ BUILTIN_VAD = "../voice/1/silero_vad.jit"
 
 
 class Detector(_Strict):
-    kind: Literal["mtcnn"] = "mtcnn"
+    """The face detector and how often it searches; an installed model uses the repository's own."""
+    kind: Literal["mtcnn"] = Field(default="mtcnn", description="the face detector (the repository's own)")
     folder: str = Field(default=BUILTIN_DETECTOR,
                         description="folder of pnet.pt, rnet.pt, onet.pt, relative to the manifest")
-    min_face_px: int = Field(default=40, ge=12, le=2000)
-    tracking: bool = True
-    search_every: int = Field(default=30, ge=1, le=10000)
+    min_face_px: int = Field(default=40, ge=12, le=2000, description="smallest face side searched for, in pixels")
+    tracking: bool = Field(default=True, description="between full searches, check the last face's place "
+                                                     "instead of searching the whole frame")
+    search_every: int = Field(default=30, ge=1, le=10000, description="with tracking, a full search at least "
+                                                                      "every this many analysed frames")
 
 
 class Voice(_Strict):
+    """Speech detection (Silero VAD) and, optionally, a speech-emotion net."""
     vad: str = Field(default=BUILTIN_VAD, description="Silero VAD TorchScript file, relative to the manifest")
-    speech_threshold: float = Field(default=0.5, gt=0, lt=1)
-    min_speech_ratio: float = Field(default=0.2, ge=0, le=1)
-    emotion: VoiceEmotionNet | None = None
+    speech_threshold: float = Field(default=0.5, gt=0, lt=1, description="VAD probability above which a frame "
+                                                                         "of audio is speech")
+    min_speech_ratio: float = Field(default=0.2, ge=0, le=1, description="share of a segment's audio that must be "
+                                                                         "speech for it to count as speech")
+    emotion: VoiceEmotionNet | None = Field(default=None, description="a speech-emotion net; without one the "
+                                                                      "voice is prosodic arousal")
 
 
 class Fusion(_Strict):
     """How face and voice combine into one distribution: a weighted product (log-linear pooling) of
     the modalities present. Without a voice-emotion net, voice is prosodic arousal: a prior over the
     labels' arousal, weighted by `arousal_weight` beside a face and mixed half with uniform alone."""
-    face_weight: float = Field(default=1.0, gt=0)
-    voice_weight: float = Field(default=1.0, gt=0)
-    arousal_weight: float = Field(default=0.3, ge=0)
-    voice_only_mix: float = Field(default=0.5, ge=0, le=1)
+    face_weight: float = Field(default=1.0, gt=0, description="the face distribution's exponent in the product")
+    voice_weight: float = Field(default=1.0, gt=0, description="the voice net's exponent in the product")
+    arousal_weight: float = Field(default=0.3, ge=0, description="without a voice net: the arousal prior's exponent "
+                                                                 "beside a face")
+    voice_only_mix: float = Field(default=0.5, ge=0, le=1, description="without a voice net and without a face: "
+                                                                       "the arousal prior's share against uniform")
 
 
 class Manifest(_Strict):
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+    """A model: its name and version, one to four face nets, the voice, the detector and the fusion."""
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$",
+                      description="the model's name: rows carry `name/version` in model_version")
     # Optional only in a manifest given to `callstream models add`, which then assigns the next one.
-    version: str | None = Field(default=None, min_length=1, max_length=40, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
-    description: str = Field(default="", max_length=500)
-    detector: Detector = Field(default_factory=Detector)
-    face: tuple[FaceNet, ...] = Field(min_length=1, max_length=4)
-    voice: Voice = Field(default_factory=Voice)
-    fusion: Fusion = Field(default_factory=Fusion)
+    version: str | None = Field(default=None, min_length=1, max_length=40, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$",
+                                description="the version; `models add` assigns the next free one when left out")
+    description: str = Field(default="", max_length=500, description="free text about the model, kept in the manifest")
+    detector: Detector = Field(default_factory=Detector, description="the [detector] table")
+    face: tuple[FaceNet, ...] = Field(min_length=1, max_length=4, description="one to four [[face]] tables")
+    voice: Voice = Field(default_factory=Voice, description="the [voice] table")
+    fusion: Fusion = Field(default_factory=Fusion, description="the [fusion] table")
 
     @model_validator(mode="after")
     def _names(self) -> Manifest:
@@ -235,6 +262,60 @@ class Manifest(_Strict):
         for net in ("pnet", "rnet", "onet"):
             out[f"detector.folder ({net})"] = f"{self.detector.folder}/{net}.pt"
         return out
+
+
+# Every table of a manifest, in the order a reader meets them: (its TOML header, its model).
+TABLES: tuple[tuple[str, type[_Strict]], ...] = (
+    ("(top level)", Manifest), ("[[face]]", FaceNet), ("[voice]", Voice), ("[voice.emotion]", VoiceEmotionNet),
+    ("[detector]", Detector), ("[fusion]", Fusion))
+
+
+def reference() -> str:
+    """docs/MANIFEST.md: every key of every table, its type, default and meaning, from the models
+    themselves, so the reference cannot drift from what is validated."""
+    import json
+
+    from pydantic_core import PydanticUndefined
+
+    def shown(value: object) -> str:
+        if isinstance(value, tuple):
+            value = list(value)
+        return "`" + json.dumps(value) + "`"
+
+    lines = ["# Model manifest reference", "",
+             "Generated from `pipeline/serving/manifest.py` (`callstream models reference` prints it; a test "
+             "fails when this file and the code disagree). How to write one: docs/MODEL_CARD.md, "
+             "\"Bring your own model\".", ""]
+    for header, model in TABLES:
+        lines += [f"## {header}", "", " ".join((model.__doc__ or "").split()), "",
+                  "| key | type | default | meaning |", "|---|---|---|---|"]
+        for key, field in model.model_fields.items():
+            if isinstance(field.annotation, type) and issubclass(field.annotation, _Strict):
+                continue   # a table of its own, below
+            kind = _type_name(field.annotation)
+            if field.default_factory is not None:
+                default = shown(field.default_factory())   # type: ignore[call-arg]
+            elif field.default is PydanticUndefined:
+                default = "required"
+            else:
+                default = "none" if field.default is None else shown(field.default)
+            bounds = ", ".join(f"{word} {getattr(m, attr)}" for m in field.metadata for attr, word in
+                               (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="), ("min_length", "length >="),
+                                ("max_length", "length <=")) if getattr(m, attr, None) is not None)
+            meaning = (field.description or "") + (f" ({bounds})" if bounds else "")
+            lines.append(f"| `{key}` | `{kind}` | {default} | {meaning} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _type_name(annotation: object) -> str:
+    from typing import get_args, get_origin
+
+    if isinstance(annotation, type):
+        return annotation.__name__
+    if get_origin(annotation) is Literal:
+        return " or ".join(f'"{a}"' for a in get_args(annotation))
+    return str(annotation).replace("typing.", "").replace("pipeline.serving.manifest.", "").replace(" | ", " or ")
 
 
 def _problems(exc: ValidationError) -> list[str]:

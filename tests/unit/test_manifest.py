@@ -184,3 +184,13 @@ def test_valence_and_arousal_become_a_distribution_on_the_circumplex():
         mf.parse(text.replace('output = "valence_arousal"', 'output = "valence_arousal"\nlabels = ["a", "b"]'))
     with pytest.raises(mf.ManifestError, match="a face net scores classes"):
         mf.parse(text.replace('layout = "NCHW"', 'layout = "NCHW"\noutput = "valence_arousal"'))
+
+
+def test_the_manifest_reference_is_generated_and_describes_every_key():
+    """docs/MANIFEST.md is what the code validates: a key added without a description, or a default
+    changed without regenerating the file (`./run models reference > docs/MANIFEST.md`), fails here."""
+    for _, model in mf.TABLES:
+        missing = [key for key, field in model.model_fields.items() if not field.description]
+        assert not missing, f"{model.__name__}: describe {missing} (Field(description=...))"
+    assert (REPO_ROOT / "docs" / "MANIFEST.md").read_text() == mf.reference() + "\n"
+    assert "| `output_name` |" in mf.reference() and "| `dimensions` |" in mf.reference()
