@@ -172,7 +172,7 @@ class _ConsumerThread(driver.AIOKafkaConsumerThread):
                 trouble.retry_at = time.monotonic() + UNREADABLE_RETRY_S
                 consumer.seek(tp, offset)
                 # Kept in place until the retry is due, so aiokafka does not fetch the partition again.
-                fetcher._records[tp] = _Waiting(tp)
+                fetcher._records[tp] = _Waiting()
                 return []
             trouble.judged_to = offset
         log.error("%s/%d offset %d: unreadable after %d tries (%s): dead-lettered as unreadable_batch, and the "
@@ -185,9 +185,6 @@ class _ConsumerThread(driver.AIOKafkaConsumerThread):
 
 class _Waiting:
     """Stands in aiokafka's result slot while an unreadable batch waits to be fetched again."""
-
-    def __init__(self, tp: Any) -> None:
-        self.tp = tp
 
     def calculate_backoff(self) -> float:
         return 0.0   # never holds back the fetches of the broker's other partitions
