@@ -37,6 +37,7 @@ def register(sub: Any) -> dict[str, Handler]:
                                      "CSV path,label, or RAVDESS / CREMA-D file names)")
     e.add_argument("dataset")
     e.add_argument("--limit", type=int, default=0, help="evaluate at most N files")
+    e.add_argument("--per-clip", action="store_true", help="also print each clip's truth and each modality's label")
     e.add_argument("--model", action="append", help="a model (version) of the repository; repeatable "
                                                     "(default: CALLSTREAM_TRITON_MODEL)")
     return {"models": run}
@@ -155,7 +156,7 @@ def evaluate(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.inference.analysis import Analyzer
     from pipeline.media.ffmpeg_bin import ffmpeg_exe
     from pipeline.modelbuild.evaluate import evaluate_images
-    from pipeline.serving.evaluate import IMAGE_SUFFIXES, evaluate_clips, load, report
+    from pipeline.serving.evaluate import IMAGE_SUFFIXES, evaluate_clips, load, per_clip_lines, report
 
     items = load(Path(args.dataset))[: args.limit or None]
     images = [(p, label) for p, label in items if p.suffix.lower() in IMAGE_SUFFIXES]
@@ -167,6 +168,8 @@ def evaluate(settings: Settings, args: argparse.Namespace) -> int:
             result = evaluate_clips(analyzer, clips, settings.sample_fps, settings.frame_width, settings.segment_ms,
                                     ffmpeg_exe(settings.ffmpeg_binary))
             print("\n".join(report(f"{model} ({version}), clips", result)))
+            if getattr(args, "per_clip", False):
+                print("\n".join(per_clip_lines(result)))
         if images:
             print("\n".join(evaluate_images(analyzer, images, f"{model} ({version}), images")))
     return 0

@@ -171,14 +171,29 @@ def evaluate_clips(analyzer: Any, items: list[tuple[Path, str]], fps: float, fra
                    ffmpeg_bin: str) -> dict[str, Any]:
     scores = {m: Scores() for m in MODALITIES}
     no_face = no_speech = 0
+    per_clip = []
     for path, truth in items:
         e = clip_evidence(analyzer, path, fps, frame_width, segment_ms, ffmpeg_bin)
         got = predictions(e, analyzer)
-        no_face += e.faces == 0
-        no_speech += not (e.audio_ms > 0 and e.speech_ratio >= analyzer.fusion.min_speech_ratio)
+        faceless = e.faces == 0
+        silent = not (e.audio_ms > 0 and e.speech_ratio >= analyzer.fusion.min_speech_ratio)
+        no_face += faceless
+        no_speech += silent
         for m in MODALITIES:
             scores[m].add(truth, got[m])
-    return {"clips": len(items), "no_face": no_face, "no_speech": no_speech, "scores": scores}
+        per_clip.append({"path": path, "truth": truth, **{m: got[m] for m in MODALITIES},
+                         "face_found": not faceless, "speech_found": not silent})
+    return {"clips": len(items), "no_face": no_face, "no_speech": no_speech, "scores": scores, "per_clip": per_clip}
+
+
+def per_clip_lines(result: dict[str, Any]) -> list[str]:
+    """One line per clip: its truth and each modality's label ('-': that modality gave none)."""
+    lines = [f"  {'clip':<40} {'truth':<9}" + "".join(f" {m:<9}" for m in MODALITIES)]
+    for c in result["per_clip"]:
+        name = str(c["path"].name)
+        name = name if len(name) <= 40 else "..." + name[-37:]
+        lines.append(f"  {name:<40} {c['truth']:<9}" + "".join(f" {c[m] or '-':<9}" for m in MODALITIES))
+    return lines
 
 
 def report(name: str, result: dict[str, Any]) -> list[str]:

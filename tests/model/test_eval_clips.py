@@ -103,9 +103,13 @@ def test_the_command_prints_both_versions(clips, toy, tmp_path, capsys):
     (tmp_path / "labels.csv").write_text("".join(f"{p},{label}\n" for p, label in clips[2:]))
     settings = SimpleNamespace(model_repository=repo, triton_model="emotion", sample_fps=2.0, frame_width=480,
                                segment_ms=1000, ffmpeg_binary="")
-    args = SimpleNamespace(dataset=str(tmp_path / "labels.csv"), limit=0, model=[name, "emotion"])
+    args = SimpleNamespace(dataset=str(tmp_path / "labels.csv"), limit=0, model=[name, "emotion"], per_clip=True)
     assert evaluate(settings, args) == 0
     out = capsys.readouterr().out
     assert "toy-v1 (toy/1), clips: 2 clips, 2 without a face, 0 without speech" in out
     assert "emotion (fer-minixception+mtcnn-tracked+silero-prosody/3), clips" in out
-    assert out.count("  voice ") == 2 and "   1.000   1.000" in out
+    assert sum(line.startswith("  voice ") for line in out.splitlines()) == 2 and "   1.000   1.000" in out
+    # --per-clip: a line per clip and version, its truth, and "-" where a modality gave no label (no face).
+    names = {p.name for p, _ in clips[2:]}
+    rows = [line.split() for line in out.splitlines() if line.split() and line.split()[0] in names]
+    assert len(rows) == 4 and all(r[2] == "-" and r[1] == r[3] for r in rows[:2]), rows
