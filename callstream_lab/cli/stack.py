@@ -13,7 +13,7 @@ from pipeline.settings import Settings, mask
 
 def register(sub: Any) -> dict[str, Handler]:
     sub.add_parser("up", help="start the embedded stack (what settings do not point elsewhere) and apply the "
-                              "schema migrations")
+                              "schema revisions")
     sub.add_parser("down", help="stop the embedded stack")
     sub.add_parser("demo", help="start everything, process a generated call, print its timeline")
     return {"up": up, "down": down, "demo": demo}
@@ -45,7 +45,7 @@ def _prepare(settings: Settings) -> None:
 
     applied = ensure_schema(settings)
     if applied:
-        print(f"  schema migrations applied: {applied}")
+        print(f"  schema revisions applied: {applied}")
     ensure_topics(settings)
 
 

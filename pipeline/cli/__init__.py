@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("kafka", "botocore", "urllib3", "aiokafka"):
         # A worker logs the clients' warnings; a command a user typed says what failed in one line of its own.
         logging.getLogger(noisy).setLevel(logging.WARNING if args.cmd == "worker" else logging.CRITICAL)
+    logging.getLogger("alembic").setLevel(logging.WARNING)   # `db upgrade` prints each revision it applies
     from pipeline.alerts.rules import RuleError
     from pipeline.ingest.codecs import CodecsMissing
     from pipeline.media.cut import NotMedia

@@ -25,7 +25,7 @@ def grant_writer(conn: Any, login: str) -> None:
 
 
 def register(sub: Any) -> dict[str, Handler]:
-    db = sub.add_parser("db", help="`db upgrade` applies the schema migrations; `db status` shows the version")
+    db = sub.add_parser("db", help="`db upgrade` applies the schema revisions; `db status` shows the version")
     db.add_argument("db_cmd", choices=["upgrade", "status"])
     db.add_argument("--grant-writer", metavar="LOGIN", action="append", default=[],
                     help="with upgrade: make this existing login a member of callstream_writer (what a worker "
@@ -35,18 +35,17 @@ def register(sub: Any) -> dict[str, Handler]:
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.store.db import sync_engine
-    from pipeline.store.migrations import MIGRATIONS, migrate
-    from pipeline.store.schema import state
+    from pipeline.store.schema import revisions, state, upgrade
 
     engine = sync_engine(settings)
     where = mask("database_url", settings.db_url)
     try:
         if args.db_cmd == "upgrade":
             with engine.begin() as conn:
-                applied = migrate(conn)
+                applied = upgrade(conn)
                 for login in args.grant_writer:
                     grant_writer(conn, login)
-            names = {v: d for v, d, _ in MIGRATIONS}
+            names = revisions()
             for v in applied:
                 print(f"  applied {v}: {names[v]}")
             with engine.connect() as conn:

@@ -9,8 +9,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from pipeline.settings import Settings, mask
-from pipeline.store.migrations import migrate
-from pipeline.store.schema import SchemaState, require
+from pipeline.store.schema import SchemaState, require, upgrade
 
 CONNECT_TIMEOUT_S = 5   # an unreachable host fails in seconds, not after the TCP default
 
@@ -61,10 +60,10 @@ def require_schema(settings: Settings) -> SchemaState:
 
 
 def ensure_schema(settings: Settings) -> list[int]:
-    """Apply the missing migrations (`callstream db upgrade`, and the embedded stack's `up`)."""
+    """Apply the missing revisions (`callstream db upgrade`, and the embedded stack's `up`)."""
     engine = sync_engine(settings)
     try:
         with engine.begin() as conn:
-            return migrate(conn)
+            return upgrade(conn)
     finally:
         engine.dispose()

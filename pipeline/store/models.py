@@ -24,11 +24,6 @@ class ChunkStatus(StrEnum):
 REFUSED_ERASED = "call_erased"   # error_reason of a chunk refused because `callstream forget` erased its call
 
 
-class Track(StrEnum):
-    AGENT = "agent"
-    CUSTOMER = "customer"
-
-
 class PieceRow(TypedDict):
     """What one chunk observed of one participant in one grid cell (segment_pieces): the cell's row in
     emotion_segments is derived from all of its pieces, whichever chunks and streams they came from."""
@@ -161,10 +156,12 @@ class ChunkLedger(Base):
     offset: Mapped[int] = mapped_column(BigInteger)
     call_id: Mapped[str | None] = mapped_column(String(128))
     seq: Mapped[int | None] = mapped_column(Integer)
-    stream: Mapped[str] = mapped_column(String(140), server_default="",
-                                        comment="participant-id/media of a per-participant chunk; '' for whole-call")
+    stream: Mapped[str] = mapped_column(
+        String(140), server_default="", comment="participant-id/media of a per-participant chunk; empty for whole-call "
+                                                "chunks")
     end_of_call: Mapped[bool | None] = mapped_column(Boolean)
-    status: Mapped[str] = mapped_column(String(16), comment="done | failed | refused")
+    status: Mapped[str] = mapped_column(String(16),
+                                        comment="done | failed | refused (error_reason says why: call_erased)")
     error_reason: Mapped[str | None] = mapped_column(String(64))
     error_detail: Mapped[str | None] = mapped_column(Text)
     note: Mapped[str | None] = mapped_column(Text, comment="what was adjusted on a done chunk, e.g. a clamped duration")
@@ -191,6 +188,7 @@ class Erasure(Base):
     """A tombstone left by `callstream forget`: later chunks of the call (or of its track) are refused."""
 
     __tablename__ = "erasures"
+    __table_args__ = {"comment": "tombstones of callstream forget: chunks of these calls (track * = all) are refused"}
 
     call_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     track: Mapped[str] = mapped_column(String(128), primary_key=True, server_default="*",
@@ -234,7 +232,7 @@ class EmotionSegment(Base):
     chunk_seq: Mapped[int] = mapped_column(Integer, comment="a chunk that contributed (the first by seq)")
     evidence: Mapped[dict[str, Any] | None] = mapped_column(
         JSONB, comment="what drove the label: face frames and top classes, voice cues or top classes, fusion "
-                       "weights, a one-line summary (v7)")
+                       "weights, a one-line summary")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
@@ -243,6 +241,7 @@ class SegmentPiece(Base):
     Keyed by the chunk's place in its stream, so a redelivered chunk replaces its own pieces."""
 
     __tablename__ = "segment_pieces"
+    __table_args__ = {"comment": "what each chunk saw of a participant in a grid cell; emotion_segments merges them"}
 
     call_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     participant_id: Mapped[str] = mapped_column(String(128), primary_key=True)
@@ -263,9 +262,9 @@ class SegmentPiece(Base):
     speech_ratio: Mapped[float] = mapped_column(Float)
     arousal: Mapped[float | None] = mapped_column(Float)
     voice_probs: Mapped[list[float] | None] = mapped_column(
-        ARRAY(Float), comment="the voice-emotion net's DFEW distribution over the piece's speech (v7)")
+        ARRAY(Float), comment="the voice-emotion net's DFEW distribution over the piece's speech")
     voice_cues: Mapped[list[float] | None] = mapped_column(
-        ARRAY(Float), comment="energy, pitch variability, rate z-scores behind the arousal (v7)")
+        ARRAY(Float), comment="energy, pitch variability, rate z-scores behind the arousal")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
@@ -275,7 +274,9 @@ class Alert(Base):
 
     __tablename__ = "alerts"
     __table_args__ = (UniqueConstraint("call_id", "rule", name="alerts_once"),
-                      Index("alerts_unpublished", "fired_at", postgresql_where=text("published_at IS NULL")))
+                      Index("alerts_unpublished", "fired_at", postgresql_where=text("published_at IS NULL")),
+                      {"comment": "live alerts: the first window of a call where a rule held; published_at once on "
+                                  "the topic"})
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     call_id: Mapped[str] = mapped_column(String(128))
