@@ -24,7 +24,7 @@ from pipeline.serving.nets import FaceExpression, NoSuchOutput, VoiceEmotion
 OUTPUT_DTYPES = {"PROBS": np.float32, "CONFIDENCE": np.float32, "FACE_FOUND": bool, "SPEECH_FOUND": bool,
                  "FACE_SCORE": np.float32, "AROUSAL": np.float32, "SPEECH_RATIO": np.float32,
                  "FACE_PROBS": np.float32, "FACE_COUNT": np.int32, "TRACK_STATE": np.float32,
-                 "VOICE_PROBS": np.float32, "VOICE_CUES": np.float32}
+                 "VOICE_PROBS": np.float32, "VOICE_CUES": np.float32, "VOICE_DIMS": np.float32}
 NO_STATE = np.zeros(5, np.float32)
 
 
@@ -145,17 +145,18 @@ class Analyzer:
                                        self.vad_run_windows)
             arousal, cues = voice.prosodies(audio, every)
         heard = np.zeros((len(every), len(DFEW_LABELS)), np.float32)
+        dims = np.full((len(every), 3), np.nan, np.float32)
         if self.voice_net is not None:
             windows = [w for r in requests for w in r.voice_windows()]
             net = self.voice_net.spec
             run = [i for i, w in enumerate(windows) if ratio[i] >= self.min_speech_ratio
                    and len(w) >= net.min_window_s * voice.SAMPLE_RATE]
             if run:
-                heard[run] = self.voice_net.probs([windows[i] for i in run])
+                heard[run], dims[run] = self.voice_net.answer([windows[i] for i in run])
         out, row = [], 0
         for n in lengths:
             part = slice(row, row + len(n))
-            out.append(Voices(ratio[part], arousal[part], heard[part], cues[part]))
+            out.append(Voices(ratio[part], arousal[part], heard[part], cues[part], dims[part]))
             row += len(n)
         return out
 
@@ -207,18 +208,20 @@ class Analyzer:
         out["TRACK_STATE"] = states.tolist()
         out["VOICE_PROBS"] = heard.tolist()
         out["VOICE_CUES"] = v.cues.tolist()
+        out["VOICE_DIMS"] = v.dims.tolist()
         return {k: np.asarray(v, dtype=OUTPUT_DTYPES[k]).reshape(n, -1) for k, v in out.items()}
 
 
 @dataclass
 class Voices:
     """One request's voice results per item: speech ratio, arousal (-1: no audio), the voice net's
-    DFEW probabilities (zeros: not run) and the prosodic cues as z-scores (energy, pitch variability,
-    rate)."""
+    DFEW probabilities (zeros: not run), the prosodic cues as z-scores (energy, pitch variability,
+    rate) and a dimensional voice net's valence, arousal, dominance (NaN: not run or not answered)."""
     ratio: np.ndarray
     arousal: np.ndarray
     heard: np.ndarray
     cues: np.ndarray
+    dims: np.ndarray
 
 
 @dataclass

@@ -85,13 +85,15 @@ def unpack(outputs: dict[str, np.ndarray], items: list[Item]) -> list[Evidence]:
         arousal = float(outputs["AROUSAL"][k, 0])
         heard = outputs["VOICE_PROBS"][k] if "VOICE_PROBS" in outputs else None
         cues = outputs["VOICE_CUES"][k] if "VOICE_CUES" in outputs else None
+        dims = outputs["VOICE_DIMS"][k] if "VOICE_DIMS" in outputs else None
         results.append(Evidence(
             frames=len(item.frames), faces=faces, face_weight=float(outputs["FACE_SCORE"][k, 0]) * faces,
             face_probs=np.asarray(outputs["FACE_PROBS"][k], np.float64) if faces else None,
             audio_ms=int(len(item.audio) * 1000 // SAMPLE_RATE), speech_ratio=float(outputs["SPEECH_RATIO"][k, 0]),
             arousal=arousal if arousal >= 0 else None,
             voice_probs=np.asarray(heard, np.float64) if heard is not None and heard.any() else None,
-            cues=np.asarray(cues, np.float64) if cues is not None and arousal >= 0 else None))
+            cues=np.asarray(cues, np.float64) if cues is not None and arousal >= 0 else None,
+            voice_dims=np.asarray(dims, np.float64) if dims is not None and np.isfinite(dims).any() else None))
     return results
 
 
@@ -135,6 +137,7 @@ class EmotionClient:
         self.carry_tracks = True   # the model takes HINT and returns TRACK_STATE
         self.voice_probs = False   # the model returns VOICE_PROBS
         self.voice_cues = False    # the model returns VOICE_CUES
+        self.voice_dims = False    # the model returns VOICE_DIMS
         self.voice_window_ms = 0   # the audio context its voice-emotion net wants (0: none, send no window)
         self._client = grpcclient.InferenceServerClient(url=url, channel_args=CHANNEL_ARGS)
 
@@ -169,6 +172,7 @@ class EmotionClient:
             o.get("name") == "TRACK_STATE" for o in config.get("output", []))
         outputs = {o.get("name") for o in config.get("output", [])}
         self.voice_probs, self.voice_cues = "VOICE_PROBS" in outputs, "VOICE_CUES" in outputs
+        self.voice_dims = "VOICE_DIMS" in outputs
         params = config.get("parameters", {})
         name = params.get("model_name", {}).get("string_value", self.model)
         version = params.get("model_version", {}).get("string_value", "1")
@@ -188,7 +192,8 @@ class EmotionClient:
             t.set_data_from_numpy(value)
             inputs.append(t)
         wanted = OUTPUTS + (("TRACK_STATE",) if self.carry_tracks else ()) + (
-            ("VOICE_PROBS",) if self.voice_probs else ()) + (("VOICE_CUES",) if self.voice_cues else ())
+            ("VOICE_PROBS",) if self.voice_probs else ()) + (("VOICE_CUES",) if self.voice_cues else ()) + (
+            ("VOICE_DIMS",) if self.voice_dims else ())
         try:
             result = await self._client.infer(self.model, inputs, client_timeout=INFER_TIMEOUT_S,
                                               outputs=[grpcclient.InferRequestedOutput(o) for o in wanted])

@@ -58,6 +58,7 @@ class Fused:
     modality: str              # 'face+voice', 'face', 'voice' or 'none'
     face_score: float = 0.0    # mean face-detection confidence (set where the detector ran)
     arousal: float | None = None
+    arousal_source: str | None = None   # 'voice_net' (a dimensional voice net's) or 'prosody'
     speech_ratio: float = 0.0
 
     @staticmethod
@@ -80,6 +81,8 @@ class Evidence:
     arousal: float | None           # prosodic arousal of the audio, where it has speech
     voice_probs: np.ndarray | None = None   # (7,) the voice-emotion net's, where it ran (speech present)
     cues: np.ndarray | None = None          # (3,) energy, pitch variability, rate z-scores behind the arousal
+    voice_dims: np.ndarray | None = None    # (3,) a dimensional voice net's valence, arousal, dominance (NaN:
+                                            # a dimension it does not answer), where it ran
 
     @property
     def face_score(self) -> float:
@@ -105,8 +108,19 @@ def merge(pieces: list[Evidence]) -> Evidence:
     cued = [(ms, p.cues) for (ms, a), p in zip(speech, pieces, strict=True)
             if p.cues is not None and a is not None and ms > 0]
     cues = np.sum([ms * c for ms, c in cued], axis=0) / sum(ms for ms, _ in cued) if cued else None
+    dimmed = [(ms, p.voice_dims) for (ms, _), p in zip(speech, pieces, strict=True)
+              if p.voice_dims is not None and ms > 0]
+    dims = np.sum([ms * d for ms, d in dimmed], axis=0) / sum(ms for ms, _ in dimmed) if dimmed else None
     return Evidence(sum(p.frames for p in pieces), faces, weight, probs, audio_ms,
-                    speech_ms / audio_ms if audio_ms else 0.0, arousal, voice, cues)
+                    speech_ms / audio_ms if audio_ms else 0.0, arousal, voice, cues, dims)
+
+
+def heard_arousal(e: Evidence) -> tuple[float | None, str | None]:
+    """The arousal a row reports and where it came from: a dimensional voice net's where it answered
+    arousal (it heard the speech, prosody only measures it), else the prosodic estimate."""
+    if e.voice_dims is not None and np.isfinite(e.voice_dims[1]):
+        return float(e.voice_dims[1]), "voice_net"
+    return (e.arousal, "prosody") if e.arousal is not None else (None, None)
 
 
 def fuse_evidence(e: Evidence, params: FusionParams = DEFAULT_FUSION) -> Fused:
@@ -114,8 +128,9 @@ def fuse_evidence(e: Evidence, params: FusionParams = DEFAULT_FUSION) -> Fused:
     speech = e.audio_ms > 0 and e.speech_ratio >= params.min_speech_ratio and (
         e.arousal is not None or e.voice_probs is not None)
     f = fuse(e.face_probs, speech, e.arousal if speech else None, e.voice_probs if speech else None, params)
+    arousal, source = heard_arousal(e) if speech else (None, None)
     return Fused(f.probs, f.label, f.confidence, f.face_found, f.speech_found, f.modality,
-                 face_score=e.face_score, arousal=e.arousal if speech else None, speech_ratio=e.speech_ratio)
+                 face_score=e.face_score, arousal=arousal, arousal_source=source, speech_ratio=e.speech_ratio)
 
 
 def aggregate_face(probs: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray | None, float, int]:
@@ -189,6 +204,7 @@ def fuse_items(faces: list[FaceAggregate], speech_ratio: np.ndarray, arousal: np
 
 
 CUE_NAMES = ("energy", "pitch variability", "rate")
+DIMENSIONS = ("valence", "arousal", "dominance")   # Evidence.voice_dims, in this order
 
 
 def _top(probs: np.ndarray | None, k: int = 2) -> list[list[Any]]:
@@ -218,7 +234,15 @@ def explain(e: Evidence, f: Fused, params: FusionParams = DEFAULT_FUSION) -> dic
         if f.speech_found and e.voice_probs is not None:
             v["top"] = _top(e.voice_probs)
             label, p = v["top"][0]
-            parts.append(f"voice: {label} {p:.2f}")
+            text = f"voice: {label} {p:.2f}"
+            if e.voice_dims is not None:
+                v["dimensions"] = {name: round(float(x), 3) for name, x in zip(DIMENSIONS, e.voice_dims, strict=True)
+                                   if np.isfinite(x)}
+                text += " (" + ", ".join(f"{k} {x:+.2f}" if k == "valence" else f"{k} {x:.2f}"
+                                         for k, x in v["dimensions"].items()) + ")"
+                if e.arousal is not None:
+                    v["prosodic_arousal"] = round(e.arousal, 3)
+            parts.append(text)
         elif f.speech_found and e.arousal is not None:
             v["arousal"] = round(e.arousal, 3)
             level = "high" if e.arousal >= 0.6 else "low" if e.arousal <= 0.4 else "moderate"

@@ -152,6 +152,8 @@ class VoiceEmotionNet(Labelled):
                                                                                 "at the unpleasant and pleasant ends")
     arousal_range: tuple[float, float] = Field(default=(0.0, 1.0), description="a valence_arousal net's arousal at "
                                                                                "the calm and excited ends")
+    dominance_range: tuple[float, float] = Field(default=(0.0, 1.0), description="a valence_arousal net's dominance "
+                                                                                 "at the submissive and dominant ends")
     # A valence_arousal net's output columns in its own order (audeering's wav2vec2 MSP-dim answers
     # arousal, dominance, valence): each is valence, arousal, dominance or "drop".
     dimensions: tuple[Literal["valence", "arousal", "dominance", "drop"], ...] = Field(
@@ -174,7 +176,7 @@ class VoiceEmotionNet(Labelled):
                                  "columns in order: valence, arousal, dominance or drop)")
         if self.dimensions.count("dominance") > 1:
             raise ValueError(f"dimensions {list(self.dimensions)}: dominance at most once")
-        for key in ("valence_range", "arousal_range"):
+        for key in ("valence_range", "arousal_range", "dominance_range"):
             lo, hi = getattr(self, key)
             if not lo < hi:
                 raise ValueError(f"{key} must be [low, high] with low < high")

@@ -154,6 +154,20 @@ def circumplex(valence: np.ndarray, arousal: np.ndarray) -> np.ndarray:
     return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
+def scaled_dimensions(scores: np.ndarray, spec: mf.VoiceEmotionNet) -> np.ndarray:
+    """(N, 3) valence in -1..1, arousal and dominance in 0..1 (NaN where the net has no dominance) from a
+    valence_arousal net's columns, each mapped from its declared range and clipped to it: the scale the
+    stored rows use whatever the net's own."""
+    dims = spec.dimensions
+    out = np.full((len(scores), 3), np.nan)
+    for k, (name, (lo, hi)) in enumerate((("valence", spec.valence_range), ("arousal", spec.arousal_range),
+                                          ("dominance", spec.dominance_range))):
+        if name in dims:
+            out[:, k] = np.clip((scores[:, dims.index(name)] - lo) / (hi - lo), 0, 1)
+    out[:, 0] = out[:, 0] * 2 - 1
+    return out
+
+
 def to_dfew(scores: np.ndarray, spec: mf.Labelled, mapping: np.ndarray, what: str) -> np.ndarray:
     """A net's (N, classes) output as (N, 7) DFEW probabilities; dropped classes renormalised away.
     A valence-arousal net's (N, 2) output is placed on the circumplex instead."""
@@ -166,9 +180,8 @@ def to_dfew(scores: np.ndarray, spec: mf.Labelled, mapping: np.ndarray, what: st
         s = scores.astype(np.float64)
         if not np.isfinite(s).all():
             raise NetOutputError(f"{what} returned values that are not finite (NaN or infinity)")
-        (v0, v1), (a0, a1) = spec.valence_range, spec.arousal_range
-        valence, arousal = s[:, dims.index("valence")], s[:, dims.index("arousal")]
-        return circumplex(np.clip((valence - v0) / (v1 - v0), 0, 1), np.clip((arousal - a0) / (a1 - a0), 0, 1))
+        d = scaled_dimensions(s, spec)
+        return circumplex((d[:, 0] + 1) / 2, d[:, 1])
     if scores.ndim != 2 or scores.shape[1] != len(spec.labels):
         raise NetOutputError(f"{what} returned shape {tuple(scores.shape)}; the manifest declares "
                              f"(batch, {len(spec.labels)}) for labels {list(spec.labels)}")
@@ -254,18 +267,29 @@ class VoiceEmotion:
             x = np.pad(x, (0, max(0, fixed - len(x))))[:fixed]
         return x.astype(np.float32)
 
+    @property
+    def dimensional(self) -> bool:
+        return self.spec.output == "valence_arousal"
+
     def probs(self, windows: list[np.ndarray]) -> np.ndarray:
-        """DFEW probabilities per window. Windows of equal length run as one batch; a window's result
-        never depends on what else is in the batch (no padding inside a batch)."""
+        return self.answer(windows)[0]
+
+    def answer(self, windows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """DFEW probabilities per window, and a dimensional net's own valence, arousal and dominance
+        (scaled_dimensions; NaN for a classifier). Windows of equal length run as one batch; a window's
+        result never depends on what else is in the batch (no padding inside a batch)."""
         out = np.zeros((len(windows), len(DFEW_LABELS)), np.float32)
+        dims = np.full((len(windows), 3), np.nan, np.float32)
         prepared = [self.prepare(w) for w in windows]
         by_length: dict[int, list[int]] = {}
         for i, x in enumerate(prepared):
             by_length.setdefault(len(x), []).append(i)
         for idx in by_length.values():
-            batch = np.stack([prepared[i] for i in idx])
-            out[idx] = to_dfew(self.run(batch), self.spec, self.mapping, "voice emotion net")
-        return out
+            scores = self.run(np.stack([prepared[i] for i in idx]))
+            out[idx] = to_dfew(scores, self.spec, self.mapping, "voice emotion net")
+            if self.dimensional:
+                dims[idx] = scaled_dimensions(np.asarray(scores, np.float64), self.spec)
+        return out, dims
 
 
 def trial_inputs(net: FaceExpression, n: int = 3, seed: int = 0) -> np.ndarray:

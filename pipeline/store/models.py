@@ -47,6 +47,7 @@ class PieceRow(TypedDict):
     arousal: float | None
     voice_probs: list[float] | None
     voice_cues: list[float] | None
+    voice_dims: list[float | None] | None
 
 
 class SegmentRow(TypedDict):
@@ -72,6 +73,10 @@ class SegmentRow(TypedDict):
     speech_found: bool
     face_score: float | None
     arousal: float | None
+    arousal_source: str | None
+    voice_valence: float | None
+    voice_arousal: float | None
+    voice_dominance: float | None
     speech_ratio: float | None
     media: str
     video_ms: int
@@ -223,7 +228,16 @@ class EmotionSegment(Base):
     face_found: Mapped[bool] = mapped_column(Boolean)
     speech_found: Mapped[bool] = mapped_column(Boolean)
     face_score: Mapped[float | None] = mapped_column(Float, comment="mean face-detection confidence")
-    arousal: Mapped[float | None] = mapped_column(Float, comment="prosodic arousal 0..1 when speech was found")
+    arousal: Mapped[float | None] = mapped_column(Float, comment="arousal 0..1 when speech was found; "
+                                                                 "arousal_source says whose")
+    arousal_source: Mapped[str | None] = mapped_column(
+        String(16), comment="voice_net (a dimensional voice net's arousal) | prosody (energy, pitch, rate)")
+    voice_valence: Mapped[float | None] = mapped_column(
+        Float, comment="a dimensional voice net's valence over the speech, -1 unpleasant .. 1 pleasant")
+    voice_arousal: Mapped[float | None] = mapped_column(
+        Float, comment="a dimensional voice net's arousal over the speech, 0 calm .. 1 excited")
+    voice_dominance: Mapped[float | None] = mapped_column(
+        Float, comment="a dimensional voice net's dominance over the speech, 0 .. 1, where it answers one")
     speech_ratio: Mapped[float | None] = mapped_column(Float)
     media: Mapped[str | None] = mapped_column(String(8), comment="av | audio | video | none (a gap); NULL before v5")
     video_ms: Mapped[int | None] = mapped_column(Integer, comment="ms of the cell with the participant's video")
@@ -265,6 +279,8 @@ class SegmentPiece(Base):
         ARRAY(Float), comment="the voice-emotion net's DFEW distribution over the piece's speech")
     voice_cues: Mapped[list[float] | None] = mapped_column(
         ARRAY(Float), comment="energy, pitch variability, rate z-scores behind the arousal")
+    voice_dims: Mapped[list[float | None] | None] = mapped_column(
+        ARRAY(Float), comment="a dimensional voice net's valence, arousal, dominance over the piece's speech")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

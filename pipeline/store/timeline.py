@@ -26,7 +26,18 @@ def evidence(piece: Mapping[str, Any]) -> Evidence:
                     face_probs=np.asarray(probs, np.float64) if probs is not None else None,
                     audio_ms=piece["audio_ms"], speech_ratio=piece["speech_ratio"], arousal=piece["arousal"],
                     voice_probs=np.asarray(heard, np.float64) if heard is not None else None,
-                    cues=np.asarray(cues, np.float64) if cues is not None else None)
+                    cues=np.asarray(cues, np.float64) if cues is not None else None,
+                    voice_dims=dimensions(piece.get("voice_dims")))
+
+
+def dimensions(stored: list[float | None] | None) -> np.ndarray | None:
+    """A piece's stored voice dimensions (NULL for one the net does not answer) as the NaN-holed vector."""
+    return None if stored is None else np.asarray([np.nan if x is None else x for x in stored], np.float64)
+
+
+def _dim(e: Evidence, k: int, speech: bool) -> float | None:
+    x = e.voice_dims[k] if speech and e.voice_dims is not None else np.nan
+    return float(x) if np.isfinite(x) else None
 
 
 def media_of(video_ms: int, audio_ms: int) -> str:
@@ -58,6 +69,8 @@ def cell_rows(pieces: Iterable[Mapping[str, Any]], last_cell: int, segment_ms: i
             neutral=probs[0], happy=probs[1], sad=probs[2], angry=probs[3], fear=probs[4], disgust=probs[5],
             surprise=probs[6], label=f.label, confidence=f.confidence, face_found=f.face_found,
             speech_found=f.speech_found, face_score=f.face_score if f.face_found else None, arousal=f.arousal,
+            arousal_source=f.arousal_source, voice_valence=_dim(merged, 0, f.speech_found),
+            voice_arousal=_dim(merged, 1, f.speech_found), voice_dominance=_dim(merged, 2, f.speech_found),
             speech_ratio=f.speech_ratio if audio_ms else None, media=media_of(video_ms, audio_ms),
             video_ms=video_ms, audio_ms=audio_ms, chunk_seq=min(p["seq"] for p in ps),
             evidence=explain(merged, f, fusion)))
@@ -81,5 +94,6 @@ def gap_row(call_id: str, participant_id: str, role: str, model_version: str, mo
         call_id=call_id, participant_id=participant_id, role=role, track=role, start_ms=cell,
         end_ms=cell + segment_ms, model_version=model_version, model_name=model_name, neutral=None, happy=None,
         sad=None, angry=None, fear=None, disgust=None, surprise=None, label=None, confidence=0.0,
-        face_found=False, speech_found=False, face_score=None, arousal=None, speech_ratio=None, media="none",
+        face_found=False, speech_found=False, face_score=None, arousal=None, arousal_source=None,
+        voice_valence=None, voice_arousal=None, voice_dominance=None, speech_ratio=None, media="none",
         video_ms=0, audio_ms=0, chunk_seq=seq, evidence=None)

@@ -354,4 +354,6 @@ class ChunkProcessor:
             face_probs=[float(x) for x in e.face_probs] if e.face_probs is not None else None,
             speech_ratio=e.speech_ratio, arousal=e.arousal,
             voice_probs=[float(x) for x in e.voice_probs] if e.voice_probs is not None else None,
-            voice_cues=[float(x) for x in e.cues] if e.cues is not None else None)
+            voice_cues=[float(x) for x in e.cues] if e.cues is not None else None,
+            voice_dims=[float(x) if np.isfinite(x) else None for x in e.voice_dims]
+            if e.voice_dims is not None else None)

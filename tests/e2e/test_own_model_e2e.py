@@ -45,6 +45,14 @@ def byom(stack, model_repository, tmp_path_factory):
         loaded = subprocess.run([sys.executable, "-m", "pipeline.cli", "models", "add", str(nan)],
                                 env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
         assert loaded.returncode == 0 and ": ready" in loaded.stdout, loaded.stderr[-3000:]
+        # audeering's MSP-dim signature as published: batch fixed at 1, two outputs, arousal, dominance,
+        # valence in 0..1; declared in the manifest, nothing edited.
+        msp = model_kit.write_model(tmp / "msp-model", voice=False, name="msp")
+        model_kit.export_msp_dim_voice(msp.parent / "msp-dim.onnx")
+        msp.write_text(msp.read_text().replace("\n[fusion]", model_kit.MSP_DIM_VOICE + "\n[fusion]"))
+        loaded = subprocess.run([sys.executable, "-m", "pipeline.cli", "models", "add", str(msp)],
+                                env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
+        assert loaded.returncode == 0 and ": ready" in loaded.stdout, loaded.stderr[-3000:]
         yield env, added.stdout
     finally:
         triton.stop(served)
@@ -152,3 +160,42 @@ def test_a_net_that_answers_nan_rejects_that_request_and_serves_the_next(byom):
     served, err = asyncio.run(run())
     assert served[0].faces == 2 and served[0].face_probs is not None
     assert err.reason == "inference_rejected" and "not finite" in err.detail
+
+
+def test_a_batch_1_dimensional_voice_net_as_primary_stores_its_valence_and_arousal(stack, byom, tmp_path):
+    """The MSP-dim stand-in (batch 1 only) serves a whole call as the primary with the built-in as its
+    shadow: every chunk done at the first attempt (no retry loop on shape), the net's valence, arousal and
+    dominance stored on the rows where it heard speech, `arousal` taken from it and saying so, while the
+    shadow's arousal stays prosodic."""
+    env, _ = byom
+    env = {**env, "CALLSTREAM_TRITON_MODEL": "msp-v1", "CALLSTREAM_SHADOW_MODEL": "emotion"}
+    settings = Settings.from_env(env)
+    recording = generate_call(ffmpeg_exe(), tmp_path / "call.mp4", seconds=10, away_customer=(3.0, 8.0))
+    worker = stack.start_worker(env, "byom-msp")
+    try:
+        sent = publish_recording(settings, recording, "byom-msp")
+        wait_chunks(settings, "byom-msp", len(sent))
+    finally:
+        stack.stop_worker(worker)
+    ledger = query(settings, "SELECT status, attempts FROM chunks WHERE call_id = 'byom-msp'")
+    assert len(ledger) == len(sent) and all(r == ("done", 1) for r in ledger), ledger
+    rows = query(settings, "SELECT model_version, start_ms, label, speech_found, face_found, arousal, arousal_source, "
+                           "voice_valence, voice_arousal, voice_dominance, evidence FROM emotion_timeline "
+                           "WHERE call_id = 'byom-msp' AND role = 'customer' ORDER BY model_version, start_ms")
+    msp = [r for r in rows if r.model_version == "msp/1"]
+    builtin = [r for r in rows if r.model_version == BUILTIN]
+    assert len(msp) == len(builtin) == 10
+    heard = [r for r in msp if r.voice_arousal is not None]
+    assert len(heard) >= 3 and all(r.speech_found for r in heard)
+    for r in heard:
+        assert -1 <= r.voice_valence <= 1 and 0 <= r.voice_arousal <= 1
+        assert abs(r.voice_dominance - 0.5) < 1e-3     # the stand-in's constant dominance, range 0..1
+        assert r.arousal_source == "voice_net" and r.arousal == pytest.approx(r.voice_arousal)
+        assert r.evidence["voice"]["dimensions"]["arousal"] == pytest.approx(r.voice_arousal, abs=1e-3)
+        assert "prosodic_arousal" in r.evidence["voice"]
+    voice_only = [r for r in heard if not r.face_found]
+    assert voice_only and all(r.label for r in voice_only)
+    assert all(r.voice_valence is None and r.voice_arousal is None for r in msp if not r.speech_found)
+    assert all(r.arousal_source == "prosody" and r.voice_valence is None for r in builtin if r.arousal is not None)
+    assert any(r.arousal is not None for r in builtin)
+

@@ -224,3 +224,16 @@ def test_a_worker_transaction_is_bounded_even_when_its_process_stops_mid_batch(s
         assert bound == f"{TRANSACTION_TIMEOUT_S // 60}min"
     else:
         assert bound is None    # not a setting there: the idle bound is all there is
+
+
+def test_two_versions_that_never_agree_compare_with_zero_agreeing_seconds(stack):
+    with sync_engine(stack.settings).begin() as conn:
+        for version, label in (("cmp-a", "happy"), ("cmp-b", "angry")):
+            conn.execute(text(
+                "INSERT INTO emotion_segments (call_id, participant_id, role, track, start_ms, end_ms, model_version, "
+                "model_name, label, confidence, face_found, speech_found, chunk_seq) SELECT 'store-cmp', 'c', "
+                "'customer', 'customer', s, s + 1000, :v, 'm', :l, 0.9, true, false, 0 "
+                "FROM generate_series(0, 2000, 1000) s"), {"v": version, "l": label})
+        row = conn.execute(text("SELECT segments, label_agreement, agreeing_seconds FROM model_comparison "
+                                "WHERE call_id = 'store-cmp'")).one()
+    assert (row.segments, row.label_agreement, row.agreeing_seconds) == (3, 0, 0)

@@ -146,3 +146,39 @@ def test_evidence_says_what_drove_the_label():
     assert explain(quiet, fuse_evidence(quiet))["summary"] == "voice: no speech; fused: no label"
     nothing = Evidence(0, 0, 0.0, None, 0, 0.0, None)
     assert explain(nothing, fuse_evidence(nothing)) is None
+
+
+def test_a_dimensional_voice_nets_answers_merge_by_speech_and_become_the_rows_arousal():
+    heard = np.array([0.1, 0.7, 0.05, 0.05, 0.04, 0.03, 0.03])
+    # Two chunks' pieces of one cell: 300 ms of speech answered (valence -0.5, arousal 0.9, no dominance),
+    # 500 ms answered (0.3, 0.1); a third piece heard nothing from the net (too short a window).
+    a = Evidence(0, 0, 0.0, None, 300, 1.0, 0.2, heard, np.zeros(3), np.array([-0.5, 0.9, np.nan]))
+    b = Evidence(0, 0, 0.0, None, 500, 1.0, 0.4, heard, np.zeros(3), np.array([0.3, 0.1, np.nan]))
+    c = Evidence(0, 0, 0.0, None, 200, 1.0, 0.6, None, np.zeros(3))
+    m = merge([a, b, c])
+    np.testing.assert_allclose(m.voice_dims[:2], [(-0.5 * 300 + 0.3 * 500) / 800, (0.9 * 300 + 0.1 * 500) / 800])
+    assert np.isnan(m.voice_dims[2])
+    f = fuse_evidence(m)
+    assert (f.arousal, f.arousal_source) == (pytest.approx(0.4), "voice_net")
+    assert m.arousal == pytest.approx((0.2 * 300 + 0.4 * 500 + 0.6 * 200) / 1000)   # the prosodic one, kept
+    from pipeline.inference.fusion import explain
+
+    ev = explain(m, f)
+    assert ev["voice"]["dimensions"] == {"valence": 0.0, "arousal": 0.4}   # no dominance answered
+    assert ev["voice"]["prosodic_arousal"] == pytest.approx(0.38)
+    assert "voice: happy 0.70 (valence +0.00, arousal 0.40)" in ev["summary"]
+    # Without a dimensional net the arousal is the prosodic one, and says so; silence has none.
+    assert (fuse_evidence(merge([c])).arousal_source, fuse_evidence(merge([c])).arousal) == ("prosody", 0.6)
+    quiet = Evidence(0, 0, 0.0, None, 1000, 0.0, 0.3, None, None, np.array([0.1, 0.2, 0.3]))
+    assert (fuse_evidence(quiet).arousal, fuse_evidence(quiet).arousal_source) == (None, None)
+
+
+def test_a_dimensional_nets_columns_are_scaled_from_their_declared_ranges():
+    from pipeline.serving import manifest as mf
+    from pipeline.serving.nets import scaled_dimensions
+
+    spec = mf.VoiceEmotionNet(file="v.onnx", output="valence_arousal", dimensions=("arousal", "drop", "valence"),
+                              valence_range=(0.0, 1.0), arousal_range=(0.0, 2.0))
+    d = scaled_dimensions(np.array([[1.0, 9.0, 0.75], [3.0, 9.0, -1.0]]), spec)
+    np.testing.assert_allclose(d[:, :2], [[0.5, 0.5], [-1.0, 1.0]])   # valence -1..1, arousal 0..1, clipped
+    assert np.isnan(d[:, 2]).all()                                     # no dominance declared

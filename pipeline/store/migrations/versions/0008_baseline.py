@@ -37,17 +37,19 @@ BEGIN
 END $$
 """
 
-VIEWS = f"""
-CREATE VIEW emotion_timeline AS
+# Each view once, in dependency order. A later revision that changes one steps back to the body here
+# (op.get_context().script.get_revision("0008").module.VIEWS).
+VIEWS = {
+    "emotion_timeline": """
 SELECT s.call_id, s.participant_id, s.role, s.track, s.start_ms, s.end_ms,
        s.start_ms / 1000.0 AS start_s, (s.end_ms - s.start_ms) / 1000.0 AS seconds,
        c.started_at + s.start_ms * interval '1 millisecond' AS at,
        s.label, s.confidence, s.neutral, s.happy, s.sad, s.angry, s.fear, s.disgust, s.surprise,
        s.face_found, s.speech_found, s.arousal, s.media, s.video_ms, s.audio_ms, s.model_name, s.model_version,
        s.evidence
-FROM emotion_segments s LEFT JOIN calls c USING (call_id);
-
-CREATE VIEW call_participant_summary AS
+FROM emotion_segments s LEFT JOIN calls c USING (call_id)
+""",
+    "call_participant_summary": f"""
 SELECT call_id, participant_id, min(role) AS role, model_version,
        count(*) AS segments,
        min(start_ms) / 1000.0 AS from_s,
@@ -60,18 +62,18 @@ SELECT call_id, participant_id, min(role) AS role, model_version,
        avg(arousal) AS mean_arousal,
        avg(CASE WHEN face_found THEN 1.0 ELSE 0.0 END) AS face_coverage,
        avg(CASE WHEN speech_found THEN 1.0 ELSE 0.0 END) AS speech_coverage
-FROM emotion_segments GROUP BY call_id, participant_id, model_version;
-
--- The v1 name, kept for existing queries: one row per participant, track being the participant id.
-CREATE VIEW call_track_summary AS
+FROM emotion_segments GROUP BY call_id, participant_id, model_version
+""",
+    # The v1 name, kept for existing queries: one row per participant, track being the participant id.
+    "call_track_summary": """
 SELECT call_id, participant_id AS track, model_version, segments, seconds, observed_seconds, neutral_seconds,
        happy_seconds, sad_seconds, angry_seconds, fear_seconds, disgust_seconds, surprise_seconds,
        dominant_label, mean_arousal, face_coverage, speech_coverage, participant_id, role, no_media_seconds
-FROM call_participant_summary;
-
--- A call is complete once every chunk stream it has (one per participant and media, or the
--- whole-call stream of v1 chunks) has an end-of-call seq and seqs 0..end are all settled.
-CREATE VIEW call_stream_summary AS
+FROM call_participant_summary
+""",
+    # A call is complete once every chunk stream it has (one per participant and media, or the
+    # whole-call stream of v1 chunks) has an end-of-call seq and seqs 0..end are all settled.
+    "call_stream_summary": """
 WITH latest AS (
     SELECT DISTINCT ON (call_id, stream, seq) call_id, stream, seq, status
     FROM chunks WHERE call_id IS NOT NULL AND seq IS NOT NULL
@@ -92,9 +94,9 @@ SELECT l.call_id, l.stream, e.last_seq,
                  THEN 'complete_with_failures'
             ELSE 'in_progress' END AS status
 FROM latest l JOIN ends e USING (call_id, stream)
-GROUP BY l.call_id, l.stream, e.last_seq;
-
-CREATE VIEW call_summary AS
+GROUP BY l.call_id, l.stream, e.last_seq
+""",
+    "call_summary": """
 SELECT c.call_id, c.started_at, c.layout, c.last_seq,
        coalesce(sum(st.chunks_done), 0) AS chunks_done,
        coalesce(sum(st.chunks_failed), 0) AS chunks_failed,
@@ -107,10 +109,10 @@ SELECT c.call_id, c.started_at, c.layout, c.last_seq,
        (SELECT count(DISTINCT participant_id) FROM emotion_segments s WHERE s.call_id = c.call_id) AS participants,
        (SELECT max(end_ms) / 1000.0 FROM emotion_segments s WHERE s.call_id = c.call_id) AS analysed_until_s
 FROM calls c LEFT JOIN call_stream_summary st USING (call_id)
-GROUP BY c.call_id, c.started_at, c.layout, c.last_seq;
-
--- Two model versions on the same segments (a shadow beside the primary): each pair once, a < b.
-CREATE VIEW model_comparison AS
+GROUP BY c.call_id, c.started_at, c.layout, c.last_seq
+""",
+    # Two model versions on the same segments (a shadow beside the primary): each pair once, a < b.
+    "model_comparison": f"""
 SELECT a.call_id, a.participant_id, min(a.role) AS role,
        a.model_version AS model_version_a, b.model_version AS model_version_b,
        count(*) AS segments,
@@ -125,16 +127,18 @@ SELECT a.call_id, a.participant_id, min(a.role) AS role,
 FROM emotion_segments a
 JOIN emotion_segments b ON b.call_id = a.call_id AND b.participant_id = a.participant_id
                        AND b.start_ms = a.start_ms AND b.model_version > a.model_version
-GROUP BY a.call_id, a.participant_id, a.model_version, b.model_version;
-COMMENT ON VIEW model_comparison IS 'two model versions on the same segments: agreement, mean |p_a - p_b|';
-
--- Seconds per label, one row per (call, participant, model version, label): versions side by side.
-CREATE VIEW label_seconds AS
+GROUP BY a.call_id, a.participant_id, a.model_version, b.model_version
+""",
+    # Seconds per label, one row per (call, participant, model version, label): versions side by side.
+    "label_seconds": """
 SELECT call_id, participant_id, min(role) AS role, model_version, label,
        count(*) AS segments, sum(end_ms - start_ms) / 1000.0 AS seconds
 FROM emotion_segments WHERE label IS NOT NULL
-GROUP BY call_id, participant_id, model_version, label;
-"""
+GROUP BY call_id, participant_id, model_version, label
+""",
+}
+VIEW_COMMENTS = ("COMMENT ON VIEW model_comparison IS "
+                 "'two model versions on the same segments: agreement, mean |p_a - p_b|'")
 
 GRANTS = """
 GRANT SELECT, INSERT, UPDATE, DELETE ON calls, chunks, emotion_segments, segment_pieces, erasures, alerts
@@ -148,7 +152,9 @@ GRANT SELECT ON calls, emotion_segments, alerts, emotion_timeline, call_particip
 def upgrade() -> None:
     _tables()
     op.execute(ROLES)
-    op.execute(VIEWS)
+    for name, body in VIEWS.items():
+        op.execute(f"CREATE VIEW {name} AS {body}")
+    op.execute(VIEW_COMMENTS)
     op.execute(GRANTS)
 
 
