@@ -254,3 +254,44 @@ arousal_range = [0.0, 1.0]
 window_s = 2.0
 min_window_s = 0.5
 """
+
+
+EMOTION2VEC_LABELS = ["angry", "disgusted", "fearful", "happy", "neutral", "other", "sad", "surprised", "unknown"]
+
+
+def export_emotion2vec_voice(target: Path, head: bool = True) -> Path:
+    """A stand-in with the signature of emotion2vec+ base exported to ONNX: input `input` (1, samples)
+    float32, batch fixed at 1. FunASR's own `export(type="onnx")` stops at the encoder (`head=False`:
+    output `output` (1, frames, 768), frames of 20 ms); with its 9-class head (`head=True`, what a user
+    exports for labels) the output is `logits` (1, 9) in emotion2vec's order, EMOTION2VEC_LABELS. Its
+    numbers: loud speech is angry, quiet speech neutral; `other` and `unknown` hold some mass."""
+    import torch
+
+    class Emotion2Vec(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            frames = x.reshape(x.shape[0], -1, 320)
+            if not head:
+                return frames.abs().mean(dim=2, keepdim=True).repeat(1, 1, 768)
+            r = torch.sqrt((x * x).mean(dim=1) + 1e-12)
+            z = torch.zeros_like(r)
+            return torch.stack([40 * r - 2, z, z, z, z + 1, z + 0.5, z, z, z + 0.5], dim=1)
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Emotion2Vec().eval(), (torch.rand(1, 16000),), str(target), input_names=["input"],
+                          output_names=["logits" if head else "output"], dynamic_axes={"input": {1: "samples"}},
+                          opset_version=17, dynamo=False)
+    return target
+
+
+EMOTION2VEC_VOICE = """
+[voice.emotion]
+file = "emotion2vec.onnx"
+labels = ["angry", "disgusted", "fearful", "happy", "neutral", "other", "sad", "surprised", "unknown"]
+label_map = { other = "drop", unknown = "drop" }
+output = "logits"
+window_s = 2.0
+min_window_s = 0.5
+"""
+

@@ -206,6 +206,8 @@ def report(name: str, result: dict[str, Any]) -> list[str]:
              f"  {'modality':<8} {'scored':>7} {'WAR':>7} {'UAR':>7} {'no label':>9}"]
     for m, s in result["scores"].items():
         lines.append(f"  {m:<8} {s.scored:>7} {pct(s.war()):>7} {pct(s.uar()):>7} {s.unlabelled:>9}")
+    lines.append("  (a clip a modality gave no label, no face or no speech, is counted under 'no label' and left "
+                 "out of that modality's WAR and UAR)")
     for m, s in result["scores"].items():
         if not s.scored:
             continue

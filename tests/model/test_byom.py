@@ -261,6 +261,35 @@ def test_a_dimensional_net_with_two_outputs_installs_as_published_without_editin
     assert [DFEW_LABELS[int(p.argmax())] for p in out["VOICE_PROBS"]] == ["happy", "neutral"]
 
 
+def test_an_emotion2vec_export_with_its_head_installs_as_published_and_drops_other_and_unknown(repo, tmp_path):
+    """emotion2vec+'s signature: batch fixed at 1, nine classes in its order, two of them (other, unknown)
+    no emotion at all. The manifest lists them and drops those two; nothing is edited."""
+    folder = tmp_path / "e2v"
+    source = model_kit.write_model(folder, voice=False, name="e2v")
+    model_kit.export_emotion2vec_voice(folder / "emotion2vec.onnx")
+    source.write_text(source.read_text().replace("\n[fusion]", model_kit.EMOTION2VEC_VOICE + "\n[fusion]"))
+    version, report, _ = add(source, repo)
+    assert report["voice"]["max_batch"] == 1
+    analyzer = Analyzer.load(repo, model=version.triton_name)
+    audio = np.stack([model_kit.speech(0.1, 1.0), model_kit.speech(0.01, 1.0)])
+    out = analyzer.run(np.zeros((2, 1, 16, 16, 3), np.uint8), np.zeros((2, 1), bool), audio, np.full(2, 16000))
+    assert [DFEW_LABELS[int(p.argmax())] for p in out["VOICE_PROBS"]] == ["angry", "neutral"]
+    np.testing.assert_allclose(out["VOICE_PROBS"].sum(axis=1), 1, atol=1e-5)   # other, unknown renormalised away
+    assert np.isnan(out["VOICE_DIMS"]).all()                                     # a classifier has no dimensions
+
+
+def test_an_emotion2vec_export_without_its_head_is_refused_naming_the_shape(repo, tmp_path):
+    """FunASR's own ONNX export stops at the encoder (frame features): refused in one line that says what
+    came back and what the manifest expects, before anything reaches the repository."""
+    folder = tmp_path / "e2v-features"
+    source = model_kit.write_model(folder, voice=False, name="e2v-features")
+    model_kit.export_emotion2vec_voice(folder / "emotion2vec.onnx", head=False)
+    source.write_text(source.read_text().replace("\n[fusion]", model_kit.EMOTION2VEC_VOICE + "\n[fusion]"))
+    with pytest.raises(mf.ManifestError, match=r"returned shape \(1, 25, 768\); the manifest declares \(batch, 9\)"):
+        add(source, repo)
+    assert not list(repo.glob("e2v-features*"))
+
+
 @pytest.mark.parametrize("edit, message", [
     ('output_name = "logits"', r"voice\.emotion\.output_name: msp-dim\.onnx has no output 'scores'; its outputs "
                                r"are \['hidden_states', 'logits'\]$"),
