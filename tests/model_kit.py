@@ -295,3 +295,46 @@ window_s = 2.0
 min_window_s = 0.5
 """
 
+
+HSEMOTION_FACE = """
+[[face]]
+name = "hsemotion-enet-b0-8-afew"
+file = "enet_b0_8_best_afew.onnx"
+input_size = 224
+color = "rgb"
+layout = "NCHW"
+scale = 0.00392156862745098
+mean = [0.485, 0.456, 0.406]
+std = [0.229, 0.224, 0.225]
+output = "logits"
+labels = ["Anger", "Contempt", "Disgust", "Fear", "Happiness", "Neutral", "Sadness", "Surprise"]
+label_map = { Contempt = "drop" }
+"""
+
+
+def export_hsemotion_face(target: Path) -> Path:
+    """A stand-in with the signature of HSEmotion's enet_b0_8_best_afew ONNX export: input `input`
+    (batch, 3, 224, 224) float32 ImageNet-normalised RGB, output (batch, 8) logits in its order (Anger,
+    Contempt, Disgust, Fear, Happiness, Neutral, Sadness, Surprise). Its numbers: Contempt would win on
+    any crop, so a manifest that forgets to drop it shows; after the drop, Happiness."""
+    import torch
+
+    class Enet(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            m = x.mean(dim=(1, 2, 3)) * 0
+            return torch.stack([m, m + 4, m, m, m + 3, m + 1, m, m], dim=1)
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return _export(Enet(), torch.rand(2, 3, 224, 224), target, {"input": {0: "batch"}, "output": {0: "batch"}})
+
+
+def write_public_model(folder: Path, name: str = "public") -> Path:
+    """A model of the two classifiers' signatures: the HSEmotion face net and emotion2vec+ (with its
+    head), as their manifests are documented in MODEL_CARD; returns the manifest's path."""
+    export_hsemotion_face(folder / "enet_b0_8_best_afew.onnx")
+    export_emotion2vec_voice(folder / "emotion2vec.onnx")
+    path = folder / "manifest.toml"
+    path.write_text(f'name = "{name}"\nversion = "1"\n' + HSEMOTION_FACE + EMOTION2VEC_VOICE
+                    + "\n[fusion]\nvoice_weight = 0.5\n")
+    return path
+

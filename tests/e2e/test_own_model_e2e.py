@@ -53,6 +53,11 @@ def byom(stack, model_repository, tmp_path_factory):
         loaded = subprocess.run([sys.executable, "-m", "pipeline.cli", "models", "add", str(msp)],
                                 env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
         assert loaded.returncode == 0 and ": ready" in loaded.stdout, loaded.stderr[-3000:]
+        # HSEmotion's face net and emotion2vec+ (with its head, batch 1), declared as MODEL_CARD shows.
+        public = model_kit.write_public_model(tmp / "public-model")
+        loaded = subprocess.run([sys.executable, "-m", "pipeline.cli", "models", "add", str(public)],
+                                env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
+        assert loaded.returncode == 0 and ": ready" in loaded.stdout, loaded.stderr[-3000:]
         yield env, added.stdout
     finally:
         triton.stop(served)
@@ -162,29 +167,27 @@ def test_a_net_that_answers_nan_rejects_that_request_and_serves_the_next(byom):
     assert err.reason == "inference_rejected" and "not finite" in err.detail
 
 
-def test_a_batch_1_dimensional_voice_net_as_primary_stores_its_valence_and_arousal(stack, byom, tmp_path):
-    """The MSP-dim stand-in (batch 1 only) serves a whole call as the primary with the built-in as its
-    shadow: every chunk done at the first attempt (no retry loop on shape), the net's valence, arousal and
-    dominance stored on the rows where it heard speech, `arousal` taken from it and saying so, while the
-    shadow's arousal stays prosodic."""
-    env, _ = byom
-    env = {**env, "CALLSTREAM_TRITON_MODEL": "msp-v1", "CALLSTREAM_SHADOW_MODEL": "emotion"}
+def _call(stack, env, primary, shadow, call_id, tmp_path):
+    """A 10-s call whose customer leaves the picture from 3 s to 8 s, through a worker serving `primary`
+    with `shadow` beside it; every chunk must be done at its first attempt (no retries on shape)."""
+    env = {**env, "CALLSTREAM_TRITON_MODEL": primary, "CALLSTREAM_SHADOW_MODEL": shadow}
     settings = Settings.from_env(env)
     recording = generate_call(ffmpeg_exe(), tmp_path / "call.mp4", seconds=10, away_customer=(3.0, 8.0))
-    worker = stack.start_worker(env, "byom-msp")
+    worker = stack.start_worker(env, call_id)
     try:
-        sent = publish_recording(settings, recording, "byom-msp")
-        wait_chunks(settings, "byom-msp", len(sent))
+        sent = publish_recording(settings, recording, call_id)
+        wait_chunks(settings, call_id, len(sent))
     finally:
         stack.stop_worker(worker)
-    ledger = query(settings, "SELECT status, attempts FROM chunks WHERE call_id = 'byom-msp'")
+    ledger = query(settings, f"SELECT status, attempts FROM chunks WHERE call_id = '{call_id}'")
     assert len(ledger) == len(sent) and all(r == ("done", 1) for r in ledger), ledger
     rows = query(settings, "SELECT model_version, start_ms, label, speech_found, face_found, arousal, arousal_source, "
                            "voice_valence, voice_arousal, voice_dominance, evidence FROM emotion_timeline "
-                           "WHERE call_id = 'byom-msp' AND role = 'customer' ORDER BY model_version, start_ms")
-    msp = [r for r in rows if r.model_version == "msp/1"]
-    builtin = [r for r in rows if r.model_version == BUILTIN]
-    assert len(msp) == len(builtin) == 10
+                           f"WHERE call_id = '{call_id}' AND role = 'customer' ORDER BY model_version, start_ms")
+    return {v: [r for r in rows if r.model_version == v] for v in ("msp/1", "public/1")}
+
+
+def _dimensional_rows_hold(msp):
     heard = [r for r in msp if r.voice_arousal is not None]
     assert len(heard) >= 3 and all(r.speech_found for r in heard)
     for r in heard:
@@ -193,9 +196,33 @@ def test_a_batch_1_dimensional_voice_net_as_primary_stores_its_valence_and_arous
         assert r.arousal_source == "voice_net" and r.arousal == pytest.approx(r.voice_arousal)
         assert r.evidence["voice"]["dimensions"]["arousal"] == pytest.approx(r.voice_arousal, abs=1e-3)
         assert "prosodic_arousal" in r.evidence["voice"]
-    voice_only = [r for r in heard if not r.face_found]
-    assert voice_only and all(r.label for r in voice_only)
+    assert [r for r in heard if not r.face_found and r.label]
     assert all(r.voice_valence is None and r.voice_arousal is None for r in msp if not r.speech_found)
-    assert all(r.arousal_source == "prosody" and r.voice_valence is None for r in builtin if r.arousal is not None)
-    assert any(r.arousal is not None for r in builtin)
 
+
+def _classifier_rows_hold(public):
+    assert all(r.label == "happy" for r in public if r.face_found)   # HSEmotion's Contempt dropped
+    voice_only = [r for r in public if r.speech_found and not r.face_found]
+    assert voice_only and all(r.label in ("angry", "neutral") for r in voice_only)   # emotion2vec+'s
+    assert all(r.arousal_source == "prosody" and r.voice_valence is None for r in public if r.arousal is not None)
+    assert any(r.arousal is not None for r in public)
+
+
+def test_a_batch_1_dimensional_voice_net_as_primary_stores_its_valence_and_arousal(stack, byom, tmp_path):
+    """The MSP-dim stand-in (batch 1 only) serves a whole call as the primary with the HSEmotion +
+    emotion2vec+ model as its shadow: its valence, arousal and dominance stored where it heard speech,
+    `arousal` taken from it and saying so, while the shadow's arousal stays prosodic."""
+    env, _ = byom
+    rows = _call(stack, env, "msp-v1", "public-v1", "byom-msp", tmp_path)
+    assert len(rows["msp/1"]) == len(rows["public/1"]) == 10
+    _dimensional_rows_hold(rows["msp/1"])
+    _classifier_rows_hold(rows["public/1"])
+
+
+def test_the_public_signatures_as_primary_with_the_dimensional_net_as_shadow(stack, byom, tmp_path):
+    """The other way round: HSEmotion + emotion2vec+ (batch 1) primary, MSP-dim the shadow."""
+    env, _ = byom
+    rows = _call(stack, env, "public-v1", "msp-v1", "byom-public", tmp_path)
+    assert len(rows["msp/1"]) == len(rows["public/1"]) == 10
+    _dimensional_rows_hold(rows["msp/1"])
+    _classifier_rows_hold(rows["public/1"])

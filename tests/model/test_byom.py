@@ -261,6 +261,18 @@ def test_a_dimensional_net_with_two_outputs_installs_as_published_without_editin
     assert [DFEW_LABELS[int(p.argmax())] for p in out["VOICE_PROBS"]] == ["happy", "neutral"]
 
 
+def test_the_hsemotion_face_net_installs_as_published_with_its_class_names_and_contempt_dropped(repo, tmp_path):
+    """HSEmotion's enet_b0_8_best_afew signature with emotion2vec+ beside it, the manifest as MODEL_CARD
+    documents it: capitalised class names match, Contempt (which would win) is dropped."""
+    version, report, _ = add(model_kit.write_public_model(tmp_path / "public"), repo)
+    assert report["face"][0]["input_shape"][1:] == [3, 224, 224]
+    analyzer = Analyzer.load(repo, model=version.triton_name)
+    frames = np.stack([model_kit.astronaut_view()] * 2)[None]
+    out = analyzer.run(frames, np.ones((1, 2), bool), model_kit.speech(0.1, 1.0)[None], np.full(1, 16000))
+    assert bool(out["FACE_FOUND"][0, 0]) and DFEW_LABELS[int(out["FACE_PROBS"][0].argmax())] == "happy"
+    assert DFEW_LABELS[int(out["VOICE_PROBS"][0].argmax())] == "angry"
+
+
 def test_an_emotion2vec_export_with_its_head_installs_as_published_and_drops_other_and_unknown(repo, tmp_path):
     """emotion2vec+'s signature: batch fixed at 1, nine classes in its order, two of them (other, unknown)
     no emotion at all. The manifest lists them and drops those two; nothing is edited."""
