@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.inference.labels import DFEW_LABELS
+from pipeline.shared.labels import DFEW_LABELS
 
 
 def format_timeline(rows: list[dict]) -> str:

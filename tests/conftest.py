@@ -8,7 +8,7 @@ from pipeline.settings import REPO_ROOT, Settings
 @pytest.fixture(scope="session")
 def model_repository() -> Path:
     """The repository's triton_models/, built from the installed packages if it is not yet."""
-    from pipeline.modelbuild.build import build_all, is_built  # torch: only for tests that need models
+    from pipeline.model.build.build import build_all, is_built  # torch: only for tests that need models
 
     repo = REPO_ROOT / "triton_models"
     if not is_built(repo):

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.inference.analysis import Analyzer
+from pipeline.model.analysis import Analyzer
 
 
 @dataclass

@@ -12,15 +12,15 @@ import time
 import torch
 
 from callstream_lab.bench.workload import Workload
-from pipeline.inference.analysis import Analyzer
-from pipeline.inference.client import pack
 from pipeline.ingest.producer import Upload
 from pipeline.media.decode import decode
 from pipeline.media.ffargs import DEFAULT_OPTIONS, DecodeOptions
 from pipeline.media.ffmpeg_bin import ffmpeg_exe
 from pipeline.media.segment import wants
+from pipeline.model.analysis import Analyzer
 from pipeline.settings import Settings
 from pipeline.worker.process import decoded_items
+from pipeline.worker.triton_client import pack
 
 WARMUP_PASSES = 3  # over a call's first two chunks, per model instance, before the model limit's clock
 MIN_VIDEO_S = 120.0  # each limit is timed on at least this much video (the workload repeated): a 30-s
@@ -55,7 +55,7 @@ def ffmpeg_limit(work: Workload, settings: Settings, parallel: int | None = None
 def model_limit(work: Workload, settings: Settings, tracking: bool = True,
                 batches: list[list[dict]] | None = None, instances: int | None = None) -> float:
     """Video seconds per wall second through the analysis the `emotion` model runs (detector,
-    expression, VAD, prosody, fusion: pipeline/inference/analysis.py), with all the cores for it: one
+    expression, VAD, prosody, fusion: pipeline/model/analysis.py), with all the cores for it: one
     instance per core (`instances`), each its own model on one torch thread as in Triton, one call per
     chunk as the worker batches them, the call's chunks in order with the face tracking carried from
     one to the next as the worker carries it. (Triton itself runs one instance on the 2-core reference

@@ -17,7 +17,7 @@ from callstream_lab.bench.agreement import compare, photo_views
 from callstream_lab.bench.limits import decoded_batches, ffmpeg_limit, model_limit
 from callstream_lab.bench.runner import Bench, RunResult, triton_peak_rss_mb
 from callstream_lab.bench.workload import Workload
-from pipeline.inference.analysis import Analyzer
+from pipeline.model.analysis import Analyzer
 from pipeline.settings import REPO_ROOT, Settings
 
 PEER_ENV = "bench-peer"

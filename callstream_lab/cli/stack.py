@@ -23,7 +23,7 @@ def start(settings: Settings) -> None:
     """The embedded stack up, the schema migrated and the topics there: what `up`, `demo` and the lab
     commands start from."""
     from callstream_lab.stack import control
-    from pipeline.modelbuild.build import build_all, is_built
+    from pipeline.model.build.build import build_all, is_built
 
     if not settings.triton_url and not is_built(settings.model_repository):
         print("building model artifacts from the installed packages ...")

@@ -98,10 +98,13 @@ def remove_orphan_regions(shm: Path = Path("/dev/shm")) -> list[Path]:
 
 
 def start(settings: Settings) -> None:
-    from pipeline.modelbuild.build import is_built
+    from pipeline.model.build.build import is_built
 
     if not is_built(settings.model_repository):
         raise procs.ServiceError(f"{settings.model_repository} has no built weights: run `callstream models build`")
+    from pipeline.model.repository import refresh
+
+    refresh(settings.model_repository)   # versions installed by an older release: this release's glue
     state = settings.state_dir
     url = f"http://127.0.0.1:{settings.triton_http_port}/v2/health/ready"
     if procs.running_pid(state, NAME):

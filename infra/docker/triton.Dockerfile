@@ -1,8 +1,8 @@
 # The official Triton image serving the same triton_models/ as the embedded tritonserver.
 # Stage 1 converts the shipped pretrained weights (`callstream models build`) with the project's own
 # Python (pyproject: >= 3.11); stage 2 serves them. The Python backend runs on the Triton image's
-# interpreter (Python 3.10 in 24.10, Ubuntu 22.04) and imports only pipeline.inference and
-# pipeline.serving, numpy, torch, ONNX Runtime, pydantic and tomli (3.10 has no tomllib):
+# interpreter (Python 3.10 in 24.10, Ubuntu 22.04) and imports only pipeline.model and
+# pipeline.shared, numpy, torch, ONNX Runtime, pydantic and tomli (3.10 has no tomllib):
 # tests/integration/test_images.py runs that code on Python 3.10 and checks this file against pyproject.
 ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3
 FROM python:3.11-slim AS build
@@ -17,12 +17,12 @@ RUN pip install --no-cache-dir ".[serve]" && pip install --no-cache-dir --no-dep
 
 FROM ${TRITON_IMAGE}
 # torch with CUDA for KIND_GPU instances; onnxruntime-gpu brings the CUDA and TensorRT execution
-# providers, which a GPU instance selects (pipeline/serving/nets.py). The models import
-# pipeline.inference and pipeline.serving only.
+# providers, which a GPU instance selects (pipeline/model/nets.py). The models import
+# pipeline.model and pipeline.shared only, nothing else of pipeline/.
 RUN pip install --no-cache-dir "torch==2.13.0" "numpy<3" "onnxruntime-gpu>=1.17" "pydantic>=2.5" "tomli>=2"
 COPY pipeline/__init__.py /opt/callstream/pipeline/__init__.py
-COPY pipeline/inference /opt/callstream/pipeline/inference
-COPY pipeline/serving /opt/callstream/pipeline/serving
+COPY pipeline/model /opt/callstream/pipeline/model
+COPY pipeline/shared /opt/callstream/pipeline/shared
 ENV PYTHONPATH=/opt/callstream
 COPY --from=build /src/triton_models /models
 # Explicit model control, everything loaded at start: `callstream models add` loads new versions live.

@@ -29,7 +29,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.contract import ROLES
-from pipeline.inference.labels import DFEW_LABELS
+from pipeline.shared.labels import DFEW_LABELS
 
 Label = Literal["neutral", "happy", "sad", "angry", "fear", "disgust", "surprise"]
 assert set(Label.__args__) == set(DFEW_LABELS)  # type: ignore[attr-defined]

@@ -51,11 +51,11 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING if args.cmd == "worker" else logging.CRITICAL)
     logging.getLogger("alembic").setLevel(logging.WARNING)   # `db upgrade` prints each revision it applies
     from pipeline.alerts.rules import RuleError
+    from pipeline.evaluation import DatasetError
     from pipeline.ingest.codecs import CodecsMissing
     from pipeline.media.cut import NotMedia
-    from pipeline.modelbuild.faceapi import ConversionError
-    from pipeline.serving.evaluate import DatasetError
-    from pipeline.serving.manifest import ManifestError
+    from pipeline.model.build.faceapi import ConversionError
+    from pipeline.model.manifest import ManifestError
     from pipeline.store.schema import SchemaMismatch
 
     if args.cmd != "worker":   # `callstream settings | head`: end quietly when the reader goes away

@@ -29,7 +29,7 @@ def primary_version(settings: Settings, present: dict[str, int]) -> str:
     """The version CALLSTREAM_TRITON_MODEL serves, where the call has its rows; else the version with
     the most segments (a repository this command cannot read, a model switched since)."""
     try:
-        from pipeline.serving.repository import installed
+        from pipeline.model.repository import installed
 
         for version in installed(settings.model_repository):
             if version.triton_name == settings.triton_model and version.model_version in present:

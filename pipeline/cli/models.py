@@ -1,6 +1,6 @@
 """`callstream models`: build the built-in nets, add and list model versions, measure accuracy.
 
-Parsing and printing only; the work is in pipeline.serving.repository (install, list), the model
+Parsing and printing only; the work is in pipeline.model.repository (install, list), the model
 build and the evaluation modules.
 """
 
@@ -28,6 +28,8 @@ def register(sub: Any) -> dict[str, Handler]:
     a.add_argument("--check", action="store_true", help="validate and trial-run only; install nothing")
     a.add_argument("--no-load", action="store_true", help="install, but do not ask Triton to load it")
     msub.add_parser("list", help="model versions in the repository, and what Triton serves")
+    msub.add_parser("refresh", help="rewrite installed versions' model.py and config.pbtxt from this release's "
+                                    "(after an upgrade, before Triton starts; `up` does it)")
     msub.add_parser("reference", help="every manifest key: type, default and meaning (docs/MANIFEST.md)")
     f = msub.add_parser("faceapi", help="convert @vladmandic/face-api's expression net (npm, MIT) to ONNX and add "
                                         "it as model version faceapi-expression/1: a second real face net")
@@ -45,12 +47,21 @@ def register(sub: Any) -> dict[str, Handler]:
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     return {"build": build, "add": add, "list": show, "eval": evaluate, "faceapi": faceapi,
-            "reference": reference}[args.models_cmd](
+            "reference": reference, "refresh": refresh}[args.models_cmd](
         settings, args)
 
 
+def refresh(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.model.repository import refresh as rewrite
+
+    changed = rewrite(settings.model_repository)
+    print(f"{settings.model_repository}: " + (f"refreshed {', '.join(changed)}" if changed else
+                                              "every installed version is current"))
+    return 0
+
+
 def build(settings: Settings, args: argparse.Namespace) -> int:
-    from pipeline.modelbuild.build import build_all
+    from pipeline.model.build.build import build_all
 
     info = build_all(Path(args.out or settings.model_repository))
     for s in info["sources"]:
@@ -62,7 +73,7 @@ def build(settings: Settings, args: argparse.Namespace) -> int:
 def faceapi(settings: Settings, args: argparse.Namespace) -> int:
     import tempfile
 
-    from pipeline.modelbuild import faceapi as conversion
+    from pipeline.model.build import faceapi as conversion
 
     with tempfile.TemporaryDirectory(prefix="callstream-faceapi-") as tmp:
         package = Path(args.package) if args.package else conversion.fetch(Path(tmp))
@@ -73,7 +84,7 @@ def faceapi(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def add(settings: Settings, args: argparse.Namespace) -> int:
-    from pipeline.serving.repository import add as install
+    from pipeline.model.repository import add as install
 
     result, report, new = install(Path(args.manifest), settings.model_repository, args.as_name, dry_run=args.check)
     def batch(net: dict) -> str:
@@ -119,7 +130,7 @@ def _load(settings: Settings, name: str) -> str:
 
 
 def show(settings: Settings, args: argparse.Namespace) -> int:
-    from pipeline.serving.repository import installed
+    from pipeline.model.repository import installed
 
     served = _served(settings)
     versions = installed(settings.model_repository)
@@ -153,10 +164,9 @@ def _served(settings: Settings) -> dict[str, str] | None:
 
 def evaluate(settings: Settings, args: argparse.Namespace) -> int:
     """Clips through each model version's whole path; images through its face path (as before)."""
-    from pipeline.inference.analysis import Analyzer
+    from pipeline.evaluation import IMAGE_SUFFIXES, evaluate_clips, evaluate_images, load, per_clip_lines, report
     from pipeline.media.ffmpeg_bin import ffmpeg_exe
-    from pipeline.modelbuild.evaluate import evaluate_images
-    from pipeline.serving.evaluate import IMAGE_SUFFIXES, evaluate_clips, load, per_clip_lines, report
+    from pipeline.model.analysis import Analyzer
 
     items = load(Path(args.dataset))[: args.limit or None]
     images = [(p, label) for p, label in items if p.suffix.lower() in IMAGE_SUFFIXES]
@@ -176,7 +186,7 @@ def evaluate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def reference(settings: Settings, args: argparse.Namespace) -> int:
-    from pipeline.serving.manifest import reference as text
+    from pipeline.model.manifest import reference as text
 
     print(text())
     return 0

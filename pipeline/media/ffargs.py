@@ -13,7 +13,8 @@ from pathlib import Path
 
 import ffmpeg
 
-AUDIO_RATE = 16_000
+from pipeline.shared.wire import SAMPLE_RATE as AUDIO_RATE
+
 LOG_ARGS = ("-hide_banner", "-nostdin", "-nostats", "-loglevel", "level+info")
 # aresample async: a gap in the stream's timestamps (a muted track, a recorder pause) becomes silence, so
 # every sample stays at its own call time; raw PCM would close the gap and shift all later audio early.

@@ -251,7 +251,7 @@ class EmotionSegment(Base):
 
 
 class SegmentPiece(Base):
-    """What one chunk saw of one participant in one grid cell, in sums that merge (inference.fusion.Evidence).
+    """What one chunk saw of one participant in one grid cell, in sums that merge (shared.fusion.Evidence).
     Keyed by the chunk's place in its stream, so a redelivered chunk replaces its own pieces."""
 
     __tablename__ = "segment_pieces"

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.inference.fusion import Evidence, FusionParams, explain, fuse_evidence, merge
-from pipeline.inference.labels import DFEW_LABELS
+from pipeline.shared.fusion import Evidence, FusionParams, explain, fuse_evidence, merge
+from pipeline.shared.labels import DFEW_LABELS
 from pipeline.store.models import SegmentRow
 
 

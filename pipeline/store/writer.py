@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from pipeline.alerts.rules import Rule, evaluate
 from pipeline.contract import AlertMessage
 from pipeline.errors import AlreadySettled, BadChunk, TransientFault
-from pipeline.inference.fusion import DEFAULT_FUSION, FusionParams
+from pipeline.shared.fusion import DEFAULT_FUSION, FusionParams
 from pipeline.store.models import (
     REFUSED_ERASED,
     Call,

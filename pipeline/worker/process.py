@@ -19,8 +19,6 @@ import numpy as np
 
 from pipeline.contract import ChunkMeta
 from pipeline.errors import BadChunk
-from pipeline.inference.client import EmotionClient, Item
-from pipeline.inference.fusion import DEFAULT_FUSION, Evidence, FusionParams
 from pipeline.ingest.claimcheck import ClaimCheckStore
 from pipeline.media.chunkfile import ChunkFile
 from pipeline.media.decode import Decoded, StreamDecoder, Window
@@ -37,8 +35,10 @@ from pipeline.media.segment import (
     wants,
 )
 from pipeline.settings import Settings
+from pipeline.shared.fusion import DEFAULT_FUSION, Evidence, FusionParams
 from pipeline.store.models import PieceRow
 from pipeline.worker.tracks import Key, TrackMemory
+from pipeline.worker.triton_client import EmotionClient, Item
 
 
 @dataclass

@@ -15,7 +15,6 @@ import mode
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline.alerts.rules import Rule
-from pipeline.inference.client import EmotionClient
 from pipeline.ingest.claimcheck import ClaimCheckStore
 from pipeline.media.chunkfile import remove_stale_chunk_files
 from pipeline.media.ffmpeg_bin import ffmpeg_exe
@@ -25,6 +24,7 @@ from pipeline.store.writer import SegmentWriter
 from pipeline.worker.handler import DeadLetter, MessageHandler
 from pipeline.worker.metrics import Metrics
 from pipeline.worker.process import ChunkProcessor, ModelRun
+from pipeline.worker.triton_client import EmotionClient
 
 log = logging.getLogger("callstream.worker")
 

@@ -143,7 +143,7 @@ def test_a_net_that_answers_nan_rejects_that_request_and_serves_the_next(byom):
     import numpy as np
 
     from pipeline.errors import BadChunk
-    from pipeline.inference.client import EmotionClient, Item
+    from pipeline.worker.triton_client import EmotionClient, Item
 
     env, _ = byom
     settings = Settings.from_env(env)

@@ -94,15 +94,17 @@ def test_the_triton_backend_runs_on_the_triton_images_python(tmp_path):
     python = _venv(tmp_path, TRITON_PYTHON[tag])
     _needs_registry(python, tmp_path)
     subprocess.run([str(python), "-m", "pip", "install", "-q", "numpy<3"], check=True, timeout=600)
+    # What the image copies into its PYTHONPATH (tests/unit/test_houses.py pins the list).
+    copied = re.findall(r"^COPY (pipeline\S*) /opt/callstream/", (DOCKER / "triton.Dockerfile").read_text(), re.M)
     sources = sorted(REPO_ROOT.glob("triton_models/*/1/model.py")) + sorted(
-        (REPO_ROOT / "pipeline" / "inference").glob("*.py")) + sorted((REPO_ROOT / "pipeline" / "serving").glob("*.py"))
+        f for c in copied for f in ([REPO_ROOT / c] if c.endswith(".py") else (REPO_ROOT / c).rglob("*.py")))
     # Every file the backend loads compiles on that Python; the numpy-only parts also run there.
     compiled = subprocess.run([str(python), "-m", "py_compile", *map(str, sources)], capture_output=True, text=True)
     assert compiled.returncode == 0, compiled.stderr
     script = """
 import numpy as np
-from pipeline.inference.fusion import Evidence, fuse_evidence, merge
-from pipeline.inference.acoustics import prosody
+from pipeline.shared.fusion import Evidence, fuse_evidence, merge
+from pipeline.model.acoustics import prosody
 face = np.array([0.05, 0.8, 0.05, 0.04, 0.02, 0.02, 0.02])
 e = merge([Evidence(2, 2, 1.9, face, 500, 0.6, 0.7), Evidence(2, 1, 0.95, face, 500, 0.2, 0.4)])
 assert fuse_evidence(e).label == "happy"

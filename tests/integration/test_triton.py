@@ -7,9 +7,9 @@ import urllib.request
 import numpy as np
 import pytest
 
-from pipeline.inference.client import EmotionClient, Item
-from pipeline.inference.fusion import fuse_evidence
-from pipeline.inference.labels import DFEW_LABELS
+from pipeline.shared.fusion import fuse_evidence
+from pipeline.shared.labels import DFEW_LABELS
+from pipeline.worker.triton_client import EmotionClient, Item
 from tests.model_kit import astronaut_view
 
 pytestmark = pytest.mark.stack

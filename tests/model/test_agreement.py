@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from callstream_lab.bench.agreement import compare, photo_views
-from pipeline.inference.analysis import Analyzer
+from pipeline.model.analysis import Analyzer
 
 
 @pytest.fixture(scope="module")

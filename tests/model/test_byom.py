@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.inference.analysis import Analyzer
-from pipeline.inference.labels import DFEW_LABELS
-from pipeline.serving import manifest as mf
-from pipeline.serving.nets import NetInputError, NetOutputError
-from pipeline.serving.repository import add, installed
+from pipeline.model import manifest as mf
+from pipeline.model.analysis import Analyzer
+from pipeline.model.nets import NetInputError, NetOutputError
+from pipeline.model.repository import add, installed
+from pipeline.shared.labels import DFEW_LABELS
 from tests import model_kit
 
 
@@ -81,7 +81,7 @@ def test_the_voice_window_comes_from_voice_window_and_not_the_item_alone(toy):
     item = np.zeros((1, 16000), np.float32)
     item[0, :8000] = model_kit.speech(0.1, 0.5)
     window = np.concatenate([model_kit.speech(0.01, 1.0), item[0]])[None]
-    from pipeline.inference.analysis import Request
+    from pipeline.model.analysis import Request
 
     frames = np.zeros((1, 1, 16, 16, 3), np.uint8)
     own = analyzer.run_many([Request.of(frames, np.zeros((1, 1), bool), item, [16000])])[0]
@@ -158,8 +158,8 @@ def test_bad_models_never_reach_the_repository(repo, tmp_path, case, message):
 
 def test_several_face_nets_pool_as_a_weighted_geometric_mean(repo, tmp_path):
     """Two [[face]] entries with different crops: the second is cut from the detector's boxes."""
-    from pipeline.inference.analysis import Request, pool
-    from pipeline.inference.face_detection import face_crop
+    from pipeline.model.analysis import Request, pool
+    from pipeline.model.face_detection import face_crop
 
     source = model_kit.write_model(tmp_path / "pair", voice=False, name="pair")
     text = source.read_text()
@@ -323,3 +323,21 @@ def test_a_dimensional_net_declared_wrong_is_refused_naming_the_key(repo, tmp_pa
     source.write_text(source.read_text().replace("\n[fusion]", voice + "\n[fusion]"))
     with pytest.raises(mf.ManifestError, match=message):
         add(source, repo)
+
+
+def test_refresh_gives_versions_installed_by_an_older_release_this_releases_glue(repo, tmp_path):
+    """model.py and config.pbtxt are copied at install; after an upgrade that moved the model's code or
+    added an output, refresh rewrites them (the nets and manifest, the version's identity, stay)."""
+    from pipeline.model.repository import refresh
+
+    version, _, _ = add(model_kit.write_model(tmp_path / "old", name="old-release"), repo)
+    code, config = version.folder / "1" / "model.py", version.folder / "config.pbtxt"
+    code.write_text("from pipeline.inference.analysis import Analyzer   # an older release's layout\n")
+    config.write_text(config.read_text().replace('  { name: "VOICE_DIMS", data_type: TYPE_FP32, dims: [ 3 ] }\n',
+                                                 ""))
+    nets = {p: p.read_bytes() for p in version.folder.glob("*.onnx")}
+    assert version.triton_name in refresh(repo)
+    assert code.read_text() == (repo / "emotion" / "1" / "model.py").read_text()
+    assert "VOICE_DIMS" in config.read_text() and f'name: "{version.triton_name}"' in config.read_text()
+    assert {p: p.read_bytes() for p in version.folder.glob("*.onnx")} == nets
+    assert version.triton_name not in refresh(repo)

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.inference import artifacts
-from pipeline.inference.face_detection import TrackState, nms, pyramid_scales, track_plan
+from pipeline.model import artifacts
+from pipeline.model.face_detection import TrackState, nms, pyramid_scales, track_plan
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipeline.inference.analysis import Analyzer
+from pipeline.evaluation import DatasetError, Scores, evaluate_clips, label_from_name, load
 from pipeline.media.ffmpeg_bin import ffmpeg_exe
-from pipeline.serving.evaluate import DatasetError, Scores, evaluate_clips, label_from_name, load
-from pipeline.serving.repository import add
+from pipeline.model.analysis import Analyzer
+from pipeline.model.repository import add
 from tests import model_kit
 
 

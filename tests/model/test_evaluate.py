@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.modelbuild.evaluate import canonical, evaluate, load_dataset
+from pipeline.evaluation import DatasetError, evaluate_images, image_items, label_of, score_images
 
 
 @pytest.fixture
@@ -20,28 +20,25 @@ def dataset(tmp_path):
 
 
 def test_labels_and_aliases():
-    assert canonical("Happiness") == "happy" and canonical("anger") == "angry" and canonical("contempt") is None
-    with pytest.raises(ValueError):
-        canonical("bored")
+    assert label_of("Happiness", "x") == "happy" and label_of("anger", "x") == "angry"
+    assert label_of("contempt", "x") is None   # a known class without a DFEW column: left out
+    with pytest.raises(DatasetError, match="label 'bored' is not one of"):
+        label_of("bored", "x")
 
 
-def test_folder_and_csv_datasets_evaluate(dataset, model_repository, capsys):
-    items = load_dataset(dataset)
+def test_folder_and_csv_datasets_evaluate(dataset, model_repository):
+    from pipeline.model.analysis import Analyzer
+
+    analyzer = Analyzer.load(model_repository)
+    items = image_items(dataset)
     assert [label for _, label in items] == ["happy", "happy"]
-    report = evaluate(model_repository, dataset)
+    report = score_images(analyzer, items)
     assert report["images"] == 2 and report["face_detected"] == 1.0
     assert report["accuracy"] == 1.0 and report["confusion"]["happy"]["happy"] == 2
     csv = dataset / "labels.csv"
     csv.write_text("path,label\nhappiness/astronaut.png,happy\nhappiness/mirrored.jpg,neutral\n")
-    report = evaluate(model_repository, csv)
+    report = score_images(analyzer, image_items(csv))
     assert report["images"] == 2 and report["accuracy"] == 0.5 and report["recall"]["neutral"] == 0.0
     assert set(report["confusion"]) == {"happy", "neutral"}
-
-    from types import SimpleNamespace
-
-    from pipeline.modelbuild.evaluate import evaluate_cli
-
-    settings = SimpleNamespace(model_repository=model_repository)
-    assert evaluate_cli(settings, SimpleNamespace(dataset=str(csv), limit=0)) == 0
-    out = capsys.readouterr().out
-    assert "accuracy 0.500" in out and out.count("\n") == 4
+    lines = evaluate_images(analyzer, image_items(csv), "emotion")
+    assert lines[0] == "emotion:" and "accuracy 0.500" in lines[1] and len(lines) == 5

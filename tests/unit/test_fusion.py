@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from pipeline.inference.acoustics import arousal_score, prosody
-from pipeline.inference.fusion import (
+from pipeline.model.acoustics import arousal_score, prosody
+from pipeline.shared.fusion import (
     FACE_MIN_SCORE,
     Evidence,
     aggregate_face,
@@ -11,7 +11,7 @@ from pipeline.inference.fusion import (
     fuse_evidence,
     merge,
 )
-from pipeline.inference.labels import DFEW_LABELS, FER2013_LABELS, FER2013_TO_DFEW, permutation
+from pipeline.shared.labels import DFEW_LABELS, FER2013_LABELS, FER2013_TO_DFEW, permutation
 
 
 def test_fer_order_maps_to_dfew_order():
@@ -124,7 +124,7 @@ def test_voice_merges_by_speech_time():
 
 
 def test_evidence_says_what_drove_the_label():
-    from pipeline.inference.fusion import FusionParams, explain
+    from pipeline.shared.fusion import FusionParams, explain
 
     face = np.array([0.05, 0.8, 0.05, 0.04, 0.02, 0.02, 0.02])
     e = Evidence(2, 2, 1.9, face, 1000, 0.8, 0.75, None, np.array([1.4, -0.2, 0.3]))
@@ -161,7 +161,7 @@ def test_a_dimensional_voice_nets_answers_merge_by_speech_and_become_the_rows_ar
     f = fuse_evidence(m)
     assert (f.arousal, f.arousal_source) == (pytest.approx(0.4), "voice_net")
     assert m.arousal == pytest.approx((0.2 * 300 + 0.4 * 500 + 0.6 * 200) / 1000)   # the prosodic one, kept
-    from pipeline.inference.fusion import explain
+    from pipeline.shared.fusion import explain
 
     ev = explain(m, f)
     assert ev["voice"]["dimensions"] == {"valence": 0.0, "arousal": 0.4}   # no dominance answered
@@ -174,8 +174,8 @@ def test_a_dimensional_voice_nets_answers_merge_by_speech_and_become_the_rows_ar
 
 
 def test_a_dimensional_nets_columns_are_scaled_from_their_declared_ranges():
-    from pipeline.serving import manifest as mf
-    from pipeline.serving.nets import scaled_dimensions
+    from pipeline.model import manifest as mf
+    from pipeline.model.nets import scaled_dimensions
 
     spec = mf.VoiceEmotionNet(file="v.onnx", output="valence_arousal", dimensions=("arousal", "drop", "valence"),
                               valence_range=(0.0, 1.0), arousal_range=(0.0, 2.0))

@@ -5,13 +5,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.inference.fusion import Evidence, FusionParams, fuse, fuse_evidence, merge
-from pipeline.inference.labels import DFEW_LABELS
 from pipeline.media.segment import Segment, SegmentPlanner, context_span
-from pipeline.serving import manifest as mf
-from pipeline.serving.nets import NetOutputError, to_dfew
-from pipeline.serving.repository import _toml, check_config, config_parameters, render_config
+from pipeline.model import manifest as mf
+from pipeline.model.nets import NetOutputError, to_dfew
+from pipeline.model.repository import _toml, check_config, config_parameters, render_config
 from pipeline.settings import REPO_ROOT
+from pipeline.shared.fusion import Evidence, FusionParams, fuse, fuse_evidence, merge
+from pipeline.shared.labels import DFEW_LABELS
 from tests import model_kit
 
 BUILTIN = REPO_ROOT / "triton_models" / "emotion"
@@ -169,7 +169,7 @@ def test_model_kit_manifest_is_what_the_docs_show():
 
 
 def test_valence_and_arousal_become_a_distribution_on_the_circumplex():
-    from pipeline.serving.nets import circumplex
+    from pipeline.model.nets import circumplex
 
     probs = circumplex(np.array([0.9, 0.2, 0.5]), np.array([0.6, 0.85, 0.2]))
     assert [DFEW_LABELS[int(i)] for i in probs.argmax(1)] == ["happy", "angry", "neutral"]

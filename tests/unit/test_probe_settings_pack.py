@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 
 from pipeline.errors import BadChunk
-from pipeline.inference.client import Item, pack
 from pipeline.media.decode import is_truncated
 from pipeline.media.ffargs import target_size
 from pipeline.media.probe import channel_count, parse_report
 from pipeline.settings import Settings
+from pipeline.worker.triton_client import Item, pack
 
 REPORT = """Input #0, matroska,webm, from 'chunk000001.mkv':
   Metadata:

@@ -3,7 +3,7 @@ an item's own windows (the reshaping is checked with a stateless stand-in for Si
 
 import numpy as np
 
-from pipeline.inference.voice import WINDOW, speech_ratio
+from pipeline.model.voice import WINDOW, speech_ratio
 
 
 class LoudWindows:

@@ -1,7 +1,7 @@
 """Triton Python backend: per-item face + voice analysis and fusion, all in this process.
 
-The nets are the ones this model's manifest.toml declares (pipeline/serving/manifest.py), loaded from
-the model repository and run here (pipeline/inference/analysis.py): no BLS hop copies frames, crops or
+The nets are the ones this model's manifest.toml declares (pipeline/model/manifest.py), loaded from
+the model repository and run here (pipeline/model/analysis.py): no BLS hop copies frames, crops or
 audio to another stub process. One bad request fails alone, never the others the dynamic batcher put
 with it. Every installed model version runs this same file (`callstream models add` copies it).
 """
@@ -13,11 +13,11 @@ import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 
-from pipeline.inference.analysis import Analyzer, Request
-from pipeline.inference.serving import instance_device
-from pipeline.serving.manifest import MANIFEST
-from pipeline.serving.nets import NetInputError, NetOutputError
-from pipeline.serving.repository import check_config
+from pipeline.model.analysis import Analyzer, Request
+from pipeline.model.backend import instance_device
+from pipeline.model.manifest import MANIFEST
+from pipeline.model.nets import NetInputError, NetOutputError
+from pipeline.model.repository import check_config
 
 
 class TritonPythonModel:

@@ -1,11 +1,11 @@
-"""Triton Python backend: MTCNN face detection (pipeline/inference/face_detection.py)."""
+"""Triton Python backend: MTCNN face detection (pipeline/model/face_detection.py)."""
 
 import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 
-from pipeline.inference import artifacts
-from pipeline.inference.serving import instance_device, parameter, version_folder
+from pipeline.model import artifacts
+from pipeline.model.backend import instance_device, parameter, version_folder
 
 
 class TritonPythonModel:

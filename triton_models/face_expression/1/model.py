@@ -9,9 +9,9 @@ import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 
-from pipeline.inference.serving import instance_device
-from pipeline.serving import manifest as mf
-from pipeline.serving.nets import FaceExpression
+from pipeline.model import manifest as mf
+from pipeline.model.backend import instance_device
+from pipeline.model.nets import FaceExpression
 
 
 class TritonPythonModel:

@@ -1,11 +1,11 @@
-"""Triton Python backend: Silero VAD speech ratio and prosodic arousal (pipeline/inference/acoustics.py)."""
+"""Triton Python backend: Silero VAD speech ratio and prosodic arousal (pipeline/model/acoustics.py)."""
 
 import torch
 import triton_python_backend_utils as pb_utils
 
-from pipeline.inference import artifacts
-from pipeline.inference.serving import instance_device, parameter, version_folder
-from pipeline.inference.voice import SPEECH_THRESHOLD, analyse
+from pipeline.model import artifacts
+from pipeline.model.backend import instance_device, parameter, version_folder
+from pipeline.model.voice import SPEECH_THRESHOLD, analyse
 
 
 class TritonPythonModel:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.inference.labels import DFEW_AROUSAL, DFEW_LABELS
+from pipeline.shared.labels import DFEW_AROUSAL, DFEW_LABELS
 
 FACE_MIN_SCORE = 0.9      # MTCNN output-stage confidence below this is not trusted as a face
 VOICE_WEIGHT = 0.3        # exponent of the arousal prior when a face is present

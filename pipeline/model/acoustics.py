@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SAMPLE_RATE = 16_000
+from pipeline.shared.wire import SAMPLE_RATE
+
 FRAME = 640        # 40 ms analysis frames
 HOP = 320          # 20 ms hop
 F0_MIN, F0_MAX = 60.0, 400.0

@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.inference import artifacts, voice
-from pipeline.inference.face_detection import KEYFRAME_EVERY, MTCNN, Detections, TrackState, face_crop
-from pipeline.inference.fusion import DEFAULT_FUSION, FaceAggregate, FusionParams, faces_per_item, fuse_items
-from pipeline.inference.labels import DFEW_LABELS
-from pipeline.serving import manifest as mf
-from pipeline.serving.nets import FaceExpression, NoSuchOutput, VoiceEmotion
+from pipeline.model import artifacts, voice
+from pipeline.model import manifest as mf
+from pipeline.model.face_detection import KEYFRAME_EVERY, MTCNN, Detections, TrackState, face_crop
+from pipeline.model.nets import FaceExpression, NoSuchOutput, VoiceEmotion
+from pipeline.shared.fusion import DEFAULT_FUSION, FaceAggregate, FusionParams, faces_per_item, fuse_items
+from pipeline.shared.labels import DFEW_LABELS
 
 OUTPUT_DTYPES = {"PROBS": np.float32, "CONFIDENCE": np.float32, "FACE_FOUND": bool, "SPEECH_FOUND": bool,
                  "FACE_SCORE": np.float32, "AROUSAL": np.float32, "SPEECH_RATIO": np.float32,

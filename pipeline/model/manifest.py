@@ -19,8 +19,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from pipeline.inference.fusion import FusionParams
-from pipeline.inference.labels import DFEW_LABELS, canonical
+from pipeline.shared.fusion import FusionParams
+from pipeline.shared.labels import DFEW_LABELS, canonical
 
 # Python 3.10 (the official Triton image's) has no tomllib: the same parser ships as the package tomli.
 tomllib = importlib.import_module("tomllib" if sys.version_info >= (3, 11) else "tomli")
@@ -285,7 +285,7 @@ def reference() -> str:
         return "`" + json.dumps(value) + "`"
 
     lines = ["# Model manifest reference", "",
-             "Generated from `pipeline/serving/manifest.py` (`callstream models reference` prints it; a test "
+             "Generated from `pipeline/model/manifest.py` (`callstream models reference` prints it; a test "
              "fails when this file and the code disagree). How to write one: docs/MODEL_CARD.md, "
              "\"Bring your own model\".", ""]
     for header, model in TABLES:
@@ -317,7 +317,7 @@ def _type_name(annotation: object) -> str:
         return annotation.__name__
     if get_origin(annotation) is Literal:
         return " or ".join(f'"{a}"' for a in get_args(annotation))
-    return str(annotation).replace("typing.", "").replace("pipeline.serving.manifest.", "").replace(" | ", " or ")
+    return str(annotation).replace("typing.", "").replace("pipeline.model.manifest.", "").replace(" | ", " or ")
 
 
 def _problems(exc: ValidationError) -> list[str]:

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.inference.acoustics import SAMPLE_RATE, prosody
+from pipeline.model.acoustics import prosody
+from pipeline.shared.wire import SAMPLE_RATE
 
 WINDOW = 512  # Silero's window at 16 kHz
 SPEECH_THRESHOLD = 0.5  # Silero's own default: a window is speech above this probability

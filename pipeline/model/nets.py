@@ -14,10 +14,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from pipeline.inference.acoustics import SAMPLE_RATE
-from pipeline.inference.face_detection import CropSpec
-from pipeline.inference.labels import DFEW_AROUSAL, DFEW_LABELS, DFEW_VALENCE
-from pipeline.serving import manifest as mf
+from pipeline.model import manifest as mf
+from pipeline.model.face_detection import CropSpec
+from pipeline.shared.labels import DFEW_AROUSAL, DFEW_LABELS, DFEW_VALENCE
+from pipeline.shared.wire import SAMPLE_RATE
 
 
 class NetOutputError(ValueError):

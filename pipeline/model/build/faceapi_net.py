@@ -1,4 +1,4 @@
-"""face-api's expression net in PyTorch, loaded from its TF.js tensors (pipeline/modelbuild/faceapi.py)."""
+"""face-api's expression net in PyTorch, loaded from its TF.js tensors (pipeline/model/build/faceapi.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.modelbuild.faceapi import LABELS, ConversionError
+from pipeline.model.build.faceapi import LABELS, ConversionError
 
 BLOCKS = ((3, 32), (32, 64), (64, 128), (128, 256))
 

@@ -16,17 +16,17 @@ from __future__ import annotations
 
 import csv
 import re
-from collections import Counter
-from dataclasses import dataclass, field
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pipeline.contract import ChunkMeta
-from pipeline.inference.client import pack, unpack
-from pipeline.inference.fusion import Evidence, fuse, fuse_evidence, merge
-from pipeline.inference.labels import DFEW_LABELS, canonical
+from pipeline.shared.fusion import Evidence, fuse, fuse_evidence, merge
+from pipeline.shared.labels import DFEW_LABELS, canonical
+from pipeline.worker.triton_client import pack, unpack
 
 CLIP_SUFFIXES = {".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".ts", ".wav", ".mp3", ".flac", ".ogg",
                  ".opus", ".m4a", ".aac"}
@@ -58,7 +58,7 @@ def label_from_name(path: Path) -> str | None:
 OUTSIDE_DFEW = {"contempt"}   # a known class without a DFEW column: its files are left out
 
 
-def _label(name: str, where: str) -> str | None:
+def label_of(name: str, where: str) -> str | None:
     label = canonical(name)
     if label is None and name.strip().lower() not in OUTSIDE_DFEW:
         raise DatasetError(f"{where}: label {name!r} is not one of {', '.join(DFEW_LABELS)} (or a common alias)")
@@ -83,7 +83,7 @@ def load(path: Path) -> list[tuple[Path, str]]:
                 if len(row) < 2:
                     raise DatasetError(f"{path}:{n}: expected path,label")
                 p = Path(row[0].strip())
-                label = _label(row[1], f"{path}:{n}")
+                label = label_of(row[1], f"{path}:{n}")
                 if label:
                     items.append((p if p.is_absolute() else path.parent / p, label))
         return items
@@ -92,7 +92,7 @@ def load(path: Path) -> list[tuple[Path, str]]:
         return [(f, label) for f, label in named if label]
     items = []
     for folder in sorted(p for p in path.iterdir() if p.is_dir()):
-        label = _label(folder.name, str(folder))
+        label = label_of(folder.name, str(folder))
         if label:
             items += [(f, label) for f in sorted(folder.rglob("*")) if f.is_file() and _media(f)]
     if not items:
@@ -134,8 +134,8 @@ class Scores:
 def clip_evidence(analyzer: Any, path: Path, fps: float, frame_width: int, segment_ms: int,
                   ffmpeg_bin: str) -> Evidence:
     """A clip as one participant's one-chunk call through the analyzer: its segments' merged evidence."""
-    from pipeline.inference.analysis import Request  # torch: only where a model runs
     from pipeline.media.decode import decode
+    from pipeline.model.analysis import Request  # torch: only where a model runs
     from pipeline.worker.process import decoded_items
 
     try:
@@ -219,3 +219,63 @@ def report(name: str, result: dict[str, Any]) -> list[str]:
                 cells = "".join(f"{row.get(p, 0):>9}" for p in DFEW_LABELS)
                 lines.append(f"    {t:<24}{cells}   {recall[t]:.2f}")
     return lines
+
+
+# Labelled photographs: the face path alone (`models eval` on a folder of images).
+
+def image_items(path: Path) -> list[tuple[Path, str]]:
+    return [(p, label) for p, label in load(path) if p.suffix.lower() in IMAGE_SUFFIXES]
+
+
+def classify_image(analyzer: Any, rgb: np.ndarray) -> tuple[np.ndarray, bool]:
+    """The face path's probabilities for one photograph, and whether its detector found a face. Without
+    one the whole image is the face (datasets of pre-cropped faces, such as FER2013's 48x48 crops, are
+    too small for the detector), cut by the same crop code."""
+    from pipeline.model.face_detection import face_crop  # the analyzer's own side: only where it runs
+
+    found = analyzer.detector.detect(rgb[None])
+    detected = bool(found.scores[0] > 0)
+    if not detected:
+        h, w = rgb.shape[:2]
+        found.boxes[0] = (0, 0, w, h)
+        found.scores[0] = 1.0
+        found.crops[0] = face_crop(rgb, found.boxes[0], replace(analyzer.detector.crop, margin=0.0))
+    return analyzer.expressions([rgb[None]], [found])[0][0], detected
+
+
+def score_images(analyzer: Any, items: list[tuple[Path, str]]) -> dict[str, Any]:
+    from PIL import Image
+
+    if not items:
+        raise DatasetError("no labelled images found")
+    confusion: dict[str, Counter] = defaultdict(Counter)
+    detected = correct = 0
+    for path, truth in items:
+        probs, found = classify_image(analyzer, np.asarray(Image.open(path).convert("RGB")))
+        pred = DFEW_LABELS[int(np.argmax(probs))]
+        confusion[truth][pred] += 1
+        correct += pred == truth
+        detected += found
+    truths = [label for label in DFEW_LABELS if label in confusion]
+    recall = {label: confusion[label][label] / sum(confusion[label].values()) for label in truths}
+    return {"images": len(items), "accuracy": correct / len(items), "face_detected": detected / len(items),
+            "recall": recall, "mean_recall": float(np.mean(list(recall.values()))),
+            "confusion": {t: dict(confusion[t]) for t in truths}}
+
+
+def image_lines(result: dict[str, Any]) -> list[str]:
+    out = [f"images {result['images']}  accuracy {result['accuracy']:.3f}  mean recall {result['mean_recall']:.3f}  "
+           f"faces detected {result['face_detected']:.0%}"]
+    header = "truth / predicted"
+    out.append(f"{header:<18}" + "".join(f"{label[:7]:>8}" for label in DFEW_LABELS) + "   recall")
+    for t in DFEW_LABELS:
+        if t in result["confusion"]:
+            row = result["confusion"][t]
+            cells = "".join(f"{row.get(p, 0):>8}" for p in DFEW_LABELS)
+            out.append(f"{t:<18}{cells}   {result['recall'][t]:.2f}")
+    return out
+
+
+def evaluate_images(analyzer: Any, items: list[tuple[Path, str]], name: str) -> list[str]:
+    return [f"{name}:", *image_lines(score_images(analyzer, items))]
+

@@ -11,8 +11,8 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from pipeline.errors import BadChunk, TransientFault
-from pipeline.inference.acoustics import SAMPLE_RATE
-from pipeline.inference.fusion import MIN_SPEECH_RATIO, Evidence, FusionParams
+from pipeline.shared.fusion import MIN_SPEECH_RATIO, Evidence, FusionParams
+from pipeline.shared.wire import SAMPLE_RATE
 
 # tritonclient's own channel options, plus a reconnect backoff capped at a second: gRPC's default grows
 # to two minutes, so a Triton that restarted would stay unreachable to this channel long after it is

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.inference.acoustics import SAMPLE_RATE
-from pipeline.inference.fusion import FusionParams
-from pipeline.serving import manifest as mf
+from pipeline.model import manifest as mf
+from pipeline.shared.fusion import FusionParams
+from pipeline.shared.wire import SAMPLE_RATE
 
 TEMPLATE = "emotion"          # the built-in model: its config.pbtxt and model.py are every version's
 INSTALL_INFO = "INSTALL_INFO.json"
@@ -86,11 +86,32 @@ def installed(repo: Path) -> list[Installed]:
     return out
 
 
+def refresh(repo: Path) -> list[str]:
+    """Rewrite each installed version's glue (`1/model.py`, `config.pbtxt`) from the built-in model's,
+    so a release that moves code or adds an output serves versions installed before it. The glue is
+    not a version's identity (its nets and manifest are); returns the versions whose glue changed."""
+    repo = Path(repo)
+    template = repo / TEMPLATE
+    code, config = (template / "1" / "model.py").read_text(), (template / "config.pbtxt").read_text()
+    changed = []
+    for v in installed(repo):
+        if v.folder.resolve() == template.resolve():
+            continue
+        want = {v.folder / "1" / "model.py": code, v.folder / "config.pbtxt": render_config(config, v.triton_name,
+                                                                                            v.manifest)}
+        stale = {path: text for path, text in want.items() if not path.is_file() or path.read_text() != text}
+        for path, text in stale.items():
+            path.write_text(text)
+        if stale:
+            changed.append(v.triton_name)
+    return changed
+
+
 def trial_run(path: Path, repo: Path) -> dict[str, Any]:
     """Load every net a manifest names and run each on generated inputs, then the whole composition
     on a generated request: shapes, dtypes, labels and finite outputs, or a ManifestError."""
-    from pipeline.inference.analysis import Analyzer
-    from pipeline.serving.nets import NetOutputError, describe, trial_inputs
+    from pipeline.model.analysis import Analyzer
+    from pipeline.model.nets import NetOutputError, describe, trial_inputs
 
     analyzer = Analyzer.from_manifest(path, repo)
     report: dict[str, Any] = {"face": [], "voice": None}
@@ -147,7 +168,7 @@ def _batch_hint(run: Any) -> str:
 
 
 def _labels(probs: np.ndarray) -> list[str]:
-    from pipeline.inference.labels import DFEW_LABELS
+    from pipeline.shared.labels import DFEW_LABELS
 
     return [DFEW_LABELS[int(k)] for k in np.argmax(probs, axis=1)]
 

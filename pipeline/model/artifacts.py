@@ -2,7 +2,7 @@
 
 One place for the Triton models, `models eval`, the benchmark's in-process limit and the tests, so all
 of them run exactly what Triton serves. Expression and voice-emotion nets are the manifest's
-(pipeline/serving/nets.py).
+(pipeline/model/nets.py).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any, cast
 
 import torch
 
-from pipeline.inference.face_detection import DEFAULT_CROP, MTCNN, CropSpec
+from pipeline.model.face_detection import DEFAULT_CROP, MTCNN, CropSpec
 
 VERSION = "1"
 

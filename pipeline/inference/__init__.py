@@ -1,1 +1,0 @@
-"""Talking to the emotion model: label sets and the async Triton client."""
