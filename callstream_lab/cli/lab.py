@@ -56,9 +56,6 @@ def register(sub: Any) -> dict[str, Handler]:
     be.add_argument("--code", help="start the workers from this checkout (before/after figures); the in-process "
                                    "limits are left out, as they would measure this checkout's code")
     be.add_argument("--no-latency", action="store_true", help="capacity (and limits) only")
-    be.add_argument("--decode", nargs="+", metavar="FILE",
-                    help="only decode these chunk files with and without the drop plan (speed, same output); "
-                         "no stack")
     be.add_argument("--nets", action="store_true", help="only each built-in net on TorchScript vs ONNX Runtime "
                                                         "(ms per call, output difference); no stack")
     return {"generate": generate, "bench": bench, "reliability": reliability}
@@ -80,15 +77,6 @@ def bench(settings: Settings, args: argparse.Namespace) -> int:
         from callstream_lab.bench import nets
 
         print(nets.markdown(nets.compare(settings.model_repository)))
-        return 0
-    if args.decode:
-        from callstream_lab.bench import decoding
-
-        files = [Path(f) for f in args.decode]
-        for f in files:
-            if not f.is_file():
-                raise FileNotFoundError(f)
-        print(decoding.markdown(decoding.compare(settings, files)))
         return 0
     from callstream_lab.bench import workload
     from callstream_lab.bench.main import Plan, markdown

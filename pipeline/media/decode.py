@@ -6,9 +6,8 @@ recognised from its first bytes, ffmpeg is told that one demuxer (`-f`, `-format
 One ffmpeg process per chunk reports the streams and writes both of them, read `window` seconds at a
 time, so memory does not grow with a chunk's length or resolution; a watchdog kills ffmpeg when the
 chunk's decode budget (scaled by its declared duration) runs out. The decoder does the sampling and
-scaling (fps and scale filters), so only the frames the model needs ever cross a pipe; in Matroska it
-does not even decode the frames no sample shows (pipeline/media/gop.py). Commands are argument lists:
-nothing from a message reaches a shell.
+scaling (fps and scale filters), so only the frames the model needs ever cross a pipe. Commands are
+argument lists: nothing from a message reaches a shell.
 
 The parts: the argv of every process is built by pure functions (media/ffargs.py), ffmpeg's pipes are
 read by media/pipes.py, the payload's scratch file is media/chunkfile.py; this module runs the
@@ -29,7 +28,7 @@ from typing import TypeVar
 import numpy as np
 
 from pipeline.errors import BadChunk
-from pipeline.media import avi, gop, mkv, mp4
+from pipeline.media import avi
 from pipeline.media.ffargs import (
     AUDIO_RATE,
     DEFAULT_OPTIONS,
@@ -115,7 +114,6 @@ class StreamDecoder:
         self.video: subprocess.Popen[bytes] | None = None  # the per-stream processes, once split
         self.audio: subprocess.Popen[bytes] | None = None
         self._split = False
-        self._skip_probe, self._drop = self._plan(video)
         started = CLOCK.running()
         self._arm(HEADER_TIMEOUT_S)
         try:
@@ -145,39 +143,8 @@ class StreamDecoder:
         self.video_done = self._header.video is None
         self.audio_done = self._header.audio is None
 
-    def _plan(self, video: bool) -> tuple[bool, str | None]:
-        """Whether ffmpeg may skip its stream-info pass, and the packets it may skip decoding.
-        Matroska: both only when the chunk's timestamps start at zero: without the pass ffmpeg never
-        learns the start time, so a chunk stamped from 10 s into the call would be padded from zero (and
-        the dropped packets are planned on the timeline the pass would give). MP4/MOV: the pass stays
-        (it costs little there); the drop is planned on the sample tables' own timeline, which is what
-        the mov demuxer stamps packets with, pass or not."""
-        wanted = video and self.options.drop_unsampled
-        if self.demuxer == "mov":
-            plan = mp4.read_index(self.path) if wanted else None
-            if plan is None or plan.video is None:
-                return False, None
-            return False, gop.drop_filter(plan.video, self.fps, plan.tick_ns)
-        if self.demuxer != "matroska":
-            return False, None
-        index = mkv.read_index(self.path)
-        if index is None or index.start != 0:
-            return False, None
-        if not wanted or index.video is None:
-            return True, None
-        return True, gop.drop_filter(index.video, self.fps, index.tick_ns)
-
     def _first_header(self, video: bool, audio: bool) -> avi.Header:
-        try:
-            return self._guard(lambda: avi.read_header(self._read_mux))
-        except BadChunk:
-            if not self._skip_probe or self.timed_out:
-                raise
-            # Decoders that could not start from the track headers alone: once more with the pass,
-            # and without the drop planned for a run without it.
-            self._skip_probe = False
-            self._drop = None
-            return self._restart(video, audio, None)
+        return self._guard(lambda: avi.read_header(self._read_mux))
 
     def _restart(self, video: bool, audio: bool, channels: int | None) -> avi.Header:
         """Replace the one process (whichever is current) with a new one; its output's header."""
@@ -188,8 +155,7 @@ class StreamDecoder:
     # -- processes ---------------------------------------------------------------------------------
 
     def _input(self, fast: bool) -> list[str]:
-        return decoder_input(self.path, self.demuxer, self.options, skip_probe=self._skip_probe, drop=self._drop,
-                             fast=fast)
+        return decoder_input(self.path, self.demuxer, fast=fast)
 
     def _muxed_args(self, video: bool, audio: bool, channels: int | None) -> list[str]:
         return muxed_argv(self.ffmpeg_bin, self._input(self.fast), fps=self.fps, frame_width=self.frame_width,

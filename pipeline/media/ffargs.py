@@ -20,13 +20,6 @@ LOG_ARGS = ("-hide_banner", "-nostdin", "-nostats", "-loglevel", "level+info")
 # every sample stays at its own call time; raw PCM would close the gap and shift all later audio early.
 # asetnsamples: quarter-second packets (the last one not padded), so the reader handles 4 per second, not 47.
 AUDIO_FILTER = "aresample=async=1:first_pts=0,asetnsamples=n=4000:p=0"
-# Matroska/WebM declare every codec parameter the report and the decoders need in their track headers,
-# so ffmpeg's stream-info pass (which decodes the first 7 H.264 frames only to guess a reorder delay,
-# then throws them away) is skipped: 9 % of a 720p chunk's decode CPU, same output (CHANGELOG.md, benchmark history).
-# MP4/MOV keep it: without it their duration is not computed. So does a Matroska file whose timestamps
-# do not start at zero (a recorder's running call time): only the pass tells ffmpeg its start time.
-# A Matroska file whose decoders cannot start without the pass is started once more with it.
-SKIP_PROBE = ("-nofind_stream_info",)
 # swscale's area filter averages the source pixels each output pixel covers. For the 2-3x downscale to
 # the frame width it costs 5-9 % less of a chunk's decode CPU than the default bicubic (16 ms of 205 at
 # 720p, 5 of 100 at 360p) and gives the same labels (CHANGELOG.md, benchmark history). "bicubic" is the path
@@ -39,11 +32,7 @@ class DecodeOptions:
     """How chunks are decoded. The defaults are the worker's; the benchmark and the tests pass others
     (the path before an optimisation, a decoder forced to fail) instead of changing module globals."""
     scaler: str = "area"
-    # Packets no sampled frame needs (the end of each group of pictures) are dropped before the decoder:
-    # the same frames, byte for byte, for a fifth less H.264 decoding at 1-s key frames (media/gop.py).
-    drop_unsampled: bool = True
-    skip_probe: tuple[str, ...] = SKIP_PROBE   # the input options that skip the stream-info pass
-    fast: bool = True                           # ffmpeg's fast decoding flags (input_args)
+    fast: bool = True   # ffmpeg's fast decoding flags (input_args)
 
     def __post_init__(self) -> None:
         if self.scaler not in SCALERS:
@@ -101,13 +90,10 @@ def scale_filter(target_width: int, scaler: str = DEFAULT_OPTIONS.scaler) -> str
 
 
 
-def decoder_input(path: Path, demuxer: str, options: DecodeOptions, *, skip_probe: bool, drop: str | None,
-                  fast: bool) -> list[str]:
-    """The input options of one decoding process: the stream-info pass skipped (and the packets no
-    sample needs dropped, `drop` being the bitstream filter) where the container allows it."""
-    skip = list(options.skip_probe) if skip_probe else []
-    dropping = ["-bsf:v", drop] if drop else []
-    return [*skip, *dropping, "-threads", "1", *input_args(path, demuxer, fast)]
+def decoder_input(path: Path, demuxer: str, *, fast: bool) -> list[str]:
+    """The input options of one decoding process: one thread (a worker runs several chunks at once),
+    the input pinned to its demuxer and the file protocol."""
+    return ["-threads", "1", *input_args(path, demuxer, fast)]
 
 
 def video_filter(fps: float, frame_width: int, scaler: str, size: tuple[int, int] | None = None) -> str:

@@ -174,17 +174,14 @@ def test_every_decoding_argv_pins_the_demuxer_and_the_file_protocol():
     reading one file, and a chunk's path is one argument, never a shell string."""
     from pathlib import Path
 
-    from pipeline.media.ffargs import DecodeOptions, audio_argv, decoder_input, muxed_argv, video_argv
+    from pipeline.media.ffargs import audio_argv, decoder_input, muxed_argv, video_argv
 
     path = Path("/dev/shm/callstream-chunk-1-x; rm -rf ~")
-    for skip, drop in ((True, "noise=drop=1"), (False, "noise=drop=1"), (True, None), (False, None)):
-        # The drop goes with the plan, not with the pass: MP4's plan keeps the pass (media/mp4.py).
-        opts = decoder_input(path, "matroska", DecodeOptions(), skip_probe=skip, drop=drop, fast=True)
-        argvs = [muxed_argv("ffmpeg", opts, fps=2.0, frame_width=480, scaler="area", video=True, audio=True,
-                            channels=None),
-                 video_argv("ffmpeg", opts, 2.0, (480, 270), "area"), audio_argv("ffmpeg", opts, 2)]
-        for argv in argvs:
-            i = argv.index("-i")
-            assert argv[i + 1] == f"file:{path}" and argv.count("-i") == 1
-            assert argv[argv.index("-f") + 1] == "matroska" and argv[argv.index("-protocol_whitelist") + 1] == "file"
-            assert ("-nofind_stream_info" in argv) == skip and ("-bsf:v" in argv) == (drop is not None)
+    opts = decoder_input(path, "matroska", fast=True)
+    argvs = [muxed_argv("ffmpeg", opts, fps=2.0, frame_width=480, scaler="area", video=True, audio=True,
+                        channels=None),
+             video_argv("ffmpeg", opts, 2.0, (480, 270), "area"), audio_argv("ffmpeg", opts, 2)]
+    for argv in argvs:
+        i = argv.index("-i")
+        assert argv[i + 1] == f"file:{path}" and argv.count("-i") == 1
+        assert argv[argv.index("-f") + 1] == "matroska" and argv[argv.index("-protocol_whitelist") + 1] == "file"
