@@ -1,221 +1,228 @@
-"""Every setting callstream reads, in one place, from environment variables (12-factor).
-
-Each field names its variable and documents its default, so `callstream settings` can print the
-whole table and the README can point at one module. Production deployments change endpoints here
-(bootstrap servers, Triton URL, DATABASE_URL, S3 endpoint) and nothing else.
+"""Every setting callstream reads, in one place, from environment variables (12-factor), with
+pydantic-settings: each field's variable is `CALLSTREAM_` and its name (three keep older names, as
+aliases), its default, bounds and choices are the field's, and its description is what `callstream
+settings` prints. Production deployments change endpoints here (bootstrap servers, Triton URL,
+DATABASE_URL, S3 endpoint) and nothing else.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
-import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, TypeAdapter, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.sources.utils import parse_env_vars
 
-from pipeline.contract import LAYOUTS, ROLES
+from pipeline.contract import ROLES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EMPLOYEE_ROLES = ("agent", "supervisor")
+PREFIX = "CALLSTREAM_"
+BOOLEANS = ("true", "false", "yes", "no", "on", "off", "1", "0")
 
 
 class SettingsError(ValueError):
     """A setting is wrong: names the variable, what it was given and what it accepts."""
 
 
-PORT: dict[str, float] = {"ge": 0, "le": 65535}
-COUNT: dict[str, float] = {"ge": 1}
-NON_NEGATIVE: dict[str, float] = {"ge": 0}
-POSITIVE: dict[str, float] = {"gt": 0}
-BOOLEANS = ("true", "false", "yes", "no", "on", "off", "1", "0")
+# The variables `from_env` reads when it is given a mapping instead of the process's environment.
+_SOURCE: ContextVar[Mapping[str, str] | None] = ContextVar("callstream_settings_source", default=None)
 
 
-def _setting(env: str, default: Any, doc: str, *, choices: tuple[str, ...] | None = None,
-             bounds: Mapping[str, float] | None = None) -> Any:
-    """A setting: its variable, default and meaning; `choices` or numeric `bounds` (pydantic's ge, gt, le)
-    that it must satisfy. Numbers are non-negative unless bounds say otherwise."""
-    return field(default=default, metadata={"env": env, "doc": doc, "choices": choices, "bounds": bounds or {}})
+class _MappingEnv(EnvSettingsSource):
+    """pydantic-settings' environment source, reading the mapping `from_env` was given."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        source = _SOURCE.get()
+        return parse_env_vars(os.environ if source is None else source, self.case_sensitive, self.env_ignore_empty,
+                              self.env_parse_none_str)
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=PREFIX, frozen=True, extra="ignore", env_ignore_empty=True,
+                                      validate_default=True)
+
     # --- where state lives -------------------------------------------------------------------
-    state_dir: Path = _setting("CALLSTREAM_STATE_DIR", REPO_ROOT / ".callstream",
-                               "Folder for the embedded stack's data, logs and pid files.")
+    state_dir: Path = Field(default=REPO_ROOT / ".callstream",
+        description="Folder for the embedded stack's data, logs and pid files.")
     # --- Kafka -------------------------------------------------------------------------------
-    kafka_bootstrap: str = _setting("CALLSTREAM_KAFKA_BOOTSTRAP", "",
-                                    "host:port of a Kafka cluster; empty = the embedded tansu broker.")
-    kafka_port: int = _setting("CALLSTREAM_KAFKA_PORT", 9092, "Port of the embedded broker.", bounds=PORT)
-    embedded_broker: str = _setting("CALLSTREAM_EMBEDDED_BROKER", "tansu",
-                                    "The broker `callstream up` starts: tansu (pip only) or kafka (Apache Kafka "
-                                    "4.4 from Maven Central; needs Java 17+ and Maven).", choices=("tansu", "kafka"))
-    kafka_controller_port: int = _setting("CALLSTREAM_KAFKA_CONTROLLER_PORT", 9093,
-                                          "KRaft controller port of the embedded Apache Kafka.", bounds=PORT)
-    kafka_security_protocol: str = _setting("CALLSTREAM_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT",
-                                            "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, for every Kafka client.",
-                                            choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"))
-    kafka_sasl_mechanism: str = _setting("CALLSTREAM_KAFKA_SASL_MECHANISM", "PLAIN",
-                                         "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.",
-                                         choices=("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"))
-    kafka_sasl_username: str = _setting("CALLSTREAM_KAFKA_SASL_USERNAME", "", "SASL user name.")
-    kafka_sasl_password: SecretStr = _setting("CALLSTREAM_KAFKA_SASL_PASSWORD", SecretStr(""),
-                                              "SASL password (never printed).")
-    kafka_ssl_cafile: str = _setting("CALLSTREAM_KAFKA_SSL_CAFILE", "",
-                                     "CA bundle to verify the brokers; empty = the system's.")
-    chunks_topic: str = _setting("CALLSTREAM_CHUNKS_TOPIC", "callstream.chunks", "Topic of media chunks.")
-    alerts_topic: str = _setting("CALLSTREAM_ALERTS_TOPIC", "callstream.alerts",
-                                 "Topic of live alerts (JSON), once per call and rule.")
-    alert_rules: str = _setting("CALLSTREAM_ALERT_RULES", "",
-                                "TOML file of live alert rules (see infra/alerts/rules.toml); empty = none.")
-    dlq_topic: str = _setting("CALLSTREAM_DLQ_TOPIC", "callstream.chunks.dlq",
-                              "Dead-letter topic: rejected chunks with the reason in a header.")
-    partitions: int = _setting("CALLSTREAM_PARTITIONS", 12,
-                               "Partitions of the chunks topic; bounds how many workers share the load.", bounds=COUNT)
-    app_id: str = _setting("CALLSTREAM_APP_ID", "callstream", "Faust app id = Kafka consumer group.")
-    worker_concurrency: int = _setting("CALLSTREAM_WORKER_CONCURRENCY", 4,
-                                       "Chunks in flight per worker (Faust agent concurrency).", bounds=COUNT)
-    worker_web_port: int = _setting("CALLSTREAM_WORKER_WEB_PORT", 0,
-                                    "Faust web port of a worker; 0 = pick a free one.", bounds=PORT)
-    metrics_port: int = _setting("CALLSTREAM_METRICS_PORT", 9464,
-                                 "Port of the worker's Prometheus metrics (/metrics); 0 = not served.", bounds=PORT)
+    kafka_bootstrap: str = Field(default="",
+        description="host:port of a Kafka cluster; empty = the embedded tansu broker.")
+    kafka_port: int = Field(default=9092, ge=0, le=65535, description="Port of the embedded broker.")
+    embedded_broker: Literal["tansu", "kafka"] = Field(default="tansu",
+        description="The broker `callstream up` starts: tansu (pip only) or kafka (Apache Kafka 4.4 from Maven "
+                    "Central; needs Java 17+ and Maven).")
+    kafka_controller_port: int = Field(default=9093, ge=0, le=65535,
+        description="KRaft controller port of the embedded Apache Kafka.")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(default="PLAINTEXT",
+        description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, for every Kafka client.")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(default="PLAIN",
+        description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.")
+    kafka_sasl_username: str = Field(default="", description="SASL user name.")
+    kafka_sasl_password: SecretStr = Field(default=SecretStr(""), description="SASL password (never printed).")
+    kafka_ssl_cafile: str = Field(default="", description="CA bundle to verify the brokers; empty = the system's.")
+    chunks_topic: str = Field(default="callstream.chunks", description="Topic of media chunks.")
+    alerts_topic: str = Field(default="callstream.alerts",
+        description="Topic of live alerts (JSON), once per call and rule.")
+    alert_rules: str = Field(default="",
+        description="TOML file of live alert rules (see infra/alerts/rules.toml); empty = none.")
+    dlq_topic: str = Field(default="callstream.chunks.dlq",
+        description="Dead-letter topic: rejected chunks with the reason in a header.")
+    partitions: int = Field(default=12, ge=1,
+        description="Partitions of the chunks topic; bounds how many workers share the load.")
+    app_id: str = Field(default="callstream", description="Faust app id = Kafka consumer group.")
+    worker_concurrency: int = Field(default=4, ge=1,
+        description="Chunks in flight per worker (Faust agent concurrency).")
+    worker_web_port: int = Field(default=0, ge=0, le=65535,
+        description="Faust web port of a worker; 0 = pick a free one.")
+    metrics_port: int = Field(default=9464, ge=0, le=65535,
+        description="Port of the worker's Prometheus metrics (/metrics); 0 = not served.")
     # --- object store (claim checks, broker storage) ----------------------------------------
-    s3_endpoint: str = _setting("CALLSTREAM_S3_ENDPOINT", "",
-                                "S3 API URL; empty = the embedded SeaweedFS.")
-    s3_port: int = _setting("CALLSTREAM_S3_PORT", 8333, "S3 port of the embedded SeaweedFS.", bounds=PORT)
-    s3_access_key: str = _setting("CALLSTREAM_S3_ACCESS_KEY", "callstream", "S3 access key.")
-    s3_secret_key: SecretStr = _setting("CALLSTREAM_S3_SECRET_KEY", SecretStr("callstream-secret"),
-                                        "S3 secret key (never printed).")
-    s3_region: str = _setting("CALLSTREAM_S3_REGION", "us-east-1", "S3 region.")
-    claim_check_bucket: str = _setting("CALLSTREAM_CLAIM_CHECK_BUCKET", "callstream-chunks",
-                                       "Bucket for chunk payloads above the inline limit.")
-    broker_bucket: str = _setting("CALLSTREAM_BROKER_BUCKET", "tansu",
-                                  "Bucket where the embedded broker keeps its log.")
-    inline_limit_bytes: int = _setting("CALLSTREAM_INLINE_LIMIT_BYTES", 900_000,
-                                       "Payloads above this go through the claim check.")
-    max_chunk_bytes: int = _setting("CALLSTREAM_MAX_CHUNK_BYTES", 64 * 1024 * 1024,
-                                    "Chunks above this are dead-lettered as too large.", bounds=COUNT)
-    claim_check_buckets: str = _setting("CALLSTREAM_CLAIM_CHECK_BUCKETS", "",
-                                        "Comma-separated buckets a claim check may name; empty = only "
-                                        "CALLSTREAM_CLAIM_CHECK_BUCKET. Any other bucket is refused unread.")
-    dlq_inline_limit_bytes: int = _setting("CALLSTREAM_DLQ_INLINE_LIMIT_BYTES", 900_000,
-                                           "Dead letters with a larger payload keep it in the claim-check "
-                                           "bucket under dlq/ and reference it.")
+    s3_endpoint: str = Field(default="", description="S3 API URL; empty = the embedded SeaweedFS.")
+    s3_port: int = Field(default=8333, ge=0, le=65535, description="S3 port of the embedded SeaweedFS.")
+    s3_access_key: str = Field(default="callstream", description="S3 access key.")
+    s3_secret_key: SecretStr = Field(default=SecretStr("callstream-secret"),
+        description="S3 secret key (never printed).")
+    s3_region: str = Field(default="us-east-1", description="S3 region.")
+    claim_check_bucket: str = Field(default="callstream-chunks",
+        description="Bucket for chunk payloads above the inline limit.")
+    broker_bucket: str = Field(default="tansu", description="Bucket where the embedded broker keeps its log.")
+    inline_limit_bytes: int = Field(default=900_000, ge=0,
+        description="Payloads above this go through the claim check.")
+    max_chunk_bytes: int = Field(default=64 * 1024 * 1024, ge=1,
+        description="Chunks above this are dead-lettered as too large.")
+    claim_check_buckets: str = Field(default="",
+        description="Comma-separated buckets a claim check may name; empty = only "
+                    "CALLSTREAM_CLAIM_CHECK_BUCKET. Any other bucket is refused unread.")
+    dlq_inline_limit_bytes: int = Field(default=900_000, ge=0,
+        description="Dead letters with a larger payload keep it in the claim-check bucket under dlq/ and "
+                    "reference it.")
     # --- Triton ------------------------------------------------------------------------------
-    triton_url: str = _setting("CALLSTREAM_TRITON_URL", "",
-                               "host:port of Triton's gRPC endpoint; empty = the embedded tritonserver.")
-    triton_grpc_port: int = _setting("CALLSTREAM_TRITON_GRPC_PORT", 8001, "gRPC port of embedded Triton.", bounds=PORT)
-    triton_http_port: int = _setting("CALLSTREAM_TRITON_HTTP_PORT", 8000, "HTTP port of embedded Triton.", bounds=PORT)
-    triton_metrics_port: int = _setting("CALLSTREAM_TRITON_METRICS_PORT", 8002, "Metrics port of embedded Triton.",
-                                        bounds=PORT)
-    triton_model: str = _setting("CALLSTREAM_TRITON_MODEL", "emotion",
-                                 "The model the worker calls (one call per batch of segments).")
-    shadow_model: str = _setting("CALLSTREAM_SHADOW_MODEL", "",
-                                 "A second model (version) run beside CALLSTREAM_TRITON_MODEL on the same decoded "
-                                 "media; its rows land too (view model_comparison). Empty: none.")
-    shadow_timeout_s: float = _setting("CALLSTREAM_SHADOW_TIMEOUT_S", 60.0,
-                                       "Longest the shadow model may take per batch; then that chunk has no "
-                                       "shadow rows (the primary's are not held up longer).", bounds=POSITIVE)
-    model_repository: Path = _setting("CALLSTREAM_MODEL_REPOSITORY", REPO_ROOT / "triton_models",
-                                      "Triton model repository served by the embedded tritonserver.")
-    triton_batch_items: int = _setting("CALLSTREAM_TRITON_BATCH_ITEMS", 32,
-                                       "Most (track, segment) items sent in one inference request.", bounds=COUNT)
+    triton_url: str = Field(default="",
+        description="host:port of Triton's gRPC endpoint; empty = the embedded tritonserver.")
+    triton_grpc_port: int = Field(default=8001, ge=0, le=65535, description="gRPC port of embedded Triton.")
+    triton_http_port: int = Field(default=8000, ge=0, le=65535, description="HTTP port of embedded Triton.")
+    triton_metrics_port: int = Field(default=8002, ge=0, le=65535, description="Metrics port of embedded Triton.")
+    triton_model: str = Field(default="emotion",
+        description="The model the worker calls (one call per batch of segments).")
+    shadow_model: str = Field(default="",
+        description="A second model (version) run beside CALLSTREAM_TRITON_MODEL on the same decoded media; its"
+                    " rows land too (view model_comparison). Empty: none.")
+    shadow_timeout_s: float = Field(default=60.0, gt=0,
+        description="Longest the shadow model may take per batch; then that chunk has no shadow rows (the "
+                    "primary's are not held up longer).")
+    model_repository: Path = Field(default=REPO_ROOT / "triton_models",
+        description="Triton model repository served by the embedded tritonserver.")
+    triton_batch_items: int = Field(default=32, ge=1,
+        description="Most (track, segment) items sent in one inference request.")
     # --- Postgres ----------------------------------------------------------------------------
-    database_url: SecretStr = _setting("DATABASE_URL", SecretStr(""),
-                                 "postgresql:// URL; empty = the embedded Postgres from the wheel.")
-    pg_port: int = _setting("CALLSTREAM_PG_PORT", 5433, "Port of the embedded Postgres.", bounds=PORT)
+    database_url: SecretStr = Field(default=SecretStr(""),
+        validation_alias="DATABASE_URL",
+        description="postgresql:// URL; empty = the embedded Postgres from the wheel.")
+    pg_port: int = Field(default=5433, ge=0, le=65535, description="Port of the embedded Postgres.")
     # --- media and segmentation --------------------------------------------------------------
-    ffmpeg_binary: str = _setting("CALLSTREAM_FFMPEG", "",
-                                  "ffmpeg executable; empty = the one shipped by imageio-ffmpeg.")
-    sample_fps: float = _setting("CALLSTREAM_SAMPLE_FPS", 2.0, "Face frames sampled per second.", bounds=POSITIVE)
-    frame_width: int = _setting("CALLSTREAM_FRAME_WIDTH", 480,
-                                "Decoded frames are scaled (in the decoder) to this width.", bounds={"ge": 32})
-    fast_decode: bool = _setting("CALLSTREAM_FAST_DECODE", True,
-                                 "Skip H.264/HEVC deblocking while decoding: frames are downscaled for faces "
-                                 "anyway, and it saves about a fifth of decode time at 720p.")
-    segment_ms: int = _setting("CALLSTREAM_SEGMENT_MS", 1000,
-                               "Length of an analysis segment: the grid of every timeline. Keep it fixed for a "
-                               "database; a call analysed under two lengths mixes two grids.", bounds=COUNT)
-    max_call_s: int = _setting("CALLSTREAM_MAX_CALL_S", 24 * 3600,
-                               "Longest call time a chunk may reach (start-ms + length); later media is "
-                               "dead-lettered. Bounds the rows, no-media rows included, one call can make.",
-                               bounds=COUNT)
-    chunk_seconds: float = _setting("CALLSTREAM_CHUNK_SECONDS", 5.0, "Chunk length cut by the producer.",
-                                    bounds=POSITIVE)
-    default_layout: str = _setting("CALLSTREAM_DEFAULT_LAYOUT", "dual",
-                                   "Track layout when a chunk has no layout header (see README).", choices=LAYOUTS)
-    duration_tolerance_ms: int = _setting("CALLSTREAM_DURATION_TOLERANCE_MS", 500,
-                                          "duration-ms may differ this much from what decodes; beyond it the "
-                                          "decoded length wins (noted in the ledger). Keep below segment length.")
-    decode_window_s: float = _setting("CALLSTREAM_DECODE_WINDOW_S", 30.0,
-                                      "Media is decoded and analysed this many seconds at a time, so memory "
-                                      "does not grow with a chunk's length.", bounds=POSITIVE)
-    decode_timeout_base_s: float = _setting("CALLSTREAM_DECODE_TIMEOUT_BASE_S", 60.0,
-                                            "Decode budget of a chunk: this plus the factor below times its "
-                                            "declared seconds.")
-    decode_timeout_factor: float = _setting("CALLSTREAM_DECODE_TIMEOUT_FACTOR", 1.0,
-                                            "Seconds of decode budget per second of declared media.")
+    ffmpeg_binary: str = Field(default="",
+        validation_alias="CALLSTREAM_FFMPEG",
+        description="ffmpeg executable; empty = the one shipped by imageio-ffmpeg.")
+    sample_fps: float = Field(default=2.0, gt=0, description="Face frames sampled per second.")
+    frame_width: int = Field(default=480, ge=32,
+        description="Decoded frames are scaled (in the decoder) to this width.")
+    fast_decode: bool = Field(default=True,
+        description="Skip H.264/HEVC deblocking while decoding: frames are downscaled for faces anyway, and it "
+                    "saves about a fifth of decode time at 720p.")
+    segment_ms: int = Field(default=1000, ge=1,
+        description="Length of an analysis segment: the grid of every timeline. Keep it fixed for a database; a"
+                    " call analysed under two lengths mixes two grids.")
+    max_call_s: int = Field(default=24 * 3600, ge=1,
+        description="Longest call time a chunk may reach (start-ms + length); later media is dead-lettered. "
+                    "Bounds the rows, no-media rows included, one call can make.")
+    chunk_seconds: float = Field(default=5.0, gt=0, description="Chunk length cut by the producer.")
+    default_layout: Literal["dual", "agent", "customer"] = Field(default="dual",
+        description="Track layout when a chunk has no layout header (see README).")
+    duration_tolerance_ms: int = Field(default=500, ge=0,
+        description="duration-ms may differ this much from what decodes; beyond it the decoded length wins "
+                    "(noted in the ledger). Keep below segment length.")
+    decode_window_s: float = Field(default=30.0, gt=0,
+        description="Media is decoded and analysed this many seconds at a time, so memory does not grow with a "
+                    "chunk's length.")
+    decode_timeout_base_s: float = Field(default=60.0, ge=0,
+        description="Decode budget of a chunk: this plus the factor below times its declared seconds.")
+    decode_timeout_factor: float = Field(default=1.0, ge=0,
+        description="Seconds of decode budget per second of declared media.")
     # --- whose emotions are analysed (README: For deployers; docs/COMPLIANCE.md) --------------
-    analysed_roles: str = _setting("CALLSTREAM_ANALYSED_ROLES", "customer",
-                                   "Comma-separated roles whose media is analysed (customer, agent, supervisor, "
-                                   "other). Media of any other role never reaches the model.")
-    allow_employee_emotion_recognition: bool = _setting(
-        "CALLSTREAM_ALLOW_EMPLOYEE_EMOTION_RECOGNITION_PROHIBITED_IN_EU", False,
-        "Required to analyse agents or supervisors: emotion recognition of employees at work is prohibited "
-        "in the EU (AI Act Art. 5(1)(f)) outside medical and safety uses.")
-    delete_claim_checks: bool = _setting("CALLSTREAM_DELETE_CLAIM_CHECKS", True,
-                                         "Delete a chunk's claim-check object once its rows are committed.")
-    dlq_media_hours: float = _setting("CALLSTREAM_DLQ_MEDIA_HOURS", 72.0,
-                                      "`retention apply` deletes media of dead-lettered chunks (claim checks, "
-                                      "parked payloads) older than this.")
-    retention_days: int = _setting("CALLSTREAM_RETENTION_DAYS", 0,
-                                   "`retention apply` deletes timelines and ledger rows older than this; 0 = off.")
-    require_consent: bool = _setting("CALLSTREAM_REQUIRE_CONSENT", False,
-                                     "Analyse only chunks whose consent header is `emotion`.")
+    analysed_roles: str = Field(default="customer",
+        description="Comma-separated roles whose media is analysed (customer, agent, supervisor, other). Media "
+                    "of any other role never reaches the model.")
+    allow_employee_emotion_recognition: bool = Field(default=False,
+        validation_alias="CALLSTREAM_ALLOW_EMPLOYEE_EMOTION_RECOGNITION_PROHIBITED_IN_EU",
+        description="Required to analyse agents or supervisors: emotion recognition of employees at work is "
+                    "prohibited in the EU (AI Act Art. 5(1)(f)) outside medical and safety uses.")
+    delete_claim_checks: bool = Field(default=True,
+        description="Delete a chunk's claim-check object once its rows are committed.")
+    dlq_media_hours: float = Field(default=72.0, ge=0,
+        description="`retention apply` deletes media of dead-lettered chunks (claim checks, parked payloads) "
+                    "older than this.")
+    retention_days: int = Field(default=0, ge=0,
+        description="`retention apply` deletes timelines and ledger rows older than this; 0 = off.")
+    require_consent: bool = Field(default=False, description="Analyse only chunks whose consent header is `emotion`.")
     # --- retries -----------------------------------------------------------------------------
-    retry_initial_s: float = _setting("CALLSTREAM_RETRY_INITIAL_S", 0.5, "First backoff on a transient fault.",
-                                      bounds=POSITIVE)
-    retry_max_s: float = _setting("CALLSTREAM_RETRY_MAX_S", 30.0, "Longest backoff between retries.", bounds=POSITIVE)
-    max_attempts: int = _setting("CALLSTREAM_MAX_ATTEMPTS", 6,
-                                 "Transient failures of one message before asking its dependency: if the "
-                                 "dependency answers, the message is dead-lettered as retries_exhausted.", bounds=COUNT)
-    stop_grace_s: float = _setting("CALLSTREAM_STOP_GRACE_S", 8.0,
-                                   "After SIGTERM a worker leaves the group and exits within this time.")
+    retry_initial_s: float = Field(default=0.5, gt=0, description="First backoff on a transient fault.")
+    retry_max_s: float = Field(default=30.0, gt=0, description="Longest backoff between retries.")
+    max_attempts: int = Field(default=6, ge=1,
+        description="Transient failures of one message before asking its dependency: if the dependency answers,"
+                    " the message is dead-lettered as retries_exhausted.")
+    stop_grace_s: float = Field(default=8.0, ge=0,
+        description="After SIGTERM a worker leaves the group and exits within this time.")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], *sources: PydanticBaseSettingsSource,
+                                   **named: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment only: no init arguments, no .env files, no secrets folders.
+        return (_MappingEnv(settings_cls),)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Settings from environment variables, each parsed to its type (pydantic): a wrong type, a
-        bound or choice not met, or a typo in a boolean raises SettingsError naming the variable."""
-        source: Mapping[str, str] = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            raw = source.get(f.metadata["env"])
-            if raw is None or raw == "":
-                continue
-            values[f.name] = _parse(f.metadata["env"], hints[f.name], raw)
-        return cls(**values)
+        """Settings from environment variables (`env`, else the process's), each parsed to its type: a wrong
+        type, a bound or choice not met, or a typo in a boolean raises SettingsError naming the variable."""
+        token = _SOURCE.set(env)
+        try:
+            return cls()
+        except ValidationError as exc:
+            raise SettingsError(_one_line(exc)) from None
+        finally:
+            _SOURCE.reset(token)
 
-    # --- derived endpoints: the embedded stack fills in whatever was not given ---------------
-    def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for f in dataclasses.fields(self):
-            _check(f.metadata, hints[f.name], getattr(self, f.name))
+    @field_validator("*", mode="before")
+    @classmethod
+    def _strict_booleans(cls, value: Any, info: Any) -> Any:
+        # pydantic also takes "t", "y", "off"-like words in other spellings; a typo ("ture") must not pass.
+        if cls.model_fields[info.field_name].annotation in (bool, "bool") and isinstance(value, str):
+            word = value.strip().lower()
+            if word not in BOOLEANS:
+                raise ValueError("not a boolean")
+            return word in ("true", "yes", "on", "1")
+        return value
+
+    @model_validator(mode="after")
+    def _lawful_roles(self) -> Settings:
         unknown = self.roles - set(ROLES)
         if unknown:
-            raise SettingsError(f"CALLSTREAM_ANALYSED_ROLES={self.analysed_roles!r}: unknown role(s) "
+            raise ValueError(f"CALLSTREAM_ANALYSED_ROLES={self.analysed_roles!r}: unknown role(s) "
                              f"{sorted(unknown)}; accepted: {', '.join(ROLES)}")
         employees = self.roles & set(EMPLOYEE_ROLES)
         if employees and not self.allow_employee_emotion_recognition:
-            raise SettingsError(
+            raise ValueError(
                 f"CALLSTREAM_ANALYSED_ROLES names {sorted(employees)}: emotion recognition of employees at work "
                 "is prohibited in the EU (AI Act Art. 5(1)(f)). Outside its scope, also set "
                 "CALLSTREAM_ALLOW_EMPLOYEE_EMOTION_RECOGNITION_PROHIBITED_IN_EU=true.")
+        return self
 
+    # --- derived endpoints: the embedded stack fills in whatever was not given ---------------
     @property
     def roles(self) -> frozenset[str]:
         return frozenset(r.strip().lower() for r in self.analysed_roles.split(",") if r.strip())
@@ -269,8 +276,38 @@ class Settings:
 
     def describe(self) -> list[tuple[str, str, str]]:
         """(variable, value, meaning) for every setting, secrets masked: this is printed and logged."""
-        return [(f.metadata["env"], mask(f.name, _plain(getattr(self, f.name))), f.metadata["doc"])
-                for f in dataclasses.fields(self)]
+        return [(variable(name), mask(name, _plain(getattr(self, name))), f.description or "")
+                for name, f in type(self).model_fields.items()]
+
+
+def variable(name: str) -> str:
+    """The environment variable of a setting."""
+    alias = Settings.model_fields[name].validation_alias
+    return alias if isinstance(alias, str) else PREFIX + name.upper()
+
+
+def _one_line(exc: ValidationError) -> str:
+    """The first error as the user wrote it: the variable, its value (secrets masked), what it accepts."""
+    err = exc.errors()[0]
+    if not err["loc"]:   # a check across settings says it all itself
+        return str(err["msg"]).removeprefix("Value error, ")
+    name = str(err["loc"][0])
+    env, kind, ctx = variable(name), err["type"], err.get("ctx", {})
+    shown = mask(name, str(err["input"])) if not isinstance(err["input"], SecretStr) else "********"
+    if kind == "literal_error":
+        accepted = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        return f"{env}={shown!r}; accepted: {', '.join(accepted)}"
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal"):
+        every = [f"{op} {getattr(m, k)}" for m in Settings.model_fields[name].metadata
+                 for k, op in (("ge", ">="), ("gt", ">"), ("le", "<=")) if getattr(m, k, None) is not None]
+        return f"{env}={shown!r}: must be {', '.join(every)}"
+    if kind == "value_error" and "not a boolean" in str(err["msg"]):
+        return f"{env}={shown!r} is not a boolean; accepted: {', '.join(BOOLEANS)}"
+    what = {"int_parsing": "an integer", "int_from_float": "an integer", "float_parsing": "a number",
+            "bool_parsing": "a boolean"}.get(kind)
+    if what:
+        return f"{env}={shown!r} is not {what} ({err['msg']})"
+    return f"{env}={shown!r}: {err['msg']}"
 
 
 # Read outside the settings: the CLI's traceback switch.
@@ -282,7 +319,7 @@ def unknown_variables(env: Mapping[str, str]) -> list[tuple[str, str | None]]:
     the closest known name, if one is close."""
     import difflib
 
-    known = [f.metadata["env"] for f in dataclasses.fields(Settings)] + list(OTHER_VARIABLES)
+    known = [variable(name) for name in Settings.model_fields] + list(OTHER_VARIABLES)
     out = []
     for name in sorted(env):
         if name.startswith("CALLSTREAM_") and name not in known:
@@ -306,29 +343,3 @@ def _plain(value: Any) -> str:
     return str(value)
 
 
-def _parse(env: str, kind: Any, raw: str) -> Any:
-    if kind is bool:
-        word = raw.strip().lower()
-        if word not in BOOLEANS:
-            raise SettingsError(f"{env}={raw!r} is not a boolean; accepted: {', '.join(BOOLEANS)}")
-        return word in ("true", "yes", "on", "1")
-    try:
-        return TypeAdapter(kind).validate_python(raw.strip() if kind in (int, float) else raw)
-    except ValidationError as exc:
-        shown = "********" if kind is SecretStr else raw
-        name = {int: "an integer", float: "a number"}.get(kind, getattr(kind, "__name__", str(kind)))
-        raise SettingsError(f"{env}={shown!r} is not {name} ({exc.errors()[0]['msg']})") from None
-
-
-def _check(meta: Mapping[str, Any], kind: Any, value: Any) -> None:
-    """Bounds and choices of one setting (numbers are non-negative unless their bounds say otherwise)."""
-    env, choices, bounds = meta["env"], meta["choices"], dict(meta["bounds"])
-    if choices is not None and value not in choices:
-        raise SettingsError(f"{env}={value!r}; accepted: {', '.join(choices)}")
-    if kind in (int, float) and not isinstance(value, bool):
-        bounds = bounds or NON_NEGATIVE
-        try:
-            TypeAdapter(Annotated[kind, Field(**bounds)]).validate_python(value)
-        except ValidationError:
-            said = ", ".join(f"{({'ge': '>=', 'gt': '>', 'le': '<='})[k]} {v}" for k, v in bounds.items())
-            raise SettingsError(f"{env}={value!r}: must be {said}") from None

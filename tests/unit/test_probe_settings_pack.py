@@ -99,10 +99,10 @@ def test_settings_output_contains_no_secret():
 
 @pytest.mark.parametrize("env, says", [
     ({"CALLSTREAM_PARTITIONS": "twelve"}, "CALLSTREAM_PARTITIONS='twelve' is not an integer"),
-    ({"CALLSTREAM_WORKER_CONCURRENCY": "-2"}, "CALLSTREAM_WORKER_CONCURRENCY=-2: must be >= 1"),
-    ({"CALLSTREAM_RETENTION_DAYS": "-1"}, "CALLSTREAM_RETENTION_DAYS=-1: must be >= 0"),
-    ({"CALLSTREAM_SAMPLE_FPS": "0"}, "CALLSTREAM_SAMPLE_FPS=0.0: must be > 0"),
-    ({"CALLSTREAM_PG_PORT": "70000"}, "CALLSTREAM_PG_PORT=70000: must be >= 0, <= 65535"),
+    ({"CALLSTREAM_WORKER_CONCURRENCY": "-2"}, "CALLSTREAM_WORKER_CONCURRENCY='-2': must be >= 1"),
+    ({"CALLSTREAM_RETENTION_DAYS": "-1"}, "CALLSTREAM_RETENTION_DAYS='-1': must be >= 0"),
+    ({"CALLSTREAM_SAMPLE_FPS": "0"}, "CALLSTREAM_SAMPLE_FPS='0': must be > 0"),
+    ({"CALLSTREAM_PG_PORT": "70000"}, "CALLSTREAM_PG_PORT='70000': must be >= 0, <= 65535"),
     ({"CALLSTREAM_DEFAULT_LAYOUT": "grid"}, "CALLSTREAM_DEFAULT_LAYOUT='grid'; accepted: dual, agent, customer"),
     ({"CALLSTREAM_ANALYSED_ROLES": "custmer"}, "accepted: customer, agent, supervisor, other"),
     ({"CALLSTREAM_FAST_DECODE": "ture"}, "CALLSTREAM_FAST_DECODE='ture' is not a boolean; accepted: true, false"),
@@ -114,6 +114,27 @@ def test_a_wrong_setting_is_refused_naming_the_variable_and_what_it_accepts(env,
     with pytest.raises(SettingsError) as err:
         Settings.from_env(env)
     assert says in str(err.value)
+
+
+def test_settings_read_the_mapping_given_not_the_process_environment(monkeypatch):
+    """from_env(mapping) is what a test or a second stack configures: a variable exported in the shell
+    (the README's namespace recipe exports CALLSTREAM_S3_PORT) must not leak into it."""
+    monkeypatch.setenv("CALLSTREAM_S3_PORT", "9999")
+    assert Settings.from_env({}).s3_port == 8333
+    assert Settings.from_env().s3_port == 9999
+    assert Settings.from_env({"CALLSTREAM_S3_PORT": "8444", "DATABASE_URL": "postgresql://h/db",
+                              "CALLSTREAM_FFMPEG": "/usr/bin/ffmpeg"}).s3_port == 8444
+
+
+def test_every_setting_has_its_variable_and_a_description():
+    from pipeline.settings import variable
+
+    names = [variable(n) for n in Settings.model_fields]
+    assert len(names) == len(set(names)) and all(n == "DATABASE_URL" or n.startswith("CALLSTREAM_") for n in names)
+    assert all(f.description for f in Settings.model_fields.values())
+    assert variable("ffmpeg_binary") == "CALLSTREAM_FFMPEG" and variable("partitions") == "CALLSTREAM_PARTITIONS"
+    with pytest.raises(Exception, match="frozen"):
+        Settings.from_env({}).partitions = 3
 
 
 def test_secrets_are_secret_types_and_never_printed():
@@ -131,7 +152,7 @@ def test_the_cli_stops_on_a_wrong_setting_before_doing_anything(monkeypatch, cap
 
     monkeypatch.setenv("CALLSTREAM_MAX_ATTEMPTS", "0")
     assert main(["status"]) == 2
-    assert "CALLSTREAM_MAX_ATTEMPTS=0: must be >= 1" in capsys.readouterr().err
+    assert "CALLSTREAM_MAX_ATTEMPTS='0': must be >= 1" in capsys.readouterr().err
 
 
 def test_a_metadata_value_cannot_pass_for_a_stream_or_a_duration():
