@@ -219,7 +219,7 @@ def create_app(settings: Settings) -> faust.App:
             log.info("alert %s published for call %s", rule, call_id or "(sweep)")
 
     # The worker's clients and handler: started with the app (a child service), before the agent consumes.
-    runtime = WorkerRuntime(settings, metrics, rules, dead_letter, publish_alerts, leftovers.add, SESSION_TIMEOUT_S)
+    runtime = WorkerRuntime(settings, metrics, rules, dead_letter, publish_alerts, leftovers.add)
     app.add_dependency(runtime)
 
     @app.timer(interval=ALERT_SWEEP_S)

@@ -18,10 +18,12 @@ partition is paused so its next messages do not pile up behind it. On resume the
 to `expected`: whatever the consumer dropped while paused is fetched again (quix-streams pauses and
 seeks back for the same reason).
 
-Ownership: each message is worked on under a Lease on its partition's epoch (worker/handler.py). A
-revocation ends the epoch, cancels the partition's work and forgets its state; the new owner starts
-from the committed offset. This module is plain asyncio over a `Consumer` protocol: the unit tests
-drive it with a fake consumer that drops fetched records on pause, as Faust does.
+Ownership: each message is handed to the handler as a Delivery, under a Lease granted here on its
+partition's epoch (worker/handler.py); a pause of the process longer than the group session since the
+grant ends the lease as a revocation does. A revocation ends the epoch, cancels the partition's work
+and forgets its state; the new owner starts from the committed offset. This module is plain asyncio
+over a `Consumer` protocol: the unit tests drive it with a fake consumer that drops fetched records on
+pause, as Faust does.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
 
-from pipeline.worker.handler import Lease
+from pipeline.worker.handler import Delivery, Lease, Outcome
 
 log = logging.getLogger("callstream.worker")
 
@@ -64,9 +66,7 @@ class Consumer(Protocol):
 
 
 class Handler(Protocol):
-    async def handle(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
-                     headers: Any, timestamp: float | None = None, lease: Lease | None = None,
-                     unreadable: str | None = None) -> str: ...
+    async def handle(self, msg: Delivery) -> Outcome: ...
 
 
 class UnreadableBatch:
@@ -316,11 +316,11 @@ async def consume(events: AsyncIterable[Any], handler: Handler, consumer: Consum
                     await slots.acquire()
                     slot["held"] = True
 
-        lease = Lease(held=lambda: book.held(m.tp, epoch), step_aside=step_aside)
         while True:
-            outcome = await handler.handle(m.topic, m.partition, m.offset, m.key, m.value, m.headers,
-                                           m.timestamp, lease, unreadable(m))
-            if outcome != "revoked":
+            lease = Lease.grant(lambda: book.held(m.tp, epoch), step_aside, pause_limit_s=session_timeout_s)
+            outcome = await handler.handle(Delivery(m.topic, m.partition, m.offset, m.key, m.value, m.headers,
+                                                    m.timestamp, lease, unreadable(m)))
+            if outcome is not Outcome.REVOKED:
                 break
             # Fenced by a stop of the process: the group revokes the partition within a heartbeat or
             # two. If it stays ours all the same, nobody else processed the message: do it again.

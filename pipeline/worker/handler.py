@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import socket
 import traceback
@@ -33,6 +34,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import aiokafka.errors as aiokafka_errors
@@ -77,21 +79,6 @@ class Ledger(Protocol):
     async def mark_dead_lettered(self, topic: str, partition: int, offset: int) -> None: ...
 
 
-@dataclass(frozen=True)
-class Message:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Any
-    timestamp: float | None = None   # the record's Kafka timestamp (s): when the broker got it, for any client
-
-    @property
-    def source(self) -> str:
-        return f"{self.topic}/{self.partition}/{self.offset}"
-
-
 @asynccontextmanager
 async def _in_place() -> AsyncIterator[None]:
     yield
@@ -103,11 +90,57 @@ def _always() -> bool:
 
 @dataclass(frozen=True)
 class Lease:
-    """What the consumer grants one message. `held()`: this worker still owns the message's partition
+    """What the consumer grants one delivery. `held()`: this worker still owns the message's partition
     (as assigned when the message was received). `step_aside()`: a context for waiting on a dependency,
-    during which the consumer may give the message's slot to others and stop fetching its partition."""
+    during which the consumer may give the message's slot to others and stop fetching its partition.
+    A pause of the process longer than `pause_limit_s` (the group session) since the grant ends it too:
+    the group has given the partition to another worker by then, whether or not the revocation is known."""
     held: Callable[[], bool] = field(default=_always)
     step_aside: Callable[[], AbstractAsyncContextManager[None]] = field(default=_in_place)
+    clock: RunningClock = CLOCK
+    pause_limit_s: float = math.inf
+    granted: Mark = field(default_factory=CLOCK.mark)
+
+    @classmethod
+    def grant(cls, held: Callable[[], bool] = _always,
+              step_aside: Callable[[], AbstractAsyncContextManager[None]] = _in_place, *,
+              clock: RunningClock = CLOCK, pause_limit_s: float = math.inf) -> Lease:
+        return cls(held, step_aside, clock, pause_limit_s, clock.mark())
+
+    def lost(self) -> str | None:
+        """Why this worker may no longer write for the message; None while the lease holds."""
+        if not self.held():
+            return "its partition was revoked from this worker"
+        if (paused := self.clock.paused_since(self.granted)) > self.pause_limit_s:
+            return f"this worker was paused for {paused:.0f}s, longer than its group session"
+        return None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One message from its fetch to its end, with the lease it is worked on under: granted by the
+    consumer loop (worker/consume.py), checked before every write the handler makes."""
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Any
+    timestamp: float | None = None   # the record's Kafka timestamp (s): when the broker got it, for any client
+    lease: Lease = field(default_factory=Lease)
+    unreadable: str | None = None    # why the consumer could not read the record at this offset
+
+    @property
+    def source(self) -> str:
+        return f"{self.topic}/{self.partition}/{self.offset}"
+
+
+class Outcome(StrEnum):
+    """A delivery's end as the handler returns it."""
+    DONE = "done"          # its rows (or its note) are committed
+    FAILED = "failed"      # dead-lettered with a `failed` ledger row
+    REFUSED = "refused"    # not analysed, by rule (its call was erased)
+    REVOKED = "revoked"    # the lease ended first: nothing was written, the partition's next owner processes it
 
 
 @dataclass
@@ -161,16 +194,14 @@ class MessageHandler:
                  dlq_inline_limit: int = 900_000, discard_claim: DiscardClaim | None = None,
                  metrics: Metrics | None = None,
                  publish_alerts: Callable[[str], Awaitable[None]] | None = None,
-                 leftover: Callable[[str], None] | None = None, pause_limit_s: float = 6.0,
-                 probe_s: float = 0.5, clock: RunningClock = CLOCK, default_layout: str | None = None) -> None:
+                 leftover: Callable[[str], None] | None = None, probe_s: float = 0.5,
+                 default_layout: str | None = None) -> None:
         """`park_payload(source, payload) -> uri` keeps a payload too large for the DLQ (claim check);
         `discard_claim(uri)` deletes a claim-check object once the chunk's rows are committed, and
         `leftover(uri)` is told of one whose delete failed (to try again later);
-        `publish_alerts(call_id)` publishes the call's alerts its commit recorded. A pause of the
-        process longer than `pause_limit_s` (the consumer's session timeout) while a message is in
-        flight ends its lease: the group has given its partition to another worker by then."""
+        `publish_alerts(call_id)` publishes the call's alerts its commit recorded."""
         self.metrics = metrics or Metrics()
-        self.leftover, self.pause_limit_s, self.probe_s, self.clock = leftover, pause_limit_s, probe_s, clock
+        self.leftover, self.probe_s = leftover, probe_s
         self.default_layout = default_layout
         self.publish_alerts = publish_alerts
         self.discard_claim = discard_claim
@@ -179,39 +210,28 @@ class MessageHandler:
         self.park_payload = park_payload
         self.retry_initial_s, self.retry_max_s = retry_initial_s, retry_max_s
         self.max_attempts, self.dlq_inline_limit = max_attempts, dlq_inline_limit
-        self._leases: dict[int, tuple[Lease, Mark]] = {}
 
-    async def handle(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
-                     headers: Any, timestamp: float | None = None, lease: Lease | None = None,
-                     unreadable: str | None = None) -> str:
-        """Returns 'done', 'failed' or 'refused' once the message's end is committed, retrying until then;
-        'revoked' when the lease ended first (nothing was written for it). `unreadable` says why the
-        consumer could not read the record at this offset: it ends as a dead letter like a bad chunk."""
+    async def handle(self, msg: Delivery) -> Outcome:
+        """The delivery's end once it is committed, retrying until then; REVOKED when its lease ended
+        first (nothing was written for it). An unreadable record ends as a dead letter like a bad chunk."""
         self.metrics.in_flight.inc()
-        msg = Message(topic, partition, offset, key, value, headers, timestamp)
-        self._leases[id(msg)] = (lease or Lease(), self.clock.mark())
         try:
-            outcome, reason = await self._settle(msg, unreadable)
+            outcome, reason = await self._settle(msg)
         except Fenced as exc:
             log.warning("%s: %s; its new owner processes it, nothing was written here", msg.source, exc)
-            outcome, reason = "revoked", ""
+            outcome, reason = Outcome.REVOKED, ""
         finally:
             self.metrics.in_flight.dec()
-            self._leases.pop(id(msg), None)
-        self.metrics.chunks.labels(outcome, reason).inc()
+        self.metrics.chunks.labels(outcome.value, reason).inc()
         return outcome
 
-    def _fence(self, msg: Message) -> None:
+    @staticmethod
+    def _fence(msg: Delivery) -> None:
         """Raise Fenced unless this worker still owns the message: called before every write."""
-        if id(msg) not in self._leases:
-            return
-        lease, mark = self._leases[id(msg)]
-        if not lease.held():
-            raise Fenced("its partition was revoked from this worker")
-        if (paused := self.clock.paused_since(mark)) > self.pause_limit_s:
-            raise Fenced(f"this worker was paused for {paused:.0f}s, longer than its group session")
+        if (why := msg.lease.lost()) is not None:
+            raise Fenced(why)
 
-    async def _settle(self, msg: Message, unreadable: str | None = None) -> tuple[str, str]:
+    async def _settle(self, msg: Delivery) -> tuple[Outcome, str]:
         verdict: BadChunk | None = None
         letter = _Letter()
         attempts = 0
@@ -230,10 +250,10 @@ class MessageHandler:
                     if end is not None:
                         log.info("%s was settled already (%s by %s): a redelivery, nothing to do", msg.source,
                                  end.status, end.worker)
-                        return end.status, "redelivered"
-                    if unreadable is not None:
+                        return Outcome(end.status), "redelivered"
+                    if msg.unreadable is not None:
                         raise BadChunk("unreadable_batch", f"the consumer could not read the record batch at "
-                                                           f"this offset: {unreadable}")
+                                                           f"this offset: {msg.unreadable}")
                     try:
                         return await self._process(msg), ""
                     except (BadChunk, TransientFault, Fenced, AlreadySettled):
@@ -280,14 +300,13 @@ class MessageHandler:
         """Capped exponential backoff before the next attempt (attempts counts failures so far)."""
         return min(self.retry_max_s, self.retry_initial_s * 2 ** min(attempts - 1, 30))
 
-    async def _wait(self, msg: Message, dependency: Dependency, delay: float) -> None:
+    async def _wait(self, msg: Delivery, dependency: Dependency, delay: float) -> None:
         """The backoff before the next attempt, stepped aside. When the dependency does not answer now,
         it is probed every `probe_s` and the wait ends as soon as it does: a restarted Triton or
         Postgres is used within a probe, not after a backoff of up to `retry_max_s`. When it answers
         now, the failure was not about availability and the backoff runs in full."""
-        lease, _ = self._leases.get(id(msg), (Lease(), None))
         loop = asyncio.get_running_loop()
-        async with lease.step_aside():
+        async with msg.lease.step_aside():
             end = loop.time() + delay
             if dependency not in self.health or await self._answers(dependency):
                 await asyncio.sleep(delay)
@@ -306,7 +325,7 @@ class MessageHandler:
         except Exception:
             return False
 
-    def _ledger(self, msg: Message, meta: ChunkMeta | None) -> LedgerEntry:
+    def _ledger(self, msg: Delivery, meta: ChunkMeta | None) -> LedgerEntry:
         ledger = LedgerEntry(topic=msg.topic, partition=msg.partition, offset=msg.offset, worker=WORKER_ID,
                              size_bytes=len(msg.value) if msg.value else 0)
         if meta is not None:
@@ -315,7 +334,7 @@ class MessageHandler:
                            "claim_check": meta.claim_check, "published_at": _published_at(meta, msg.timestamp)})
         return ledger
 
-    async def _process(self, msg: Message) -> str:
+    async def _process(self, msg: Delivery) -> Outcome:
         meta = parse(msg.headers, msg.key)
         if "*" in await self.writer.erased_tracks(meta.call_id):
             # Erased by `callstream forget`: a replay must not bring the call back. The ledger keeps
@@ -325,7 +344,7 @@ class MessageHandler:
             await self.writer.record_refused({**self._ledger(msg, None), "call_id": meta.call_id})
             await self._discard(meta)
             log.info("refused %s: its call was erased", msg.source)
-            return "refused"
+            return Outcome.REFUSED
         try:
             pieces, t = await self.processor.process(meta, msg.value)
         except BadChunk as bad:
@@ -348,9 +367,9 @@ class MessageHandler:
         log.info("chunk %s/%s%d: %d segments (decode %.0f ms, inference %.0f ms, db %.0f ms)%s", meta.call_id,
                  f"{meta.stream}/" if meta.stream else "", meta.seq, cells, t.decode_ms, t.inference_ms, db_ms or 0,
                  f" [{ledger['note']}]" if t.notes else "")
-        return "done"
+        return Outcome.DONE
 
-    async def _redelivered(self, msg: Message, meta: ChunkMeta, missing: BadChunk) -> str:
+    async def _redelivered(self, msg: Delivery, meta: ChunkMeta, missing: BadChunk) -> Outcome:
         """A claim-check payload is deleted once its rows are committed, so a copy of that message (a
         redelivery after a crash between commit and offset commit, a second DLQ replay) finds it gone.
         That copy has nothing left to add: it is done, not a failure. Only a chunk never committed is
@@ -365,7 +384,7 @@ class MessageHandler:
         await self.writer.record_redelivery(ledger)
         log.info("chunk %s/%s%d at %s was already committed from %s", meta.call_id,
                  f"{meta.stream}/" if meta.stream else "", meta.seq, msg.source, first)
-        return "done"
+        return Outcome.DONE
 
     def _observe(self, published_at: datetime | None, fetch_ms: float, decode_ms: float, inference_ms: float,
                  db_ms: float, cells: int) -> None:
@@ -407,7 +426,7 @@ class MessageHandler:
                        layout=meta.layout or (self.default_layout if whole_call else None),
                        last_seq=meta.seq if meta.end_of_call and not meta.stream else None)
 
-    async def _reject(self, msg: Message, bad: BadChunk, attempts: int, letter: _Letter) -> str:
+    async def _reject(self, msg: Delivery, bad: BadChunk, attempts: int, letter: _Letter) -> Outcome:
         """The failed row first, written only while no other end stands and the lease holds; then the
         dead letter; then the row is marked sent. A stop between the row and the dead letter leaves a
         row marked unsent, and whoever processes the offset next sends it (`_settle`): never lost,
@@ -434,7 +453,7 @@ class MessageHandler:
                     raise AlreadySettled("failed or refused")
                 log.warning("%s failed (%s) after %s had settled it: kept done, no dead letter", msg.source,
                             bad.reason, done)
-                return "done"
+                return Outcome.DONE
             letter.recorded = True
         if not letter.sent:
             self._fence(msg)   # the partition's next owner sends it otherwise: the row says it is due
@@ -455,9 +474,9 @@ class MessageHandler:
             letter.sent = True
             self.metrics.dead_letters.labels(bad.reason).inc()
         await self.writer.mark_dead_lettered(msg.topic, msg.partition, msg.offset)
-        return "failed"
+        return Outcome.FAILED
 
-    async def _park(self, msg: Message, value: bytes) -> str:
+    async def _park(self, msg: Delivery, value: bytes) -> str:
         if self.park_payload is None:
             return f"omitted (too large for the DLQ); see {msg.source}"
         try:

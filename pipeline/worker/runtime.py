@@ -49,14 +49,12 @@ def dump_tasks() -> None:
 class WorkerRuntime(mode.Service):
     def __init__(self, settings: Settings, metrics: Metrics, rules: Sequence[Rule], dead_letter: DeadLetter,
                  publish_alerts: Callable[[str], Awaitable[None]], leftover: Callable[[str], None],
-                 pause_limit_s: float, **kwargs: Any) -> None:
+                 **kwargs: Any) -> None:
         """`publish_alerts(call_id)` publishes what a commit recorded (the app owns the alerts topic);
-        `leftover(uri)` takes a claim-check object whose delete failed; `pause_limit_s` is the group
-        session, past which a stopped worker's work is fenced (worker/handler.py)."""
+        `leftover(uri)` takes a claim-check object whose delete failed."""
         super().__init__(**kwargs)
         self.settings, self.metrics, self.rules = settings, metrics, list(rules)
         self.dead_letter, self.publish_alerts, self.leftover = dead_letter, publish_alerts, leftover
-        self.pause_limit_s = pause_limit_s
         self.ready = asyncio.Event()
         self.handler: MessageHandler | None = None
         self.writer: SegmentWriter | None = None
@@ -103,7 +101,7 @@ class WorkerRuntime(mode.Service):
             max_attempts=settings.max_attempts, dlq_inline_limit=settings.dlq_inline_limit_bytes,
             discard_claim=self.discard, metrics=metrics,
             publish_alerts=self.publish_alerts if self.rules else None, leftover=self.leftover,
-            pause_limit_s=self.pause_limit_s, default_layout=settings.default_layout)
+            default_layout=settings.default_layout)
         metrics.serve(settings.metrics_port)
         self.ready.set()
         log.info("worker ready: model %s (%s) at %s; analysing %s; %d alert rule(s)", name, version,

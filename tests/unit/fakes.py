@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
+from collections.abc import AsyncIterator, Set
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -11,6 +14,8 @@ from pipeline.contract import ChunkMeta
 from pipeline.errors import AlreadySettled
 from pipeline.shared.fusion import Evidence
 from pipeline.store.models import CallRow, LedgerEnd, LedgerEntry, PieceRow
+from pipeline.worker.consume import CommitRefused
+from pipeline.worker.handler import Delivery, Lease, Outcome
 from pipeline.worker.process import Timings
 from pipeline.worker.triton_client import Item
 
@@ -162,3 +167,133 @@ if TYPE_CHECKING:   # mypy checks the fakes against the seams the handler declar
     _ledger: Ledger = FakeWriter()
     _processor: Processor = FakeProcessor()
     _dead_letter: DeadLetter = FakeDLQ()
+
+
+def delivery(topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, headers: object,
+             timestamp: float | None = None, lease: Lease | None = None, unreadable: str | None = None) -> Delivery:
+    """A delivery as the consumer loop hands one over; its lease always holds unless one is given."""
+    return Delivery(topic, partition, offset, key, value, headers, timestamp, lease or Lease(), unreadable)
+
+
+# The consumer's side: a Kafka client as Faust's behaves, and a handler that only records.
+
+@dataclass(frozen=True)
+class TP:
+    topic: str
+    partition: int
+
+
+@dataclass
+class Msg:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None = b"k"
+    value: bytes | None = b"v"
+    headers: Any = ()
+    timestamp: float | None = None
+    checksum: Any = None
+
+    @property
+    def tp(self) -> TP:
+        return TP(self.topic, self.partition)
+
+
+@dataclass
+class Event:
+    message: Msg
+    value: Any = b"v"
+
+
+@dataclass
+class FakeKafka:
+    """`logs`: the offsets each partition holds (a missing offset is a transaction marker, an aborted or
+    compacted record). Fetches `batch` records at a time from the position, which moves past them at
+    once; records of a partition paused while its batch is handed over are dropped, as Faust drops them."""
+    logs: dict[TP, list[int]]
+    batch: int = 4
+    committed_at: dict[TP, int] = field(default_factory=dict)
+    position: dict[TP, int] = field(default_factory=dict)
+    paused: set[TP] = field(default_factory=set)
+    dropped: list[tuple[int, int]] = field(default_factory=list)
+    seeks: list[tuple[int, int]] = field(default_factory=list)
+    commits: list[dict[TP, int]] = field(default_factory=list)
+    assigned: set[TP] = field(default_factory=set)
+    lose_once: set[tuple[int, int]] = field(default_factory=set)   # records the client loses once, unpaused
+    refuse_commits: int = 0   # commits refused first, as after a rebalance the worker has not seen yet
+
+    def __post_init__(self) -> None:
+        self.assigned = set(self.logs)
+        self.queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=2)
+
+    def assignment(self) -> set[TP]:
+        return set(self.assigned)
+
+    async def pause(self, tp: TP) -> None:
+        self.paused.add(tp)
+
+    async def resume(self, tp: TP) -> None:
+        self.paused.discard(tp)
+
+    async def seek(self, tp: TP, offset: int) -> None:
+        self.seeks.append((tp.partition, offset))
+        self.position[tp] = offset
+
+    async def start(self, tp: TP) -> int:
+        return self.committed_at.get(tp, 0)
+
+    async def commit(self, offsets: dict[TP, int]) -> None:
+        if self.refuse_commits:
+            self.refuse_commits -= 1
+            raise CommitRefused("the group has already rebalanced")
+        self.commits.append(dict(offsets))
+        self.committed_at.update(offsets)
+
+    async def fetch(self) -> None:
+        while True:
+            fetched = False
+            for tp in sorted(self.assigned - self.paused, key=lambda t: t.partition):
+                pos = self.position.get(tp, self.committed_at.get(tp, 0))
+                batch = [o for o in self.logs[tp] if o >= pos][: self.batch]
+                if not batch:
+                    continue
+                fetched = True
+                self.position[tp] = batch[-1] + 1
+                for off in batch:   # the batch is handed over even if a seek moved the position since
+                    if tp in self.paused or (tp.partition, off) in self.lose_once:
+                        self.lose_once.discard((tp.partition, off))
+                        self.dropped.append((tp.partition, off))
+                        continue
+                    await self.queue.put(Event(Msg(tp.topic, tp.partition, off)))
+            await asyncio.sleep(0 if fetched else 0.005)
+
+    async def events(self) -> AsyncIterator[Event]:
+        while (item := await self.queue.get()) is not None:
+            yield item
+
+
+class FakeHandler:
+    """Settles what the consumer loop hands over, recording every offset. Offsets in `waits` step aside
+    until `dependency` is set, as a message waiting on Triton does; the others take a random moment."""
+
+    def __init__(self, waits: Set[tuple[int, int]] = frozenset(), seed: int = 0) -> None:
+        self.dependency = asyncio.Event()
+        self.waits = set(waits)
+        self.settled: list[tuple[int, int]] = []
+        self.unreadable: dict[tuple[int, int], str] = {}
+        self.changed = asyncio.Event()
+        self.rng = random.Random(seed)
+
+    async def handle(self, msg: Delivery) -> Outcome:
+        at = (msg.partition, msg.offset)
+        if msg.unreadable is not None:
+            self.unreadable[at] = msg.unreadable
+        if at in self.waits:
+            async with msg.lease.step_aside():
+                await self.dependency.wait()
+        await asyncio.sleep(self.rng.random() * 0.004)
+        if msg.lease.lost() is not None:
+            return Outcome.REVOKED
+        self.settled.append(at)
+        self.changed.set()
+        return Outcome.DONE

@@ -5,137 +5,14 @@ Kafka leaves empty. Every offset must be handled exactly once and the commit mus
 
 import asyncio
 import random
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 
-from pipeline.worker.consume import CommitRefused, Partitions, UnreadableBatch, consume
+from pipeline.worker.consume import Partitions, UnreadableBatch, consume
+from tests.unit.fakes import TP, Event, FakeHandler, FakeKafka, Msg
 
 
-@dataclass(frozen=True)
-class TP:
-    topic: str
-    partition: int
-
-
-@dataclass
-class Msg:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None = b"k"
-    value: bytes | None = b"v"
-    headers: Any = ()
-    timestamp: float | None = None
-    checksum: Any = None
-
-    @property
-    def tp(self) -> TP:
-        return TP(self.topic, self.partition)
-
-
-@dataclass
-class Event:
-    message: Msg
-    value: Any = b"v"
-
-
-@dataclass
-class FakeKafka:
-    """`logs`: the offsets each partition holds (a missing offset is a transaction marker, an aborted or
-    compacted record). Fetches `batch` records at a time from the position, which moves past them at
-    once; records of a partition paused while its batch is handed over are dropped, as Faust drops them."""
-    logs: dict[TP, list[int]]
-    batch: int = 4
-    committed_at: dict[TP, int] = field(default_factory=dict)
-    position: dict[TP, int] = field(default_factory=dict)
-    paused: set[TP] = field(default_factory=set)
-    dropped: list[tuple[int, int]] = field(default_factory=list)
-    seeks: list[tuple[int, int]] = field(default_factory=list)
-    commits: list[dict[TP, int]] = field(default_factory=list)
-    assigned: set[TP] = field(default_factory=set)
-    lose_once: set[tuple[int, int]] = field(default_factory=set)   # records the client loses once, unpaused
-    refuse_commits: int = 0   # commits refused first, as after a rebalance the worker has not seen yet
-
-    def __post_init__(self) -> None:
-        self.assigned = set(self.logs)
-        self.queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=2)
-
-    def assignment(self) -> set[TP]:
-        return set(self.assigned)
-
-    async def pause(self, tp: TP) -> None:
-        self.paused.add(tp)
-
-    async def resume(self, tp: TP) -> None:
-        self.paused.discard(tp)
-
-    async def seek(self, tp: TP, offset: int) -> None:
-        self.seeks.append((tp.partition, offset))
-        self.position[tp] = offset
-
-    async def start(self, tp: TP) -> int:
-        return self.committed_at.get(tp, 0)
-
-    async def commit(self, offsets: dict[TP, int]) -> None:
-        if self.refuse_commits:
-            self.refuse_commits -= 1
-            raise CommitRefused("the group has already rebalanced")
-        self.commits.append(dict(offsets))
-        self.committed_at.update(offsets)
-
-    async def fetch(self) -> None:
-        while True:
-            fetched = False
-            for tp in sorted(self.assigned - self.paused, key=lambda t: t.partition):
-                pos = self.position.get(tp, self.committed_at.get(tp, 0))
-                batch = [o for o in self.logs[tp] if o >= pos][: self.batch]
-                if not batch:
-                    continue
-                fetched = True
-                self.position[tp] = batch[-1] + 1
-                for off in batch:   # the batch is handed over even if a seek moved the position since
-                    if tp in self.paused or (tp.partition, off) in self.lose_once:
-                        self.lose_once.discard((tp.partition, off))
-                        self.dropped.append((tp.partition, off))
-                        continue
-                    await self.queue.put(Event(Msg(tp.topic, tp.partition, off)))
-            await asyncio.sleep(0 if fetched else 0.005)
-
-    async def events(self):
-        while (item := await self.queue.get()) is not None:
-            yield item
-
-
-class Handler:
-    """Records every offset it settles. Offsets in `waits` step aside until `dependency` is set, as a
-    message waiting on Triton does; the others take a random moment."""
-
-    def __init__(self, waits: set[tuple[int, int]] = frozenset(), seed: int = 0) -> None:
-        self.dependency = asyncio.Event()
-        self.waits = set(waits)
-        self.settled: list[tuple[int, int]] = []
-        self.unreadable: dict[tuple[int, int], str] = {}
-        self.changed = asyncio.Event()
-        self.rng = random.Random(seed)
-
-    async def handle(self, topic, partition, offset, key, value, headers, timestamp=None, lease=None,
-                     unreadable=None):
-        if unreadable is not None:
-            self.unreadable[(partition, offset)] = unreadable
-        if (partition, offset) in self.waits:
-            async with lease.step_aside():
-                await self.dependency.wait()
-        await asyncio.sleep(self.rng.random() * 0.004)
-        if not lease.held():
-            return "revoked"
-        self.settled.append((partition, offset))
-        self.changed.set()
-        return "done"
-
-
-async def run_until(kafka: FakeKafka, handler: Handler, done, *, concurrency=2, release_after=0.05, within_s=10.0):
+async def run_until(kafka: FakeKafka, handler: FakeHandler, done, *, concurrency=2, release_after=0.05, within_s=10.0):
     book = Partitions()
     fetcher = asyncio.create_task(kafka.fetch())
     loop = asyncio.create_task(consume(kafka.events(), handler, kafka, book, concurrency=concurrency,
@@ -156,7 +33,7 @@ async def run_until(kafka: FakeKafka, handler: Handler, done, *, concurrency=2, 
     return book
 
 
-def every_offset_once(kafka: FakeKafka, handler: Handler) -> None:
+def every_offset_once(kafka: FakeKafka, handler: FakeHandler) -> None:
     expected = sorted((tp.partition, o) for tp, offs in kafka.logs.items() for o in offs)
     assert sorted(handler.settled) == expected, (sorted(set(expected) - set(handler.settled)), kafka.dropped)
     for tp, offs in kafka.logs.items():
@@ -170,7 +47,7 @@ def test_records_dropped_while_a_partition_waits_are_read_again_not_committed_ov
     fetched batch are being handed over, so the consumer drops them with its position already past."""
     tp = TP("c", 0)
     kafka = FakeKafka({tp: list(range(12))}, batch=6)
-    handler = Handler(waits={(0, 1)})
+    handler = FakeHandler(waits={(0, 1)})
 
     async def go():
         return await run_until(kafka, handler, lambda: len(handler.settled) == 12, concurrency=4)
@@ -184,7 +61,7 @@ def test_records_dropped_while_a_partition_waits_are_read_again_not_committed_ov
 def test_a_refused_commit_is_made_again_with_the_next_one():
     tp = TP("c", 0)
     kafka = FakeKafka({tp: list(range(6))}, batch=3, refuse_commits=3)
-    handler = Handler()
+    handler = FakeHandler()
 
     async def go():
         return await run_until(kafka, handler, lambda: len(handler.settled) == 6)
@@ -196,7 +73,7 @@ def test_kafkas_own_gaps_are_passed_after_one_re_read():
     """Transaction markers and aborted records leave offsets no consumer ever sees."""
     tp = TP("c", 0)
     kafka = FakeKafka({tp: [0, 1, 3, 4, 7, 8, 9, 12]}, batch=3)
-    handler = Handler()
+    handler = FakeHandler()
 
     async def go():
         return await run_until(kafka, handler, lambda: len(handler.settled) == 8)
@@ -208,7 +85,7 @@ def test_kafkas_own_gaps_are_passed_after_one_re_read():
 def test_a_record_the_client_loses_without_a_pause_is_read_again():
     tp = TP("c", 0)
     kafka = FakeKafka({tp: list(range(10))}, batch=5, lose_once={(0, 3)})
-    handler = Handler()
+    handler = FakeHandler()
 
     async def go():
         return await run_until(kafka, handler, lambda: len(handler.settled) == 10)
@@ -221,7 +98,7 @@ def test_the_first_record_past_the_committed_offset_is_a_gap_too():
     """The group committed 4; the consumer hands over 6 first (it lost 4-5): they are read again."""
     tp = TP("c", 0)
     kafka = FakeKafka({tp: list(range(10))}, batch=5, committed_at={tp: 4}, lose_once={(0, 4), (0, 5)})
-    handler = Handler()
+    handler = FakeHandler()
 
     async def go():
         return await run_until(kafka, handler, lambda: len(handler.settled) == 6)
@@ -240,7 +117,7 @@ def test_random_waits_pauses_drops_and_gaps_lose_and_double_nothing(seed):
     waits = {(tp.partition, o) for tp, offs in logs.items() for o in offs if rng.random() < 0.1}
     lost = {(tp.partition, o) for tp, offs in logs.items() for o in offs if rng.random() < 0.05}
     kafka = FakeKafka(logs, batch=rng.randint(2, 8), lose_once=lost)
-    handler = Handler(waits=waits, seed=seed)
+    handler = FakeHandler(waits=waits, seed=seed)
     total = sum(len(v) for v in logs.values())
 
     async def go():
@@ -253,7 +130,7 @@ def test_random_waits_pauses_drops_and_gaps_lose_and_double_nothing(seed):
 def test_a_message_waiting_on_a_dependency_lets_other_partitions_flow():
     async def go():
         kafka = FakeKafka({TP("c", 0): [0, 1], TP("c", 1): [0, 1, 2]}, batch=4)
-        handler = Handler(waits={(0, 0)})
+        handler = FakeHandler(waits={(0, 0)})
         book = Partitions()
         fetcher = asyncio.create_task(kafka.fetch())
         loop = asyncio.create_task(consume(kafka.events(), handler, kafka, book, concurrency=1,
@@ -285,7 +162,7 @@ def test_an_unreadable_placeholder_reaches_the_handler_as_such_and_a_forged_head
     async def go():
         q: asyncio.Queue = asyncio.Queue()
         kafka = FakeKafka({TP("c", 0): []})
-        handler = Handler()
+        handler = FakeHandler()
 
         async def events():
             while (item := await q.get()) is not None:
@@ -309,7 +186,7 @@ def test_a_revoked_partition_is_cancelled_never_committed_and_its_slots_come_bac
     async def go():
         q: asyncio.Queue = asyncio.Queue()
         kafka = FakeKafka({TP("c", 0): [], TP("c", 1): []})
-        handler = Handler(waits={(0, 0)})
+        handler = FakeHandler(waits={(0, 0)})
         book = Partitions()
 
         async def events():

@@ -9,7 +9,7 @@ from pipeline.contract import ChunkMeta
 from pipeline.errors import BadChunk, TransientFault
 from pipeline.media.runclock import RunningClock
 from pipeline.worker.handler import WORKER_ID, Lease, MessageHandler
-from tests.unit.fakes import FakeDLQ, FakeProcessor, FakeWriter
+from tests.unit.fakes import FakeDLQ, FakeProcessor, FakeWriter, delivery
 
 GOOD = ChunkMeta("call-1", 0, 0, duration_ms=1000).headers()
 CLAIMED = ChunkMeta("call-1", 3, 0, duration_ms=1000, claim_check="s3://chunks/calls/call-1/000003.mkv").headers()
@@ -28,7 +28,7 @@ class GatedProcessor(FakeProcessor):
 
 
 def handle(h, lease=None, headers=GOOD, offset=7):
-    return h.handle("chunks", 0, offset, b"call-1", b"media", headers, None, lease)
+    return h.handle(delivery("chunks", 0, offset, b"call-1", b"media", headers, None, lease))
 
 
 def _revoked_in_flight(errors=()):
@@ -69,7 +69,7 @@ def _gated_while(advance):
 
     async def go():
         p, w, d = GatedProcessor(), FakeWriter(), FakeDLQ()
-        task = asyncio.create_task(handle(MessageHandler(p, w, d, clock=clock, pause_limit_s=6.0), Lease()))
+        task = asyncio.create_task(handle(MessageHandler(p, w, d), Lease.grant(clock=clock, pause_limit_s=6.0)))
         await asyncio.sleep(0.01)
         advance(wall, clock)
         p.go.set()

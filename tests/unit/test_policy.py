@@ -10,7 +10,7 @@ from aiokafka.errors import (
 from pipeline.contract import ChunkMeta
 from pipeline.errors import BadChunk, TransientFault
 from pipeline.worker.handler import MessageHandler
-from tests.unit.fakes import FakeDLQ, FakeProcessor, FakeWriter
+from tests.unit.fakes import FakeDLQ, FakeProcessor, FakeWriter, delivery
 
 GOOD = ChunkMeta("call-1", 0, 0, duration_ms=1000).headers()
 
@@ -22,7 +22,7 @@ def handler(processor=None, writer=None, dlq=None, **kw):
 
 
 def run(h, headers=GOOD, value=b"media", key=b"call-1", offset=7):
-    return asyncio.run(h.handle("chunks", 0, offset, key, value, headers))
+    return asyncio.run(h.handle(delivery("chunks", 0, offset, key, value, headers)))
 
 
 def test_a_good_chunk_commits_rows_and_nothing_is_dead_lettered():
@@ -71,7 +71,8 @@ def test_a_bad_header_is_dead_lettered_with_the_original_message():
 def test_an_offset_the_consumer_could_not_read_is_dead_lettered_and_never_processed():
     p, w, d = FakeProcessor(), FakeWriter(), FakeDLQ()
     h = handler(p, w, d)
-    outcome = asyncio.run(h.handle("chunks", 3, 50, None, None, (), unreadable="CorruptRecordException: Invalid CRC"))
+    unreadable = delivery("chunks", 3, 50, None, None, (), unreadable="CorruptRecordException: Invalid CRC")
+    outcome = asyncio.run(h.handle(unreadable))
     assert outcome == "failed" and p.calls == 0 and d.reasons() == ["unreadable_batch"]
     key, value, hs = d.sent[0]
     assert key is None and not value and dict(hs)["dlq-source"] == b"chunks/3/50"
@@ -79,7 +80,7 @@ def test_an_offset_the_consumer_could_not_read_is_dead_lettered_and_never_proces
     row = w.failures[0][1]
     assert row["error_reason"] == "unreadable_batch" and row["offset"] == 50 and "call_id" not in row
     # Read again after a seek back: its end stands, nothing is sent twice.
-    again = asyncio.run(h.handle("chunks", 3, 50, None, None, (), unreadable="CorruptRecordException: Invalid CRC"))
+    again = asyncio.run(h.handle(unreadable))
     assert again == "failed" and len(d.sent) == 1
 
 
@@ -167,7 +168,7 @@ def test_cancellation_leaves_the_message_unsettled_for_the_next_owner():
             await asyncio.sleep(10)
 
     async def go():
-        task = asyncio.create_task(handler(Slow(), w, d).handle("chunks", 0, 1, b"call-1", b"v", GOOD))
+        task = asyncio.create_task(handler(Slow(), w, d).handle(delivery("chunks", 0, 1, b"call-1", b"v", GOOD)))
         await asyncio.sleep(0.05)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -199,7 +200,7 @@ def test_metrics_count_every_end_reason_and_retry():
     assert value("callstream_segments_written_total") == 2
     assert value("callstream_stage_seconds_count", stage="db") == 2
     assert value("callstream_publish_to_commit_seconds_count") == 1     # only the chunk that says when
-    assert asyncio.run(h.handle("chunks", 0, 8, b"call-1", b"media", GOOD, timestamp=1.0)) == "done"
+    assert asyncio.run(h.handle(delivery("chunks", 0, 8, b"call-1", b"media", GOOD, timestamp=1.0))) == "done"
     assert value("callstream_publish_to_commit_seconds_count") == 2     # or whose record has a timestamp
     assert value("callstream_chunks_in_flight") == 0
 

@@ -14,7 +14,7 @@ from pipeline.media.ffmpeg_bin import ffmpeg_exe
 from pipeline.settings import Settings
 from pipeline.worker.handler import MessageHandler
 from pipeline.worker.process import ChunkProcessor
-from tests.unit.fakes import FakeDLQ, FakeTriton, FakeWriter
+from tests.unit.fakes import FakeDLQ, FakeTriton, FakeWriter, delivery
 
 NAMES = ["callstream-schema", "call-id", "seq", "start-ms", "duration-ms", "end-of-call", "layout",
          "claim-check", "call-started-at", "published-at-ms", "content-type", "CALL-ID", "x-other"]
@@ -62,7 +62,7 @@ def test_the_handler_settles_every_message(sample, data):
     writer, dlq = FakeWriter(), FakeDLQ()
     processor = ChunkProcessor(Settings.from_env({}), FakeTriton(), None, ffmpeg_exe(), "m", "1")
     h = MessageHandler(processor, writer, dlq, retry_initial_s=0.001, retry_max_s=0.001, max_attempts=2)
-    outcome = asyncio.run(asyncio.wait_for(h.handle("t", 0, 0, b"c-1", value, headers), timeout=60))
+    outcome = asyncio.run(asyncio.wait_for(h.handle(delivery("t", 0, 0, b"c-1", value, headers)), timeout=60))
     if outcome == "done":
         assert len(writer.commits) == 1 and not dlq.sent and not writer.failures
     else:
@@ -75,7 +75,7 @@ def _settle(sample_value, headers):
     processor = ChunkProcessor(Settings.from_env({"CALLSTREAM_DECODE_WINDOW_S": "1"}), FakeTriton(), None,
                                ffmpeg_exe(), "m", "1")
     h = MessageHandler(processor, writer, dlq, retry_initial_s=0.001, retry_max_s=0.001, max_attempts=2)
-    return asyncio.run(h.handle("t", 0, 0, b"c-1", sample_value, headers)), writer, dlq
+    return asyncio.run(h.handle(delivery("t", 0, 0, b"c-1", sample_value, headers))), writer, dlq
 
 
 def test_a_valid_chunk_streams_to_the_same_grid_in_small_windows(sample):
@@ -105,7 +105,8 @@ def test_a_dual_chunk_under_the_default_policy_sends_only_the_customer_to_the_mo
     writer, dlq = FakeWriter(), FakeDLQ()
     processor = ChunkProcessor(Settings.from_env({}), triton, None, ffmpeg_exe(), "m", "1")
     h = MessageHandler(processor, writer, dlq, retry_initial_s=0.001, retry_max_s=0.001)
-    assert asyncio.run(h.handle("t", 0, 0, b"c-1", sample, list(VALID.items()) + [("layout", b"dual")])) == "done"
+    headers = list(VALID.items()) + [("layout", b"dual")]
+    assert asyncio.run(h.handle(delivery("t", 0, 0, b"c-1", sample, headers))) == "done"
     rows = writer.commits[0][1]
     assert rows and {r["participant_id"] for r in rows} == {"customer"} and triton.items == len(rows)
 
@@ -121,7 +122,7 @@ def test_consent_and_roles_decide_whether_media_is_analysed_at_all(sample, env, 
     processor = ChunkProcessor(Settings.from_env(env), triton, None, ffmpeg_exe(), "m", "1")
     h = MessageHandler(processor, writer, FakeDLQ(), retry_initial_s=0.001, retry_max_s=0.001)
     headers = list(VALID.items()) + [("layout", layout)] + ([("consent", consent)] if consent else [])
-    assert asyncio.run(h.handle("t", 0, 0, b"c-1", sample, headers)) == "done"
+    assert asyncio.run(h.handle(delivery("t", 0, 0, b"c-1", sample, headers))) == "done"
     rows, ledger = writer.commits[0][1], writer.commits[0][2]
     assert bool(rows) == analysed and bool(triton.items) == analysed
     assert analysed or ledger["note"].startswith("not analysed")
@@ -139,7 +140,8 @@ def test_call_time_past_the_limit_is_dead_lettered_before_any_row(sample, env, h
     writer, dlq, triton = FakeWriter(), FakeDLQ(), FakeTriton()
     processor = ChunkProcessor(Settings.from_env(env), triton, None, ffmpeg_exe(), "m", "1")
     h = MessageHandler(processor, writer, dlq, retry_initial_s=0.001, retry_max_s=0.001)
-    assert asyncio.run(h.handle("t", 0, 0, b"c-1", sample, list({**VALID, **dict(headers)}.items()))) == "failed"
+    merged = list({**VALID, **dict(headers)}.items())
+    assert asyncio.run(h.handle(delivery("t", 0, 0, b"c-1", sample, merged))) == "failed"
     assert dlq.reasons() == ["malformed_header"] and not writer.commits
     assert what in writer.failures[0][1]["error_detail"]
 
@@ -155,7 +157,8 @@ def test_a_calls_next_chunk_starts_from_the_tracking_state_its_last_chunk_left(s
     def chunk(call, seq, start_ms, end=False):
         headers = {**VALID, "call-id": call.encode(), "seq": str(seq).encode(), "start-ms": str(start_ms).encode(),
                    "layout": b"customer", **({"end-of-call": b"true"} if end else {})}
-        assert asyncio.run(h.handle("t", 0, next(offsets), call.encode(), sample, list(headers.items()))) == "done"
+        msg = delivery("t", 0, next(offsets), call.encode(), sample, list(headers.items()))
+        assert asyncio.run(h.handle(msg)) == "done"
         return triton.hints[-1][0]
 
     assert chunk("c-1", 0, 0) is None                              # a call's first chunk searches
