@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
 
-from pipeline.worker.handler import Delivery, Lease, Outcome
+from pipeline.worker.delivery import Delivery, Lease, Outcome
 
 log = logging.getLogger("callstream.worker")
 

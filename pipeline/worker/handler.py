@@ -26,24 +26,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import socket
-import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
-import aiokafka.errors as aiokafka_errors
-import kafka.errors as kafka_errors
-
-from pipeline.contract import H_DLQ_PAYLOAD, ChunkMeta, bounded, dead_letter_headers, is_dead_letter_header, parse
+from pipeline.contract import H_DLQ_PAYLOAD, ChunkMeta, bounded, dead_letter_headers, parse
 from pipeline.errors import REASONS, AlreadySettled, BadChunk, Dependency, Reason, TransientFault
-from pipeline.media.runclock import CLOCK, Mark, RunningClock
 from pipeline.store.models import CallRow, ChunkStatus, LedgerEnd, LedgerEntry, PieceRow
+from pipeline.worker.dead_letter import DeadLetterRejected, Headers, describe, permanent_kafka_error, raw_headers
+from pipeline.worker.delivery import Delivery, Outcome
 from pipeline.worker.metrics import Metrics
 
 log = logging.getLogger("callstream.worker")
@@ -52,7 +46,6 @@ WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 if TYPE_CHECKING:
     from pipeline.worker.process import Timings
 
-Headers = list[tuple[str, bytes]]
 DeadLetter = Callable[[bytes | None, bytes | None, Headers], Awaitable[None]]
 Health = Callable[[], Awaitable[bool]]
 ParkPayload = Callable[[str, bytes], Awaitable[str]]      # (source, payload) -> where it was parked
@@ -79,70 +72,6 @@ class Ledger(Protocol):
     async def mark_dead_lettered(self, topic: str, partition: int, offset: int) -> None: ...
 
 
-@asynccontextmanager
-async def _in_place() -> AsyncIterator[None]:
-    yield
-
-
-def _always() -> bool:
-    return True
-
-
-@dataclass(frozen=True)
-class Lease:
-    """What the consumer grants one delivery. `held()`: this worker still owns the message's partition
-    (as assigned when the message was received). `step_aside()`: a context for waiting on a dependency,
-    during which the consumer may give the message's slot to others and stop fetching its partition.
-    A pause of the process longer than `pause_limit_s` (the group session) since the grant ends it too:
-    the group has given the partition to another worker by then, whether or not the revocation is known."""
-    held: Callable[[], bool] = field(default=_always)
-    step_aside: Callable[[], AbstractAsyncContextManager[None]] = field(default=_in_place)
-    clock: RunningClock = CLOCK
-    pause_limit_s: float = math.inf
-    granted: Mark = field(default_factory=CLOCK.mark)
-
-    @classmethod
-    def grant(cls, held: Callable[[], bool] = _always,
-              step_aside: Callable[[], AbstractAsyncContextManager[None]] = _in_place, *,
-              clock: RunningClock = CLOCK, pause_limit_s: float = math.inf) -> Lease:
-        return cls(held, step_aside, clock, pause_limit_s, clock.mark())
-
-    def lost(self) -> str | None:
-        """Why this worker may no longer write for the message; None while the lease holds."""
-        if not self.held():
-            return "its partition was revoked from this worker"
-        if (paused := self.clock.paused_since(self.granted)) > self.pause_limit_s:
-            return f"this worker was paused for {paused:.0f}s, longer than its group session"
-        return None
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One message from its fetch to its end, with the lease it is worked on under: granted by the
-    consumer loop (worker/consume.py), checked before every write the handler makes."""
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Any
-    timestamp: float | None = None   # the record's Kafka timestamp (s): when the broker got it, for any client
-    lease: Lease = field(default_factory=Lease)
-    unreadable: str | None = None    # why the consumer could not read the record at this offset
-
-    @property
-    def source(self) -> str:
-        return f"{self.topic}/{self.partition}/{self.offset}"
-
-
-class Outcome(StrEnum):
-    """A delivery's end as the handler returns it."""
-    DONE = "done"          # its rows (or its note) are committed
-    FAILED = "failed"      # dead-lettered with a `failed` ledger row
-    REFUSED = "refused"    # not analysed, by rule (its call was erased)
-    REVOKED = "revoked"    # the lease ended first: nothing was written, the partition's next owner processes it
-
-
 @dataclass
 class _Letter:
     """How far dead-lettering one message got, kept across its retries."""
@@ -159,10 +88,6 @@ class Fenced(Exception):
     """The lease ended: this worker must not write anything for the message any more."""
 
 
-class DeadLetterRejected(Exception):
-    """The dead-letter topic refused this record itself (too large, invalid): send a smaller one."""
-
-
 def _published_at(meta: ChunkMeta | None, timestamp: float | None = None) -> datetime | None:
     """When the chunk was published: the recorder's `published-at-ms` header, else the record's Kafka
     timestamp (every client sets one), so latency is measured for clients that do not set the header."""
@@ -171,20 +96,6 @@ def _published_at(meta: ChunkMeta | None, timestamp: float | None = None) -> dat
     if timestamp and timestamp > 0:
         return datetime.fromtimestamp(timestamp, UTC)
     return None
-
-
-def raw_headers(headers: Any) -> Headers:
-    """The message's own headers as sent (even malformed ones), for the dead letter; ours removed."""
-    out: Headers = []
-    try:
-        items = headers.items() if isinstance(headers, Mapping) else list(headers or [])
-        for k, v in items:
-            name = k.decode("utf-8", "replace") if isinstance(k, bytes) else str(k)
-            if not is_dead_letter_header(name):
-                out.append((name, v if isinstance(v, bytes) else str(v if v is not None else "").encode()))
-    except Exception:  # headers that cannot even be iterated are dropped, not fatal
-        return []
-    return out
 
 
 class MessageHandler:
@@ -262,7 +173,7 @@ class MessageHandler:
                         raise
                     except Exception as exc:  # a bug must cost one chunk, not the worker
                         log.exception("unexpected error on %s", msg.source)
-                        raise BadChunk("processing_error", _describe(exc)) from exc
+                        raise BadChunk("processing_error", describe(exc)) from exc
                 return await self._reject(msg, verdict, attempts + 1, letter), verdict.reason
             except AlreadySettled as settled:
                 # Another attempt recorded this offset's end first (a worker that owned the partition
@@ -490,28 +401,6 @@ class MessageHandler:
         except (DeadLetterRejected, asyncio.CancelledError):
             raise
         except Exception as exc:
-            if _permanent_kafka_error(exc):
-                raise DeadLetterRejected(_describe(exc)) from exc
-            raise TransientFault(f"dead-letter topic unavailable: {_describe(exc)}", "dead_letter_topic") from exc
-
-
-# Records the broker will never accept, whatever the retry: by the clients' own types (aiokafka for
-# the worker's producer, kafka-python for the CLI's), not by class names.
-NEVER_ACCEPTED: tuple[type[BaseException], ...] = (
-    aiokafka_errors.MessageSizeTooLargeError, aiokafka_errors.RecordTooLargeError,
-    aiokafka_errors.CorruptRecordException, aiokafka_errors.RecordListTooLargeError,
-    aiokafka_errors.UnsupportedForMessageFormatError, kafka_errors.MessageSizeTooLargeError,
-    kafka_errors.InvalidRecordError, kafka_errors.CorruptRecordError, kafka_errors.RecordListTooLargeError,
-    kafka_errors.UnsupportedForMessageFormatError)
-
-
-def _permanent_kafka_error(exc: BaseException) -> bool:
-    """Kafka errors are marked retriable or not; a record too large or invalid will never be accepted."""
-    if isinstance(exc, NEVER_ACCEPTED):
-        return True
-    return isinstance(exc, aiokafka_errors.KafkaError | kafka_errors.KafkaError) and not exc.retriable \
-        and getattr(exc, "errno", None) not in (None, -1)
-
-
-def _describe(exc: BaseException) -> str:
-    return bounded("".join(traceback.format_exception_only(exc)).strip(), 500)
+            if permanent_kafka_error(exc):
+                raise DeadLetterRejected(describe(exc)) from exc
+            raise TransientFault(f"dead-letter topic unavailable: {describe(exc)}", "dead_letter_topic") from exc

@@ -15,7 +15,7 @@ from pipeline.errors import AlreadySettled
 from pipeline.shared.fusion import Evidence
 from pipeline.store.models import CallRow, LedgerEnd, LedgerEntry, PieceRow
 from pipeline.worker.consume import CommitRefused
-from pipeline.worker.handler import Delivery, Lease, Outcome
+from pipeline.worker.delivery import Delivery, Lease, Outcome
 from pipeline.worker.process import Timings
 from pipeline.worker.triton_client import Item
 

@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 from pipeline.contract import ChunkMeta
 from pipeline.errors import BadChunk, TransientFault
 from pipeline.media.runclock import RunningClock
-from pipeline.worker.handler import WORKER_ID, Lease, MessageHandler
+from pipeline.worker.delivery import Lease
+from pipeline.worker.handler import WORKER_ID, MessageHandler
 from tests.unit.fakes import FakeDLQ, FakeProcessor, FakeWriter, delivery
 
 GOOD = ChunkMeta("call-1", 0, 0, duration_ms=1000).headers()

@@ -209,7 +209,7 @@ def test_kafka_errors_are_told_apart_by_the_clients_types():
     import aiokafka.errors as a
     import kafka.errors as k
 
-    from pipeline.worker.handler import _permanent_kafka_error
+    from pipeline.worker.dead_letter import permanent_kafka_error as _permanent_kafka_error
 
     for never in (a.MessageSizeTooLargeError(), a.RecordTooLargeError(), k.MessageSizeTooLargeError(),
                   k.InvalidRecordError()):
