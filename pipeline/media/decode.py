@@ -72,8 +72,7 @@ class StreamDecoder:
     One ffmpeg process per chunk: it reports the container's streams on stderr before it writes
     anything (no separate probe), demuxes the file once and writes both streams to one pipe as AVI,
     interleaved by its muxer (pipeline/media/avi.py), so a reader never blocks on one pipe while the
-    other fills. A process start costs ~12 ms of CPU here and the separate probe, video and audio
-    processes this replaces cost about a third more per chunk (CHANGELOG.md, benchmark history).
+    other fills (one process, not a probe and a process per stream: starting processes costs CPU).
 
     Reading one interleaved pipe means one stream's data waits in memory while the other is read. That
     is bounded: when one stream runs more than LOOKAHEAD_S past the window asked for (a camera switched

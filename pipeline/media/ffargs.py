@@ -20,10 +20,8 @@ LOG_ARGS = ("-hide_banner", "-nostdin", "-nostats", "-loglevel", "level+info")
 # every sample stays at its own call time; raw PCM would close the gap and shift all later audio early.
 # asetnsamples: quarter-second packets (the last one not padded), so the reader handles 4 per second, not 47.
 AUDIO_FILTER = "aresample=async=1:first_pts=0,asetnsamples=n=4000:p=0"
-# swscale's area filter averages the source pixels each output pixel covers. For the 2-3x downscale to
-# the frame width it costs 5-9 % less of a chunk's decode CPU than the default bicubic (16 ms of 205 at
-# 720p, 5 of 100 at 360p) and gives the same labels (CHANGELOG.md, benchmark history). "bicubic" is the path
-# before it, kept for the benchmark's agreement check.
+# swscale's area filter averages the source pixels each output pixel covers: for a 2-3x downscale it is
+# cheaper than the default bicubic at the same labels. "bicubic" stays for the benchmark's agreement check.
 SCALERS = ("area", "bicubic", "bilinear")
 
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from pipeline.contract import ChunkMeta
 
 AGENT, CUSTOMER = "agent", "customer"   # the participants of v1 layouts: id and role are the same word
@@ -50,18 +48,6 @@ def context_span(seg: Segment, chunk_start_ms: int, chunk_end_ms: int, window_ms
     centre = (seg.start_ms + seg.end_ms) / 2
     start = max(chunk_start_ms, min(int(round(centre - window_ms / 2)), chunk_end_ms - window_ms))
     return Segment(start, min(chunk_end_ms, start + window_ms))
-
-
-def frame_indices(seg: Segment, chunk_start_ms: int, fps: float, n_frames: int) -> np.ndarray:
-    """Frames sampled at i/fps seconds after the chunk start that fall inside the segment."""
-    times = np.arange(n_frames) * (1000.0 / fps) + chunk_start_ms
-    return np.nonzero((times >= seg.start_ms) & (times < seg.end_ms))[0]
-
-
-def sample_range(seg: Segment, chunk_start_ms: int, rate: int, n_samples: int) -> slice:
-    a = int(round((seg.start_ms - chunk_start_ms) * rate / 1000))
-    b = int(round((seg.end_ms - chunk_start_ms) * rate / 1000))
-    return slice(max(0, min(a, n_samples)), max(0, min(b, n_samples)))
 
 
 @dataclass(frozen=True)

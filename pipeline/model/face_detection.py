@@ -25,10 +25,8 @@ SCALE_FACTOR = 0.709
 # batched over every checked frame. A full search runs again at least every KEYFRAME_EVERY frames of a
 # view (15 s at 2 frames/s), and on every frame whose check finds no face. The key box and the count
 # can be carried from one request to the next (TrackState): a call's next chunk then goes on checking
-# instead of starting with a search of its own. The output stage alone on the searched box lost a face
-# that moved, turned or zoomed (94 of 116 checks failed on the realistic workload, whose boxes overlap
-# by 0.53 between samples); the grid spares about half of those frames a full search (98 -> 52 of 120
-# frames searched) for 11 % less model CPU at the same labels (CHANGELOG.md).
+# instead of starting with a search of its own. A grid, because the output stage alone on the searched
+# box loses a face that moves, turns or zooms between samples.
 KEYFRAME_EVERY = 30
 CHECK_SHIFTS = (-0.3, 0.0, 0.3)
 

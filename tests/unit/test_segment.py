@@ -3,7 +3,7 @@ from itertools import pairwise
 import pytest
 
 from pipeline.contract import ChunkMeta, parse_channels
-from pipeline.media.segment import Segment, frame_indices, participants, sample_range, segments, views, wants
+from pipeline.media.segment import Segment, participants, segments, views, wants
 
 
 def track_views(layout, width, channels):
@@ -38,18 +38,6 @@ def test_empty_and_invalid():
     assert segments(0, 0, 1000) == []
     with pytest.raises(ValueError):
         segments(0, 1000, 0)
-
-
-def test_frames_belong_to_the_segment_containing_their_time():
-    # 2 fps from call time 5000: frames at 5000, 5500, 6000, ...
-    idx = frame_indices(Segment(6000, 7000), 5000, 2.0, 10)
-    assert idx.tolist() == [2, 3]
-
-
-def test_sample_range_is_clamped_to_the_decoded_audio():
-    s = sample_range(Segment(5000, 6000), 5000, 16000, 12000)
-    assert (s.start, s.stop) == (0, 12000)
-    assert sample_range(Segment(6000, 7000), 5000, 16000, 80000) == slice(16000, 32000)
 
 
 def test_dual_layout_splits_picture_and_channels():
