@@ -157,7 +157,7 @@ def write_model(folder: Path, kind: str = "ok", voice: bool = True, voice_kind: 
 
 
 def scratch_repository(built: Path, target: Path) -> Path:
-    """A model repository of its own for a test: the built-in models' folders linked (read-only use),
+    """A model repository of its own for a test: the built-in weights' folders linked (read-only use),
     the emotion model copied, so installing versions never touches the checkout's triton_models/."""
     target.mkdir(parents=True, exist_ok=True)
     for name in ("face_detector", "face_expression", "voice"):

@@ -102,7 +102,7 @@ def start(settings: Settings) -> None:
 
     if not is_built(settings.model_repository):
         raise procs.ServiceError(f"{settings.model_repository} has no built weights: run `callstream models build`")
-    from pipeline.model.repository import refresh
+    from pipeline.model.repository import refresh, served
 
     refresh(settings.model_repository)   # versions installed by an older release: this release's glue
     state = settings.state_dir
@@ -123,9 +123,10 @@ def start(settings: Settings) -> None:
         f"--metrics-port={settings.triton_metrics_port}", "--http-address=127.0.0.1",
         "--grpc-address=127.0.0.1", "--log-verbose=0", "--exit-on-error=true",
         "--strict-readiness=true", "--allow-metrics=true",  # batch sizes, queue time: docs/OPERATIONS.md
-        # Explicit control with everything loaded at start: `callstream models add` loads a new model
-        # version into the running server (a polling server would also pick up half-copied folders).
-        "--model-control-mode=explicit", "--load-model=*",
+        # Explicit control, every model of the repository loaded at start (by name: the weights' folders
+        # beside them are not models): `callstream models add` loads a new version into the running
+        # server (a polling server would also pick up half-copied folders).
+        "--model-control-mode=explicit", *[f"--load-model={m}" for m in served(settings.model_repository)],
     ], env={
         "LD_LIBRARY_PATH": f"{libs}:{root / 'lib'}",
         "PYTHONPATH": ":".join(paths),

@@ -25,6 +25,6 @@ COPY pipeline/model /opt/callstream/pipeline/model
 COPY pipeline/shared /opt/callstream/pipeline/shared
 ENV PYTHONPATH=/opt/callstream
 COPY --from=build /src/triton_models /models
-# Explicit model control, everything loaded at start: `callstream models add` loads new versions live.
-CMD ["tritonserver", "--model-repository=/models", "--strict-readiness=true", "--model-control-mode=explicit", \
-     "--load-model=*"]
+# Explicit model control, every model loaded at start by name (folders with a config.pbtxt; the built-in
+# weights' folders beside them are not models): `callstream models add` loads new versions live.
+CMD ["sh", "-c", "exec tritonserver --model-repository=/models --strict-readiness=true --model-control-mode=explicit $(for c in /models/*/config.pbtxt; do printf -- '--load-model=%s ' \"$(basename \"$(dirname \"$c\")\")\"; done)"]

@@ -1,9 +1,7 @@
-"""Helpers shared by the Python-backend models in triton_models/ (imported inside tritonserver)."""
+"""What the `emotion` model's Python backend asks of Triton (imported inside tritonserver)."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 
@@ -12,13 +10,3 @@ def instance_device(args: dict[str, Any]) -> str:
     if args.get("model_instance_kind") == "GPU":
         return f"cuda:{args.get('model_instance_device_id', 0)}"
     return "cpu"
-
-
-def parameter(args: dict[str, Any], key: str, default: str) -> str:
-    params = json.loads(args["model_config"]).get("parameters", {})
-    return params.get(key, {}).get("string_value", default)
-
-
-def version_folder(args: dict[str, Any]) -> Path:
-    """Where Triton keeps this model version's files (triton_models/<model>/<version>/)."""
-    return Path(args["model_repository"]) / args["model_version"]

@@ -86,6 +86,13 @@ def installed(repo: Path) -> list[Installed]:
     return out
 
 
+def served(repo: Path) -> list[str]:
+    """The Triton models of the repository: folders with a config.pbtxt (`emotion` and the installed
+    versions). The built-in weights' folders (`face_detector`, `face_expression`, `voice`) are not
+    models: a server loads these by name (`--load-model` each), never with `*`."""
+    return sorted(p.parent.name for p in Path(repo).glob("*/config.pbtxt"))
+
+
 def refresh(repo: Path) -> list[str]:
     """Rewrite each installed version's glue (`1/model.py`, `config.pbtxt`) from the built-in model's,
     so a release that moves code or adds an output serves versions installed before it. The glue is

@@ -42,13 +42,6 @@ def speech_ratio(vad: Any, audio: np.ndarray, lengths: np.ndarray, threshold: fl
     return (((probs > threshold) & valid).sum(axis=1) / counted).astype(np.float32)
 
 
-def analyse(vad: Any, audio: np.ndarray, lengths: np.ndarray, threshold: float,
-            device: str = "cpu", run_windows: int = RUN_WINDOWS) -> tuple[np.ndarray, np.ndarray]:
-    """(speech ratio, arousal) per item; arousal is -1 for items without audio."""
-    ratio = speech_ratio(vad, audio, lengths, threshold, device, run_windows)
-    return ratio, prosodies(audio, lengths)[0]
-
-
 def prosodies(audio: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(arousal, cues) per item of its real samples: arousal -1 and cues 0 for items without audio;
     cues are energy, pitch variability and rate as z-scores (acoustics.cue_scores)."""
