@@ -73,10 +73,19 @@ class RunningClock:
         with self._lock:
             d = Deadline(self, self._running + max(0.0, seconds), action)
             heapq.heappush(self._due, (d.due, next(self._order), d))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="running-clock", daemon=True)
-                self._thread.start()
+            self._start()
         return d
+
+    def start(self) -> None:
+        """Tick from now on (deadlines start it too): `paused_since` needs a clock that runs."""
+        with self._lock:
+            self._start()
+
+    def _start(self) -> None:
+        if self._thread is None:
+            self._last = self._monotonic()
+            self._thread = threading.Thread(target=self._loop, name="running-clock", daemon=True)
+            self._thread.start()
 
     def tick(self) -> None:
         """Advance by the time since the last tick (capped) and fire what is due."""

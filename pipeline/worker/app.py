@@ -21,6 +21,7 @@ from faust.types import TP
 
 from pipeline.alerts.rules import load_rules
 from pipeline.ingest.security import faust_credentials
+from pipeline.media.runclock import CLOCK, RunningClock
 from pipeline.settings import Settings
 from pipeline.worker.consume import FINAL_COMMIT_S, CommitRefused, Partitions, commit, consume
 from pipeline.worker.leftovers import PendingDeletes
@@ -127,21 +128,25 @@ async def watch_lag(app: faust.App, topic: str, book: Partitions, metrics: Metri
 LOOP_LAG_WARN_S = 0.1
 
 
-async def watch_loop_lag(owned: Partitions, interval: float = 0.05) -> None:
+async def watch_loop_lag(owned: Partitions, interval: float = 0.05, clock: RunningClock = CLOCK) -> None:
     """Long work must never hold the event loop (heartbeats and the other chunks run on it): say so
-    when a wake-up comes more than 100 ms late, with the worst lag since the last warning. A lag longer
-    than the group session means the process was stopped and has lost its partitions: suspend all
-    work until the group assigns partitions again."""
+    when a wake-up comes more than 100 ms late, with the worst lag since the last warning. A stop of
+    the process longer than the group session means it has lost its partitions: suspend all work until
+    the group assigns partitions again. The stop is measured as a delivery's lease measures it (the
+    running clock's `paused_since`, worker/delivery.py): one detector, not the loop's lag."""
     loop = asyncio.get_running_loop()
     worst, last_warn = 0.0, 0.0
+    clock.start()
+    mark = clock.mark()
     while True:
         t = loop.time()
         await asyncio.sleep(interval)
         lag = loop.time() - t - interval
-        if lag > SESSION_TIMEOUT_S and not owned.suspended:
+        stopped, mark = clock.paused_since(mark), clock.mark()
+        if stopped > SESSION_TIMEOUT_S and not owned.suspended:
             owned.suspended = True
             log.warning("this worker was stopped for %.0f s, longer than its group session: its partitions are "
-                        "presumed lost, nothing in flight is written until the group assigns them again", lag)
+                        "presumed lost, nothing in flight is written until the group assigns them again", stopped)
         worst = max(worst, lag)
         if lag > LOOP_LAG_WARN_S and loop.time() - last_warn > 10:
             log.warning("event loop blocked for %.0f ms (worst since last warning %.0f ms)", lag * 1000, worst * 1000)

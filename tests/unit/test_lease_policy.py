@@ -281,3 +281,32 @@ def test_a_whole_call_chunk_without_a_layout_records_the_default_it_was_read_wit
     assert asyncio.run(handle(MessageHandler(FakeProcessor(), w, FakeDLQ(), default_layout="dual"),
                               headers=per_participant, offset=8)) == "done"
     assert w.commits[1][0]["layout"] is None
+
+
+def test_a_stop_longer_than_the_session_suspends_the_partitions_and_running_long_does_not():
+    """The watchdog measures a stop as a lease does (the running clock), not by the loop's lag: a
+    30-s SIGSTOP suspends every partition until the next assignment; 30 s of running does not."""
+    from pipeline.worker.app import watch_loop_lag
+    from pipeline.worker.consume import Partitions
+
+    async def go(advance):
+        wall = Wall()
+        clock = RunningClock(monotonic=wall)
+        book = Partitions()
+        watch = asyncio.create_task(watch_loop_lag(book, interval=0.005, clock=clock))
+        await asyncio.sleep(0.02)
+        advance(wall, clock)
+        await asyncio.sleep(0.05)
+        watch.cancel()
+        return book.suspended
+
+    def stopped(wall, clock):
+        wall.t += 30.0
+
+    def running(wall, clock):
+        for _ in range(300):
+            wall.t += 0.1
+            clock.tick()
+
+    assert asyncio.run(go(stopped)) is True
+    assert asyncio.run(go(running)) is False
