@@ -1,12 +1,14 @@
-"""`callstream models eval` on labelled clips: WAR and UAR per modality and per model version.
+"""`callstream models eval` on labelled clips or photographs: WAR and UAR per modality and per model
+version, measured on the model as Triton serves it.
 
-A clip (video, audio, or both) is cut and analysed as the worker cuts and analyses a one-participant
-chunk (1-s segments, the voice window, the same Analyzer the Triton model runs), its segments' evidence
-merged as the writer merges a cell's pieces, and read three ways: the face alone, the voice alone
-(the voice-emotion net, or the arousal prior where the model has none), and fused. WAR is accuracy
-over the clips a modality gave a label for, UAR the mean of the per-class recalls over the true
-classes present, as DFEW reports them; clips without a face or without speech are counted, not
-scored, for that modality.
+A clip (video, audio, or both) is cut as the worker cuts a one-participant chunk (1-s segments, the
+voice window the model asks for) and sent to the served model version through the worker's own
+client; its segments' evidence is merged as the writer merges a cell's pieces and read three ways:
+the face alone, the voice alone (the voice-emotion net, or the arousal prior where the model has
+none), and fused. WAR is accuracy over the clips a modality gave a label for, UAR the mean of the
+per-class recalls over the true classes present, as DFEW reports them; clips without a face or without
+speech are counted, not scored, for that modality. A photograph is one frame scaled as the decoder
+scales frames, through the face path; one where no face is found is counted, not scored.
 
 Labels come from a folder per label, a CSV (`path,label`), or the file-name conventions of RAVDESS
 (`03-01-05-01-02-01-12.mp4`: the third field is the emotion) and CREMA-D (`1001_DFA_ANG_XX.wav`).
@@ -14,19 +16,20 @@ Labels come from a folder per label, a CSV (`path,label`), or the file-name conv
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import re
-from collections import Counter, defaultdict
-from dataclasses import dataclass, field, replace
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pipeline.contract import ChunkMeta
-from pipeline.shared.fusion import Evidence, fuse, fuse_evidence, merge
+from pipeline.shared.fusion import Evidence, FusionParams, fuse, fuse_evidence, merge
 from pipeline.shared.labels import DFEW_LABELS, canonical
-from pipeline.worker.triton_client import pack, unpack
+from pipeline.worker.triton_client import EmotionClient, Item
 
 CLIP_SUFFIXES = {".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".ts", ".wav", ".mp3", ".flac", ".ogg",
                  ".opus", ".m4a", ".aac"}
@@ -131,52 +134,70 @@ class Scores:
         return float(np.mean(list(r.values()))) if r else None
 
 
-def clip_evidence(analyzer: Any, path: Path, fps: float, frame_width: int, segment_ms: int,
-                  ffmpeg_bin: str) -> Evidence:
-    """A clip as one participant's one-chunk call through the analyzer: its segments' merged evidence."""
+@dataclass
+class Served:
+    """A model version as Triton serves it: the worker's client, and what the model's config says."""
+    client: EmotionClient
+    name: str
+    version: str
+    fusion: FusionParams
+
+    @classmethod
+    async def connect(cls, url: str, model: str, wait_s: float = 60.0) -> Served:
+        client = EmotionClient(url, model)
+        try:
+            await client.wait_ready(wait_s)
+            name, version, fusion = await client.identity()
+        except BaseException:
+            await client.close()
+            raise
+        return cls(client, name, version, fusion)
+
+    @property
+    def voice_net(self) -> bool:
+        """Whether the model has a voice-emotion net (it asks for a voice window only then)."""
+        return self.client.voice_window_ms > 0
+
+
+async def clip_evidence(model: Served, path: Path, fps: float, frame_width: int, segment_ms: int,
+                        ffmpeg_bin: str) -> Evidence:
+    """A clip as one participant's one-chunk call through the served model: its segments' merged evidence."""
     from pipeline.media.decode import decode
-    from pipeline.model.analysis import Request  # torch: only where a model runs
     from pipeline.worker.process import decoded_items
 
     try:
-        decoded = decode(ffmpeg_bin, path, fps, frame_width)
+        decoded = await asyncio.to_thread(decode, ffmpeg_bin, path, fps, frame_width)
     except Exception as exc:  # the decoder raises its own types for every kind of unreadable file
         raise DatasetError(f"{path}: not a media file ffmpeg can decode ({str(exc).splitlines()[0][:200]})") from None
     media = "av" if len(decoded.frames) and decoded.audio.size else ("video" if len(decoded.frames) else "audio")
     meta = ChunkMeta("eval", 0, 0, True, participant_id="subject", role="customer", media=media)
-    _, items = decoded_items(meta, decoded, segment_ms, window_ms=analyzer.voice_window_ms)
-    pieces: list[Evidence] = []
-    for start in range(0, len(items), 32):
-        batch = items[start:start + 32]
-        t = pack(batch)
-        request = Request.of(t["FRAMES"], t["FRAME_MASK"], t["AUDIO"], t["AUDIO_LEN"], t["TRACK"], None,
-                             t.get("VOICE_WINDOW"), t.get("VOICE_LEN"))
-        pieces += unpack(analyzer.run_many([request])[0], batch)
+    _, items = decoded_items(meta, decoded, segment_ms, window_ms=model.client.voice_window_ms)
+    pieces = await model.client.infer(items) if items else []
     return merge(pieces) if pieces else Evidence(0, 0, 0.0, None, 0, 0.0, None)
 
 
-def predictions(e: Evidence, analyzer: Any) -> dict[str, str | None]:
+def predictions(e: Evidence, model: Served) -> dict[str, str | None]:
     """The label each modality gives a clip's merged evidence (None: it saw nothing to label)."""
-    fusion = analyzer.fusion
+    fusion = model.fusion
     speech = e.audio_ms > 0 and e.speech_ratio >= fusion.min_speech_ratio
     face = DFEW_LABELS[int(np.argmax(e.face_probs))] if e.face_probs is not None else None
-    if analyzer.voice_net is not None:
+    if model.voice_net:
         voice = DFEW_LABELS[int(np.argmax(e.voice_probs))] if speech and e.voice_probs is not None else None
     else:
         voice = fuse(None, True, e.arousal, None, fusion).label if speech and e.arousal is not None else None
     return {"face": face, "voice": voice, "fused": fuse_evidence(e, fusion).label}
 
 
-def evaluate_clips(analyzer: Any, items: list[tuple[Path, str]], fps: float, frame_width: int, segment_ms: int,
-                   ffmpeg_bin: str) -> dict[str, Any]:
+async def evaluate_clips(model: Served, items: list[tuple[Path, str]], fps: float, frame_width: int,
+                         segment_ms: int, ffmpeg_bin: str) -> dict[str, Any]:
     scores = {m: Scores() for m in MODALITIES}
     no_face = no_speech = 0
     per_clip = []
     for path, truth in items:
-        e = clip_evidence(analyzer, path, fps, frame_width, segment_ms, ffmpeg_bin)
-        got = predictions(e, analyzer)
+        e = await clip_evidence(model, path, fps, frame_width, segment_ms, ffmpeg_bin)
+        got = predictions(e, model)
         faceless = e.faces == 0
-        silent = not (e.audio_ms > 0 and e.speech_ratio >= analyzer.fusion.min_speech_ratio)
+        silent = not (e.audio_ms > 0 and e.speech_ratio >= model.fusion.min_speech_ratio)
         no_face += faceless
         no_speech += silent
         for m in MODALITIES:
@@ -227,45 +248,36 @@ def image_items(path: Path) -> list[tuple[Path, str]]:
     return [(p, label) for p, label in load(path) if p.suffix.lower() in IMAGE_SUFFIXES]
 
 
-def classify_image(analyzer: Any, rgb: np.ndarray) -> tuple[np.ndarray, bool]:
-    """The face path's probabilities for one photograph, and whether its detector found a face. Without
-    one the whole image is the face (datasets of pre-cropped faces, such as FER2013's 48x48 crops, are
-    too small for the detector), cut by the same crop code."""
-    from pipeline.model.face_detection import face_crop  # the analyzer's own side: only where it runs
-
-    found = analyzer.detector.detect(rgb[None])
-    detected = bool(found.scores[0] > 0)
-    if not detected:
-        h, w = rgb.shape[:2]
-        found.boxes[0] = (0, 0, w, h)
-        found.scores[0] = 1.0
-        found.crops[0] = face_crop(rgb, found.boxes[0], replace(analyzer.detector.crop, margin=0.0))
-    return analyzer.expressions([rgb[None]], [found])[0][0], detected
-
-
-def score_images(analyzer: Any, items: list[tuple[Path, str]]) -> dict[str, Any]:
+def photo_frame(path: Path, frame_width: int) -> np.ndarray:
+    """A photograph as one sampled frame: RGB, scaled as the decoder scales frames (area filter)."""
     from PIL import Image
 
+    from pipeline.media.ffargs import target_size
+
+    with Image.open(path) as img:
+        rgb = img.convert("RGB")
+        size = target_size(rgb.width, rgb.height, frame_width)
+        return np.asarray(rgb.resize(size, Image.Resampling.BOX) if size != rgb.size else rgb)
+
+
+async def score_images(model: Served, items: list[tuple[Path, str]], frame_width: int) -> dict[str, Any]:
     if not items:
         raise DatasetError("no labelled images found")
-    confusion: dict[str, Counter] = defaultdict(Counter)
-    detected = correct = 0
+    faces = Scores()
     for path, truth in items:
-        probs, found = classify_image(analyzer, np.asarray(Image.open(path).convert("RGB")))
-        pred = DFEW_LABELS[int(np.argmax(probs))]
-        confusion[truth][pred] += 1
-        correct += pred == truth
-        detected += found
-    truths = [label for label in DFEW_LABELS if label in confusion]
-    recall = {label: confusion[label][label] / sum(confusion[label].values()) for label in truths}
-    return {"images": len(items), "accuracy": correct / len(items), "face_detected": detected / len(items),
-            "recall": recall, "mean_recall": float(np.mean(list(recall.values()))),
-            "confusion": {t: dict(confusion[t]) for t in truths}}
+        (e,) = await model.client.infer([Item(photo_frame(path, frame_width)[None], np.zeros(0, np.float32))])
+        faces.add(truth, DFEW_LABELS[int(np.argmax(e.face_probs))] if e.face_probs is not None else None)
+    recall = faces.recall()
+    return {"images": len(items), "accuracy": faces.war(), "face_detected": faces.scored / len(items),
+            "recall": recall, "mean_recall": faces.uar(), "confusion": {t: dict(c) for t, c in faces.confusion.items()}}
 
 
 def image_lines(result: dict[str, Any]) -> list[str]:
-    out = [f"images {result['images']}  accuracy {result['accuracy']:.3f}  mean recall {result['mean_recall']:.3f}  "
-           f"faces detected {result['face_detected']:.0%}"]
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
+    out = [f"images {result['images']}  accuracy {pct(result['accuracy'])}  mean recall {pct(result['mean_recall'])}"
+           f"  faces found {result['face_detected']:.0%} (an image without one is counted, not scored)"]
     header = "truth / predicted"
     out.append(f"{header:<18}" + "".join(f"{label[:7]:>8}" for label in DFEW_LABELS) + "   recall")
     for t in DFEW_LABELS:
@@ -276,6 +288,5 @@ def image_lines(result: dict[str, Any]) -> list[str]:
     return out
 
 
-def evaluate_images(analyzer: Any, items: list[tuple[Path, str]], name: str) -> list[str]:
-    return [f"{name}:", *image_lines(score_images(analyzer, items))]
-
+async def evaluate_images(model: Served, items: list[tuple[Path, str]], name: str, frame_width: int) -> list[str]:
+    return [f"{name}:", *image_lines(await score_images(model, items, frame_width))]

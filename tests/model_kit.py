@@ -338,3 +338,14 @@ def write_public_model(folder: Path, name: str = "public") -> Path:
                     + "\n[fusion]\nvoice_weight = 0.5\n")
     return path
 
+
+def labelled_clips(folder: Path) -> list[tuple[Path, str]]:
+    """Four clips: an angry and a happy face speaking at a normal level, happy speech alone, and
+    neutral whispered speech alone. The toy face net says angry on any face; its voice net happy on
+    normal speech and neutral on whispers."""
+    loud, quiet = speech(0.1, 3.0), speech(0.01, 3.0)
+    return [(write_clip(folder / "v-angry.mp4", loud), "angry"),
+            (write_clip(folder / "v-happy.mp4", loud), "happy"),
+            (write_clip(folder / "a-happy.wav", loud), "happy"),
+            (write_clip(folder / "a-neutral.wav", quiet), "neutral")]
+

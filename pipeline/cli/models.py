@@ -163,25 +163,43 @@ def _served(settings: Settings) -> dict[str, str] | None:
 
 
 def evaluate(settings: Settings, args: argparse.Namespace) -> int:
-    """Clips through each model version's whole path; images through its face path (as before)."""
-    from pipeline.evaluation import IMAGE_SUFFIXES, evaluate_clips, evaluate_images, load, per_clip_lines, report
+    """Clips through each served model version's whole path, photographs through its face path."""
+    import asyncio
+
+    from pipeline.evaluation import (
+        IMAGE_SUFFIXES,
+        Served,
+        evaluate_clips,
+        evaluate_images,
+        load,
+        per_clip_lines,
+        report,
+    )
     from pipeline.media.ffmpeg_bin import ffmpeg_exe
-    from pipeline.model.analysis import Analyzer
 
     items = load(Path(args.dataset))[: args.limit or None]
     images = [(p, label) for p, label in items if p.suffix.lower() in IMAGE_SUFFIXES]
     clips = [(p, label) for p, label in items if p.suffix.lower() not in IMAGE_SUFFIXES]
+
+    async def one(model: str) -> list[str]:
+        served = await Served.connect(settings.triton_grpc_url, model)
+        try:
+            name = f"{model} ({served.version})"
+            lines: list[str] = []
+            if clips:
+                result = await evaluate_clips(served, clips, settings.sample_fps, settings.frame_width,
+                                              settings.segment_ms, ffmpeg_exe(settings.ffmpeg_binary))
+                lines += report(f"{name}, clips", result)
+                if getattr(args, "per_clip", False):
+                    lines += per_clip_lines(result)
+            if images:
+                lines += await evaluate_images(served, images, f"{name}, images", settings.frame_width)
+            return lines
+        finally:
+            await served.client.close()
+
     for model in args.model or [settings.triton_model]:
-        analyzer = Analyzer.load(settings.model_repository, model=model)
-        version = analyzer.manifest.model_version if analyzer.manifest else model
-        if clips:
-            result = evaluate_clips(analyzer, clips, settings.sample_fps, settings.frame_width, settings.segment_ms,
-                                    ffmpeg_exe(settings.ffmpeg_binary))
-            print("\n".join(report(f"{model} ({version}), clips", result)))
-            if getattr(args, "per_clip", False):
-                print("\n".join(per_clip_lines(result)))
-        if images:
-            print("\n".join(evaluate_images(analyzer, images, f"{model} ({version}), images")))
+        print("\n".join(asyncio.run(one(model))))
     return 0
 
 

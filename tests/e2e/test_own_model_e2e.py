@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from callstream_lab.stack import triton
@@ -226,3 +227,85 @@ def test_the_public_signatures_as_primary_with_the_dimensional_net_as_shadow(sta
     assert len(rows["msp/1"]) == len(rows["public/1"]) == 10
     _dimensional_rows_hold(rows["msp/1"])
     _classifier_rows_hold(rows["public/1"])
+
+
+# `callstream models eval`: clips and photographs through the served model, as the worker sends them.
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    return model_kit.labelled_clips(tmp_path_factory.mktemp("clips"))
+
+
+def _served(env, model, run):
+    import asyncio
+
+    from pipeline.evaluation import Served
+
+    async def go():
+        served = await Served.connect(Settings.from_env(env).triton_grpc_url, model)
+        try:
+            return await run(served)
+        finally:
+            await served.client.close()
+    return asyncio.run(go())
+
+
+def test_models_eval_measures_the_served_model_per_modality(byom, clips):
+    from pipeline.evaluation import evaluate_clips
+
+    env, _ = byom
+    result = _served(env, "toy-v1", lambda m: evaluate_clips(m, clips, 2.0, 480, 1000, ffmpeg_exe()))
+    face, voice, fused = (result["scores"][m] for m in ("face", "voice", "fused"))
+    assert result["clips"] == 4 and result["no_face"] == 2 and result["no_speech"] == 0
+    # face: angry->angry, happy->angry; the two audio clips have no face label.
+    assert (face.scored, face.unlabelled, face.war(), face.uar()) == (2, 2, 0.5, 0.5)
+    # voice: angry->happy, happy->happy, happy->happy, neutral->neutral.
+    assert (voice.scored, voice.war()) == (4, 0.75) and voice.uar() == pytest.approx((0 + 1 + 1) / 3)
+    # fused: the face outweighs the voice where both are seen (angry, angry); audio clips as the voice.
+    assert fused.war() == 0.75 and fused.uar() == pytest.approx((1 + 0.5 + 1) / 3)
+    # Without a voice net (the built-in model) the voice is the arousal prior: it still labels speech.
+    builtin = _served(env, "emotion", lambda m: evaluate_clips(m, clips[2:], 2.0, 480, 1000, ffmpeg_exe()))
+    assert builtin["scores"]["voice"].scored == 2 and builtin["scores"]["face"].unlabelled == 2
+
+
+def test_models_eval_prints_both_served_versions(byom, clips, tmp_path):
+    env, _ = byom
+    (tmp_path / "labels.csv").write_text("".join(f"{p},{label}\n" for p, label in clips[2:]))
+    ran = subprocess.run([sys.executable, "-m", "pipeline.cli", "models", "eval", str(tmp_path / "labels.csv"),
+                          "--model", "toy-v1", "--model", "emotion", "--per-clip"],
+                         env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    out = ran.stdout
+    assert "toy-v1 (toy/1), clips: 2 clips, 2 without a face, 0 without speech" in out
+    assert f"emotion ({BUILTIN}), clips" in out
+    assert sum(line.startswith("  voice ") for line in out.splitlines()) == 2 and "   1.000   1.000" in out
+    # --per-clip: a line per clip and version, its truth, and "-" where a modality gave no label (no face).
+    names = {p.name for p, _ in clips[2:]}
+    rows = [line.split() for line in out.splitlines() if line.split() and line.split()[0] in names]
+    assert len(rows) == 4 and all(r[2] == "-" and r[1] == r[3] for r in rows[:2]), rows
+
+
+def test_models_eval_on_photographs_goes_through_the_served_face_path(byom, tmp_path):
+    """A folder per label and a CSV of real photographs; an image whose face is not found (a black
+    square) is counted under its label, not scored, and contempt (no DFEW column) is left out."""
+    from PIL import Image
+    from skimage import data
+
+    from pipeline.evaluation import image_items, score_images
+
+    env, _ = byom
+    for folder in ("happiness", "contempt", "sadness"):
+        (tmp_path / folder).mkdir()
+    Image.fromarray(data.astronaut()).save(tmp_path / "happiness" / "astronaut.png")
+    Image.fromarray(data.astronaut()[:, ::-1].copy()).save(tmp_path / "happiness" / "mirrored.jpg")
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "contempt" / "x.png")
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "sadness" / "black.png")
+    items = image_items(tmp_path)
+    assert sorted(label for _, label in items) == ["happy", "happy", "sad"]
+    report = _served(env, "emotion", lambda m: score_images(m, items, 480))
+    assert report["images"] == 3 and report["face_detected"] == pytest.approx(2 / 3)
+    assert report["accuracy"] == 1.0 and report["confusion"] == {"happy": {"happy": 2}}
+    csv = tmp_path / "labels.csv"
+    csv.write_text("path,label\nhappiness/astronaut.png,happy\nhappiness/mirrored.jpg,neutral\n")
+    report = _served(env, "emotion", lambda m: score_images(m, image_items(csv), 480))
+    assert report["accuracy"] == 0.5 and report["recall"]["neutral"] == 0.0

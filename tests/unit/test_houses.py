@@ -60,3 +60,9 @@ def test_the_triton_models_import_the_model_house_and_the_image_copies_exactly_i
     dockerfile = (REPO_ROOT / "infra" / "docker" / "triton.Dockerfile").read_text()
     copied = set(re.findall(r"^COPY (pipeline\S*) /opt/callstream/\1$", dockerfile, re.M))
     assert copied == {"pipeline/__init__.py", "pipeline/model", "pipeline/shared"}, copied
+
+
+def test_models_eval_is_a_client_of_the_served_model():
+    outside = {m for m in _project(_imports(PIPELINE / "evaluation.py")) if m.startswith("pipeline.model")}
+    assert not outside, outside
+
