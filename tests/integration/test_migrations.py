@@ -73,9 +73,20 @@ def _shape(url: str) -> dict[str, set]:
         engine.dispose()
 
 
+# Migration 9 only added a column (with its comment and a partial index) and its row: a database at 8
+# is the one at 9 without them.
+BACK_TO_8 = """
+ALTER TABLE public.chunks DROP COLUMN dead_lettered_at;
+DELETE FROM public.schema_migrations WHERE version = 9;
+"""
+
+
 def _legacy(url: str, version: int) -> None:
+    """A database as the hand-written migrations left it at `version` (8 or 9): a pg_dump of one at 9."""
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute((LEGACY / f"schema_v{version}.sql").read_text())
+        conn.execute((LEGACY / "schema_v9.sql").read_text())
+        if version == 8:
+            conn.execute(BACK_TO_8)
 
 
 def test_an_empty_database_and_the_hand_migrated_ones_reach_the_same_schema(new_db):
