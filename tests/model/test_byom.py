@@ -2,6 +2,7 @@
 Analyzer the `emotion` model runs; `models add` validating and installing them; bad models refused."""
 
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -244,19 +245,30 @@ def test_a_net_that_refuses_a_request_fails_that_request_for_good_and_serves_the
         v.probs([model_kit.speech(0.1, 16001 / 16000)])
 
 
+def _with_voice(folder, name, export, voice_toml):
+    """A toy face net with a voice net of a public signature beside it (`export(path)` writes its ONNX
+    file, `voice_toml` declares it as its publisher's export is declared); the manifest's path."""
+    source = model_kit.write_model(folder, voice=False, name=name)
+    export(folder / re.search(r'file = "([^"]+)"', voice_toml).group(1))
+    source.write_text(source.read_text().replace("\n[fusion]", voice_toml + "\n[fusion]"))
+    return source
+
+
+def _two_windows(analyzer):
+    """A loud and a whispered 1-s window through the whole analysis, no face: its outputs."""
+    audio = np.stack([model_kit.speech(0.1, 1.0), model_kit.speech(0.01, 1.0)])
+    return analyzer.run(np.zeros((2, 1, 16, 16, 3), np.uint8), np.zeros((2, 1), bool), audio, np.full(2, 16000))
+
+
 def test_a_dimensional_net_with_two_outputs_installs_as_published_without_editing_its_graph(repo, tmp_path):
     """audeering's MSP-dim signature: the second output is the one to read, its columns are arousal,
     dominance, valence in 0..1, and its batch is fixed at 1. The manifest says so; nothing is edited."""
-    folder = tmp_path / "msp"
-    source = model_kit.write_model(folder, voice=False, name="msp-dim")
-    model_kit.export_msp_dim_voice(folder / "msp-dim.onnx")
-    source.write_text(source.read_text().replace("\n[fusion]", model_kit.MSP_DIM_VOICE + "\n[fusion]"))
+    source = _with_voice(tmp_path / "msp", "msp-dim", model_kit.export_msp_dim_voice, model_kit.MSP_DIM_VOICE)
     version, report, _ = add(source, repo)
     assert report["voice"]["max_batch"] == 1
     analyzer = Analyzer.load(repo, model=version.triton_name)
     assert analyzer.voice_net.run.output_name == "logits"
-    audio = np.stack([model_kit.speech(0.1, 1.0), model_kit.speech(0.01, 1.0)])
-    out = analyzer.run(np.zeros((2, 1, 16, 16, 3), np.uint8), np.zeros((2, 1), bool), audio, np.full(2, 16000))
+    out = _two_windows(analyzer)
     # The same places on the circumplex as the "va" toy's (its numbers, rescaled to 0..1).
     assert [DFEW_LABELS[int(p.argmax())] for p in out["VOICE_PROBS"]] == ["happy", "neutral"]
 
@@ -276,15 +288,10 @@ def test_the_hsemotion_face_net_installs_as_published_with_its_class_names_and_c
 def test_an_emotion2vec_export_with_its_head_installs_as_published_and_drops_other_and_unknown(repo, tmp_path):
     """emotion2vec+'s signature: batch fixed at 1, nine classes in its order, two of them (other, unknown)
     no emotion at all. The manifest lists them and drops those two; nothing is edited."""
-    folder = tmp_path / "e2v"
-    source = model_kit.write_model(folder, voice=False, name="e2v")
-    model_kit.export_emotion2vec_voice(folder / "emotion2vec.onnx")
-    source.write_text(source.read_text().replace("\n[fusion]", model_kit.EMOTION2VEC_VOICE + "\n[fusion]"))
+    source = _with_voice(tmp_path / "e2v", "e2v", model_kit.export_emotion2vec_voice, model_kit.EMOTION2VEC_VOICE)
     version, report, _ = add(source, repo)
     assert report["voice"]["max_batch"] == 1
-    analyzer = Analyzer.load(repo, model=version.triton_name)
-    audio = np.stack([model_kit.speech(0.1, 1.0), model_kit.speech(0.01, 1.0)])
-    out = analyzer.run(np.zeros((2, 1, 16, 16, 3), np.uint8), np.zeros((2, 1), bool), audio, np.full(2, 16000))
+    out = _two_windows(Analyzer.load(repo, model=version.triton_name))
     assert [DFEW_LABELS[int(p.argmax())] for p in out["VOICE_PROBS"]] == ["angry", "neutral"]
     np.testing.assert_allclose(out["VOICE_PROBS"].sum(axis=1), 1, atol=1e-5)   # other, unknown renormalised away
     assert np.isnan(out["VOICE_DIMS"]).all()                                     # a classifier has no dimensions
@@ -293,10 +300,8 @@ def test_an_emotion2vec_export_with_its_head_installs_as_published_and_drops_oth
 def test_an_emotion2vec_export_without_its_head_is_refused_naming_the_shape(repo, tmp_path):
     """FunASR's own ONNX export stops at the encoder (frame features): refused in one line that says what
     came back and what the manifest expects, before anything reaches the repository."""
-    folder = tmp_path / "e2v-features"
-    source = model_kit.write_model(folder, voice=False, name="e2v-features")
-    model_kit.export_emotion2vec_voice(folder / "emotion2vec.onnx", head=False)
-    source.write_text(source.read_text().replace("\n[fusion]", model_kit.EMOTION2VEC_VOICE + "\n[fusion]"))
+    source = _with_voice(tmp_path / "e2v-features", "e2v-features",
+                         lambda path: model_kit.export_emotion2vec_voice(path, head=False), model_kit.EMOTION2VEC_VOICE)
     with pytest.raises(mf.ManifestError, match=r"returned shape \(1, 25, 768\); the manifest declares \(batch, 9\)"):
         add(source, repo)
     assert not list(repo.glob("e2v-features*"))
@@ -310,9 +315,6 @@ def test_an_emotion2vec_export_without_its_head_is_refused_naming_the_shape(repo
     ("", r"voice\.emotion: trial run failed.*returned shape \(1, 1024\)"),
 ])
 def test_a_dimensional_net_declared_wrong_is_refused_naming_the_key(repo, tmp_path, edit, message):
-    folder = tmp_path / "msp-bad"
-    source = model_kit.write_model(folder, voice=False, name="msp-bad")
-    model_kit.export_msp_dim_voice(folder / "msp-dim.onnx")
     voice = model_kit.MSP_DIM_VOICE
     if edit.startswith("output_name"):
         voice = voice.replace(edit, 'output_name = "scores"')
@@ -320,7 +322,7 @@ def test_a_dimensional_net_declared_wrong_is_refused_naming_the_key(repo, tmp_pa
         voice = voice.replace(edit, 'dimensions = ["arousal", "dominance"]')
     else:   # no output_name: the first output (hidden_states) is read
         voice = voice.replace('output_name = "logits"\n', "")
-    source.write_text(source.read_text().replace("\n[fusion]", voice + "\n[fusion]"))
+    source = _with_voice(tmp_path / "msp-bad", "msp-bad", model_kit.export_msp_dim_voice, voice)
     with pytest.raises(mf.ManifestError, match=message):
         add(source, repo)
 
