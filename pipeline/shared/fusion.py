@@ -89,6 +89,11 @@ class Evidence:
         return self.face_weight / self.faces if self.faces else 0.0
 
 
+def _by_speech(held: list[tuple[float, np.ndarray]]) -> np.ndarray | None:
+    """The mean of per-piece vectors, each weighted by the piece's milliseconds of speech; None without any."""
+    return np.sum([ms * v for ms, v in held], axis=0) / sum(ms for ms, _ in held) if held else None
+
+
 def merge(pieces: list[Evidence]) -> Evidence:
     faces = sum(p.faces for p in pieces)
     weight = sum(p.face_weight for p in pieces)
@@ -100,17 +105,12 @@ def merge(pieces: list[Evidence]) -> Evidence:
     speech_ms = sum(ms for ms, _ in speech)
     voiced = [(ms, a) for ms, a in speech if a is not None and ms > 0]
     arousal = sum(ms * a for ms, a in voiced) / sum(ms for ms, _ in voiced) if voiced else None
-    # The voice net's distributions by the speech each piece held (pieces with speech but no net result,
-    # a window too short say, do not dilute it).
-    heard = [(ms, p.voice_probs) for (ms, _), p in zip(speech, pieces, strict=True)
-             if p.voice_probs is not None and ms > 0]
-    voice = np.sum([ms * v for ms, v in heard], axis=0) / sum(ms for ms, _ in heard) if heard else None
-    cued = [(ms, p.cues) for (ms, a), p in zip(speech, pieces, strict=True)
-            if p.cues is not None and a is not None and ms > 0]
-    cues = np.sum([ms * c for ms, c in cued], axis=0) / sum(ms for ms, _ in cued) if cued else None
-    dimmed = [(ms, p.voice_dims) for (ms, _), p in zip(speech, pieces, strict=True)
-              if p.voice_dims is not None and ms > 0]
-    dims = np.sum([ms * d for ms, d in dimmed], axis=0) / sum(ms for ms, _ in dimmed) if dimmed else None
+    # The voice net's answers by the speech each piece held (pieces with speech but no net result, a
+    # window too short say, do not dilute them); the cues only where they stand behind an arousal.
+    held = list(zip(speech, pieces, strict=True))
+    voice = _by_speech([(ms, p.voice_probs) for (ms, _), p in held if p.voice_probs is not None and ms > 0])
+    cues = _by_speech([(ms, p.cues) for (ms, a), p in held if p.cues is not None and a is not None and ms > 0])
+    dims = _by_speech([(ms, p.voice_dims) for (ms, _), p in held if p.voice_dims is not None and ms > 0])
     return Evidence(sum(p.frames for p in pieces), faces, weight, probs, audio_ms,
                     speech_ms / audio_ms if audio_ms else 0.0, arousal, voice, cues, dims)
 

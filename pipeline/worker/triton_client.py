@@ -113,6 +113,7 @@ def classify(exc: InferenceServerException) -> Exception:
 
 
 OUTPUTS = ("FACE_SCORE", "FACE_PROBS", "FACE_COUNT", "AROUSAL", "SPEECH_RATIO")
+VOICE_OUTPUTS = ("VOICE_PROBS", "VOICE_CUES", "VOICE_DIMS")   # asked for where the served config has them
 _DTYPES = {"FRAMES": "UINT8", "FRAME_MASK": "BOOL", "AUDIO": "FP32", "AUDIO_LEN": "INT32", "TRACK": "INT32",
            "HINT": "FP32", "VOICE_WINDOW": "FP32", "VOICE_LEN": "INT32"}
 
@@ -135,9 +136,7 @@ class EmotionClient:
         self.url, self.model, self.batch_items = url, model, batch_items
         self.send_track = True
         self.carry_tracks = True   # the model takes HINT and returns TRACK_STATE
-        self.voice_probs = False   # the model returns VOICE_PROBS
-        self.voice_cues = False    # the model returns VOICE_CUES
-        self.voice_dims = False    # the model returns VOICE_DIMS
+        self.voice_outputs: tuple[str, ...] = ()   # the VOICE_OUTPUTS the model returns (older models lack some)
         self.voice_window_ms = 0   # the audio context its voice-emotion net wants (0: none, send no window)
         self._client = grpcclient.InferenceServerClient(url=url, channel_args=CHANNEL_ARGS)
 
@@ -171,8 +170,7 @@ class EmotionClient:
         self.carry_tracks = any(i.get("name") == "HINT" for i in config.get("input", [])) and any(
             o.get("name") == "TRACK_STATE" for o in config.get("output", []))
         outputs = {o.get("name") for o in config.get("output", [])}
-        self.voice_probs, self.voice_cues = "VOICE_PROBS" in outputs, "VOICE_CUES" in outputs
-        self.voice_dims = "VOICE_DIMS" in outputs
+        self.voice_outputs = tuple(o for o in VOICE_OUTPUTS if o in outputs)
         params = config.get("parameters", {})
         name = params.get("model_name", {}).get("string_value", self.model)
         version = params.get("model_version", {}).get("string_value", "1")
@@ -191,9 +189,7 @@ class EmotionClient:
             t = grpcclient.InferInput(name, list(value.shape), _DTYPES[name])
             t.set_data_from_numpy(value)
             inputs.append(t)
-        wanted = OUTPUTS + (("TRACK_STATE",) if self.carry_tracks else ()) + (
-            ("VOICE_PROBS",) if self.voice_probs else ()) + (("VOICE_CUES",) if self.voice_cues else ()) + (
-            ("VOICE_DIMS",) if self.voice_dims else ())
+        wanted = OUTPUTS + (("TRACK_STATE",) if self.carry_tracks else ()) + self.voice_outputs
         try:
             result = await self._client.infer(self.model, inputs, client_timeout=INFER_TIMEOUT_S,
                                               outputs=[grpcclient.InferRequestedOutput(o) for o in wanted])
