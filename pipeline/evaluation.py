@@ -244,8 +244,10 @@ def report(name: str, result: dict[str, Any]) -> list[str]:
 
 # Labelled photographs: the face path alone (`models eval` on a folder of images).
 
-def image_items(path: Path) -> list[tuple[Path, str]]:
-    return [(p, label) for p, label in load(path) if p.suffix.lower() in IMAGE_SUFFIXES]
+def split(items: list[tuple[Path, str]]) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
+    """A labelled set's (clips, photographs): clips go through the whole path, photographs the face path."""
+    return ([(p, label) for p, label in items if p.suffix.lower() not in IMAGE_SUFFIXES],
+            [(p, label) for p, label in items if p.suffix.lower() in IMAGE_SUFFIXES])
 
 
 def photo_frame(path: Path, frame_width: int) -> np.ndarray:

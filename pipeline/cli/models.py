@@ -167,19 +167,18 @@ def evaluate(settings: Settings, args: argparse.Namespace) -> int:
     import asyncio
 
     from pipeline.evaluation import (
-        IMAGE_SUFFIXES,
         Served,
         evaluate_clips,
         evaluate_images,
         load,
         per_clip_lines,
         report,
+        split,
     )
     from pipeline.media.ffmpeg_bin import ffmpeg_exe
 
     items = load(Path(args.dataset))[: args.limit or None]
-    images = [(p, label) for p, label in items if p.suffix.lower() in IMAGE_SUFFIXES]
-    clips = [(p, label) for p, label in items if p.suffix.lower() not in IMAGE_SUFFIXES]
+    clips, images = split(items)
 
     async def one(model: str) -> list[str]:
         served = await Served.connect(settings.triton_grpc_url, model)

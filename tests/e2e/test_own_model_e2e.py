@@ -291,7 +291,7 @@ def test_models_eval_on_photographs_goes_through_the_served_face_path(byom, tmp_
     from PIL import Image
     from skimage import data
 
-    from pipeline.evaluation import image_items, score_images
+    from pipeline.evaluation import load, score_images, split
 
     env, _ = byom
     for folder in ("happiness", "contempt", "sadness"):
@@ -300,12 +300,12 @@ def test_models_eval_on_photographs_goes_through_the_served_face_path(byom, tmp_
     Image.fromarray(data.astronaut()[:, ::-1].copy()).save(tmp_path / "happiness" / "mirrored.jpg")
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "contempt" / "x.png")
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "sadness" / "black.png")
-    items = image_items(tmp_path)
+    items = split(load(tmp_path))[1]
     assert sorted(label for _, label in items) == ["happy", "happy", "sad"]
     report = _served(env, "emotion", lambda m: score_images(m, items, 480))
     assert report["images"] == 3 and report["face_detected"] == pytest.approx(2 / 3)
     assert report["accuracy"] == 1.0 and report["confusion"] == {"happy": {"happy": 2}}
     csv = tmp_path / "labels.csv"
     csv.write_text("path,label\nhappiness/astronaut.png,happy\nhappiness/mirrored.jpg,neutral\n")
-    report = _served(env, "emotion", lambda m: score_images(m, image_items(csv), 480))
+    report = _served(env, "emotion", lambda m: score_images(m, split(load(csv))[1], 480))
     assert report["accuracy"] == 0.5 and report["recall"]["neutral"] == 0.0
