@@ -1,21 +1,23 @@
-"""Does the fast path say what the full path says? Face tracking is judged per segment against the
-detector's full search on every frame: the label stored for the segment, and whether a face was found
-at all. The reference may see its own tensors (frames scaled the way the decoder used to), so a change
-of the decoder's output is judged by the same figures."""
+"""Does the served detector say what MTCNN said? BlazeFace (with its levelled crops) is judged per
+segment against MTCNN's full search of every frame, on the same tensors: the label stored for the
+segment, whether a face was found at all, and how often each found one."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from pipeline.model import artifacts
 from pipeline.model.analysis import Analyzer
 
 
 @dataclass
 class Agreement:
     segments: int = 0           # items with frames
-    faced: int = 0              # of those, items where the full search found a face
+    faced: int = 0              # of those, items where the reference found a face
+    fast_faced: int = 0         # items where the served path found one
     same_label: int = 0         # faced items given the same label by both paths
     same_face_found: int = 0    # items where both paths agree whether there was a face
 
@@ -27,29 +29,30 @@ class Agreement:
         fast_label = fast["PROBS"].argmax(axis=1)[framed]
         self.segments += int(framed.sum())
         self.faced += int(ref_found.sum())
+        self.fast_faced += int(fast_found.sum())
         self.same_label += int((ref_found & (ref_label == fast_label) & fast_found).sum())
         self.same_face_found += int((ref_found == fast_found).sum())
 
     def report(self) -> dict:
-        return {"segments": self.segments, "faced": self.faced,
+        return {"segments": self.segments, "faced": self.faced, "fast_faced": self.fast_faced,
                 "label_agreement": round(self.same_label / self.faced, 4) if self.faced else None,
                 "face_found_agreement": round(self.same_face_found / self.segments, 4) if self.segments else None}
 
 
-def compare(calls: list[list[dict[str, np.ndarray]]], reference: Analyzer, fast: Analyzer,
-            reference_calls: list[list[dict[str, np.ndarray]]] | None = None) -> dict:
-    """The `emotion` model's tensors (TRACK included), call by call, through both analyzers: the
-    reference on each request alone (on `reference_calls`, the same requests decoded the old way, when
-    given), the fast path on a call's requests in order, each going on from the tracking state the one
-    before returned, as the worker chains a call's chunks."""
+def with_detector(analyzer: Analyzer, repo: Path, kind: str) -> Analyzer:
+    """The analyzer with the repository's built-in detector of another kind (crops as before)."""
+    folder = artifacts.version_dir(repo, "face_detector")
+    analyzer.detector = artifacts.detector(folder, 40, analyzer.device, analyzer.faces[0].crop, kind)
+    return analyzer
+
+
+def compare(calls: list[list[dict[str, np.ndarray]]], reference: Analyzer, fast: Analyzer) -> dict:
+    """The `emotion` model's tensors, request by request, through both analyzers."""
     total = Agreement()
-    for c, batches in enumerate(calls):
-        refs = batches if reference_calls is None else reference_calls[c]
-        for t, r, out in zip(batches, refs, fast.run_chained(batches), strict=True):
-            if r["FRAME_MASK"].shape != t["FRAME_MASK"].shape or not np.array_equal(r["FRAME_MASK"], t["FRAME_MASK"]):
-                raise ValueError("the reference requests are not the same segments")
-            ref = reference.run(r["FRAMES"], r["FRAME_MASK"], r["AUDIO"], r["AUDIO_LEN"], r.get("TRACK"))
-            total.add(ref, out, t["FRAME_MASK"])
+    for batches in calls:
+        for t in batches:
+            args = (t["FRAMES"], t["FRAME_MASK"], t["AUDIO"], t["AUDIO_LEN"])
+            total.add(reference.run(*args), fast.run(*args), t["FRAME_MASK"])
     return total.report()
 
 
@@ -64,14 +67,13 @@ def photo_views(frames_per_view: int = 10, views: int = 4, size: tuple[int, int]
     rng = np.random.default_rng(seed)
     photo = data.astronaut()[0:300, 90:370]
     h, w = size
-    frames, tracks = [], []
+    frames = []
     for v in range(views):
         base = 0.55 + 0.1 * (v % 4)
         for i in range(frames_per_view):
             canvas = np.full((h, w, 3), 40 + 10 * v, np.uint8)
             if i == frames_per_view - 2:            # the caller stepped away: no face in this frame
                 frames.append(canvas)
-                tracks.append(v)
                 continue
             scale = base * (1 + rng.uniform(-0.08, 0.08))
             img = transform.resize(photo, (int(h * scale), int(h * scale * 280 / 300)), preserve_range=True)
@@ -83,10 +85,8 @@ def photo_views(frames_per_view: int = 10, views: int = 4, size: tuple[int, int]
             x = int(np.clip((w - iw) // 2 + rng.integers(-16, 17), 0, w - iw))
             canvas[y:y + ih, x:x + iw] = img.round().clip(0, 255).astype(np.uint8)
             frames.append(canvas)
-            tracks.append(v)
     n = len(frames)
     return {"FRAMES": np.stack(frames)[:, None], "FRAME_MASK": np.ones((n, 1), bool),
-            "AUDIO": np.zeros((n, 1), np.float32), "AUDIO_LEN": np.zeros((n, 1), np.int32),
-            "TRACK": np.array(tracks, np.int32)[:, None]}
+            "AUDIO": np.zeros((n, 1), np.float32), "AUDIO_LEN": np.zeros((n, 1), np.int32)}
 
 

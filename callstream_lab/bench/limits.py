@@ -11,10 +11,11 @@ import time
 
 import torch
 
+from callstream_lab.bench.agreement import with_detector
 from callstream_lab.bench.workload import Workload
 from pipeline.ingest.producer import Upload
 from pipeline.media.decode import decode
-from pipeline.media.ffargs import DEFAULT_OPTIONS, DecodeOptions
+from pipeline.media.ffargs import DecodeOptions
 from pipeline.media.ffmpeg_bin import ffmpeg_exe
 from pipeline.media.segment import wants
 from pipeline.model.analysis import Analyzer
@@ -52,25 +53,27 @@ def ffmpeg_limit(work: Workload, settings: Settings, parallel: int | None = None
     return _seconds(work) * reps / (time.perf_counter() - start)
 
 
-def model_limit(work: Workload, settings: Settings, tracking: bool = True,
+def model_limit(work: Workload, settings: Settings, detector: str | None = None,
                 batches: list[list[dict]] | None = None, instances: int | None = None) -> float:
     """Video seconds per wall second through the analysis the `emotion` model runs (detector,
     expression, VAD, prosody, fusion: pipeline/model/analysis.py), with all the cores for it: one
     instance per core (`instances`), each its own model on one torch thread as in Triton, one call per
-    chunk as the worker batches them, the call's chunks in order with the face tracking carried from
-    one to the next as the worker carries it. (Triton itself runs one instance on the 2-core reference
+    chunk as the worker batches them; `detector` swaps in the built-in detector of that kind (the served
+    one by default). (Triton itself runs one instance on the 2-core reference
     machine, where it shares the cores with ffmpeg: see triton_models/emotion/config.pbtxt.) Decoding
     happens before the clock starts (`batches`: the workload already decoded by `decoded_batches`)."""
     n = instances or os.cpu_count() or 1
-    analyzers = [Analyzer.load(settings.model_repository, tracking=tracking) for _ in range(n)]
+    analyzers = [Analyzer.load(settings.model_repository) for _ in range(n)]
+    if detector is not None:
+        analyzers = [with_detector(a, settings.model_repository, detector) for a in analyzers]
     batches = batches if batches is not None else decoded_batches(work, settings)
     reps = -(-_repeats(work) // n) * n   # whole passes over the call, the same number per instance
 
     def serve(i: int, calls: list[list[dict]], passes: int) -> None:
-        # A pass is each call, its chunks in order, tracking carried from chunk to chunk.
         for _ in range(passes):
             for call in calls:
-                analyzers[i].run_chained(call)
+                for t in call:
+                    analyzers[i].run(t["FRAMES"], t["FRAME_MASK"], t["AUDIO"], t["AUDIO_LEN"])
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # torch releases the GIL inside its ops: n threads keep n cores busy
@@ -86,11 +89,9 @@ def model_limit(work: Workload, settings: Settings, tracking: bool = True,
         torch.set_num_threads(threads)
 
 
-def decoded_batches(work: Workload, settings: Settings, roles: frozenset[str] | None = None,
-                    scaler: str = DEFAULT_OPTIONS.scaler) -> list[list[dict]]:
+def decoded_batches(work: Workload, settings: Settings, roles: frozenset[str] | None = None) -> list[list[dict]]:
     """The model's input tensors for each chunk of each call of the workload, as the worker would send
-    them (or, with another `scaler`, as a worker scaling that way would); chunks without an analysed
-    participant are left out, as the worker sends nothing for them."""
+    them; chunks without an analysed participant are left out, as the worker sends nothing for them."""
     ff = ffmpeg_exe(settings.ffmpeg_binary)
     calls = []
     for tpl in work.templates:
@@ -99,7 +100,7 @@ def decoded_batches(work: Workload, settings: Settings, roles: frozenset[str] | 
             meta = up.meta("bench")
             video, audio = wants(meta)
             decoded = decode(ff, up.path, settings.sample_fps, settings.frame_width,
-                             options=DecodeOptions(fast=settings.fast_decode, scaler=scaler),
+                             options=DecodeOptions(fast=settings.fast_decode),
                              want_video=video, want_audio=audio)
             items = decoded_items(meta, decoded, settings.segment_ms, settings.default_layout,
                                   roles or settings.roles)[1]

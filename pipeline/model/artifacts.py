@@ -1,4 +1,4 @@
-"""Loading the built TorchScript detector and VAD from a model version folder (triton_models/<model>/<version>/).
+"""Loading the built face detector and VAD from a model version folder (triton_models/<model>/<version>/).
 
 One place for the Triton models, `models eval`, the benchmark's in-process limit and the tests, so all
 of them run exactly what Triton serves. Expression and voice-emotion nets are the manifest's
@@ -12,7 +12,10 @@ from typing import Any, cast
 
 import torch
 
-from pipeline.model.face_detection import DEFAULT_CROP, MTCNN, CropSpec
+from pipeline.model.blazeface import VARIANTS, BlazeFace
+from pipeline.model.crops import DEFAULT_CROP, CropSpec
+from pipeline.model.mtcnn import MTCNN
+from pipeline.model.nets import OnnxRunner
 
 VERSION = "1"
 
@@ -35,7 +38,15 @@ def _channels_last(net: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
     return cast(Any, net).to(memory_format=torch.channels_last)  # runtime API the stubs leave out
 
 
-def detector(folder: Path, min_face: int = 40, device: str = "cpu", crop: CropSpec = DEFAULT_CROP) -> MTCNN:
+def detector(folder: Path, min_face: int = 40, device: str = "cpu", crop: CropSpec = DEFAULT_CROP,
+             kind: str = "blazeface", variant: str = "short") -> BlazeFace | MTCNN:
+    """The manifest's [detector]: BlazeFace of the given range, or MTCNN's three nets."""
+    if kind == "blazeface":
+        v = VARIANTS[variant]
+        path = Path(folder) / v.file
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: run `callstream models build` first")
+        return BlazeFace(OnnxRunner(path, device), v, min_face=min_face, crop=crop)
     pnet, rnet, onet = (_channels_last(_load(folder, f"{n}.pt", device)) for n in ("pnet", "rnet", "onet"))
     return MTCNN(pnet, rnet, onet, min_face=min_face, device=device, crop=crop)
 

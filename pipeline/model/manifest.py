@@ -14,7 +14,7 @@ import importlib
 import os
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -184,19 +184,40 @@ class VoiceEmotionNet(Labelled):
 
 
 BUILTIN_DETECTOR = "../face_detector/1"
+RETIRED_DETECTOR_KEYS = ("tracking", "search_every")   # accepted, ignored
 BUILTIN_VAD = "../voice/1/silero_vad.jit"
 
 
 class Detector(_Strict):
-    """The face detector and how often it searches; an installed model uses the repository's own."""
-    kind: Literal["mtcnn"] = Field(default="mtcnn", description="the face detector (the repository's own)")
+    """The face detector; an installed model uses the repository's own weights. Every sampled frame is
+    searched; the tracking keys of older manifests (`tracking`, `search_every`) are accepted and ignored."""
+    kind: Literal["blazeface", "mtcnn"] = Field(
+        default="blazeface", description="BlazeFace (MediaPipe's, one pass per frame) or MTCNN (the cascade "
+                                         "of earlier versions, several times the cost, kept for comparison)")
+    range: Literal["short", "full"] = Field(
+        default="short", description="BlazeFace's variant: short (faces within ~2 m: a webcam) or full (up to "
+                                     "~5 m: a room camera); not used by MTCNN")
     folder: str = Field(default=BUILTIN_DETECTOR,
-                        description="folder of pnet.pt, rnet.pt, onet.pt, relative to the manifest")
-    min_face_px: int = Field(default=40, ge=12, le=2000, description="smallest face side searched for, in pixels")
-    tracking: bool = Field(default=True, description="between full searches, check the last face's place "
-                                                     "instead of searching the whole frame")
-    search_every: int = Field(default=30, ge=1, le=10000, description="with tracking, a full search at least "
-                                                                      "every this many analysed frames")
+                        description="folder of the detector's files (face_detection_<range>_range.onnx; "
+                                    "pnet.pt, rnet.pt, onet.pt), relative to the manifest")
+    min_face_px: int = Field(default=40, ge=12, le=2000, description="smallest face side searched for, in "
+                                                                     "pixels (BlazeFace scales each frame so that such "
+                                                                     "a face is one it finds)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retired(cls, data: Any) -> Any:
+        """Manifests written before every frame was searched keep loading: their tracking keys have
+        nothing left to set."""
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if k not in RETIRED_DETECTOR_KEYS}
+        return data
+
+    def files(self) -> tuple[str, ...]:
+        """The files this detector loads from its folder."""
+        if self.kind == "mtcnn":
+            return ("pnet.pt", "rnet.pt", "onet.pt")
+        return (f"face_detection_{self.range}_range.onnx",)
 
 
 class Voice(_Strict):
@@ -261,8 +282,8 @@ class Manifest(_Strict):
         out["voice.vad"] = self.voice.vad
         if self.voice.emotion is not None:
             out["voice.emotion.file"] = self.voice.emotion.file
-        for net in ("pnet", "rnet", "onet"):
-            out[f"detector.folder ({net})"] = f"{self.detector.folder}/{net}.pt"
+        for name in self.detector.files():
+            out[f"detector.folder ({name})"] = f"{self.detector.folder}/{name}"
         return out
 
 

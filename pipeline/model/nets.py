@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from pipeline.model import manifest as mf
-from pipeline.model.face_detection import CropSpec
+from pipeline.model.crops import CropSpec
 from pipeline.shared.labels import DFEW_AROUSAL, DFEW_LABELS, DFEW_VALENCE
 from pipeline.shared.wire import SAMPLE_RATE
 

@@ -18,7 +18,8 @@ import numpy as np
 
 from pipeline.shared.labels import DFEW_AROUSAL, DFEW_LABELS
 
-FACE_MIN_SCORE = 0.9      # MTCNN output-stage confidence below this is not trusted as a face
+FACE_MIN_SCORE = 0.9      # MTCNN output-stage confidence below this is not trusted as a face (its detector
+                          # tells analysis its own bar: BlazeFace reports only faces it trusts)
 VOICE_WEIGHT = 0.3        # exponent of the arousal prior when a face is present
 PRIOR_WIDTH = 0.25        # s.d. of the Gaussian around each label's arousal
 MIN_SPEECH_RATIO = 0.2    # a segment has speech when at least this share of its windows is speech
@@ -133,11 +134,12 @@ def fuse_evidence(e: Evidence, params: FusionParams = DEFAULT_FUSION) -> Fused:
                  face_score=e.face_score, arousal=arousal, arousal_source=source, speech_ratio=e.speech_ratio)
 
 
-def aggregate_face(probs: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray | None, float, int]:
-    """Mean of per-frame probabilities weighted by detection confidence over trusted detections, their
-    mean score and their count."""
+def aggregate_face(probs: np.ndarray, scores: np.ndarray,
+                   min_score: float = FACE_MIN_SCORE) -> tuple[np.ndarray | None, float, int]:
+    """Mean of per-frame probabilities weighted by detection confidence over trusted detections (score
+    at least `min_score`, the detector's bar), their mean score and their count."""
     probs, scores = np.asarray(probs, np.float64), np.asarray(scores, np.float64)
-    trusted = scores >= FACE_MIN_SCORE
+    trusted = (scores >= min_score) & (scores > 0)
     if not trusted.any():
         return None, 0.0, 0
     w = scores[trusted]
@@ -185,12 +187,13 @@ def fuse(face_probs: np.ndarray | None, speech_found: bool, arousal: float | Non
 FaceAggregate = tuple[np.ndarray | None, float, int]   # probabilities, mean score, trusted faces
 
 
-def faces_per_item(probs: np.ndarray, scores: np.ndarray, mask: np.ndarray) -> list[FaceAggregate]:
+def faces_per_item(probs: np.ndarray, scores: np.ndarray, mask: np.ndarray,
+                   min_score: float = FACE_MIN_SCORE) -> list[FaceAggregate]:
     """Aggregate per-frame results back to their items. `mask` (items x frames) marks the real frames;
     `probs` and `scores` hold one row per real frame, in mask order."""
     n_items, n_frames = mask.shape
     owner = np.repeat(np.arange(n_items), n_frames)[mask.reshape(-1)]
-    return [aggregate_face(probs[owner == i], scores[owner == i]) for i in range(n_items)]
+    return [aggregate_face(probs[owner == i], scores[owner == i], min_score) for i in range(n_items)]
 
 
 def fuse_items(faces: list[FaceAggregate], speech_ratio: np.ndarray, arousal: np.ndarray,

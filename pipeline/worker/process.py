@@ -37,7 +37,6 @@ from pipeline.media.segment import (
 from pipeline.settings import Settings
 from pipeline.shared.fusion import DEFAULT_FUSION, Evidence, FusionParams
 from pipeline.store.models import PieceRow
-from pipeline.worker.tracks import Key, TrackMemory
 from pipeline.worker.triton_client import EmotionClient, Item
 
 
@@ -103,13 +102,13 @@ def build_items(segs: list[Segment], buf: MediaBuffer, views: list[View],
     empty_audio = np.zeros(0, np.float32)
     for seg in segs:
         seen = buf.frames_in(seg, chunk_start_ms)
-        for track, view in enumerate(views):
+        for view in views:
             frames = empty_frames
             if view.x0 is not None and len(seen):
                 frames = np.ascontiguousarray(seen[:, :, view.x0:view.x1])
             audio = empty_audio if view.channel is None else buf.audio_in(seg, chunk_start_ms, view.channel)
             keys.append((view, seg))
-            items.append(Item(frames, audio, track))
+            items.append(Item(frames, audio))
     return keys, items
 
 
@@ -158,12 +157,11 @@ log = logging.getLogger("callstream.worker")
 
 @dataclass
 class ModelRun:
-    """One served model version the worker writes rows for: its client, the name and version its rows
-    carry, and its own tracking memory (another model's boxes are no hint for this one's detector)."""
+    """One served model version the worker writes rows for: its client and the name and version its
+    rows carry."""
     client: EmotionClient
     name: str
     version: str
-    tracks: TrackMemory = field(default_factory=TrackMemory)
     fusion: FusionParams = DEFAULT_FUSION   # how the writer fuses this version's pieces
 
 
@@ -308,15 +306,9 @@ class ChunkProcessor:
 
     async def _run(self, model: ModelRun, meta: ChunkMeta, keys: list[tuple[View, Segment]], items: list[Item],
                    buf: MediaBuffer, parallel: bool) -> list[Evidence]:
-        """One model version on the items: its own voice windows and tracking hints in, evidence out."""
+        """One model version on the items: its own voice windows in, evidence out."""
         mine = with_voice_windows(keys, items, buf, meta.start_ms, model.client.voice_window_ms)
-        views = self._carry_in(model, meta, keys, mine)
-        results, states = await model.client.infer_tracked(mine, parallel=parallel) if mine else ([], {})
-        for track, (key, end_ms, shape) in views.items():
-            model.tracks.put(key, end_ms, shape, states.get(track))
-        if meta.end_of_call:
-            model.tracks.forget([key for key, _, _ in views.values()])
-        return results
+        return await model.client.infer(mine, parallel=parallel) if mine else []
 
     def _pieces(self, model: ModelRun, meta: ChunkMeta, keys: list[tuple[View, Segment]], results: list[Evidence],
                 dec: StreamDecoder) -> list[PieceRow]:
@@ -327,21 +319,6 @@ class ChunkProcessor:
                             overlap(seg, meta.start_ms, video_end) if view.x0 is not None else 0,
                             overlap(seg, meta.start_ms, audio_end) if view.channel is not None else 0)
                 for (view, seg), e in zip(keys, results, strict=True)]
-
-    def _carry_in(self, model: ModelRun, meta: ChunkMeta, keys: list[tuple[View, Segment]],
-                  items: list[Item]) -> dict[int, tuple[Key, int, tuple[int, int]]]:
-        """Hand each view's remembered tracking state to its first item with frames; returns, per view
-        with frames, where its state is to be remembered (key, end of its last framed piece, size)."""
-        views: dict[int, tuple[Key, int, tuple[int, int]]] = {}
-        for (view, seg), item in zip(keys, items, strict=True):
-            if not len(item.frames):
-                continue
-            shape = (int(item.frames.shape[1]), int(item.frames.shape[2]))
-            key = (meta.call_id, meta.stream, view.participant_id)
-            if item.track not in views:
-                item.hint = model.tracks.get(key, seg.start_ms, shape)
-            views[item.track] = (key, seg.end_ms, shape)
-        return views
 
     def _piece(self, model: ModelRun, meta: ChunkMeta, view: View, seg: Segment, e: Evidence, video_ms: int,
                audio_ms: int) -> PieceRow:

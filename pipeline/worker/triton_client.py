@@ -32,8 +32,6 @@ EMPTY_FRAME = (16, 16)  # stands in for "no video" so audio-only items still hav
 class Item:
     frames: np.ndarray   # (F, H, W, 3) uint8; F may be 0
     audio: np.ndarray    # float32 mono 16 kHz; may be empty
-    track: int = 0       # the view (participant) the frames show: the detector follows a face per view
-    hint: np.ndarray | None = None   # (5,) the view's TRACK_STATE from its previous request, if any
     voice: np.ndarray | None = None  # the audio context around the piece for a voice-emotion net, if wanted
 
 
@@ -52,8 +50,6 @@ def pack(items: list[Item]) -> dict[str, np.ndarray]:
     mask = np.zeros((len(items), n_frames), bool)
     audio = np.zeros((len(items), n_audio), np.float32)
     lengths = np.zeros((len(items), 1), np.int32)
-    tracks = np.array([[item.track] for item in items], np.int32)
-    hints = np.zeros((len(items), 5), np.float32)
     for k, item in enumerate(items):
         f = len(item.frames)
         if f:
@@ -61,10 +57,7 @@ def pack(items: list[Item]) -> dict[str, np.ndarray]:
             mask[k, :f] = True
         audio[k, : len(item.audio)] = item.audio
         lengths[k, 0] = len(item.audio)
-        if item.hint is not None:
-            hints[k] = item.hint
-    out = {"FRAMES": frames, "FRAME_MASK": mask, "AUDIO": audio, "AUDIO_LEN": lengths, "TRACK": tracks,
-           "HINT": hints}
+    out = {"FRAMES": frames, "FRAME_MASK": mask, "AUDIO": audio, "AUDIO_LEN": lengths}
     if any(item.voice is not None for item in items):
         windows = [item.voice if item.voice is not None else item.audio for item in items]
         window = np.zeros((len(items), max(1, max(len(x) for x in windows))), np.float32)
@@ -114,28 +107,13 @@ def classify(exc: InferenceServerException) -> Exception:
 
 OUTPUTS = ("FACE_SCORE", "FACE_PROBS", "FACE_COUNT", "AROUSAL", "SPEECH_RATIO")
 VOICE_OUTPUTS = ("VOICE_PROBS", "VOICE_CUES", "VOICE_DIMS")   # asked for where the served config has them
-_DTYPES = {"FRAMES": "UINT8", "FRAME_MASK": "BOOL", "AUDIO": "FP32", "AUDIO_LEN": "INT32", "TRACK": "INT32",
-           "HINT": "FP32", "VOICE_WINDOW": "FP32", "VOICE_LEN": "INT32"}
-
-
-def track_states(outputs: list[dict[str, np.ndarray]], batches: list[list[int]],
-                 items: list[Item]) -> dict[int, np.ndarray]:
-    """Each view's TRACK_STATE after the last request that held it (nothing for a view whose state
-    is zeros: its next request searches first)."""
-    states: dict[int, np.ndarray] = {}
-    for out, batch in zip(outputs, batches, strict=True):
-        if "TRACK_STATE" not in out:
-            continue
-        for k, i in enumerate(batch):
-            states[items[i].track] = np.asarray(out["TRACK_STATE"][k], np.float32)
-    return {t: s for t, s in states.items() if s.any()}
+_DTYPES = {"FRAMES": "UINT8", "FRAME_MASK": "BOOL", "AUDIO": "FP32", "AUDIO_LEN": "INT32", "VOICE_WINDOW": "FP32",
+           "VOICE_LEN": "INT32"}
 
 
 class EmotionClient:
     def __init__(self, url: str, model: str = "emotion", batch_items: int = 32) -> None:
         self.url, self.model, self.batch_items = url, model, batch_items
-        self.send_track = True
-        self.carry_tracks = True   # the model takes HINT and returns TRACK_STATE
         self.voice_outputs: tuple[str, ...] = ()   # the VOICE_OUTPUTS the model returns (older models lack some)
         self.voice_window_ms = 0   # the audio context its voice-emotion net wants (0: none, send no window)
         self._client = grpcclient.InferenceServerClient(url=url, channel_args=CHANNEL_ARGS)
@@ -165,10 +143,6 @@ class EmotionClient:
         """(model name, model version, fusion parameters) as the model's config declares them: the name
         and version are stored with every row, the parameters fuse merged pieces as the model fuses items."""
         config = (await self._client.get_model_config(self.model, as_json=True))["config"]
-        # A server still on a model without TRACK (workers upgraded first) gets the inputs it knows.
-        self.send_track = any(i.get("name") == "TRACK" for i in config.get("input", []))
-        self.carry_tracks = any(i.get("name") == "HINT" for i in config.get("input", [])) and any(
-            o.get("name") == "TRACK_STATE" for o in config.get("output", []))
         outputs = {o.get("name") for o in config.get("output", [])}
         self.voice_outputs = tuple(o for o in VOICE_OUTPUTS if o in outputs)
         params = config.get("parameters", {})
@@ -183,13 +157,12 @@ class EmotionClient:
     async def _infer(self, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         inputs = []
         for name, value in tensors.items():
-            if (name == "TRACK" and not self.send_track) or (name == "HINT" and not self.carry_tracks) \
-                    or (name in ("VOICE_WINDOW", "VOICE_LEN") and not self.voice_window_ms):
+            if name in ("VOICE_WINDOW", "VOICE_LEN") and not self.voice_window_ms:
                 continue
             t = grpcclient.InferInput(name, list(value.shape), _DTYPES[name])
             t.set_data_from_numpy(value)
             inputs.append(t)
-        wanted = OUTPUTS + (("TRACK_STATE",) if self.carry_tracks else ()) + self.voice_outputs
+        wanted = OUTPUTS + self.voice_outputs
         try:
             result = await self._client.infer(self.model, inputs, client_timeout=INFER_TIMEOUT_S,
                                               outputs=[grpcclient.InferRequestedOutput(o) for o in wanted])
@@ -198,13 +171,8 @@ class EmotionClient:
         return {o: result.as_numpy(o) for o in wanted}
 
     async def infer(self, items: list[Item], parallel: bool = True) -> list[Evidence]:
-        return (await self.infer_tracked(items, parallel))[0]
-
-    async def infer_tracked(self, items: list[Item],
-                            parallel: bool = True) -> tuple[list[Evidence], dict[int, np.ndarray]]:
         """Group items by frame size, split into batches, run them (concurrently unless `parallel` is
-        False: a long chunk then holds one request at a time and live chunks keep their share). Also
-        returns each view's tracking state after these items, for the view's next items."""
+        False: a long chunk then holds one request at a time and live chunks keep their share)."""
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
         for idx, item in enumerate(items):
             groups[_frame_key(item)].append(idx)
@@ -218,4 +186,4 @@ class EmotionClient:
         for batch, out in zip(batches, outputs, strict=True):
             for i, r in zip(batch, unpack(out, [items[i] for i in batch]), strict=True):
                 results[i] = r
-        return results, track_states(outputs, batches, items)  # type: ignore[return-value]
+        return results  # type: ignore[return-value]

@@ -21,7 +21,7 @@ from tests.e2e.helpers import query, wait_chunks
 
 pytestmark = pytest.mark.stack
 
-BUILTIN = "fer-minixception+mtcnn-tracked+silero-prosody/3"
+BUILTIN = "fer-minixception+blazeface+silero-prosody/4"
 
 
 @pytest.fixture(scope="module")

@@ -65,53 +65,15 @@ def test_real_faces_and_speech_give_ordered_probabilities(stack):
 def test_batched_and_unbatched_calls_agree(stack):
     face, speech = astronaut_view(), _speech()
     rng = np.random.default_rng(1)
-    # Six views (tracks): batching never changes what one view's items get.
+    # Six views: batching never changes what one view's items get.
     items = [Item(np.stack([np.roll(face, int(rng.integers(-20, 20)), axis=1)] * 2),
-                  speech * float(rng.uniform(0.3, 1)), track=k)
+                  speech * float(rng.uniform(0.3, 1)))
              for k in range(6)]
     batched, _ = _infer(stack.settings, items, batch_items=32)
     single, _ = _infer(stack.settings, items, batch_items=1)
     for a, b in zip(map(fuse_evidence, batched), map(fuse_evidence, single), strict=True):
         assert a.label == b.label and a.face_found == b.face_found and a.speech_found == b.speech_found
         assert np.abs(a.probs - b.probs).max() < 1e-4
-
-
-def test_a_face_followed_through_one_view_gets_what_a_search_of_every_frame_gets(stack):
-    """Items of one view in one request: after the first frame the detector checks the last face box
-    instead of searching; the moving face keeps its label and its probabilities stay within 0.01."""
-    face, speech = astronaut_view(), _speech()
-    items = [Item(np.stack([np.roll(face, 3 * k, axis=1), np.roll(face, 3 * k + 2, axis=0)]), speech)
-             for k in range(6)]
-    followed, _ = _infer(stack.settings, items)
-    searched, _ = _infer(stack.settings, [Item(i.frames, i.audio, track=k) for k, i in enumerate(items)])
-    for a, b in zip(map(fuse_evidence, followed), map(fuse_evidence, searched), strict=True):
-        assert a.label == b.label == "happy" and a.face_found and b.face_found
-        assert np.abs(a.probs - b.probs).max() < 0.01
-
-
-def test_a_chunk_handed_its_views_tracking_state_goes_on_from_it(stack):
-    """TRACK_STATE comes back per view and HINT takes it on: the next chunk checks the box instead of
-    searching (the state's frame count goes on), with the label of a chunk that searched."""
-    face, speech = astronaut_view(), _speech()
-    chunk = [Item(np.stack([np.roll(face, 2 * k, axis=1)] * 2), speech) for k in range(3)]
-
-    async def run():
-        client = EmotionClient(stack.settings.triton_grpc_url)
-        try:
-            await client.wait_ready(60)
-            await client.identity()
-            first, states = await client.infer_tracked(chunk)
-            hinted = [Item(i.frames, i.audio, hint=states[0] if k == 0 else None) for k, i in enumerate(chunk)]
-            second, after = await client.infer_tracked(hinted)
-            return client.carry_tracks, first, states, second, after
-        finally:
-            await client.close()
-
-    carries, first, states, second, after = asyncio.run(run())
-    assert carries and states[0][4] == 6 and after[0][4] == 12
-    np.testing.assert_allclose(after[0][:4], states[0][:4])      # the same searched box, carried on
-    for a, b in zip(map(fuse_evidence, first), map(fuse_evidence, second), strict=True):
-        assert a.label == b.label == "happy" and np.abs(a.probs - b.probs).max() < 0.01
 
 
 @pytest.mark.parametrize("codec, rate", [("pcm_mulaw", 8000), ("pcm_alaw", 8000), ("pcm_s16le", 8000),

@@ -86,7 +86,7 @@ def test_the_voice_window_comes_from_voice_window_and_not_the_item_alone(toy):
 
     frames = np.zeros((1, 1, 16, 16, 3), np.uint8)
     own = analyzer.run_many([Request.of(frames, np.zeros((1, 1), bool), item, [16000])])[0]
-    ctx = analyzer.run_many([Request.of(frames, np.zeros((1, 1), bool), item, [16000], None, None, window,
+    ctx = analyzer.run_many([Request.of(frames, np.zeros((1, 1), bool), item, [16000], window,
                                         [window.shape[1]])])[0]
     assert not np.allclose(own["VOICE_PROBS"], ctx["VOICE_PROBS"])
 
@@ -100,7 +100,7 @@ def test_models_add_installs_a_version_with_config_and_info(toy, repo):
     assert 'name: "toy-v1"' in config and '"toy/1"' in config and '"2000"' in config
     info = json.loads((folder / "1" / "INSTALL_INFO.json").read_text())
     assert info["model_version"] == "toy/1" and len(info["sha256"]) == 64
-    assert {v.model_version for v in installed(repo)} >= {"toy/1", "fer-minixception+mtcnn-tracked+silero-prosody/3"}
+    assert {v.model_version for v in installed(repo)} >= {"toy/1", "fer-minixception+blazeface+silero-prosody/4"}
 
 
 def test_adding_again_is_a_no_op_and_other_contents_need_a_new_version(toy, repo, tmp_path):
@@ -160,7 +160,7 @@ def test_bad_models_never_reach_the_repository(repo, tmp_path, case, message):
 def test_several_face_nets_pool_as_a_weighted_geometric_mean(repo, tmp_path):
     """Two [[face]] entries with different crops: the second is cut from the detector's boxes."""
     from pipeline.model.analysis import Request, pool
-    from pipeline.model.face_detection import face_crop
+    from pipeline.model.crops import face_crop
 
     source = model_kit.write_model(tmp_path / "pair", voice=False, name="pair")
     text = source.read_text()
@@ -173,10 +173,10 @@ def test_several_face_nets_pool_as_a_weighted_geometric_mean(repo, tmp_path):
     view = model_kit.astronaut_view()
     frames = np.stack([np.stack([view])])
     r = Request.of(frames, np.ones((1, 1), bool), np.zeros((1, 1), np.float32), [0])
-    flat, found, _ = analyzer.detect(r)
+    flat, found = analyzer.detect(r)
     assert found.scores[0] > 0.9
     first = analyzer.faces[0].probs(found.crops[:1])
-    wide = analyzer.faces[1].probs(face_crop(flat[0], found.boxes[0], analyzer.faces[1].crop)[None])
+    wide = analyzer.faces[1].probs(face_crop(flat[0], found.boxes[0], analyzer.faces[1].crop, found.eyes[0])[None])
     np.testing.assert_allclose(analyzer.expressions([flat], [found])[0][:1], pool([(1.0, first), (0.5, wide)]),
                                atol=1e-6)
     assert not np.allclose(first, wide)   # the wider crop is another input

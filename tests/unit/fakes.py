@@ -136,21 +136,12 @@ class FakeTriton:
         self.items = 0
         self.voice_window_ms = voice_window_ms   # as EmotionClient learns it from the model's config
         self.windows: list[np.ndarray | None] = []   # each item's voice window, in the order items came
-        self.hints: list[dict[int, list[float] | None]] = []   # per call: each view's hint on its first item
-
-    async def infer_tracked(self, items: list[Item], parallel: bool = True) -> tuple[list[Evidence], dict]:
-        """Like the model, a state per view with frames; its last value counts the calls so far."""
-        first: dict[int, list[float] | None] = {}
-        for item in items:
-            if len(item.frames) and item.track not in first:
-                first[item.track] = None if item.hint is None else item.hint.tolist()
-        self.hints.append(first)
-        self.windows += [item.voice for item in items]
-        states = {t: np.array([10, 20, 90, 100, len(self.hints)], np.float32) for t in first}
-        return await self.infer(items, parallel), states
+        self.requests = 0                            # calls of infer: one per decoded window
 
     async def infer(self, items: list[Item], parallel: bool = True) -> list[Evidence]:
+        self.requests += 1
         self.items += len(items)
+        self.windows += [item.voice for item in items]
         out = []
         for item in items:
             faces = len(item.frames)

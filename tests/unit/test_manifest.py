@@ -27,7 +27,18 @@ def test_the_builtin_manifest_and_its_config_agree():
               for k, v in re.findall(r'parameters \{ key: "(\w+)", value: \{ string_value: "((?:[^"\\]|\\.)*)" \} \}',
                                      config)}
     check_config({"parameters": params}, m, "emotion")
-    assert m.version == "3" and m.face[0].format == "onnx" and m.voice.emotion is None
+    assert m.version == "4" and m.face[0].format == "onnx" and m.voice.emotion is None
+    assert m.detector.kind == "blazeface" and m.detector.range == "short"
+
+
+def test_a_manifest_from_before_blazeface_still_loads_and_its_tracking_keys_are_ignored():
+    text = model_kit.manifest_text().replace("[fusion]", "[detector]\nkind = \"mtcnn\"\ntracking = true\n"
+                                                         "search_every = 30\n\n[fusion]", 1)
+    d = mf.parse(text).detector
+    assert d.kind == "mtcnn" and d.files() == ("pnet.pt", "rnet.pt", "onet.pt")
+    assert "tracking" not in d.model_dump()
+    with pytest.raises(mf.ManifestError, match="detector"):
+        mf.parse(text.replace("tracking = true", "tracking_typo = true"))
 
 
 def test_a_config_that_disagrees_is_refused():

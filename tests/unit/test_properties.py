@@ -144,27 +144,3 @@ def test_call_time_past_the_limit_is_dead_lettered_before_any_row(sample, env, h
     assert asyncio.run(h.handle(delivery("t", 0, 0, b"c-1", sample, merged))) == "failed"
     assert dlq.reasons() == ["malformed_header"] and not writer.commits
     assert what in writer.failures[0][1]["error_detail"]
-
-
-def test_a_calls_next_chunk_starts_from_the_tracking_state_its_last_chunk_left(sample):
-    """The state goes on only to media that follows on, of the same call and view; the rest search."""
-    triton, writer = FakeTriton(), FakeWriter()
-    processor = ChunkProcessor(Settings.from_env({}), triton, None, ffmpeg_exe(), "m", "1")
-    h = MessageHandler(processor, writer, FakeDLQ(), retry_initial_s=0.001, retry_max_s=0.001)
-
-    offsets = iter(range(100))
-
-    def chunk(call, seq, start_ms, end=False):
-        headers = {**VALID, "call-id": call.encode(), "seq": str(seq).encode(), "start-ms": str(start_ms).encode(),
-                   "layout": b"customer", **({"end-of-call": b"true"} if end else {})}
-        msg = delivery("t", 0, next(offsets), call.encode(), sample, list(headers.items()))
-        assert asyncio.run(h.handle(msg)) == "done"
-        return triton.hints[-1][0]
-
-    assert chunk("c-1", 0, 0) is None                              # a call's first chunk searches
-    assert chunk("c-1", 1, 3000) == [10, 20, 90, 100, 1]           # the next goes on from its state
-    assert chunk("c-2", 0, 3000) is None                           # another call has its own
-    assert chunk("c-1", 2, 60_000) is None                         # a gap of 54 s: search again
-    assert chunk("c-1", 3, 63_000, end=True) == [10, 20, 90, 100, 4]
-    assert chunk("c-1", 4, 66_000) is None                         # the call ended: forgotten
-    assert len(processor.primary.tracks) == 2

