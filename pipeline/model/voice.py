@@ -33,13 +33,24 @@ def speech_ratio(vad: Any, audio: np.ndarray, lengths: np.ndarray, threshold: fl
     x[:, : windows * WINDOW] = audio[:, : windows * WINDOW]
     seqs = torch.from_numpy(x.reshape(len(audio) * runs, steps * WINDOW)).to(device)
     with torch.inference_mode():
-        vad.reset_states()
-        probs = torch.stack([vad(seqs[:, i * WINDOW:(i + 1) * WINDOW], SAMPLE_RATE).reshape(-1)
-                             for i in range(steps)], dim=1).cpu().numpy()
+        probs = window_probs(vad, seqs).cpu().numpy()
     probs = probs.reshape(len(audio), runs * steps)[:, :windows]
     valid = np.arange(windows)[None, :] < (lengths[:, None] // WINDOW)
     counted = np.maximum(valid.sum(axis=1), 1)
     return (((probs > threshold) & valid).sum(axis=1) / counted).astype(np.float32)
+
+
+def window_probs(vad: Any, seqs: torch.Tensor) -> torch.Tensor:
+    """Silero's speech probability for each 512-sample window of each row, every row from a fresh
+    state. Silero 5 and later loop over the windows inside TorchScript (`audio_forward`), without a
+    Python round trip per window; an older file takes the windows one call at a time, the same
+    computation (tests/model/test_voice.py holds the two equal)."""
+    if hasattr(vad, "audio_forward"):
+        return vad.audio_forward(seqs, SAMPLE_RATE)
+    vad.reset_states()
+    steps = seqs.shape[1] // WINDOW
+    return torch.stack([vad(seqs[:, i * WINDOW:(i + 1) * WINDOW], SAMPLE_RATE).reshape(-1)
+                        for i in range(steps)], dim=1)
 
 
 def prosodies(audio: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
