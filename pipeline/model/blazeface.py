@@ -25,6 +25,12 @@ MIN_SCORE = 0.6
 MIN_OVERLAP = 0.3        # its min_suppression_threshold: boxes overlapping more are one face
 RAW_SCORE_LIMIT = 100.0  # its score_clipping_thresh
 KEYPOINTS = 6            # eyes (image left, image right), nose tip, mouth centre, ear tragions
+# The face nets' crop margins were set on MTCNN's boxes (FER2013's looser framing around them), and
+# MTCNN's box of a face is larger and higher than BlazeFace's: its square side is 1.12x BlazeFace's and
+# its centre 0.11 of a side higher (medians over scikit-image's LFW faces; tests/model/test_blazeface.py
+# measures it again). BlazeFace's box is mapped onto that framing before any crop is cut.
+BOX_SCALE = 1.12
+BOX_RAISE = 0.11
 
 
 @dataclass(frozen=True)
@@ -146,6 +152,13 @@ def best_faces(boxes: np.ndarray, scores: np.ndarray, min_score: float = MIN_SCO
     return np.where(found[:, None, None], merged, 0.0).astype(np.float32), np.where(found, top_score, 0.0)
 
 
+def framed(box: np.ndarray) -> np.ndarray:
+    """BlazeFace's box (x1, y1, x2, y2) as the square MTCNN would have drawn around the same face."""
+    side = max(box[2] - box[0], box[3] - box[1]) * BOX_SCALE
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2 - BOX_RAISE * (box[3] - box[1])
+    return np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], np.float32)
+
+
 class BlazeFace:
     """The detector behind `kind = "blazeface"`: `net` answers (N, H, W, 3) in [-1, 1] with (N, A, 17).
     Frames are scaled so a face of `min_face` pixels is one the net finds (Fit.passes)."""
@@ -187,7 +200,7 @@ class BlazeFace:
         scores = np.where(whole, scores, 0.0).astype(np.float32)
         result = self.empty(n)
         for i in np.flatnonzero(scores > 0):
-            result.boxes[i] = points[i, :2].reshape(4)
+            result.boxes[i] = framed(points[i, :2].reshape(4))
             result.scores[i] = scores[i]
             result.eyes[i] = points[i, 2:4].reshape(4)
             result.crops[i] = face_crop(frames[i], result.boxes[i], self.crop, result.eyes[i])
