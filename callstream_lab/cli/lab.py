@@ -56,6 +56,9 @@ def register(sub: Any) -> dict[str, Handler]:
     be.add_argument("--code", help="start the workers from this checkout (before/after figures); the in-process "
                                    "limits are left out, as they would measure this checkout's code")
     be.add_argument("--no-latency", action="store_true", help="capacity (and limits) only")
+    be.add_argument("--live-calls", type=int, metavar="N",
+                    help="the latency run's live calls (default: half the one-worker capacity), so two "
+                         "checkouts of different capacity can be compared at the same load")
     be.add_argument("--nets", action="store_true", help="only each built-in net on TorchScript vs ONNX Runtime "
                                                         "(ms per call, output difference); no stack")
     return {"generate": generate, "bench": bench, "reliability": reliability}
@@ -108,6 +111,7 @@ def bench(settings: Settings, args: argparse.Namespace) -> int:
     for plan in plans:
         plan.limits = plan.limits and not args.code
         plan.latency = plan.latency and not args.no_latency
+        plan.live_calls = args.live_calls
     try:
         start(settings)
         report = run_bench(settings, plans, workers, args.min_wall, args.repeats, args.latency_seconds,
