@@ -189,3 +189,26 @@ def test_the_box_is_framed_as_mtcnn_frames_the_same_faces(model_repository):
     assert abs(np.median(side_b / side_a) - 1) < 0.05
     shift = ((b[:, :2] + b[:, 2:]) / 2 - (a[:, :2] + a[:, 2:]) / 2) / side_a[:, None]
     assert (np.abs(np.median(shift, axis=0)) < 0.06).all(), np.median(shift, axis=0)
+
+
+@pytest.mark.parametrize("name, small, large", [("short", 24, 110), ("full", 16, 150)])
+def test_each_variant_finds_faces_across_its_declared_range(model_repository, name, small, large):
+    """The ends of Variant.smallest_face .. largest_face hold: the astronaut's face at about `small`
+    and `large` pixels of the net's input (fed at scale 1) is found."""
+    from skimage import data, transform
+
+    variant = VARIANTS[name]
+    assert variant.smallest_face <= small and large <= variant.largest_face + 32
+    net = artifacts.detector(artifacts.version_dir(model_repository, "face_detector"), variant=name).net
+    photo = data.astronaut()[0:300, 90:370]
+    for face in (small, large):
+        height = int(face * 300 / 105)          # the face is about 105 of the crop's 300 rows
+        img = transform.resize(photo, (height, height * 280 // 300), preserve_range=True).astype(np.uint8)
+        side = -(-max(height, 256) // variant.align) * variant.align
+        canvas = np.full((side, side, 3), 50, np.uint8)
+        canvas[:img.shape[0], :img.shape[1]] = img
+        fit = Fit(1.0, side, side)
+        raw = net(fitted(canvas[None], fit)).reshape(1, -1, 17)
+        faces, scores = best_faces(*decode(raw, variant.anchors(side, side)))
+        found = faces[0, 1, 0] - faces[0, 0, 0]
+        assert scores[0] > 0.6 and 0.6 * face < found < 1.6 * face, (face, scores[0], found)
