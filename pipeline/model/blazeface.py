@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipeline.model import manifest as mf
 from pipeline.model.crops import DEFAULT_CROP, CropSpec, Detections, face_crop
 from pipeline.model.nets import Runner
 
@@ -41,13 +42,17 @@ class Variant:
     the net's pixels, it finds (measured on scikit-image's astronaut at 30-512 px: 19-142 for short
     range, 12-191 for full range; tests/model/test_blazeface.py keeps the ends)."""
     name: str
-    file: str
     size: int
     strides: tuple[int, ...]
     anchors_per_cell: tuple[int, ...]
     align: int
     smallest_face: int
     largest_face: int
+
+    @property
+    def file(self) -> str:
+        """Its ONNX file in the detector folder, the name the manifest's [detector] checks for."""
+        return mf.BLAZEFACE_FILE.format(range=self.name)
 
     def anchors(self, height: int | None = None, width: int | None = None) -> np.ndarray:
         """(A, 2) anchor centres in input pixels, in the order of the net's outputs, for an input of
@@ -63,9 +68,9 @@ class Variant:
 
 
 # Short range: faces within ~2 m (a webcam); trained at 128 px, 2 anchors per cell at stride 8 and 6 at 16.
-SHORT_RANGE = Variant("short", "face_detection_short_range.onnx", 128, (8, 16), (2, 6), 16, 20, 128)
+SHORT_RANGE = Variant("short", 128, (8, 16), (2, 6), 16, 20, 128)
 # Full range: faces up to ~5 m (a room camera); trained at 192 px, one anchor per cell at stride 4.
-FULL_RANGE = Variant("full", "face_detection_full_range.onnx", 192, (4,), (1,), 32, 14, 160)
+FULL_RANGE = Variant("full", 192, (4,), (1,), 32, 14, 160)
 VARIANTS = {v.name: v for v in (SHORT_RANGE, FULL_RANGE)}
 
 
@@ -167,8 +172,12 @@ class BlazeFace:
                  crop: CropSpec = DEFAULT_CROP, min_score: float = MIN_SCORE) -> None:
         self.net, self.variant, self.min_face, self.crop = net, variant, min_face, crop
         self.min_score = min_score
-        self.trusted = min_score   # a face reported is a face fusion trusts
         self._anchors: dict[tuple[int, int], np.ndarray] = {}
+
+    @property
+    def trusted(self) -> float:
+        """Fusion's bar for a face: every face reported is one (its score is at least min_score)."""
+        return self.min_score
 
     def empty(self, n: int) -> Detections:
         return Detections.empty(n, self.crop)

@@ -185,6 +185,7 @@ class VoiceEmotionNet(Labelled):
 
 BUILTIN_DETECTOR = "../face_detector/1"
 RETIRED_DETECTOR_KEYS = ("tracking", "search_every")   # accepted, ignored
+BLAZEFACE_FILE = "face_detection_{range}_range.onnx"   # in the detector folder, per range: built and loaded by it
 BUILTIN_VAD = "../voice/1/silero_vad.jit"
 
 
@@ -217,7 +218,7 @@ class Detector(_Strict):
         """The files this detector loads from its folder."""
         if self.kind == "mtcnn":
             return ("pnet.pt", "rnet.pt", "onet.pt")
-        return (f"face_detection_{self.range}_range.onnx",)
+        return (BLAZEFACE_FILE.format(range=self.range),)
 
 
 class Voice(_Strict):

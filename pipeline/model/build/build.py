@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from pipeline.model.artifacts import VERSION as MODEL_VERSION
-from pipeline.model.blazeface import VARIANTS
+from pipeline.model.blazeface import SHORT_RANGE, VARIANTS
 from pipeline.model.build import tflite_graph
 from pipeline.model.build.mini_xception import load_fer_hdf5
 from pipeline.model.build.mtcnn_nets import ONet, PNet, RNet
@@ -120,4 +120,5 @@ def is_built(out_dir: Path) -> bool:
         listed = json.loads(info.read_text()).get("artifacts", [])
     except ValueError:
         return False
-    return "face_detector/1/face_detection_short_range.onnx" in listed and all((out_dir / p).is_file() for p in listed)
+    blazeface = f"face_detector/{MODEL_VERSION}/{SHORT_RANGE.file}"
+    return blazeface in listed and all((out_dir / p).is_file() for p in listed)
