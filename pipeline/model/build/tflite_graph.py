@@ -67,13 +67,13 @@ def _activate(x: torch.Tensor, code: int) -> torch.Tensor:
 
 
 class TFLiteGraph(nn.Module):
-    """Runs the recorded ops in order. Constants become buffers (float32); shapes are the file's, except
-    the batch, which follows the input."""
+    """Runs the recorded ops in order, their options resolved when the file was read. Constants become
+    buffers (float32)."""
 
-    def __init__(self, ops: list[Op], constants: dict[int, np.ndarray], shapes: dict[int, list[int]],
-                 inputs: list[int], outputs: list[int]) -> None:
+    def __init__(self, ops: list[Op], constants: dict[int, np.ndarray], inputs: list[int],
+                 outputs: list[int]) -> None:
         super().__init__()
-        self.ops, self.shapes, self.input_ids, self.output_ids = ops, shapes, inputs, outputs
+        self.ops, self.input_ids, self.output_ids = ops, inputs, outputs
         self._names: dict[int, str] = {}
         for tid, value in constants.items():
             name = f"t{tid}"
@@ -113,14 +113,8 @@ class TFLiteGraph(nn.Module):
                 x = F.pad(x, o["pads"], value=float("-inf"))
             return _activate(F.max_pool2d(x, o["filter"], o["stride"]), o["activation"])
         if op.kind == "PAD":
-            pads = o["paddings"]   # NHWC (before, after) per axis
-            if pads[0] != [0, 0]:
-                raise UnsupportedGraph("PAD of the batch axis")
-            # F.pad takes the last axis first: W, H, C of an NCHW tensor.
-            return F.pad(x, (*pads[2], *pads[1], *pads[3]))
+            return F.pad(x, o["pads"])
         if op.kind == "RESIZE_BILINEAR":
-            if o["align_corners"] or not o["half_pixel_centers"]:
-                raise UnsupportedGraph("RESIZE_BILINEAR without half-pixel centres")
             return F.interpolate(x, scale_factor=o["factor"], mode="bilinear", align_corners=False)
         if op.kind == "RESHAPE":
             if x.dim() == 4:
@@ -128,11 +122,7 @@ class TFLiteGraph(nn.Module):
             # (N, cells x anchors, values): the cells follow the input's size.
             return x.reshape(x.shape[0], -1, o["shape"][-1])
         if op.kind == "CONCATENATION":
-            parts = [v[t] for t in op.inputs]
-            axis = o["axis"] % len(self.shapes[op.outputs[0]])
-            if parts[0].dim() == 4:
-                axis = (0, 2, 3, 1)[axis]
-            return _activate(torch.cat(parts, dim=axis), o["activation"])
+            return _activate(torch.cat([v[t] for t in op.inputs], dim=o["dim"]), o["activation"])
         raise UnsupportedGraph(op.kind)
 
 
@@ -204,7 +194,11 @@ def read(path: Path) -> TFLiteGraph:
             pads = tensor_data(ins[1])
             if pads is None:
                 raise UnsupportedGraph(f"{path}: PAD with computed paddings")
-            o = {"paddings": pads.tolist()}
+            before_after = pads.tolist()   # NHWC (before, after) per axis
+            if before_after[0] != [0, 0]:
+                raise UnsupportedGraph(f"{path}: PAD of the batch axis")
+            # F.pad takes the last axis first: W, H, C of the NCHW tensors kept inside.
+            o = {"pads": (*before_after[2], *before_after[1], *before_after[3])}
             ins = ins[:1]
         elif kind == "RESIZE_BILINEAR":
             opts = options(op, tflite.ResizeBilinearOptions)
@@ -214,8 +208,9 @@ def read(path: Path) -> TFLiteGraph:
             h, w = shapes[ins[0]][1:3]
             if int(size[0]) % h or int(size[1]) % w or int(size[0]) // h != int(size[1]) // w:
                 raise UnsupportedGraph(f"{path}: RESIZE_BILINEAR by other than one whole factor")
-            o = {"factor": float(int(size[0]) // h), "align_corners": opts.AlignCorners(),
-                 "half_pixel_centers": opts.HalfPixelCenters()}
+            if opts.AlignCorners() or not opts.HalfPixelCenters():
+                raise UnsupportedGraph(f"{path}: RESIZE_BILINEAR without half-pixel centres")
+            o = {"factor": float(int(size[0]) // h)}
             ins = ins[:1]
         elif kind == "RESHAPE":
             if len(shapes[outs[0]]) != 3:
@@ -224,9 +219,12 @@ def read(path: Path) -> TFLiteGraph:
             ins = ins[:1]
         elif kind == "CONCATENATION":
             opts = options(op, tflite.ConcatenationOptions)
-            o = {"axis": opts.Axis(), "activation": opts.FusedActivationFunction()}
+            rank = len(shapes[outs[0]])
+            axis = opts.Axis() % rank
+            # The graph's NHWC axis as the dimension of the NCHW tensors kept inside (after a reshape, as is).
+            o = {"dim": (0, 2, 3, 1)[axis] if rank == 4 else axis, "activation": opts.FusedActivationFunction()}
         elif kind != "RELU":
             raise UnsupportedGraph(f"{path}: operator {kind}")
         ops.append(Op(kind, ins, outs, o))
-    return TFLiteGraph(ops, constants, shapes, [int(t) for t in g.InputsAsNumpy()],
+    return TFLiteGraph(ops, constants, [int(t) for t in g.InputsAsNumpy()],
                        [int(t) for t in g.OutputsAsNumpy()]).eval()
