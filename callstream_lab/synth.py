@@ -280,3 +280,20 @@ def speech_wav(out: Path, calm_s: float, shout_s: float = 0.0, rate: int = 16_00
     out.parent.mkdir(parents=True, exist_ok=True)
     write_wav(out, audio[None, :], rate)
     return out
+
+
+def said_wav(out: Path, seconds: float, lines: list[tuple[float, str, bool]], rate: int = 16_000) -> Path:
+    """One speaker saying each (start s, sentence, aroused) at its time, silence between: calls whose
+    words are known, for the words model. Aroused: louder, faster, higher, as speech_wav shouts."""
+    from scipy.signal import resample_poly
+
+    audio = np.zeros(int(seconds * rate), np.float32)
+    for start, line, aroused in lines:
+        x, sr = synthesize(line, pitch=80 if aroused else 45, rate_wpm=210 if aroused else 150)
+        x = resample_poly(x, rate, sr).astype(np.float32)
+        x = x / max(float(np.abs(x).max()), 1e-6) * (0.8 if aroused else 0.3)
+        a = int(start * rate)
+        audio[a:a + len(x)] = x[: max(0, len(audio) - a)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_wav(out, audio[None, :], rate)
+    return out

@@ -120,6 +120,15 @@ class Settings(BaseSettings):
         description="Triton model repository served by the embedded tritonserver.")
     triton_batch_items: int = Field(default=32, ge=1,
         description="Most (track, segment) items sent in one inference request.")
+    words: bool = Field(default=False,
+        description="Transcribe analysed participants' speech (Triton model CALLSTREAM_WORDS_MODEL) and let the "
+                    "valence of what they say shape labels; costs ~0.25 s of CPU per second of speech on a CPU "
+                    "Triton (docs/BENCHMARKS.md), so off by default.")
+    words_model: str = Field(default="words", description="The Triton model that transcribes (CALLSTREAM_WORDS).")
+    transcripts: Literal["none", "redacted", "text"] = Field(default="none",
+        description="What of the words is stored: none (valence and timing only), redacted (text with every run of "
+                    "digits masked: card, phone and account numbers), text. Transcripts are personal data "
+                    "(docs/COMPLIANCE.md).")
     # --- Postgres ----------------------------------------------------------------------------
     database_url: SecretStr = Field(default=SecretStr(""),
         validation_alias="DATABASE_URL",

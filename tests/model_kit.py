@@ -160,7 +160,7 @@ def scratch_repository(built: Path, target: Path) -> Path:
     """A model repository of its own for a test: the built-in weights' folders linked (read-only use),
     the emotion model copied, so installing versions never touches the checkout's triton_models/."""
     target.mkdir(parents=True, exist_ok=True)
-    for name in ("face_detector", "face_expression", "voice"):
+    for name in ("face_detector", "face_expression", "voice", "words"):
         (target / name).symlink_to((built / name).resolve())
     shutil.copytree(built / "emotion", target / "emotion", symlinks=False)
     return target

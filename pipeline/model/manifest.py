@@ -242,6 +242,9 @@ class Fusion(_Strict):
                                                                  "beside a face")
     voice_only_mix: float = Field(default=0.5, ge=0, le=1, description="without a voice net and without a face: "
                                                                        "the arousal prior's share against uniform")
+    words_weight: float = Field(default=1.0, ge=0, description="where the `words` model ran: the exponent of the "
+                                "words' valence prior, multiplied into the voice's evidence (0: words never move "
+                                "a label)")
 
 
 class Manifest(_Strict):
@@ -275,7 +278,8 @@ class Manifest(_Strict):
         """How this model fuses: its [fusion] table with its voice.min_speech_ratio."""
         f = self.fusion
         return FusionParams(face_weight=f.face_weight, voice_weight=f.voice_weight, arousal_weight=f.arousal_weight,
-                            voice_only_mix=f.voice_only_mix, min_speech_ratio=self.voice.min_speech_ratio)
+                            voice_only_mix=f.voice_only_mix, min_speech_ratio=self.voice.min_speech_ratio,
+                            words_weight=f.words_weight)
 
     def files(self) -> dict[str, str]:
         """Every file the manifest names, by the key that names it."""
@@ -306,11 +310,15 @@ def reference() -> str:
             value = list(value)
         return "`" + json.dumps(value) + "`"
 
+    from pipeline.model import words_manifest
+
     lines = ["# Model manifest reference", "",
-             "Generated from `pipeline/model/manifest.py` (`callstream models reference` prints it; a test "
-             "fails when this file and the code disagree). How to write one: docs/MODEL_CARD.md, "
-             "\"Bring your own model\".", ""]
-    for header, model in TABLES:
+             "Generated from `pipeline/model/manifest.py` and `pipeline/model/words_manifest.py` (`callstream "
+             "models reference` prints it; a test fails when this file and the code disagree). How to write one: "
+             "docs/MODEL_CARD.md, \"Bring your own model\".", ""]
+    sections = [(f"manifest.toml {header}", model) for header, model in TABLES] + [
+        (f"words.toml {header}", model) for header, model in words_manifest.TABLES]
+    for header, model in sections:
         lines += [f"## {header}", "", " ".join((model.__doc__ or "").split()), "",
                   "| key | type | default | meaning |", "|---|---|---|---|"]
         for key, field in model.model_fields.items():

@@ -6,6 +6,11 @@ net's distribution: a voice-only segment gets the net's label, a face+voice segm
 the voice only gives arousal (see acoustics.py): the face decides the label when a face is seen and
 arousal tilts it mildly; with speech but no face, the result is an arousal prior flattened towards
 uniform, flagged by its modality and low confidence. With neither, there is no result: no made-up emotion.
+
+Words (the `words` model, where a worker runs it) add the valence of what was said in the segment: a
+prior over the labels' valence on the same circumplex, multiplied into the voice's (the arousal prior,
+or beside a voice net's distribution), weighted by `words_weight`. With the arousal it places a
+voice-only segment on the circumplex, so a level "this is terrible" reads sad and an excited one angry.
 """
 
 from __future__ import annotations
@@ -16,12 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.shared.labels import DFEW_AROUSAL, DFEW_LABELS
+from pipeline.shared.labels import DFEW_AROUSAL, DFEW_LABELS, DFEW_VALENCE
 
 FACE_MIN_SCORE = 0.9      # MTCNN output-stage confidence below this is not trusted as a face (its detector
                           # tells analysis its own bar: BlazeFace reports only faces it trusts)
 VOICE_WEIGHT = 0.3        # exponent of the arousal prior when a face is present
 PRIOR_WIDTH = 0.25        # s.d. of the Gaussian around each label's arousal
+VALENCE_WIDTH = 0.4       # s.d. around each label's valence (valence spans -1..1, twice arousal's range)
 MIN_SPEECH_RATIO = 0.2    # a segment has speech when at least this share of its windows is speech
 VOICE_ONLY_MIX = 0.5      # voice-only results are half uniform: arousal is weak evidence of a label
 
@@ -35,6 +41,7 @@ class FusionParams:
     arousal_weight: float = VOICE_WEIGHT   # exponent of the arousal prior beside a face (no voice net)
     voice_only_mix: float = VOICE_ONLY_MIX
     min_speech_ratio: float = MIN_SPEECH_RATIO
+    words_weight: float = 1.0              # exponent of the words' valence prior (0: words do not move labels)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -84,6 +91,8 @@ class Evidence:
     cues: np.ndarray | None = None          # (3,) energy, pitch variability, rate z-scores behind the arousal
     voice_dims: np.ndarray | None = None    # (3,) a dimensional voice net's valence, arousal, dominance (NaN:
                                             # a dimension it does not answer), where it ran
+    word_ms: int = 0                        # time of the words said in the piece (shared/words.py places them)
+    word_valence: float | None = None       # their valence, -1..1, where words were said
 
     @property
     def face_score(self) -> float:
@@ -112,8 +121,11 @@ def merge(pieces: list[Evidence]) -> Evidence:
     voice = _by_speech([(ms, p.voice_probs) for (ms, _), p in held if p.voice_probs is not None and ms > 0])
     cues = _by_speech([(ms, p.cues) for (ms, a), p in held if p.cues is not None and a is not None and ms > 0])
     dims = _by_speech([(ms, p.voice_dims) for (ms, _), p in held if p.voice_dims is not None and ms > 0])
+    said = [(p.word_ms, p.word_valence) for p in pieces if p.word_valence is not None and p.word_ms > 0]
+    word_ms = sum(ms for ms, _ in said)
+    valence = sum(ms * v for ms, v in said) / word_ms if said else None
     return Evidence(sum(p.frames for p in pieces), faces, weight, probs, audio_ms,
-                    speech_ms / audio_ms if audio_ms else 0.0, arousal, voice, cues, dims)
+                    speech_ms / audio_ms if audio_ms else 0.0, arousal, voice, cues, dims, word_ms, valence)
 
 
 def heard_arousal(e: Evidence) -> tuple[float | None, str | None]:
@@ -128,7 +140,8 @@ def fuse_evidence(e: Evidence, params: FusionParams = DEFAULT_FUSION) -> Fused:
     """The fused result of (merged) evidence; for one whole cell it equals what the model serves."""
     speech = e.audio_ms > 0 and e.speech_ratio >= params.min_speech_ratio and (
         e.arousal is not None or e.voice_probs is not None)
-    f = fuse(e.face_probs, speech, e.arousal if speech else None, e.voice_probs if speech else None, params)
+    f = fuse(e.face_probs, speech, e.arousal if speech else None, e.voice_probs if speech else None, params,
+             e.word_valence if speech else None)
     arousal, source = heard_arousal(e) if speech else (None, None)
     return Fused(f.probs, f.label, f.confidence, f.face_found, f.speech_found, f.modality,
                  face_score=e.face_score, arousal=arousal, arousal_source=source, speech_ratio=e.speech_ratio)
@@ -152,21 +165,39 @@ def arousal_prior(arousal: float) -> np.ndarray:
     return p / p.sum()
 
 
+def valence_prior(valence: float) -> np.ndarray:
+    d = np.asarray(DFEW_VALENCE) - valence
+    p = np.exp(-0.5 * (d / VALENCE_WIDTH) ** 2)
+    return p / p.sum()
+
+
 def _power(p: np.ndarray, w: float) -> np.ndarray:
     """p ** w without 0 ** w turning a confident zero into an impossible product (a floor of 1e-12)."""
     return np.power(np.maximum(np.asarray(p, np.float64), 1e-12), w) if w != 1 else np.asarray(p, np.float64)
 
 
 def fuse(face_probs: np.ndarray | None, speech_found: bool, arousal: float | None,
-         voice_probs: np.ndarray | None = None, params: FusionParams = DEFAULT_FUSION) -> Fused:
+         voice_probs: np.ndarray | None = None, params: FusionParams = DEFAULT_FUSION,
+         valence: float | None = None) -> Fused:
     face_found = face_probs is not None
     heard = voice_probs if speech_found else None
     voice = arousal if speech_found and heard is None else None
+    # What was said, as a prior over the labels' valence: beside a voice net's distribution, or folded
+    # into the arousal prior so the voice's evidence is a point on the circumplex.
+    said = (valence_prior(valence) ** params.words_weight if speech_found and valence is not None
+            and params.words_weight > 0 else None)
+    prior = None
+    if voice is not None:
+        prior = arousal_prior(voice) if said is None else arousal_prior(voice) * said
+        prior = prior / prior.sum()
+    if heard is not None and said is not None:
+        heard = heard * said
+        heard = heard / heard.sum()
     if face_probs is not None and heard is not None:
         p = _power(face_probs, params.face_weight) * _power(heard, params.voice_weight)
         modality = "face+voice"
-    elif face_probs is not None and voice is not None:
-        p = _power(face_probs, params.face_weight) * arousal_prior(voice) ** params.arousal_weight
+    elif face_probs is not None and prior is not None:
+        p = _power(face_probs, params.face_weight) * prior ** params.arousal_weight
         modality = "face+voice"
     elif face_probs is not None:
         p = _power(face_probs, params.face_weight)
@@ -174,8 +205,8 @@ def fuse(face_probs: np.ndarray | None, speech_found: bool, arousal: float | Non
     elif heard is not None:
         p = _power(heard, params.voice_weight)
         modality = "voice"
-    elif voice is not None:
-        p = params.voice_only_mix * arousal_prior(voice) + (1 - params.voice_only_mix) / len(DFEW_LABELS)
+    elif prior is not None:
+        p = params.voice_only_mix * prior + (1 - params.voice_only_mix) / len(DFEW_LABELS)
         modality = "voice"
     else:
         return Fused(None, None, 0.0, False, speech_found, "none")
@@ -258,9 +289,14 @@ def explain(e: Evidence, f: Fused, params: FusionParams = DEFAULT_FUSION) -> dic
         else:
             parts.append("voice: no speech")
         out["voice"] = v
+    if f.speech_found and e.word_valence is not None:
+        # The valence only: the words themselves are a transcript, readable through its own role.
+        out["words"] = {"valence": round(e.word_valence, 3), "seconds": round(e.word_ms / 1000, 2)}
+        parts.append(f"words: valence {e.word_valence:+.2f}")
     heard = f.speech_found and e.voice_probs is not None
     out["fusion"] = {"face_weight": params.face_weight,
-                     **({"voice_weight": params.voice_weight} if heard else {"arousal_weight": params.arousal_weight})}
+                     **({"voice_weight": params.voice_weight} if heard else {"arousal_weight": params.arousal_weight}),
+                     **({"words_weight": params.words_weight} if "words" in out else {})}
     parts.append(f"fused: {f.label}" if f.label else "fused: no label")
     out["summary"] = "; ".join(parts)
     return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, NamedTuple, TypedDict
+from typing import Annotated, Any, NamedTuple, NotRequired, TypedDict
 
 from sqlalchemy import BigInteger, Boolean, DateTime, Float, Index, Integer, String, Text, UniqueConstraint, func, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
@@ -48,6 +48,26 @@ class PieceRow(TypedDict):
     voice_probs: list[float] | None
     voice_cues: list[float] | None
     voice_dims: list[float | None] | None
+    word_ms: NotRequired[int]                  # time of the words said in the piece (CALLSTREAM_WORDS)
+    word_valence: NotRequired[float | None]    # their valence, -1..1
+
+
+class UtteranceRow(TypedDict):
+    """One utterance a chunk heard (the `words` model): text and words as CALLSTREAM_TRANSCRIPTS keeps them."""
+    call_id: str
+    participant_id: str
+    role: str
+    stream: str
+    seq: int
+    start_ms: int
+    end_ms: int
+    words_model: str
+    word_count: int
+    valence: float
+    text: str | None
+    words: list[list[Any]] | None
+    open_start: bool
+    open_end: bool
 
 
 class SegmentRow(TypedDict):
@@ -78,6 +98,7 @@ class SegmentRow(TypedDict):
     voice_arousal: float | None
     voice_dominance: float | None
     speech_ratio: float | None
+    word_valence: NotRequired[float | None]
     media: str
     video_ms: int
     audio_ms: int
@@ -238,6 +259,8 @@ class EmotionSegment(Base):
         Float, comment="a dimensional voice net's arousal over the speech, 0 calm .. 1 excited")
     voice_dominance: Mapped[float | None] = mapped_column(
         Float, comment="a dimensional voice net's dominance over the speech, 0 .. 1, where it answers one")
+    word_valence: Mapped[float | None] = mapped_column(
+        Float, comment="valence of the words said in the segment, -1 unpleasant .. 1 pleasant (CALLSTREAM_WORDS)")
     speech_ratio: Mapped[float | None] = mapped_column(Float)
     media: Mapped[str | None] = mapped_column(String(8), comment="av | audio | video | none (a gap); NULL before v5")
     video_ms: Mapped[int | None] = mapped_column(Integer, comment="ms of the cell with the participant's video")
@@ -281,6 +304,34 @@ class SegmentPiece(Base):
         ARRAY(Float), comment="energy, pitch variability, rate z-scores behind the arousal")
     voice_dims: Mapped[list[float | None] | None] = mapped_column(
         ARRAY(Float), comment="a dimensional voice net's valence, arousal, dominance over the piece's speech")
+    word_ms: Mapped[int] = mapped_column(Integer, server_default="0", comment="time of the words said in the piece")
+    word_valence: Mapped[float | None] = mapped_column(Float, comment="their valence, -1 .. 1")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Utterance(Base):
+    """What a participant said, an utterance at a time, as each chunk heard it (CALLSTREAM_WORDS). Text and
+    words are personal data: NULL unless CALLSTREAM_TRANSCRIPTS keeps them, readable by the role
+    callstream_transcripts only; callstream_analyst reads the other columns. The view `utterances` joins
+    an utterance that a chunk boundary cut (open_end, then open_start)."""
+
+    __tablename__ = "utterance_pieces"
+    __table_args__ = {"comment": "utterances as each chunk heard them; view utterances joins those a chunk cut"}
+
+    call_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    participant_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    stream: Mapped[str] = mapped_column(String(140), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    start_ms: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    end_ms: Mapped[int] = mapped_column(BigInteger)
+    role: Mapped[str] = mapped_column(String(16))
+    words_model: Mapped[str] = mapped_column(String(128), comment="the words model's name/version")
+    word_count: Mapped[int] = mapped_column(Integer)
+    valence: Mapped[float] = mapped_column(Float, comment="-1 unpleasant .. 1 pleasant (VADER's compound score)")
+    text: Mapped[str | None] = mapped_column(Text, comment="as CALLSTREAM_TRANSCRIPTS keeps it; NULL: none")
+    words: Mapped[list[list[Any]] | None] = mapped_column(JSONB, comment="[start_ms, end_ms, word] each; NULL: none")
+    open_start: Mapped[bool] = mapped_column(Boolean, comment="may continue the previous chunk's last utterance")
+    open_end: Mapped[bool] = mapped_column(Boolean, comment="may continue in the next chunk")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

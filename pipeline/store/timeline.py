@@ -27,7 +27,8 @@ def evidence(piece: Mapping[str, Any]) -> Evidence:
                     audio_ms=piece["audio_ms"], speech_ratio=piece["speech_ratio"], arousal=piece["arousal"],
                     voice_probs=np.asarray(heard, np.float64) if heard is not None else None,
                     cues=np.asarray(cues, np.float64) if cues is not None else None,
-                    voice_dims=dimensions(piece.get("voice_dims")))
+                    voice_dims=dimensions(piece.get("voice_dims")), word_ms=piece.get("word_ms") or 0,
+                    word_valence=piece.get("word_valence"))
 
 
 def dimensions(stored: list[float | None] | None) -> np.ndarray | None:
@@ -71,7 +72,8 @@ def cell_rows(pieces: Iterable[Mapping[str, Any]], last_cell: int, segment_ms: i
             speech_found=f.speech_found, face_score=f.face_score if f.face_found else None, arousal=f.arousal,
             arousal_source=f.arousal_source, voice_valence=_dim(merged, 0, f.speech_found),
             voice_arousal=_dim(merged, 1, f.speech_found), voice_dominance=_dim(merged, 2, f.speech_found),
-            speech_ratio=f.speech_ratio if audio_ms else None, media=media_of(video_ms, audio_ms),
+            speech_ratio=f.speech_ratio if audio_ms else None,
+            word_valence=merged.word_valence if f.speech_found else None, media=media_of(video_ms, audio_ms),
             video_ms=video_ms, audio_ms=audio_ms, chunk_seq=min(p["seq"] for p in ps),
             evidence=explain(merged, f, fusion)))
     return rows
@@ -95,5 +97,6 @@ def gap_row(call_id: str, participant_id: str, role: str, model_version: str, mo
         end_ms=cell + segment_ms, model_version=model_version, model_name=model_name, neutral=None, happy=None,
         sad=None, angry=None, fear=None, disgust=None, surprise=None, label=None, confidence=0.0,
         face_found=False, speech_found=False, face_score=None, arousal=None, arousal_source=None,
-        voice_valence=None, voice_arousal=None, voice_dominance=None, speech_ratio=None, media="none",
+        voice_valence=None, voice_arousal=None, voice_dominance=None, speech_ratio=None, word_valence=None,
+        media="none",
         video_ms=0, audio_ms=0, chunk_seq=seq, evidence=None)

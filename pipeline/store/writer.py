@@ -41,6 +41,8 @@ from pipeline.store.models import (
     PieceRow,
     SegmentPiece,
     SegmentRow,
+    Utterance,
+    UtteranceRow,
 )
 from pipeline.store.timeline import cell_rows, gap_cells, gap_row
 
@@ -48,6 +50,7 @@ SEGMENT_KEY = ["call_id", "participant_id", "start_ms", "model_version"]
 PIECE_KEY = ["call_id", "participant_id", "model_version", "cell_ms", "stream", "seq"]
 CALL_LOCK = 0x63616C6D  # advisory lock namespace: one chunk of a call commits at a time
 LEDGER_KEY = ["topic", "partition", "offset"]
+UTTERANCE_KEY = ["call_id", "participant_id", "stream", "seq", "start_ms"]
 # The driver sends at most 65,535 bind parameters per statement; stay well below it.
 MAX_PARAMS = 30_000
 
@@ -230,9 +233,10 @@ class SegmentWriter:
         async with self._transaction() as conn:
             await _end(conn, ledger)
 
-    async def commit_chunk(self, call: CallRow, pieces: list[PieceRow], ledger: LedgerEntry) -> float:
-        """Write the chunk's pieces, the rows of the cells they touch, its call and ledger rows in one
-        transaction; returns the ms it took."""
+    async def commit_chunk(self, call: CallRow, pieces: list[PieceRow], ledger: LedgerEntry,
+                           utterances: Sequence[UtteranceRow] = ()) -> float:
+        """Write the chunk's pieces, the rows of the cells they touch, its utterances, its call and ledger
+        rows in one transaction; returns the ms it took."""
         async with self._transaction() as conn:
             start = time.perf_counter()
             await conn.execute(text("SELECT pg_advisory_xact_lock(:ns, hashtext(:c))"),
@@ -246,12 +250,24 @@ class SegmentWriter:
             pieces = [p for p in pieces if p["participant_id"] not in gone]
             await conn.execute(_call_upsert(call))
             await _write_many(conn, SegmentPiece, PIECE_KEY, pieces)
+            await self._utterances(conn, call["call_id"], ledger, [u for u in utterances
+                                                                   if u["participant_id"] not in gone])
             await _write_many(conn, EmotionSegment, SEGMENT_KEY, await self._rows(conn, pieces, ledger.get("seq", 0)))
             if self.rules:
                 await self._evaluate(conn, pieces)
             db_ms = (time.perf_counter() - start) * 1000
             await _end(conn, {**ledger, "db_ms": db_ms})
         return db_ms
+
+    @staticmethod
+    async def _utterances(conn: AsyncConnection, call_id: str, ledger: LedgerEntry,
+                          utterances: Sequence[UtteranceRow]) -> None:
+        """The chunk's utterances replace whatever an earlier delivery of it stored: a redelivery heard by
+        another version of the words model, or with words since switched off, leaves no stale rows."""
+        if "seq" in ledger:
+            await conn.execute(text("DELETE FROM utterance_pieces WHERE call_id = :c AND stream = :s AND seq = :q"),
+                               {"c": call_id, "s": ledger.get("stream", ""), "q": ledger["seq"]})
+        await _write_many(conn, Utterance, UTTERANCE_KEY, utterances)
 
     async def _rows(self, conn: AsyncConnection, pieces: list[PieceRow], seq: int) -> list[SegmentRow]:
         """The rows of every cell the pieces touch, of the participant's previous last cell (no longer

@@ -36,17 +36,22 @@ from pipeline.media.segment import (
 )
 from pipeline.settings import Settings
 from pipeline.shared.fusion import DEFAULT_FUSION, Evidence, FusionParams
-from pipeline.store.models import PieceRow
+from pipeline.store.models import PieceRow, UtteranceRow
+from pipeline.worker.transcript import ChunkWords
 from pipeline.worker.triton_client import EmotionClient, Item
+from pipeline.worker.words_client import WordsClient
 
 
 @dataclass
 class Timings:
+    """What processing a chunk reports beside its pieces: its costs, notes for the ledger, and the
+    utterances heard (CALLSTREAM_WORDS), written in the chunk's transaction."""
     fetch_ms: float = 0.0
     decode_ms: float = 0.0
     inference_ms: float = 0.0
     size_bytes: int = 0
     notes: list[str] = field(default_factory=list)
+    utterances: list[UtteranceRow] = field(default_factory=list)
 
 
 class MediaBuffer:
@@ -168,11 +173,13 @@ class ModelRun:
 class ChunkProcessor:
     def __init__(self, settings: Settings, client: EmotionClient, claims: ClaimCheckStore | None,
                  ffmpeg_bin: str, model_name: str, model_version: str, shadow: ModelRun | None = None,
-                 on_shadow_error: Any = None) -> None:
+                 on_shadow_error: Any = None, words: WordsClient | None = None) -> None:
         """`shadow`: a second model version run on the same decoded media; its rows land beside the
         primary's (model_version is in their key). Its failures only cost its own rows for that chunk
-        (`on_shadow_error(exc)` is told): they never fail, retry or dead-letter the chunk."""
+        (`on_shadow_error(exc)` is told): they never fail, retry or dead-letter the chunk. `words`: the
+        words model's client (CALLSTREAM_WORDS), None when off."""
         self.settings, self.claims = settings, claims
+        self.words = words
         self.ffmpeg_bin = ffmpeg_bin
         self.primary = ModelRun(client, model_name, model_version)
         self.shadow, self.on_shadow_error = shadow, on_shadow_error
@@ -258,6 +265,7 @@ class ChunkProcessor:
             # Only analysed roles are cut into items: nobody else's face or voice reaches the model.
             chosen = [v for v in views(meta, s.default_layout, width, dec.channels) if v.role in s.roles]
             pieces: list[PieceRow] = []
+            said = ChunkWords(meta.start_ms, meta.end_of_call) if self.words is not None else None
             windows = 0
             while not dec.finished:
                 start = time.perf_counter()
@@ -268,8 +276,10 @@ class ChunkProcessor:
                     break  # the rest goes in one call below: a short chunk makes exactly one request
                 segs = planner.ready(dec.decoded_ms)
                 if segs:
-                    pieces += await self._infer(meta, segs, buf, chosen, dec, t, parallel=False)
-                    buf.drop_before(segs[-1].end_ms, meta.start_ms, keep_audio_ms=context)
+                    pieces += await self._infer(meta, segs, buf, chosen, dec, t, parallel=False, said=said)
+                    held = said.held_from() if said is not None else None
+                    keep = context if held is None else max(context, segs[-1].end_ms - held)
+                    buf.drop_before(segs[-1].end_ms, meta.start_ms, keep_audio_ms=keep)
             duration, note = effective_duration(meta.duration_ms, dec.info.duration_ms, dec.decoded_ms, tolerance,
                                                 meta.start_ms, s.segment_ms)
             if note:
@@ -277,19 +287,31 @@ class ChunkProcessor:
             self.check_call_time(meta, meta.start_ms + duration)
             segs = planner.finish(duration)
             if segs:
-                pieces += await self._infer(meta, segs, buf, chosen, dec, t, parallel=windows <= 1)
+                pieces += await self._infer(meta, segs, buf, chosen, dec, t, parallel=windows <= 1, said=said,
+                                            final=True)
+            if said is not None and self.words is not None:
+                said.place(pieces)
+                t.utterances = said.rows(meta.call_id, meta.stream, meta.seq,
+                                         {v.participant_id: v.role for v in chosen}, self.words.version,
+                                         s.transcripts)
             return pieces
         finally:
             # Also on cancellation: killing ffmpeg ends a read blocked in its thread at once.
             dec.close()
 
     async def _infer(self, meta: ChunkMeta, segs: list[Segment], buf: MediaBuffer, chosen: list[View],
-                     dec: StreamDecoder, t: Timings, parallel: bool = True) -> list[PieceRow]:
+                     dec: StreamDecoder, t: Timings, parallel: bool = True, said: ChunkWords | None = None,
+                     final: bool = False) -> list[PieceRow]:
         """A chunk longer than one window sends its batches one at a time: a whole-call upload then
-        takes one request slot of Triton, not all of them, and live chunks keep flowing."""
+        takes one request slot of Triton, not all of them, and live chunks keep flowing. The words
+        model hears the same stretch meanwhile."""
         keys, items = build_items(segs, buf, chosen, meta.start_ms)
         start = time.perf_counter()
-        evidence = await self._run(self.primary, meta, keys, items, buf, parallel)
+        if said is not None:
+            evidence, _ = await asyncio.gather(self._run(self.primary, meta, keys, items, buf, parallel),
+                                               self._hear(meta, segs[-1].end_ms, buf, chosen, said, final))
+        else:
+            evidence = await self._run(self.primary, meta, keys, items, buf, parallel)
         t.inference_ms += (time.perf_counter() - start) * 1000
         pieces = self._pieces(self.primary, meta, keys, evidence, dec)
         if self.shadow is not None:
@@ -303,6 +325,17 @@ class ChunkProcessor:
                 if self.on_shadow_error is not None:
                     self.on_shadow_error(exc)
         return pieces
+
+    async def _hear(self, meta: ChunkMeta, end_ms: int, buf: MediaBuffer, chosen: list[View], said: ChunkWords,
+                    final: bool) -> None:
+        """Each analysed participant's speech since the last stretch kept, transcribed."""
+        assert self.words is not None
+        end_ms = min(end_ms, buf.audio_end_ms(meta.start_ms))
+        heard = [(v, *said.stretch(v.participant_id, end_ms)) for v in chosen if v.channel is not None]
+        heard = [(v, a, b) for v, a, b in heard if b > a]
+        audio = [buf.audio_in(Segment(a, b), meta.start_ms, v.channel) for v, a, b in heard if v.channel is not None]
+        for (v, a, b), utterances in zip(heard, await self.words.transcribe(audio), strict=True):
+            said.take(v.participant_id, [u.shifted(a) for u in utterances], a, b, final)
 
     async def _run(self, model: ModelRun, meta: ChunkMeta, keys: list[tuple[View, Segment]], items: list[Item],
                    buf: MediaBuffer, parallel: bool) -> list[Evidence]:

@@ -25,6 +25,7 @@ from pipeline.worker.handler import DeadLetter, MessageHandler
 from pipeline.worker.metrics import Metrics
 from pipeline.worker.process import ChunkProcessor, ModelRun
 from pipeline.worker.triton_client import EmotionClient
+from pipeline.worker.words_client import WordsClient
 
 log = logging.getLogger("callstream.worker")
 
@@ -61,6 +62,7 @@ class WorkerRuntime(mode.Service):
         self.discard: Callable[[str], Awaitable[None]] | None = None
         self.client: EmotionClient | None = None
         self.shadow_client: EmotionClient | None = None
+        self.words_client: WordsClient | None = None
         self.engine: AsyncEngine | None = None
 
     async def on_start(self) -> None:
@@ -78,9 +80,15 @@ class WorkerRuntime(mode.Service):
             shadow = await self._shadow(version)
             if shadow is not None:
                 fusions[shadow.version] = shadow.fusion
+        words = None
+        if settings.words:
+            self.words_client = words = WordsClient(settings.triton_grpc_url, settings.words_model)
+            await words.wait_ready(wait_s=TRITON_READY_S)
+            await words.identity()
         claims = ClaimCheckStore(settings)
         processor = ChunkProcessor(settings, client, claims, ffmpeg_exe(settings.ffmpeg_binary), name, version,
-                                   shadow, lambda exc: metrics.shadow_errors.labels(type(exc).__name__).inc())
+                                   shadow, lambda exc: metrics.shadow_errors.labels(type(exc).__name__).inc(),
+                                   words)
         self.engine = async_engine(settings, pool_size=settings.worker_concurrency)
         self.writer = writer = SegmentWriter(self.engine, settings.segment_ms, fusions, self.rules)
 
@@ -96,7 +104,7 @@ class WorkerRuntime(mode.Service):
         self.discard = discard if settings.delete_claim_checks else None
         self.handler = MessageHandler(
             processor, writer, self.dead_letter,
-            health={"triton": client.ping, "postgres": writer.ping, "object_store": s3_up},
+            health={"triton": self._triton_up, "postgres": writer.ping, "object_store": s3_up},
             park_payload=park, retry_initial_s=settings.retry_initial_s, retry_max_s=settings.retry_max_s,
             max_attempts=settings.max_attempts, dlq_inline_limit=settings.dlq_inline_limit_bytes,
             discard_claim=self.discard, metrics=metrics,
@@ -108,11 +116,19 @@ class WorkerRuntime(mode.Service):
                  settings.triton_grpc_url, ", ".join(sorted(settings.roles)), len(self.rules))
         if shadow is not None:
             log.info("shadow model %s (%s) runs beside it", settings.shadow_model, shadow.version)
+        if words is not None:
+            log.info("words: %s (%s); transcripts kept: %s", settings.words_model, words.version,
+                     settings.transcripts)
         employees = sorted(settings.roles & set(EMPLOYEE_ROLES))
         if employees:
             log.warning("analysing the emotions of %s: emotion recognition of employees at work is prohibited "
                         "in the EU by the AI Act, Article 5(1)(f), except for medical or safety reasons",
                         " and ".join(employees))
+
+    async def _triton_up(self) -> bool:
+        """Every model a chunk needs is served (the words model too, where it is on)."""
+        clients = [c for c in (self.client, self.words_client) if c is not None]
+        return all(await asyncio.gather(*(c.ping() for c in clients)))
 
     async def _shadow(self, primary_version: str) -> ModelRun | None:
         """The shadow model, or None (logged, counted) when it is not served within a minute: a
@@ -133,7 +149,7 @@ class WorkerRuntime(mode.Service):
         return ModelRun(client, name, version, fusion=fusion)
 
     async def on_stop(self) -> None:
-        for c in (self.client, self.shadow_client):
+        for c in (self.client, self.shadow_client, self.words_client):
             if c is not None:
                 await c.close()
         if self.engine is not None:

@@ -111,11 +111,11 @@ _DTYPES = {"FRAMES": "UINT8", "FRAME_MASK": "BOOL", "AUDIO": "FP32", "AUDIO_LEN"
            "VOICE_LEN": "INT32"}
 
 
-class EmotionClient:
-    def __init__(self, url: str, model: str = "emotion", batch_items: int = 32) -> None:
-        self.url, self.model, self.batch_items = url, model, batch_items
-        self.voice_outputs: tuple[str, ...] = ()   # the VOICE_OUTPUTS the model returns (older models lack some)
-        self.voice_window_ms = 0   # the audio context its voice-emotion net wants (0: none, send no window)
+class ServedModel:
+    """One Triton model the worker calls: its channel, readiness and health."""
+
+    def __init__(self, url: str, model: str) -> None:
+        self.url, self.model = url, model
         self._client = grpcclient.InferenceServerClient(url=url, channel_args=CHANNEL_ARGS)
 
     async def close(self) -> None:
@@ -138,6 +138,14 @@ class EmotionClient:
             return bool(await self._client.is_model_ready(self.model, client_timeout=5))
         except Exception:
             return False
+
+
+class EmotionClient(ServedModel):
+    def __init__(self, url: str, model: str = "emotion", batch_items: int = 32) -> None:
+        super().__init__(url, model)
+        self.batch_items = batch_items
+        self.voice_outputs: tuple[str, ...] = ()   # the VOICE_OUTPUTS the model returns (older models lack some)
+        self.voice_window_ms = 0   # the audio context its voice-emotion net wants (0: none, send no window)
 
     async def identity(self) -> tuple[str, str, FusionParams]:
         """(model name, model version, fusion parameters) as the model's config declares them: the name

@@ -31,7 +31,30 @@ def test_every_model_is_ready(stack):
     index = json.loads(urllib.request.urlopen(req, timeout=10).read())
     ready = {m["name"] for m in index if m.get("state") == "READY"}
     # The built-in weights' folders (face_detector, face_expression, voice) are not models: emotion loads them.
-    assert ready == set(served(stack.settings.model_repository)) == {"emotion"}
+    assert ready == set(served(stack.settings.model_repository)) == {"emotion", "words"}
+
+
+def test_the_words_model_transcribes_through_the_workers_client_and_refuses_what_it_cannot_take(stack):
+    from pipeline.errors import BadChunk
+    from pipeline.worker.words_client import WordsClient
+
+    async def run():
+        client = WordsClient(stack.settings.triton_grpc_url)
+        try:
+            await client.wait_ready(60)
+            version = await client.identity()
+            heard = await client.transcribe([_speech(), np.zeros(16000, np.float32), np.zeros(0, np.float32)])
+            with pytest.raises(BadChunk, match="at most"):
+                await client.transcribe([np.zeros(16000 * 121, np.float32)])
+            return version, heard
+        finally:
+            await client.close()
+
+    version, (speech, silence, nothing) = asyncio.run(run())
+    assert version == "whisper-tiny.en+vader/1"
+    assert " ".join(u.text for u in speech).lower().startswith("thank you for")   # a second of it
+    assert speech[0].words[0].start_ms < 500 and speech[-1].end_ms <= 1000 and speech[0].valence > 0
+    assert silence == [] and nothing == []
 
 
 def _infer(settings, items, batch_items=32):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Set
+from collections.abc import AsyncIterator, Sequence, Set
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -13,7 +13,7 @@ import numpy as np
 from pipeline.contract import ChunkMeta
 from pipeline.errors import AlreadySettled
 from pipeline.shared.fusion import Evidence
-from pipeline.store.models import CallRow, LedgerEnd, LedgerEntry, PieceRow
+from pipeline.store.models import CallRow, LedgerEnd, LedgerEntry, PieceRow, UtteranceRow
 from pipeline.worker.consume import CommitRefused
 from pipeline.worker.delivery import Delivery, Lease, Outcome
 from pipeline.worker.process import Timings
@@ -36,7 +36,8 @@ class FakeWriter:
     # Called inside record_failure once the row is written, before it returns: a test's interleaving.
     after_failure_row: list = field(default_factory=list)
 
-    async def commit_chunk(self, call: CallRow, rows: list[PieceRow], ledger: LedgerEntry) -> float:
+    async def commit_chunk(self, call: CallRow, rows: list[PieceRow], ledger: LedgerEntry,
+                           utterances: Sequence[UtteranceRow] = ()) -> float:
         if self.commit_errors:
             raise self.commit_errors.pop(0)
         if (ledger["topic"], ledger["partition"], ledger["offset"]) in self.failed:   # the first end stands

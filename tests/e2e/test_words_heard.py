@@ -1,0 +1,58 @@
+"""Words end to end on the real stack: a worker with CALLSTREAM_WORDS on hears an eSpeak NG caller
+whose sentences have a known sentiment, one of them cut by a chunk boundary."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from callstream_lab.synth import said_wav
+from pipeline.ingest.producer import publish_recording
+from pipeline.settings import Settings
+from pipeline.shared.labels import DFEW_LABELS, DFEW_VALENCE
+from tests.e2e.helpers import query, wait_chunks
+
+pytestmark = pytest.mark.stack
+
+NEGATIVE = "This is terrible, I am angry and very disappointed."
+NEUTRAL = "I am calling about the delivery of my order from last week."   # 8.4 s to ~11.7 s: cut at 10 s
+POSITIVE = "Thank you so much, that was really helpful."
+
+
+def test_words_give_voice_only_segments_labels_of_their_sentiment_and_a_cut_sentence_reads_once(stack, tmp_path):
+    env, _ = stack.isolated("words")
+    env.update({"CALLSTREAM_WORDS": "true", "CALLSTREAM_TRANSCRIPTS": "text", "CALLSTREAM_CHUNK_SECONDS": "5"})
+    settings = Settings.from_env(env)
+    wav = said_wav(tmp_path / "said.wav", 15.0, [(0.3, NEGATIVE, False), (8.4, NEUTRAL, False),
+                                                  (12.6, POSITIVE, True)])
+    worker = stack.start_worker(env, "words")
+    try:
+        sent = publish_recording(settings, wav, "e2e-words", layout="customer", chunk_seconds=5)
+        assert len(sent) == 3
+        wait_chunks(settings, "e2e-words", len(sent), timeout=240)
+    finally:
+        stack.stop_worker(worker)
+    said = query(settings, "SELECT text, valence, pieces FROM utterances WHERE call_id = 'e2e-words' "
+                           "ORDER BY start_ms")
+    print([tuple(r) for r in said])
+    print([tuple(r) for r in query(settings, "SELECT seq, start_ms, end_ms, text, open_start, open_end FROM "
+                                             "utterance_pieces WHERE call_id = 'e2e-words' ORDER BY start_ms")])
+    texts = [r.text.lower() for r in said]
+    assert "terrible" in texts[0] and said[0].valence < -0.3
+    # The sentence the boundary at 10 s cut: one utterance of two pieces, its words each heard once.
+    assert said[1].pieces == 2 and "delivery" in texts[1] and "week" in texts[1], texts
+    # Each word once; the one word the cut splits may be lost (each side hears too little of it).
+    heard = texts[1].replace(",", " ").replace(".", " ").split()
+    assert len(heard) == len(set(heard)) and len(set(NEUTRAL.lower().rstrip(".").split()) - set(heard)) <= 2, heard
+    # The positive sentence, which Whisper may split in two: positive, and nothing else was heard.
+    assert len(said) <= 4 and "helpful" in " ".join(texts[2:]) and all(r.valence > 0.3 for r in said[2:]), texts
+    rows = query(settings, "SELECT start_ms, label, word_valence FROM emotion_timeline WHERE call_id = 'e2e-words' "
+                           "AND word_valence IS NOT NULL AND label IS NOT NULL ORDER BY start_ms")
+    print([tuple(r) for r in rows])
+    # Each sentence's seconds (camera off: voice-only) mostly take a label of the sentence's sign.
+    for (start, end), sign in (((0, 4000), -1), ((8000, 12_000), 0), ((12_000, 15_000), 1)):
+        labels = [r.label for r in rows if start <= r.start_ms < end]
+        assert labels, (start, end)
+        top = max(set(labels), key=labels.count)
+        label_valence = DFEW_VALENCE[DFEW_LABELS.index(top)]
+        assert (abs(label_valence) <= 0.3 if sign == 0 else np.sign(label_valence) == sign), (start, labels)

@@ -1,0 +1,104 @@
+"""The `words` model on real synthesized speech (eSpeak NG): transcripts, word times, valence, and bad
+audio (silence, noise, music, too long) that must not make words up or run unbounded."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from scipy.signal import resample_poly
+
+from callstream_lab.speech import synthesize
+from pipeline.model.words import Words
+from pipeline.model.words_manifest import WORDS_MANIFEST
+from pipeline.shared.wire import SAMPLE_RATE
+from pipeline.shared.words import from_wire
+
+# Sentences whose sentiment is plain (VADER's compound: >= 0.05 positive, <= -0.05 negative).
+SENTENCES = {
+    "positive": "Thank you so much, that was really helpful and I am very happy.",
+    "negative": "This is terrible, I am angry and very disappointed with your awful service.",
+    "neutral": "I am calling about the delivery of my order.",
+}
+
+
+@pytest.fixture(scope="module")
+def words(model_repository):
+    return Words.from_manifest(model_repository / "words" / WORDS_MANIFEST, model_repository)
+
+
+def speech(text: str, aroused: bool = False) -> np.ndarray:
+    # Aroused: faster and higher, as the lab's generated calls speak an excited caller.
+    audio, rate = synthesize(text, pitch=80 if aroused else 40, rate_wpm=210 if aroused else 150)
+    return resample_poly(audio, SAMPLE_RATE, rate).astype(np.float32)
+
+
+CONTRACTIONS = {"i'm": "i am", "it's": "it is", "don't": "do not", "that's": "that is", "you're": "you are"}
+
+
+def tokens(text: str) -> list[str]:
+    return " ".join(CONTRACTIONS.get(t, t) for t in re.findall(r"[a-z']+", text.lower())).split()
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    """Word error rate: word-level edit distance over the reference's length."""
+    r, h = tokens(reference), tokens(hypothesis)
+    d = np.arange(len(h) + 1)
+    for i in range(1, len(r) + 1):
+        prev, d[0] = d.copy(), i
+        for j in range(1, len(h) + 1):
+            d[j] = min(prev[j] + 1, d[j - 1] + 1, prev[j - 1] + (r[i - 1] != h[j - 1]))
+    return float(d[len(h)]) / max(1, len(r))
+
+
+def hear(words: Words, audio: np.ndarray):
+    (answer,) = words.answer(audio[None, :], np.array([len(audio)]))
+    return from_wire(answer, len(audio) / SAMPLE_RATE)
+
+
+@pytest.mark.parametrize("aroused", [False, True], ids=["level", "aroused"])
+@pytest.mark.parametrize("kind", list(SENTENCES))
+def test_sentences_are_transcribed_with_times_and_the_valence_of_their_sentiment(words, kind, aroused):
+    text = SENTENCES[kind]
+    audio = np.concatenate([np.zeros(SAMPLE_RATE // 2, np.float32), speech(text, aroused),
+                            np.zeros(SAMPLE_RATE // 2, np.float32)])
+    utterances = hear(words, audio)
+    said = " ".join(u.text for u in utterances)
+    error = wer(text, said)
+    print(f"{kind} {'aroused' if aroused else 'level'}: WER {error:.2f}: {said!r}")
+    # eSpeak's fast, high "aroused" voice is harder for Whisper tiny than its level one.
+    assert error <= (0.6 if aroused else 0.2), said
+    spoken = [w for u in utterances for w in u.words]
+    assert spoken and all(0 <= w.start_ms <= w.end_ms <= len(audio) * 1000 // SAMPLE_RATE for w in spoken)
+    assert spoken[0].start_ms >= 300   # the half second of silence before the first word
+    valence = sum(u.valence * len(u.words) for u in utterances) / len(spoken)
+    if kind == "positive":
+        assert valence >= 0.3
+    elif kind == "negative":
+        assert valence <= -0.3
+    else:
+        assert abs(valence) < 0.3
+
+
+def test_silence_noise_and_music_give_no_words(words):
+    rng = np.random.default_rng(7)
+    t = np.arange(10 * SAMPLE_RATE) / SAMPLE_RATE
+    notes = 220 * 2 ** (np.floor(t * 2) % 8 / 12)   # a scale, half a second a note
+    for name, audio in {"silence": np.zeros(10 * SAMPLE_RATE, np.float32),
+                        "noise": (0.1 * rng.standard_normal(10 * SAMPLE_RATE)).astype(np.float32),
+                        "music": (0.3 * np.sin(2 * np.pi * np.cumsum(notes) / SAMPLE_RATE)).astype(np.float32)
+                        }.items():
+        assert hear(words, audio) == [], name
+
+
+def test_bad_requests_fail_with_a_reason(words):
+    limit = int(words.manifest.max_audio_s * SAMPLE_RATE)
+    with pytest.raises(ValueError, match="at most"):
+        words.answer(np.zeros((1, limit + 1), np.float32), np.array([limit + 1]))
+    with pytest.raises(ValueError, match="NaN"):
+        words.answer(np.full((1, 100), np.nan, np.float32), np.array([100]))
+    with pytest.raises(ValueError, match="AUDIO_LEN"):
+        words.answer(np.zeros((1, 100), np.float32), np.array([101]))
+    # Too short to hold a word: answered, empty.
+    assert from_wire(words.answer(np.zeros((1, 100), np.float32), np.array([100]))[0], 0.01) == []
