@@ -13,12 +13,19 @@ are committed (store/writer.py). Pure: rows in, the first window that satisfies 
     arousal_above = 0.8              # arousal rule: speech above this for `for_seconds` without a break
     for_seconds = 8
 
+    [[rule]]
+    name = "customer-wants-to-leave"
+    phrases = ["cancel", "lawyer", "speak to a supervisor"]   # phrase rule (CALLSTREAM_WORDS): said once
+
 Windows never span a break in the grid (cells not yet received); rows without media count as segments
-that do not match, so a gap never makes a window look worse than it was.
+that do not match, so a gap never makes a window look worse than it was. Phrases match whole words,
+without regard to case or punctuation, in what the words model heard in the chunk being committed
+(whatever CALLSTREAM_TRANSCRIPTS stores); the alert names the phrase, never the rest of the sentence.
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
@@ -71,7 +78,28 @@ class ArousalRule(BaseModel):
         return int(self.for_seconds * 1000) + segment_ms
 
 
-Rule = LabelRule | ArousalRule
+class PhraseRule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: Name
+    role: Role = "customer"
+    phrases: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(min_length=1, max_length=200)
+
+    @model_validator(mode="after")
+    def _words(self) -> PhraseRule:
+        if any(not words(p).strip() for p in self.phrases):
+            raise ValueError("phrases: each needs at least one letter or digit")
+        return self
+
+    def reach_ms(self, segment_ms: int) -> int:
+        return 0
+
+
+Rule = LabelRule | ArousalRule | PhraseRule
+
+
+def words(text: str) -> str:
+    """Lower case, punctuation gone, single spaces, padded: phrases match whole words only."""
+    return " " + " ".join(re.findall(r"[\w']+", text.lower())) + " "
 
 
 def parse_rules(doc: Mapping[str, Any], source: str = "rules") -> list[Rule]:
@@ -81,14 +109,16 @@ def parse_rules(doc: Mapping[str, Any], source: str = "rules") -> list[Rule]:
         raise RuleError(f"{source}: expected only [[rule]] tables, found {sorted(unknown) or type(entries).__name__}")
     rules: list[Rule] = []
     for i, entry in enumerate(entries, 1):
-        kind: type[LabelRule] | type[ArousalRule]
+        kind: type[LabelRule] | type[ArousalRule] | type[PhraseRule]
         if "labels" in entry:
             kind = LabelRule
         elif "arousal_above" in entry:
             kind = ArousalRule
+        elif "phrases" in entry:
+            kind = PhraseRule
         else:
-            raise RuleError(f"{source}: rule {i} ({entry.get('name', 'unnamed')}) has neither `labels` "
-                            "(with at_least, of_last) nor `arousal_above` (with for_seconds)")
+            raise RuleError(f"{source}: rule {i} ({entry.get('name', 'unnamed')}) has none of `labels` "
+                            "(with at_least, of_last), `arousal_above` (with for_seconds) or `phrases`")
         try:
             rules.append(kind.model_validate(entry))
         except ValidationError as exc:
@@ -132,8 +162,21 @@ def _runs(rows: Iterable[Mapping[str, Any]]) -> Iterable[list[Mapping[str, Any]]
         yield run
 
 
+def heard(rule: PhraseRule, said: Iterable[tuple[int, int, str]]) -> Firing | None:
+    """The first utterance, (start ms, end ms, text) of one participant, that says one of the phrases."""
+    wanted = [(p, words(p)) for p in rule.phrases]
+    for start, end, text in sorted(said):
+        spoken = words(text)
+        for phrase, w in wanted:
+            if w in spoken:
+                return Firing(rule.name, start, end, {"phrase": phrase})
+    return None
+
+
 def evaluate(rule: Rule, rows: Iterable[Mapping[str, Any]]) -> Firing | None:
     """The first window of `rows` (one participant's, in start order) that satisfies the rule."""
+    if isinstance(rule, PhraseRule):
+        return None   # phrases are heard (`heard`), not read from rows
     ordered = sorted(rows, key=lambda r: r["start_ms"])
     for run in _runs(ordered):
         found = _label(rule, run) if isinstance(rule, LabelRule) else _arousal(rule, run)

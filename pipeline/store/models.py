@@ -70,6 +70,17 @@ class UtteranceRow(TypedDict):
     open_end: bool
 
 
+class Heard(NamedTuple):
+    """An utterance as the words model heard it, in memory only: what phrase alert rules read, whatever
+    CALLSTREAM_TRANSCRIPTS lets be stored."""
+    participant_id: str
+    role: str
+    start_ms: int
+    end_ms: int
+    text: str
+    words_model: str
+
+
 class SegmentRow(TypedDict):
     """What the writer upserts into emotion_segments for one (participant, grid cell)."""
     call_id: str

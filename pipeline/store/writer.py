@@ -25,7 +25,8 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from pipeline.alerts.rules import Rule, evaluate
+from pipeline.alerts.rules import PhraseRule, Rule, evaluate
+from pipeline.alerts.rules import heard as phrase_heard
 from pipeline.contract import AlertMessage
 from pipeline.errors import AlreadySettled, BadChunk, TransientFault
 from pipeline.shared.fusion import DEFAULT_FUSION, FusionParams
@@ -36,6 +37,7 @@ from pipeline.store.models import (
     ChunkLedger,
     ChunkStatus,
     EmotionSegment,
+    Heard,
     LedgerEnd,
     LedgerEntry,
     PieceRow,
@@ -234,7 +236,7 @@ class SegmentWriter:
             await _end(conn, ledger)
 
     async def commit_chunk(self, call: CallRow, pieces: list[PieceRow], ledger: LedgerEntry,
-                           utterances: Sequence[UtteranceRow] = ()) -> float:
+                           utterances: Sequence[UtteranceRow] = (), heard: Sequence[Heard] = ()) -> float:
         """Write the chunk's pieces, the rows of the cells they touch, its utterances, its call and ledger
         rows in one transaction; returns the ms it took."""
         async with self._transaction() as conn:
@@ -255,6 +257,7 @@ class SegmentWriter:
             await _write_many(conn, EmotionSegment, SEGMENT_KEY, await self._rows(conn, pieces, ledger.get("seq", 0)))
             if self.rules:
                 await self._evaluate(conn, pieces)
+                await self._phrases(conn, call["call_id"], [h for h in heard if h.participant_id not in gone])
             db_ms = (time.perf_counter() - start) * 1000
             await _end(conn, {**ledger, "db_ms": db_ms})
         return db_ms
@@ -298,7 +301,7 @@ class SegmentWriter:
             touched.setdefault((p["call_id"], p["participant_id"], p["role"], p["model_version"]), []).append(
                 p["cell_ms"])
         for (call_id, pid, role, version), cells in sorted(touched.items()):
-            rules = [r for r in self.rules if r.role == role]
+            rules = [r for r in self.rules if r.role == role and not isinstance(r, PhraseRule)]
             if not rules:
                 continue
             reach = max(r.reach_ms(self.segment_ms) for r in rules)
@@ -310,6 +313,21 @@ class SegmentWriter:
                 if fired:
                     await conn.execute(_FIRE, {**key, "rule": rule.name, "role": role, "a": fired.start_ms,
                                                "b": fired.end_ms, "details": json.dumps(fired.details)})
+
+    async def _phrases(self, conn: AsyncConnection, call_id: str, heard: Sequence[Heard]) -> None:
+        """Phrase rules on what this chunk's participants said: in the chunk's transaction, like the rest."""
+        rules = [r for r in self.rules if isinstance(r, PhraseRule)]
+        by_participant: dict[tuple[str, str, str], list[tuple[int, int, str]]] = {}
+        for h in heard:
+            by_participant.setdefault((h.participant_id, h.role, h.words_model), []).append((h.start_ms, h.end_ms,
+                                                                                             h.text))
+        for (pid, role, version), said in sorted(by_participant.items()):
+            for rule in rules:
+                fired = phrase_heard(rule, said) if rule.role == role else None
+                if fired:
+                    await conn.execute(_FIRE, {"c": call_id, "p": pid, "v": version, "rule": rule.name, "role": role,
+                                               "a": fired.start_ms, "b": fired.end_ms,
+                                               "details": json.dumps(fired.details)})
 
     async def publish_pending(self, send: AlertSend, call_id: str | None = None, limit: int = 100) -> list[str]:
         """Publish recorded alerts not yet on the topic (of one call, or any), marking them published in

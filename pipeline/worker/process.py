@@ -36,7 +36,7 @@ from pipeline.media.segment import (
 )
 from pipeline.settings import Settings
 from pipeline.shared.fusion import DEFAULT_FUSION, Evidence, FusionParams
-from pipeline.store.models import PieceRow, UtteranceRow
+from pipeline.store.models import Heard, PieceRow, UtteranceRow
 from pipeline.worker.transcript import ChunkWords
 from pipeline.worker.triton_client import EmotionClient, Item
 from pipeline.worker.words_client import WordsClient
@@ -52,6 +52,7 @@ class Timings:
     size_bytes: int = 0
     notes: list[str] = field(default_factory=list)
     utterances: list[UtteranceRow] = field(default_factory=list)
+    heard: list[Heard] = field(default_factory=list)   # their text, for phrase alerts only
 
 
 class MediaBuffer:
@@ -291,9 +292,10 @@ class ChunkProcessor:
                                             final=True)
             if said is not None and self.words is not None:
                 said.place(pieces)
-                t.utterances = said.rows(meta.call_id, meta.stream, meta.seq,
-                                         {v.participant_id: v.role for v in chosen}, self.words.version,
+                roles = {v.participant_id: v.role for v in chosen}
+                t.utterances = said.rows(meta.call_id, meta.stream, meta.seq, roles, self.words.version,
                                          s.transcripts)
+                t.heard = said.heard(roles, self.words.version)
             return pieces
         finally:
             # Also on cancellation: killing ffmpeg ends a read blocked in its thread at once.

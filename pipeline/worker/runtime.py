@@ -14,7 +14,7 @@ from typing import Any
 import mode
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pipeline.alerts.rules import Rule
+from pipeline.alerts.rules import PhraseRule, Rule
 from pipeline.ingest.claimcheck import ClaimCheckStore
 from pipeline.media.chunkfile import remove_stale_chunk_files
 from pipeline.media.ffmpeg_bin import ffmpeg_exe
@@ -119,6 +119,10 @@ class WorkerRuntime(mode.Service):
         if words is not None:
             log.info("words: %s (%s); transcripts kept: %s", settings.words_model, words.version,
                      settings.transcripts)
+        phrases = [r.name for r in self.rules if isinstance(r, PhraseRule)]
+        if phrases and words is None:
+            log.warning("alert rule(s) %s match phrases, which only CALLSTREAM_WORDS=true hears: they never fire",
+                        ", ".join(phrases))
         employees = sorted(settings.roles & set(EMPLOYEE_ROLES))
         if employees:
             log.warning("analysing the emotions of %s: emotion recognition of employees at work is prohibited "

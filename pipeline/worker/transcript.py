@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pipeline.shared.words import EDGE_MS, Said, Utterance, said_in
-from pipeline.store.models import PieceRow, UtteranceRow
+from pipeline.store.models import Heard, PieceRow, UtteranceRow
 
 MAX_HOLD_MS = 30_000   # an utterance longer than this is kept where the window cuts it (bounded memory)
 
@@ -78,6 +78,10 @@ class ChunkWords:
         for p in pieces:
             s: Said = said_in(self.said.get(p["participant_id"], []), p["start_ms"], p["end_ms"])
             p["word_ms"], p["word_valence"] = s.ms, s.valence
+
+    def heard(self, roles: dict[str, str], version: str) -> list[Heard]:
+        return [Heard(pid, roles[pid], u.start_ms, u.end_ms, u.text, version)
+                for pid, utterances in sorted(self.said.items()) for u in utterances]
 
     def rows(self, call_id: str, stream: str, seq: int, roles: dict[str, str], version: str,
              policy: str) -> list[UtteranceRow]:

@@ -21,7 +21,11 @@ POSITIVE = "Thank you so much, that was really helpful."
 
 def test_words_give_voice_only_segments_labels_of_their_sentiment_and_a_cut_sentence_reads_once(stack, tmp_path):
     env, _ = stack.isolated("words")
-    env.update({"CALLSTREAM_WORDS": "true", "CALLSTREAM_TRANSCRIPTS": "text", "CALLSTREAM_CHUNK_SECONDS": "5"})
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rule]]\nname = "upset-words"\nphrases = ["terrible", "lawyer"]\n'
+                     '[[rule]]\nname = "leaving"\nphrases = ["cancel"]\n')
+    env.update({"CALLSTREAM_WORDS": "true", "CALLSTREAM_TRANSCRIPTS": "text", "CALLSTREAM_CHUNK_SECONDS": "5",
+                "CALLSTREAM_ALERT_RULES": str(rules)})
     settings = Settings.from_env(env)
     wav = said_wav(tmp_path / "said.wav", 15.0, [(0.3, NEGATIVE, False), (8.4, NEUTRAL, False),
                                                   (12.6, POSITIVE, True)])
@@ -46,6 +50,10 @@ def test_words_give_voice_only_segments_labels_of_their_sentiment_and_a_cut_sent
     assert len(heard) == len(set(heard)) and len(set(NEUTRAL.lower().rstrip(".").split()) - set(heard)) <= 2, heard
     # The positive sentence, which Whisper may split in two: positive, and nothing else was heard.
     assert len(said) <= 4 and "helpful" in " ".join(texts[2:]) and all(r.valence > 0.3 for r in said[2:]), texts
+    # A phrase alert, once, naming the phrase and not the sentence; nobody said "cancel".
+    alerts = query(settings, "SELECT rule, window_start_ms, details FROM alerts WHERE call_id = 'e2e-words'")
+    assert [(a.rule, a.details) for a in alerts] == [("upset-words", {"phrase": "terrible"})]
+    assert alerts[0].window_start_ms < 1000
     rows = query(settings, "SELECT start_ms, label, word_valence FROM emotion_timeline WHERE call_id = 'e2e-words' "
                            "AND word_valence IS NOT NULL AND label IS NOT NULL ORDER BY start_ms")
     print([tuple(r) for r in rows])

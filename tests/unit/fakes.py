@@ -13,7 +13,7 @@ import numpy as np
 from pipeline.contract import ChunkMeta
 from pipeline.errors import AlreadySettled
 from pipeline.shared.fusion import Evidence
-from pipeline.store.models import CallRow, LedgerEnd, LedgerEntry, PieceRow, UtteranceRow
+from pipeline.store.models import CallRow, Heard, LedgerEnd, LedgerEntry, PieceRow, UtteranceRow
 from pipeline.worker.consume import CommitRefused
 from pipeline.worker.delivery import Delivery, Lease, Outcome
 from pipeline.worker.process import Timings
@@ -37,7 +37,7 @@ class FakeWriter:
     after_failure_row: list = field(default_factory=list)
 
     async def commit_chunk(self, call: CallRow, rows: list[PieceRow], ledger: LedgerEntry,
-                           utterances: Sequence[UtteranceRow] = ()) -> float:
+                           utterances: Sequence[UtteranceRow] = (), heard: Sequence[Heard] = ()) -> float:
         if self.commit_errors:
             raise self.commit_errors.pop(0)
         if (ledger["topic"], ledger["partition"], ledger["offset"]) in self.failed:   # the first end stands

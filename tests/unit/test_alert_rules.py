@@ -1,6 +1,15 @@
 import pytest
 
-from pipeline.alerts.rules import ArousalRule, LabelRule, RuleError, evaluate, load_rules, parse_rules
+from pipeline.alerts.rules import (
+    ArousalRule,
+    LabelRule,
+    PhraseRule,
+    RuleError,
+    evaluate,
+    heard,
+    load_rules,
+    parse_rules,
+)
 from pipeline.settings import REPO_ROOT
 
 
@@ -57,7 +66,9 @@ def test_arousal_must_hold_for_the_whole_stretch():
     ('[[rule]]\nname = "x"\narousal_above = 1.5\nfor_seconds = 8\n', "arousal_above"),
     ('[[rule]]\nname = "x"\narousal_above = 0.8\nfor_seconds = 8\nrole = "caller"\n', "role"),
     ('[[rule]]\nname = "x"\narousal_above = 0.8\nfor_secs = 8\n', "for_secs"),
-    ('[[rule]]\nname = "x"\n', "neither `labels`"),
+    ('[[rule]]\nname = "x"\n', "none of `labels`"),
+    ('[[rule]]\nname = "x"\nphrases = []\n', "phrases"),
+    ('[[rule]]\nname = "x"\nphrases = ["?!"]\n', "at least one letter"),
     ('[[rule]]\nname = "x"\narousal_above = 0.8\nfor_seconds = 8\n[[rule]]\nname = "x"\narousal_above = 0.7\n'
      'for_seconds = 2\n', "unique"),
     ('[rules]\nname = "x"\n', "only [[rule]]"),
@@ -75,3 +86,15 @@ def test_a_file_that_is_not_toml_names_the_setting(tmp_path):
     with pytest.raises(RuleError, match="CALLSTREAM_ALERT_RULES"):
         load_rules(tmp_path / "r.toml")
     assert parse_rules({}) == []
+
+
+def test_phrases_match_whole_words_without_regard_to_case_or_punctuation():
+    rule = PhraseRule(name="leaving", phrases=["cancel", "speak to a supervisor"])
+    said = [(9000, 10_500, "I want to SPEAK to a supervisor, now!"), (2000, 3500, "Is cancellation free?"),
+            (4000, 5000, "Then cancel it.")]
+    fired = heard(rule, said)
+    assert fired is not None and (fired.start_ms, fired.end_ms, fired.details) == (4000, 5000, {"phrase": "cancel"})
+    assert heard(rule, [(0, 1000, "cancellation, supervisors")]) is None
+    assert evaluate(rule, [row(0, "angry")]) is None   # phrases are heard, not read from rows
+    rules = parse_rules({"rule": [{"name": "lawyer", "phrases": ["lawyer"], "role": "customer"}]})
+    assert isinstance(rules[0], PhraseRule) and rules[0].reach_ms(1000) == 0
