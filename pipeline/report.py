@@ -24,6 +24,22 @@ def format_timeline(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def format_explained(rows: list[dict], said: dict[tuple[str, int], str] | None) -> str:
+    """Per labelled segment, the one line of evidence behind its label, with the words said in it
+    where they are stored and readable (`said` None: this login may not read transcripts)."""
+    lines = []
+    for r in rows:
+        if r["label"] is None:
+            continue
+        quote = (said or {}).get((r["participant"], r["start_ms"]))
+        why = (r.get("why") or "").replace("; fused: " + r["label"], "")
+        lines.append(f"{r['start_ms'] / 1000:g}-{r['end_ms'] / 1000:g} s  {r['participant']:<12} {r['label']:<8} "
+                     f"{r['confidence']:.2f}  {why}" + (f'; said "{quote}"' if quote else ""))
+    if said is None:
+        lines.append("(the words said are not shown: this login is not a member of callstream_transcripts)")
+    return "\n".join(lines)
+
+
 def format_summary(rows: list[dict]) -> str:
     lines = []
     for r in rows:

@@ -15,14 +15,16 @@ from pipeline.settings import Settings
 def register(sub: Any) -> dict[str, Handler]:
     t = sub.add_parser("timeline", help="print a call's timeline; --plot writes a PNG")
     t.add_argument("call_id")
-    t.add_argument("--plot")
+    t.add_argument("--plot", metavar="PNG", help="also draw the timeline into this PNG file")
+    t.add_argument("--explain", action="store_true", help="also print, per labelled segment, the evidence behind "
+                   "its label, with the words said in it where transcripts are kept and readable")
     t.add_argument("--model", metavar="VERSION", help="the model version to show (`model_version`, e.g. toy/1); "
                                                        "default: the primary model's (CALLSTREAM_TRITON_MODEL)")
     return {"timeline": timeline}
 
 
 def timeline(settings: Settings, args: argparse.Namespace) -> int:
-    return print_timeline(settings, args.call_id, Path(args.plot) if args.plot else None, args.model)
+    return print_timeline(settings, args.call_id, Path(args.plot) if args.plot else None, args.model, args.explain)
 
 
 def primary_version(settings: Settings, present: dict[str, int]) -> str:
@@ -39,10 +41,11 @@ def primary_version(settings: Settings, present: dict[str, int]) -> str:
     return next(iter(present))
 
 
-def print_timeline(settings: Settings, call_id: str, plot: Path | None = None, model: str | None = None) -> int:
-    from pipeline.report import format_summary, format_timeline, plot_timeline
+def print_timeline(settings: Settings, call_id: str, plot: Path | None = None, model: str | None = None,
+                   explain: bool = False) -> int:
+    from pipeline.report import format_explained, format_summary, format_timeline, plot_timeline
     from pipeline.store.db import sync_engine
-    from pipeline.store.queries import erased_at, refused, timeline, track_summary, versions
+    from pipeline.store.queries import erased_at, refused, said, timeline, track_summary, versions
 
     engine = sync_engine(settings)
     present = versions(engine, call_id)
@@ -65,6 +68,8 @@ def print_timeline(settings: Settings, call_id: str, plot: Path | None = None, m
     rows = timeline(engine, call_id, version)
     print(format_timeline(rows))
     print(format_summary(track_summary(engine, call_id, version)))
+    if explain:
+        print(format_explained(rows, said(engine, call_id, version)))
     if plot is not None:
         print(f"plot written to {plot_timeline(rows, plot, f'call {call_id}')}")
     return 0

@@ -9,7 +9,7 @@ from sqlalchemy.engine import Engine
 
 TIMELINE = text("""
 SELECT participant_id AS participant, role, start_ms, end_ms, label, confidence, neutral, happy, sad, angry, fear,
-       disgust, surprise, face_found, speech_found, arousal, media, model_version
+       disgust, surprise, face_found, speech_found, arousal, media, model_version, evidence ->> 'summary' AS why
 FROM emotion_timeline WHERE call_id = :call_id AND model_version = :v ORDER BY start_ms, participant_id""")
 
 TRACK_SUMMARY = text("""
@@ -49,6 +49,24 @@ def timeline(engine: Engine, call_id: str, model_version: str) -> list[dict]:
     """One model version's timeline: two versions' rows interleaved would read as one flickering call."""
     with engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(TIMELINE, {"call_id": call_id, "v": model_version})]
+
+
+SAID = text("""
+SELECT participant_id AS participant, start_ms, words FROM timeline_words
+WHERE call_id = :call_id AND model_version = :v AND words IS NOT NULL""")
+
+
+def said(engine: Engine, call_id: str, model_version: str) -> dict[tuple[str, int], str] | None:
+    """The words said in each segment, where they are stored and this login may read them (the role
+    callstream_transcripts); None when it may not."""
+    from sqlalchemy.exc import ProgrammingError
+
+    try:
+        with engine.connect() as conn:
+            return {(r.participant, r.start_ms): r.words for r in conn.execute(SAID, {"call_id": call_id,
+                                                                                      "v": model_version})}
+    except ProgrammingError:   # permission denied (or a database before words): no quotes, not an error
+        return None
 
 
 def track_summary(engine: Engine, call_id: str, model_version: str) -> list[dict]:

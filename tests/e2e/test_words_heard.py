@@ -3,12 +3,16 @@ whose sentences have a known sentiment, one of them cut by a chunk boundary."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 from callstream_lab.synth import said_wav
 from pipeline.ingest.producer import publish_recording
-from pipeline.settings import Settings
+from pipeline.settings import REPO_ROOT, Settings
 from pipeline.shared.labels import DFEW_LABELS, DFEW_VALENCE
 from tests.e2e.helpers import query, wait_chunks
 
@@ -50,6 +54,12 @@ def test_words_give_voice_only_segments_labels_of_their_sentiment_and_a_cut_sent
     assert len(heard) == len(set(heard)) and len(set(NEUTRAL.lower().rstrip(".").split()) - set(heard)) <= 2, heard
     # The positive sentence, which Whisper may split in two: positive, and nothing else was heard.
     assert len(said) <= 4 and "helpful" in " ".join(texts[2:]) and all(r.valence > 0.3 for r in said[2:]), texts
+    # The timeline explains each labelled second, quoting what was said in it.
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "timeline", "e2e-words", "--explain"],
+                         capture_output=True, text=True, env={**os.environ, **env}, cwd=REPO_ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    line = next(x for x in out.stdout.splitlines() if x.startswith("1-2 s"))
+    assert "voice:" in line and "words: valence -0.87" in line and 'said "' in line, out.stdout
     # A phrase alert, once, naming the phrase and not the sentence; nobody said "cancel".
     alerts = query(settings, "SELECT rule, window_start_ms, details FROM alerts WHERE call_id = 'e2e-words'")
     assert [(a.rule, a.details) for a in alerts] == [("upset-words", {"phrase": "terrible"})]
