@@ -58,23 +58,47 @@ class Words:
     def valence(self, text: str) -> float:
         return float(self.vader.polarity_scores(text)["compound"]) if text.strip() else 0.0
 
-    def transcribe(self, audio: np.ndarray) -> list[tuple[float, float, str, float, list[tuple[float, float, str]]]]:
-        """(start s, end s, text, valence, words) per utterance of one item's audio."""
+    def transcribe(self, audio: np.ndarray) -> list[tuple[float, float, str]]:
+        """Every word Whisper hears in the audio: (start s, end s, word)."""
         t = self.manifest.transcriber
         segments, _ = self.whisper.transcribe(
             np.ascontiguousarray(audio, np.float32), language=t.language, beam_size=t.beam_size,
             word_timestamps=True, vad_filter=t.vad_filter, vad_parameters={"speech_pad_ms": t.vad_pad_ms},
             condition_on_previous_text=False)
+        return [(float(w.start), float(w.end), w.word.strip()) for s in segments for w in (s.words or [])
+                if w.word.strip()]
+
+    def utterances(self, words: list[tuple[float, float, str]]) -> list[tuple[float, float, str, float,
+                                                                          list[tuple[float, float, str]]]]:
+        """(start s, end s, text, valence, words) per sentence."""
         out = []
-        for s in segments:
-            words = [(float(w.start), float(w.end), w.word.strip()) for w in (s.words or []) if w.word.strip()]
-            for sentence in sentences(words):
-                text = " ".join(w for _, _, w in sentence)
-                out.append((sentence[0][0], sentence[-1][1], text, self.valence(text), sentence))
+        for sentence in sentences(words):
+            text = " ".join(w for _, _, w in sentence)
+            out.append((sentence[0][0], sentence[-1][1], text, self.valence(text), sentence))
         return out
 
+    def hear(self, items: list[np.ndarray]) -> list[str]:
+        """One wire answer (shared/words.py) per item. Whisper's encoder always reads 30 s, so short items
+        are packed into one window, a second of silence between them, and each word goes back to the
+        item that holds its midpoint: a worker's 5-s stretches cost one pass per window, not one each."""
+        words: list[list[tuple[float, float, str]]] = [[] for _ in items]
+        for window in pack([len(a) for a in items]):
+            audio = np.concatenate([np.concatenate([items[i], np.zeros(GAP, np.float32)]) for i in window])
+            starts = np.cumsum([0] + [len(items[i]) + GAP for i in window])
+            for a, b, w in self.transcribe(audio):
+                k = int(np.searchsorted(starts, (a + b) / 2 * SAMPLE_RATE, side="right")) - 1
+                item = window[min(k, len(window) - 1)]
+                offset, length = starts[min(k, len(window) - 1)] / SAMPLE_RATE, len(items[item]) / SAMPLE_RATE
+                if (a + b) / 2 - offset < length:   # not a word Whisper placed in the silence between items
+                    words[item].append((max(0.0, a - offset), min(length, b - offset), w))
+        return [to_wire(self.utterances(w)) for w in words]
+
     def answer(self, audio: np.ndarray, lengths: np.ndarray) -> list[str]:
-        """One wire answer (shared/words.py) per item: AUDIO (N, T) float32 at 16 kHz, AUDIO_LEN (N,)."""
+        """One wire answer per item of one request: AUDIO (N, T) float32 at 16 kHz, AUDIO_LEN (N,)."""
+        return self.hear(self.items(audio, lengths))
+
+    def items(self, audio: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
+        """A request's items, checked: one bad request is refused alone, with a reason."""
         audio = np.asarray(audio, np.float32)
         lengths = np.asarray(lengths).reshape(-1).astype(np.int64)
         if audio.ndim != 2 or len(lengths) != len(audio):
@@ -87,5 +111,26 @@ class Words:
                              f"{self.manifest.max_audio_s:.0f} s (words.toml max_audio_s)")
         if not np.isfinite(audio).all():
             raise ValueError("AUDIO holds NaN or infinite samples")
-        return [to_wire(self.transcribe(a[:n]) if n >= SAMPLE_RATE // 10 else []) for a, n in zip(audio, lengths,
-                                                                                              strict=True)]
+        # Too short to hold a word: nothing to hear (an empty item packs as nothing).
+        return [a[:n] if n >= SAMPLE_RATE // 10 else a[:0] for a, n in zip(audio, lengths, strict=True)]
+
+
+GAP = SAMPLE_RATE            # a second of silence between packed items
+WINDOW = 28 * SAMPLE_RATE    # packed items fill at most this of Whisper's 30-s window
+
+
+def pack(lengths: list[int]) -> list[list[int]]:
+    """Items (by index) grouped into windows of at most WINDOW samples with their gaps, in order; an
+    item longer than that is a window of its own (Whisper walks it 30 s at a time). Empty items: none."""
+    windows: list[list[int]] = []
+    used = WINDOW + 1
+    for i, n in enumerate(lengths):
+        if n == 0:
+            continue
+        if n + GAP > WINDOW or used + n + GAP > WINDOW:
+            windows.append([i])
+            used = n + GAP
+        else:
+            windows[-1].append(i)
+            used += n + GAP
+    return windows

@@ -102,3 +102,25 @@ def test_bad_requests_fail_with_a_reason(words):
         words.answer(np.zeros((1, 100), np.float32), np.array([101]))
     # Too short to hold a word: answered, empty.
     assert from_wire(words.answer(np.zeros((1, 100), np.float32), np.array([100]))[0], 0.01) == []
+
+
+def test_items_packed_into_one_window_are_heard_as_they_are_alone(words):
+    """Several short items share Whisper's 30-s window; each word returns to its own item, with the
+    item's own times, and no item hears its neighbours."""
+    from pipeline.model.words import pack
+
+    clips = [speech(text) for text in SENTENCES.values()] + [np.zeros(SAMPLE_RATE, np.float32),
+                                                             np.zeros(0, np.float32)]
+    assert pack([len(c) for c in clips]) == [[0, 1, 2, 3]]
+    packed = [from_wire(a, max(len(c), 1) / SAMPLE_RATE) for a, c in zip(words.hear(clips), clips, strict=True)]
+    for (kind, text), alone, together, clip in zip(SENTENCES.items(), [hear(words, c) for c in clips[:3]], packed,
+                                                  clips, strict=False):
+        said = " ".join(u.text for u in together)
+        print(f"{kind}: packed WER {wer(text, said):.2f}: {said!r}")
+        assert wer(text, said) <= wer(text, " ".join(u.text for u in alone)) + 0.1, said
+        spoken = [w for u in together for w in u.words]
+        assert spoken and spoken[-1].end_ms <= len(clip) * 1000 / SAMPLE_RATE + 1
+        assert abs(spoken[0].start_ms - alone[0].words[0].start_ms) <= 300
+    assert packed[3] == [] and packed[4] == []
+    # Items too long to share a window each take their own.
+    assert pack([20 * SAMPLE_RATE, 20 * SAMPLE_RATE, 0, 3 * SAMPLE_RATE, 40 * SAMPLE_RATE]) == [[0], [1, 3], [4]]

@@ -23,18 +23,27 @@ class TritonPythonModel:
                              f"{self.words.manifest.model_version!r}")
 
     def execute(self, requests):
-        """Each request on its own: Whisper decodes one audio at a time, and one bad request fails alone."""
-        responses = []
-        for request in requests:
+        """The items of every request the batcher put together are heard in one pass (packed into
+        Whisper's 30-s windows); a request whose inputs are wrong fails alone."""
+        responses, items, owners = [None] * len(requests), [], []
+        for k, request in enumerate(requests):
             try:
                 audio = pb_utils.get_input_tensor_by_name(request, "AUDIO").as_numpy()
                 lengths = pb_utils.get_input_tensor_by_name(request, "AUDIO_LEN").as_numpy()
-                answers = self.words.answer(audio, lengths)
-                out = np.array([[a.encode()] for a in answers], dtype=np.object_)
-                responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("TRANSCRIPT", out)]))
+                mine = self.words.items(audio, lengths)
             except ValueError as exc:
-                responses.append(pb_utils.InferenceResponse(
-                    error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)))
-            except Exception as exc:
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc))))
+                responses[k] = pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG))
+                continue
+            items += mine
+            owners += [k] * len(mine)
+        try:
+            answers = self.words.hear(items)
+        except Exception as exc:
+            for k in set(owners):
+                responses[k] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc)))
+            return responses
+        for k in sorted(set(owners)):
+            out = np.array([[a.encode()] for a, o in zip(answers, owners, strict=True) if o == k], dtype=np.object_)
+            responses[k] = pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("TRANSCRIPT", out)])
         return responses
