@@ -21,11 +21,22 @@ from pipeline.shared.words import EDGE_MS, Said, Utterance, said_in
 from pipeline.store.models import Heard, PieceRow, UtteranceRow
 
 MAX_HOLD_MS = 30_000   # an utterance longer than this is kept where the window cuts it (bounded memory)
+LEAD_IN_MS = 300       # a held utterance is heard again from this much before it: Whisper drops words
+                       # that start right at the beginning of its audio
 
 _DIGITS = re.compile(r"\d(?:[\s.,()/-]*\d)*")
 _NUMBER_WORDS = r"(?:zero|oh|one|two|three|four|five|six|seven|eight|nine|ten|double|triple)"
 _SPOKEN_RUN = re.compile(rf"\b{_NUMBER_WORDS}(?:[\s,.-]+{_NUMBER_WORDS}){{2,}}\b", re.IGNORECASE)
 MASK = "#"
+
+
+def _after(u: Utterance, ms: int) -> Utterance:
+    """The utterance without the words whose midpoint lies before `ms`."""
+    words = tuple(w for w in u.words if w.mid_ms >= ms)
+    if len(words) == len(u.words) or not words:
+        return u if len(words) == len(u.words) else Utterance(u.start_ms, u.end_ms, "", u.valence, ())
+    return Utterance(words[0].start_ms, u.end_ms, " ".join(w.text for w in words), u.valence, words,
+                     u.open_start, u.open_end)
 
 
 def redact(text: str) -> str:
@@ -45,6 +56,7 @@ class ChunkWords:
     chunk_start_ms: int
     end_of_call: bool
     next_ms: dict[str, int] = field(default_factory=dict)        # participant -> start of the next stretch
+    kept_ms: dict[str, int] = field(default_factory=dict)        # participant -> end of the last word kept
     said: dict[str, list[Utterance]] = field(default_factory=dict)
 
     def stretch(self, participant: str, end_ms: int) -> tuple[int, int]:
@@ -57,14 +69,20 @@ class ChunkWords:
     def take(self, participant: str, heard: list[Utterance], start_ms: int, end_ms: int, final: bool) -> None:
         """Keep what was heard in [start_ms, end_ms) (call time). Not final: an utterance still going at
         the end is held back and transcribed again with the next stretch."""
-        first = start_ms == self.chunk_start_ms
+        first = start_ms == self.chunk_start_ms   # this stretch begins at the chunk's cut
+        kept = self.kept_ms.get(participant, start_ms)
+        # Words already kept from the previous stretch (its lead-in overlaps them) are not kept twice.
+        heard = [_after(u, kept) for u in heard]
         heard = [u for u in heard if u.words]
         if not final and heard and heard[-1].words[-1].end_ms >= end_ms - EDGE_MS \
                 and end_ms - heard[-1].start_ms <= MAX_HOLD_MS:
             held, heard = heard[-1], heard[:-1]
-            self.next_ms[participant] = held.start_ms
+            last = heard[-1].words[-1].end_ms if heard else kept
+            self.next_ms[participant] = max(start_ms, last, held.start_ms - LEAD_IN_MS)
         else:
             self.next_ms[participant] = end_ms
+        if heard:
+            self.kept_ms[participant] = heard[-1].words[-1].end_ms
         if first and heard and self.chunk_start_ms > 0 and heard[0].words[0].start_ms <= start_ms + EDGE_MS:
             u = heard[0]
             heard[0] = Utterance(u.start_ms, u.end_ms, u.text, u.valence, u.words, True, u.open_end)

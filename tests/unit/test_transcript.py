@@ -48,9 +48,9 @@ def test_an_utterance_going_at_a_windows_end_is_heard_again_with_the_next():
     first = [utt(11_000, [(11_000, 11_500, "one")]), utt(39_000, [(39_000, 39_800, "two")])]
     assert w.stretch("c", 40_000) == (10_000, 40_000)
     w.take("c", first, 10_000, 40_000, final=False)
-    assert [u.text for u in w.said["c"]] == ["one"] and w.held_from() == 39_000
-    assert w.stretch("c", 45_000) == (39_000, 45_000)
-    w.take("c", [utt(39_000, [(39_000, 39_800, "two"), (40_100, 40_600, "three")])], 39_000, 45_000, final=True)
+    assert [u.text for u in w.said["c"]] == ["one"] and w.held_from() == 38_700   # a lead-in of 300 ms
+    assert w.stretch("c", 45_000) == (38_700, 45_000)
+    w.take("c", [utt(39_000, [(39_000, 39_800, "two"), (40_100, 40_600, "three")])], 38_700, 45_000, final=True)
     assert [u.text for u in w.said["c"]] == ["one", "two three"]
     assert not any(u.open_start or u.open_end for u in w.said["c"])
 
@@ -125,3 +125,16 @@ def test_the_explained_timeline_quotes_only_what_this_login_may_read():
                       '(energy +1.4σ); words: valence -0.60; said "nothing is fixed"')
     unread = format_explained(rows, None)
     assert "said" not in unread.splitlines()[0] and "callstream_transcripts" in unread.splitlines()[-1]
+
+
+def test_a_held_utterance_is_heard_again_with_a_lead_in_and_no_word_is_kept_twice():
+    w = ChunkWords(chunk_start_ms=0, end_of_call=True)
+    w.take("c", [utt(200, [(200, 800, "this"), (900, 1300, "is")]), utt(1500, [(1500, 1700, "i"),
+                                                                                 (1750, 1990, "am")])], 0, 2000,
+           final=False)
+    assert [u.text for u in w.said["c"]] == ["this is"] and w.next_ms["c"] == 1300   # 1500 - 300, not before "is"
+    # The lead-in hears "is" again: it is not kept a second time.
+    w.take("c", [utt(1000, [(1000, 1290, "is"), (1500, 1700, "i"), (1750, 2000, "am"), (2100, 2600, "angry")])],
+           1300, 4000, final=True)
+    assert [u.text for u in w.said["c"]] == ["this is", "i am angry"]
+    assert w.said["c"][1].start_ms == 1500
