@@ -349,3 +349,48 @@ def labelled_clips(folder: Path) -> list[tuple[Path, str]]:
             (write_clip(folder / "a-happy.wav", loud), "happy"),
             (write_clip(folder / "a-neutral.wav", quiet), "neutral")]
 
+
+
+# A text-emotion classifier with the signature of a Hugging Face sequence-classification export (e.g.
+# j-hartmann/emotion-english-distilroberta-base: input_ids and attention_mask, int64 (batch, tokens);
+# logits (batch, 7) in its class order), and the tokenizer.json it reads, built by `tokenizers`.
+TEXT_LABELS = ["anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise"]
+TEXT_WORDS = {"terrible": "anger", "awful": "anger", "angry": "anger", "furious": "anger", "disappointed": "sadness",
+              "thank": "joy", "happy": "joy", "helpful": "joy", "wonderful": "joy", "great": "joy"}
+
+
+def export_text_emotion(folder: Path) -> tuple[Path, Path]:
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, **{w: i + 2 for i, w in enumerate(sorted(TEXT_WORDS))}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    folder.mkdir(parents=True, exist_ok=True)
+    tok.save(str(folder / "tokenizer.json"))
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = torch.nn.Embedding(len(vocab), len(TEXT_LABELS))
+            w = torch.zeros(len(vocab), len(TEXT_LABELS))
+            w[:, TEXT_LABELS.index("neutral")] = 4.0          # unknown words: neutral
+            for word, label in TEXT_WORDS.items():
+                w[vocab[word]] = 0
+                w[vocab[word], TEXT_LABELS.index(label)] = 12.0
+            self.embed.weight.data = w
+
+        def forward(self, input_ids, attention_mask):
+            m = attention_mask.unsqueeze(-1).float()
+            return (self.embed(input_ids) * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+    ids = torch.ones(2, 5, dtype=torch.int64)
+    target = folder / "text-emotion.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Net().eval(), (ids, torch.ones_like(ids)), str(target), input_names=["input_ids",
+                          "attention_mask"], output_names=["logits"], dynamic_axes={
+                              "input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
+                              "logits": {0: "batch"}}, opset_version=17, dynamo=False)
+    return target, folder / "tokenizer.json"

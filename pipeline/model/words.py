@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.model import manifest as mf
-from pipeline.model.words_manifest import WordsManifest, load
+from pipeline.model.words_manifest import TextEmotionNet, WordsManifest, load
+from pipeline.shared.labels import DFEW_VALENCE
 from pipeline.shared.wire import SAMPLE_RATE
 from pipeline.shared.words import to_wire
 
@@ -38,11 +39,53 @@ def sentences(words: list[tuple[float, float, str]]) -> list[list[tuple[float, f
     return [s for s in out if s]
 
 
+class TextEmotion:
+    """A user's text-emotion classifier: utterances to DFEW distributions, and their valence."""
+
+    def __init__(self, spec: TextEmotionNet, file: Path, tokenizer: Path, device: str = "cpu") -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        from pipeline.model.nets import providers, session_options
+
+        self.spec, self.mapping = spec, spec.mapping()
+        self.tokenizer = Tokenizer.from_file(str(tokenizer))
+        self.tokenizer.enable_truncation(max_length=spec.max_tokens)
+        if self.tokenizer.padding is None:
+            self.tokenizer.enable_padding()
+        self.session = ort.InferenceSession(str(file), session_options(), providers=providers(device))
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        unknown = set(self.inputs) - {"input_ids", "attention_mask", "token_type_ids"}
+        if "input_ids" not in self.inputs or unknown:
+            raise ValueError(f"the net takes {self.inputs}: a text-emotion net takes input_ids and attention_mask "
+                             "(token_type_ids optional)")
+        outputs = [o.name for o in self.session.get_outputs()]
+        if spec.output_name is not None and spec.output_name not in outputs:
+            raise ValueError(f"output_name {spec.output_name!r} is not one of the net's outputs {outputs}")
+        self.output = spec.output_name or outputs[0]
+
+    def probabilities(self, texts: list[str]) -> np.ndarray:
+        from pipeline.model.nets import to_dfew
+
+        if not texts:
+            return np.zeros((0, len(DFEW_VALENCE)))
+        encoded = self.tokenizer.encode_batch(texts)
+        ids = np.array([e.ids for e in encoded], np.int64)
+        feed = {"input_ids": ids, "attention_mask": np.array([e.attention_mask for e in encoded], np.int64),
+                "token_type_ids": np.zeros_like(ids)}
+        (scores,) = self.session.run([self.output], {k: v for k, v in feed.items() if k in self.inputs})
+        return to_dfew(scores, self.spec, self.mapping, f"valence.net {self.spec.file}")
+
+    def valences(self, texts: list[str]) -> np.ndarray:
+        return self.probabilities(texts) @ np.asarray(DFEW_VALENCE)
+
+
 @dataclass
 class Words:
     manifest: WordsManifest
     whisper: Any
     vader: Any
+    text_net: TextEmotion | None = None
 
     @classmethod
     def from_manifest(cls, path: Path, repo: Path, device: str = "cpu") -> Words:
@@ -53,10 +96,24 @@ class Words:
         if not (folder / "model.bin").is_file():
             raise mf.ManifestError(f"{path}: transcriber.folder: {folder} holds no CTranslate2 model.bin "
                                    "(run `callstream models build`)")
-        return cls(m, _whisper(folder, m.transcriber.compute_type, device), SentimentIntensityAnalyzer())
+        net = m.valence.net
+        text_net = None
+        if net is not None:
+            where = str(path)
+            file = mf.resolve(path.parent, net.file, repo, "valence.net.file", where)
+            tokenizer = mf.resolve(path.parent, net.tokenizer, repo, "valence.net.tokenizer", where)
+            try:
+                text_net = TextEmotion(net, file, tokenizer, device)
+            except Exception as exc:   # the file, the tokenizer or the net's signature: named, not a trace
+                raise mf.ManifestError(f"{path}: valence.net: {exc}") from None
+        return cls(m, _whisper(folder, m.transcriber.compute_type, device), SentimentIntensityAnalyzer(), text_net)
 
     def valence(self, text: str) -> float:
-        return float(self.vader.polarity_scores(text)["compound"]) if text.strip() else 0.0
+        if not text.strip():
+            return 0.0
+        if self.text_net is not None:
+            return float(np.clip(self.text_net.valences([text])[0], -1.0, 1.0))
+        return float(self.vader.polarity_scores(text)["compound"])
 
     def transcribe(self, audio: np.ndarray) -> list[tuple[float, float, str]]:
         """Every word Whisper hears in the audio: (start s, end s, word)."""

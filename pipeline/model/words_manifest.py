@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
-from pipeline.model.manifest import ManifestError, _problems, _Strict, tomllib
+from pipeline.model.manifest import Labelled, ManifestError, _problems, _Strict, tomllib
 
 WORDS_MANIFEST = "words.toml"
 WHISPER_FOLDER = "whisper-tiny.en"   # where `models build` puts the shipped Whisper tiny.en
@@ -34,10 +34,28 @@ class Transcriber(_Strict):
                             "(faster-whisper's 400) moves first words early")
 
 
+class TextEmotionNet(Labelled):
+    """A text-emotion classifier of your own: an ONNX net taking `input_ids` and `attention_mask` (and
+    `token_type_ids`, sent as zeros, where it declares one), int64 (batch, tokens), as Hugging Face exports
+    sequence classifiers, with the `tokenizer.json` it was trained with (read by the `tokenizers`
+    library). Its classes map onto the seven DFEW columns as a face net's do; an utterance's valence is
+    the expected circumplex valence of that distribution."""
+    tokenizer: str = Field(description="its tokenizer.json (Hugging Face tokenizers), relative to the manifest")
+    max_tokens: int = Field(default=128, ge=8, le=4096, description="an utterance's tokens beyond this are cut")
+
+
 class Valence(_Strict):
     """An utterance's valence, -1 unpleasant .. 1 pleasant."""
-    kind: Literal["vader"] = Field(default="vader", description="VADER's lexicon and rules (vaderSentiment), "
-                                   "built for conversational English; its compound score is the valence")
+    kind: Literal["vader", "net"] = Field(default="vader", description="vader: VADER's lexicon and rules "
+                                          "(vaderSentiment), built for conversational English, its compound score; "
+                                          "net: the [valence.net] text-emotion classifier")
+    net: TextEmotionNet | None = Field(default=None, description="the [valence.net] table, with kind = \"net\"")
+
+    @model_validator(mode="after")
+    def _net(self) -> Valence:
+        if (self.kind == "net") != (self.net is not None):
+            raise ValueError('kind = "net" and a [valence.net] table come together')
+        return self
 
 
 class WordsManifest(_Strict):
@@ -72,4 +90,5 @@ def load(path: Path) -> WordsManifest:
 
 
 TABLES: tuple[tuple[str, type[_Strict]], ...] = (
-    ("(top level)", WordsManifest), ("[transcriber]", Transcriber), ("[valence]", Valence))
+    ("(top level)", WordsManifest), ("[transcriber]", Transcriber), ("[valence]", Valence),
+    ("[valence.net]", TextEmotionNet))

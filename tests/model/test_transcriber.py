@@ -124,3 +124,29 @@ def test_items_packed_into_one_window_are_heard_as_they_are_alone(words):
     assert packed[3] == [] and packed[4] == []
     # Items too long to share a window each take their own.
     assert pack([20 * SAMPLE_RATE, 20 * SAMPLE_RATE, 0, 3 * SAMPLE_RATE, 40 * SAMPLE_RATE]) == [[0], [1, 3], [4]]
+
+
+def test_a_text_emotion_net_of_ones_own_scores_the_valence_by_manifest(model_repository, tmp_path):
+    """words.toml's [valence.net]: an ONNX classifier with a Hugging Face export's signature and its
+    tokenizer.json, no code; an utterance's valence is its distribution's expected circumplex valence."""
+    from pipeline.model.manifest import ManifestError
+    from tests import model_kit
+
+    repo = tmp_path / "models"
+    (repo / "words" / "1").mkdir(parents=True)
+    (repo / "words" / "1" / "whisper-tiny.en").symlink_to(model_repository / "words" / "1" / "whisper-tiny.en")
+    model_kit.export_text_emotion(repo / "words" / "text")
+    base = (model_repository / "words" / WORDS_MANIFEST).read_text().replace('kind = "vader"', 'kind = "net"')
+    labels = ", ".join(f'"{x}"' for x in model_kit.TEXT_LABELS)
+    (repo / "words" / WORDS_MANIFEST).write_text(
+        base + f'\n[valence.net]\nfile = "text/text-emotion.onnx"\ntokenizer = "text/tokenizer.json"\n'
+               f'labels = [{labels}]\n')
+    mine = Words.from_manifest(repo / "words" / WORDS_MANIFEST, repo)
+    assert mine.valence("This is terrible and awful.") < -0.2 < 0.2 < mine.valence("Thank you, wonderful!")
+    assert mine.valence("I am calling about my order.") == pytest.approx(0.0, abs=0.05)
+    (said,) = [hear(mine, speech(SENTENCES["negative"]))]
+    assert said and all(u.valence < -0.2 for u in said)
+    # A net whose inputs are not a text classifier's is refused by name, before anything is served.
+    model_kit.export_face(repo / "words" / "text" / "text-emotion.onnx")
+    with pytest.raises(ManifestError, match="valence.net: the net takes"):
+        Words.from_manifest(repo / "words" / WORDS_MANIFEST, repo)
