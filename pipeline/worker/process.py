@@ -290,6 +290,9 @@ class ChunkProcessor:
             if segs:
                 pieces += await self._infer(meta, segs, buf, chosen, dec, t, parallel=windows <= 1, said=said,
                                             final=True)
+            elif said is not None and said.pending(meta.start_ms + duration):
+                # Every segment was analysed with an earlier window: what is held still has to be heard.
+                await self._hear(meta, meta.start_ms + duration, buf, chosen, said, final=True)
             if said is not None and self.words is not None:
                 said.place(pieces)
                 roles = {v.participant_id: v.role for v in chosen}

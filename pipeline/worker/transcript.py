@@ -66,6 +66,10 @@ class ChunkWords:
         """The earliest audio a held utterance needs again (None: nothing held)."""
         return min(self.next_ms.values()) if self.next_ms else None
 
+    def pending(self, end_ms: int) -> bool:
+        """Whether some participant's speech before `end_ms` is not kept yet (an utterance held back)."""
+        return any(ms < end_ms for ms in self.next_ms.values())
+
     def take(self, participant: str, heard: list[Utterance], start_ms: int, end_ms: int, final: bool) -> None:
         """Keep what was heard in [start_ms, end_ms) (call time). Not final: an utterance still going at
         the end is held back and transcribed again with the next stretch."""

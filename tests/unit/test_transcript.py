@@ -138,3 +138,15 @@ def test_a_held_utterance_is_heard_again_with_a_lead_in_and_no_word_is_kept_twic
            1300, 4000, final=True)
     assert [u.text for u in w.said["c"]] == ["this is", "i am angry"]
     assert w.said["c"][1].start_ms == 1500
+
+
+def test_what_is_held_is_pending_until_heard_and_an_endless_utterance_is_not_held():
+    w = ChunkWords(chunk_start_ms=0, end_of_call=True)
+    w.take("c", [utt(25_000, [(25_000, 29_900, "still going")])], 0, 30_000, final=False)
+    assert w.pending(30_000) and w.said.get("c", []) == []
+    w.take("c", [utt(25_000, [(25_000, 31_000, "still going on")])], 24_700, 31_000, final=True)
+    assert not w.pending(31_000) and [u.text for u in w.said["c"]] == ["still going on"]
+    # Talk without a pause longer than MAX_HOLD_MS is kept where the window cuts it: memory stays bounded.
+    long = ChunkWords(chunk_start_ms=0, end_of_call=True)
+    long.take("c", [utt(0, [(ms, ms + 400, "word") for ms in range(0, 31_000, 500)])], 0, 31_000, final=False)
+    assert len(long.said["c"]) == 1 and not long.pending(31_000)
