@@ -1,8 +1,18 @@
+import os
 from pathlib import Path
 
 import pytest
 
 from pipeline.settings import REPO_ROOT, Settings
+
+
+def pytest_configure(config) -> None:
+    """The suite runs on the settings each test gives, never the developer's: a shell with
+    CALLSTREAM_S3_PORT set (the README's namespace recipe) must not change what a test sees, in this
+    process or in the workers and commands it starts. DATABASE_URL is kept: it names the Postgres server
+    the stack may use."""
+    for key in [k for k in os.environ if k.startswith("CALLSTREAM_")]:
+        del os.environ[key]
 
 
 @pytest.fixture(scope="session")
