@@ -43,7 +43,10 @@ def format_explained(rows: list[dict], said: dict[tuple[str, int], str] | None) 
 def format_summary(rows: list[dict]) -> str:
     lines = []
     for r in rows:
-        lines.append(f"  {r['participant']} ({r['role']}): {float(r['seconds']):5.1f}s analysed, "
+        # Labelled seconds, of the seconds with rows: a call whose media gave nothing to label (no face,
+        # no speech) must not read as analysed.
+        lines.append(f"  {r['participant']} ({r['role']}): {float(r['observed_seconds']):5.1f}s labelled of "
+                     f"{float(r['seconds']):.1f}s, "
                      f"dominant {r['dominant_label'] or '-'}, "
                      f"happy {float(r['happy_seconds']):.1f}s, angry {float(r['angry_seconds']):.1f}s, "
                      f"face in {float(r['face_coverage']) * 100:.0f}% / speech in "

@@ -45,7 +45,7 @@ def print_timeline(settings: Settings, call_id: str, plot: Path | None = None, m
                    explain: bool = False) -> int:
     from pipeline.report import format_explained, format_summary, format_timeline, plot_timeline
     from pipeline.store.db import sync_engine
-    from pipeline.store.queries import erased_at, refused, said, timeline, track_summary, versions
+    from pipeline.store.queries import erased_at, progress, refused, said, timeline, track_summary, versions
 
     engine = sync_engine(settings)
     present = versions(engine, call_id)
@@ -54,7 +54,7 @@ def print_timeline(settings: Settings, call_id: str, plot: Path | None = None, m
         if erased is not None:
             print(erased_line(call_id, erased, refused(engine, call_id)), file=sys.stderr)
         else:
-            print(f"no segments for call {call_id!r} yet", file=sys.stderr)
+            print(no_segments_line(call_id, *progress(engine, call_id)), file=sys.stderr)
         return 1
     version = model or primary_version(settings, present)
     if version not in present:
@@ -73,6 +73,18 @@ def print_timeline(settings: Settings, call_id: str, plot: Path | None = None, m
     if plot is not None:
         print(f"plot written to {plot_timeline(rows, plot, f'call {call_id}')}")
     return 0
+
+
+def no_segments_line(call_id: str, done: int, failed: int) -> str:
+    """Why a call has no rows: nothing arrived yet, or its chunks were dead-lettered (and where to look)."""
+    if failed:
+        return (f"no segments for call {call_id!r}: {failed} of its chunk(s) were dead-lettered"
+                f"{f' and {done} done without rows' if done else ''}; `callstream dlq --call {call_id}` lists "
+                "them with their reasons")
+    if done:
+        return f"no segments for call {call_id!r}: {done} chunk(s) done, none with rows (not analysed: see " \
+               f"the chunks ledger's note, e.g. CALLSTREAM_ANALYSED_ROLES or consent)"
+    return f"no segments for call {call_id!r} yet: no chunk of it has been processed"
 
 
 def erased_line(call_id: str, erased: Any, refusals: dict[str, Any]) -> str:

@@ -48,6 +48,19 @@ def register(sub: Any) -> dict[str, Handler]:
     return {"produce": produce, "dlq": dlq, "alerts": alerts}
 
 
+def utc(stamp: str) -> str:
+    """An ISO time with its zone as UTC to the second, saying so ("2026-12-05 11:49:09 UTC")."""
+    from datetime import UTC, datetime
+
+    try:
+        when = datetime.fromisoformat(stamp)
+    except ValueError:
+        return stamp
+    if when.tzinfo is None:
+        return f"{when:%Y-%m-%d %H:%M:%S} (zone unknown)"
+    return f"{when.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+
+
 def alerts(settings: Settings, args: argparse.Namespace) -> int:
     """Live alerts as they are published (the topic, not the table: what a supervisor's screen sees)."""
     import json
@@ -61,7 +74,7 @@ def alerts(settings: Settings, args: argparse.Namespace) -> int:
         except ValueError:
             print(f"(not an alert: {value[:80] if value else value!r})", flush=True)
             return
-        print(f"{a.published_at[:19]}  {a.call_id}  {a.participant_id} ({a.role})  {a.rule}  "
+        print(f"{utc(a.published_at)}  {a.call_id}  {a.participant_id} ({a.role})  {a.rule}  "
               f"{a.start_ms / 1000:.0f}-{a.end_ms / 1000:.0f}s  {json.dumps(a.values)}", flush=True)
 
     print(f"waiting for alerts on {settings.alerts_topic} at {settings.bootstrap_servers}"

@@ -105,12 +105,20 @@ def tail(settings: Settings, topic: str, on_value: Any, from_start: bool = False
             await (consumer.seek_to_beginning() if from_start else consumer.seek_to_end())
             seen = 0
             while limit is None or seen < limit:
-                for msgs in (await consumer.getmany(timeout_ms=500)).values():
-                    for m in msgs:
-                        on_value(m.value)
-                        seen += 1
+                batches = (await consumer.getmany(timeout_ms=500)).values()
+                seen = deliver([m.value for msgs in batches for m in msgs], on_value, seen, limit)
 
     asyncio.run(run())
+
+
+def deliver(values: list[Any], on_value: Any, seen: int, limit: int | None) -> int:
+    """Hand values on until `limit` in all: one fetch may bring more records than are still wanted."""
+    for value in values:
+        if limit is not None and seen >= limit:
+            break
+        on_value(value)
+        seen += 1
+    return seen
 
 
 @asynccontextmanager

@@ -113,19 +113,6 @@ def test_pieces_valence_merges_by_the_time_of_their_words():
     assert fuse_evidence(merge([a, Evidence(0, 0, 0.0, None, 500, 0.8, 0.3)])).label == "sad"
 
 
-def test_the_explained_timeline_quotes_only_what_this_login_may_read():
-    from pipeline.report import format_explained
-
-    rows = [{"participant": "c1", "start_ms": 12_000, "end_ms": 13_000, "label": "angry", "confidence": 0.62,
-             "why": "face: angry 0.55 over 2 frames; voice: high arousal (energy +1.4σ); words: valence -0.60; "
-                    "fused: angry"},
-            {"participant": "c1", "start_ms": 13_000, "end_ms": 14_000, "label": None, "confidence": 0.0, "why": None}]
-    quoted = format_explained(rows, {("c1", 12_000): "nothing is fixed"})
-    assert quoted == ('12-13 s  c1           angry    0.62  face: angry 0.55 over 2 frames; voice: high arousal '
-                      '(energy +1.4σ); words: valence -0.60; said "nothing is fixed"')
-    unread = format_explained(rows, None)
-    assert "said" not in unread.splitlines()[0] and "callstream_transcripts" in unread.splitlines()[-1]
-
 
 def test_a_held_utterance_is_heard_again_with_a_lead_in_and_no_word_is_kept_twice():
     w = ChunkWords(chunk_start_ms=0, end_of_call=True)

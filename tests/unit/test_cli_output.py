@@ -1,0 +1,46 @@
+"""What the CLI prints: each line says what is true, and where to look when something is missing."""
+
+
+def test_the_explained_timeline_quotes_only_what_this_login_may_read():
+    from pipeline.report import format_explained
+
+    rows = [{"participant": "c1", "start_ms": 12_000, "end_ms": 13_000, "label": "angry", "confidence": 0.62,
+             "why": "face: angry 0.55 over 2 frames; voice: high arousal (energy +1.4σ); words: valence -0.60; "
+                    "fused: angry"},
+            {"participant": "c1", "start_ms": 13_000, "end_ms": 14_000, "label": None, "confidence": 0.0, "why": None}]
+    quoted = format_explained(rows, {("c1", 12_000): "nothing is fixed"})
+    assert quoted == ('12-13 s  c1           angry    0.62  face: angry 0.55 over 2 frames; voice: high arousal '
+                      '(energy +1.4σ); words: valence -0.60; said "nothing is fixed"')
+    unread = format_explained(rows, None)
+    assert "said" not in unread.splitlines()[0] and "callstream_transcripts" in unread.splitlines()[-1]
+
+
+def test_the_summary_says_labelled_seconds_not_seconds_with_rows():
+    from pipeline.report import format_summary
+
+    row = {"participant": "customer", "role": "customer", "seconds": 22.0, "observed_seconds": 0.0,
+           "dominant_label": None, "happy_seconds": 0.0, "angry_seconds": 0.0, "face_coverage": 0.0,
+           "speech_coverage": 0.0}
+    line = format_summary([row])
+    assert "0.0s labelled of 22.0s" in line and "analysed" not in line
+
+
+def test_a_call_without_segments_says_why_and_where_to_look():
+    from pipeline.cli.calls import no_segments_line
+
+    assert "`callstream dlq --call c-9`" in no_segments_line("c-9", 0, 3) and "3 of its chunk(s)" in \
+        no_segments_line("c-9", 0, 3)
+    assert "not analysed" in no_segments_line("c-9", 2, 0)
+    assert no_segments_line("c-9", 0, 0).endswith("no chunk of it has been processed")
+
+
+def test_alerts_tail_stops_at_max_even_within_one_fetch_and_prints_times_with_their_zone():
+    from pipeline.cli.ingest import utc
+    from pipeline.ingest.topics import deliver
+
+    shown: list[int] = []
+    assert deliver(list(range(5)), shown.append, 0, 2) == 2 and shown == [0, 1]
+    assert deliver(list(range(5)), shown.append, 2, 2) == 2 and shown == [0, 1]
+    assert deliver([7], shown.append, 2, None) == 3 and shown == [0, 1, 7]
+    assert utc("2026-12-05T12:49:09.511+01:00") == "2026-12-05 11:49:09 UTC"
+    assert utc("2026-12-05T11:49:09") == "2026-12-05 11:49:09 (zone unknown)"
