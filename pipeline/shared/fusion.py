@@ -27,7 +27,7 @@ FACE_MIN_SCORE = 0.9      # MTCNN output-stage confidence below this is not trus
                           # tells analysis its own bar: BlazeFace reports only faces it trusts)
 VOICE_WEIGHT = 0.3        # exponent of the arousal prior when a face is present
 PRIOR_WIDTH = 0.25        # s.d. of the Gaussian around each label's arousal
-VALENCE_WIDTH = 0.4       # s.d. around each label's valence (valence spans -1..1, twice arousal's range)
+VALENCE_WIDTH = 0.25      # s.d. around each label's valence, as sharp as the arousal prior: clear words decide the half
 MIN_SPEECH_RATIO = 0.2    # a segment has speech when at least this share of its windows is speech
 VOICE_ONLY_MIX = 0.5      # voice-only results are half uniform: arousal is weak evidence of a label
 
@@ -165,8 +165,17 @@ def arousal_prior(arousal: float) -> np.ndarray:
     return p / p.sum()
 
 
+def circumplex_valence(valence: float) -> float:
+    """Where a sentence's valence score sits on the circumplex. Sentence scores run low for plainly
+    pleasant or unpleasant words (VADER: "Thank you so much." 0.36, halfway between neutral's 0 and
+    happy's 0.8), so a calm thank-you read neutral; the square root keeps the sign and 0, and moves mild
+    scores out (0.36 to 0.6, 0.05 to 0.22): the sign of the words decides the half of the circle, the
+    voice's arousal the label within it."""
+    return float(np.sign(valence) * np.sqrt(abs(valence)))
+
+
 def valence_prior(valence: float) -> np.ndarray:
-    d = np.asarray(DFEW_VALENCE) - valence
+    d = np.asarray(DFEW_VALENCE) - circumplex_valence(valence)
     p = np.exp(-0.5 * (d / VALENCE_WIDTH) ** 2)
     return p / p.sum()
 
@@ -182,16 +191,21 @@ def fuse(face_probs: np.ndarray | None, speech_found: bool, arousal: float | Non
     face_found = face_probs is not None
     heard = voice_probs if speech_found else None
     voice = arousal if speech_found and heard is None else None
-    # What was said, as a prior over the labels' valence: beside a voice net's distribution, or folded
-    # into the arousal prior so the voice's evidence is a point on the circumplex.
+    # What was said, as a prior over the labels' valence (sharp: clear words decide the half of the
+    # circle). Alone with the arousal it places a voice-only segment on the circumplex; beside a face or a
+    # voice net it is half uniform, so that words cannot silence what those saw or heard.
     said = (valence_prior(valence) ** params.words_weight if speech_found and valence is not None
             and params.words_weight > 0 else None)
+    if said is not None:
+        said = said / said.sum()
+    beside = None if said is None else 0.5 * said + 0.5 / len(DFEW_LABELS)
     prior = None
     if voice is not None:
-        prior = arousal_prior(voice) if said is None else arousal_prior(voice) * said
+        alone = face_probs is None
+        prior = arousal_prior(voice) if said is None else arousal_prior(voice) * (said if alone else beside)
         prior = prior / prior.sum()
-    if heard is not None and said is not None:
-        heard = heard * said
+    if heard is not None and beside is not None:
+        heard = heard * beside
         heard = heard / heard.sum()
     if face_probs is not None and heard is not None:
         p = _power(face_probs, params.face_weight) * _power(heard, params.voice_weight)
