@@ -12,12 +12,18 @@ scales frames, through the face path; one where no face is found is counted, not
 
 Labels come from a folder per label, a CSV (`path,label`), or the file-name conventions of RAVDESS
 (`03-01-05-01-02-01-12.mp4`: the third field is the emotion) and CREMA-D (`1001_DFA_ANG_XX.wav`).
+
+With `--words` each clip's speech also goes through the served `words` model, placed on the segments as
+the worker places it: the voice and the fused label are then read with and without the words' valence,
+and where the CSV has a third column (`path,label,transcript`) the word error rate is printed, summed
+over the clips (edits over reference words) as ASR corpora report it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -27,14 +33,20 @@ from typing import Any
 import numpy as np
 
 from pipeline.contract import ChunkMeta
+from pipeline.media.segment import Segment
 from pipeline.shared.fusion import Evidence, FusionParams, fuse, fuse_evidence, merge
 from pipeline.shared.labels import DFEW_LABELS, canonical
+from pipeline.shared.words import said_in
+from pipeline.worker.transcript import ChunkWords
 from pipeline.worker.triton_client import EmotionClient, Item
+from pipeline.worker.words_client import WordsClient
 
 CLIP_SUFFIXES = {".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".ts", ".wav", ".mp3", ".flac", ".ogg",
                  ".opus", ".m4a", ".aac"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 MODALITIES = ("face", "voice", "fused")
+WITH_WORDS = ("face", "voice", "voice+words", "fused", "fused+words")
+STRETCH_S = 30.0   # a clip's speech goes to the words model this much at a time, as a worker's decode window
 # RAVDESS: modality-channel-EMOTION-intensity-statement-repetition-actor; calm has no DFEW column.
 RAVDESS = re.compile(r"^\d\d-\d\d-(0[1-8])-\d\d-\d\d-\d\d-\d\d$")
 RAVDESS_CODES = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad", "05": "angry", "06": "fear",
@@ -46,6 +58,36 @@ CREMA_D_CODES = {"ANG": "angry", "DIS": "disgust", "FEA": "fear", "HAP": "happy"
 
 class DatasetError(ValueError):
     """A labelled set that cannot be read: says which file or folder and why."""
+
+
+def transcripts(path: Path) -> dict[Path, str]:
+    """Reference transcripts from a CSV's third column (`path,label,transcript`), by file as load() names it."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    out = {}
+    with open(path, newline="") as f:
+        for row in csv.reader(f):
+            if len(row) >= 3 and row[2].strip() and row[0].strip().lower() not in ("path", "file", "image", "clip"):
+                p = Path(row[0].strip())
+                out[p if p.is_absolute() else path.parent / p] = row[2].strip()   # as load() names it
+    return out
+
+
+def tokens(text: str) -> list[str]:
+    """Words for scoring: lower case, punctuation gone (Whisper writes it, references often do not)."""
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def edits(reference: str, hypothesis: str) -> tuple[int, int]:
+    """(word-level edit distance, reference words): WER is their ratio, summed over a corpus."""
+    r, h = tokens(reference), tokens(hypothesis)
+    d = list(range(len(h) + 1))
+    for i in range(1, len(r) + 1):
+        prev, d = d, [i] + [0] * len(h)
+        for j in range(1, len(h) + 1):
+            d[j] = min(prev[j] + 1, d[j - 1] + 1, prev[j - 1] + (r[i - 1] != h[j - 1]))
+    return d[len(h)], len(r)
 
 
 def label_from_name(path: Path) -> str | None:
@@ -141,17 +183,29 @@ class Served:
     name: str
     version: str
     fusion: FusionParams
+    words: WordsClient | None = None
 
     @classmethod
-    async def connect(cls, url: str, model: str, wait_s: float = 60.0) -> Served:
+    async def connect(cls, url: str, model: str, wait_s: float = 60.0, words_model: str | None = None) -> Served:
         client = EmotionClient(url, model)
+        words = WordsClient(url, words_model) if words_model else None
         try:
             await client.wait_ready(wait_s)
             name, version, fusion = await client.identity()
+            if words is not None:
+                await words.wait_ready(wait_s)
+                await words.identity()
         except BaseException:
             await client.close()
+            if words is not None:
+                await words.close()
             raise
-        return cls(client, name, version, fusion)
+        return cls(client, name, version, fusion, words)
+
+    async def close(self) -> None:
+        await self.client.close()
+        if self.words is not None:
+            await self.words.close()
 
     @property
     def voice_net(self) -> bool:
@@ -160,8 +214,9 @@ class Served:
 
 
 async def clip_evidence(model: Served, path: Path, fps: float, frame_width: int, segment_ms: int,
-                        ffmpeg_bin: str) -> Evidence:
-    """A clip as one participant's one-chunk call through the served model: its segments' merged evidence."""
+                        ffmpeg_bin: str) -> tuple[Evidence, str]:
+    """A clip as one participant's one-chunk call through the served model: its segments' merged
+    evidence, and what the words model heard ("" without one)."""
     from pipeline.media.decode import decode
     from pipeline.worker.process import decoded_items
 
@@ -171,49 +226,95 @@ async def clip_evidence(model: Served, path: Path, fps: float, frame_width: int,
         raise DatasetError(f"{path}: not a media file ffmpeg can decode ({str(exc).splitlines()[0][:200]})") from None
     media = "av" if len(decoded.frames) and decoded.audio.size else ("video" if len(decoded.frames) else "audio")
     meta = ChunkMeta("eval", 0, 0, True, participant_id="subject", role="customer", media=media)
-    _, items = decoded_items(meta, decoded, segment_ms, window_ms=model.client.voice_window_ms)
+    keys, items = decoded_items(meta, decoded, segment_ms, window_ms=model.client.voice_window_ms)
     pieces = await model.client.infer(items) if items else []
-    return merge(pieces) if pieces else Evidence(0, 0, 0.0, None, 0, 0.0, None)
+    heard = ""
+    if model.words is not None and decoded.audio.size:
+        said = await hear(model.words, decoded.audio[0])
+        utterances = said.said.get("subject", [])
+        heard = " ".join(u.text for u in utterances)
+        pieces = [dataclasses.replace(e, word_ms=s.ms, word_valence=s.valence)
+                  for (_, seg), e in zip(keys, pieces, strict=True)
+                  for s in [said_in(utterances, seg.start_ms, seg.end_ms)]]
+    return (merge(pieces) if pieces else Evidence(0, 0, 0.0, None, 0, 0.0, None)), heard
+
+
+async def hear(words: WordsClient, audio: np.ndarray) -> ChunkWords:
+    """A clip's speech through the words model a stretch at a time, kept as the worker keeps it."""
+    from pipeline.shared.wire import SAMPLE_RATE
+
+    said = ChunkWords(0, end_of_call=True)
+    end_ms = len(audio) * 1000 // SAMPLE_RATE
+    step = int(STRETCH_S * 1000)
+    for stop in [*range(step, end_ms, step), end_ms]:
+        start, stop = said.stretch("subject", stop)
+        seg = Segment(start, stop)
+        (utterances,) = await words.transcribe([audio[seg.start_ms * SAMPLE_RATE // 1000:
+                                                      seg.end_ms * SAMPLE_RATE // 1000]])
+        said.take("subject", [u.shifted(start) for u in utterances], start, stop, final=stop == end_ms)
+    return said
 
 
 def predictions(e: Evidence, model: Served) -> dict[str, str | None]:
-    """The label each modality gives a clip's merged evidence (None: it saw nothing to label)."""
+    """The label each modality gives a clip's merged evidence (None: it saw nothing to label); with the
+    words model, voice and fused once without the words and once with them."""
     fusion = model.fusion
     speech = e.audio_ms > 0 and e.speech_ratio >= fusion.min_speech_ratio
     face = DFEW_LABELS[int(np.argmax(e.face_probs))] if e.face_probs is not None else None
+    bare = dataclasses.replace(e, word_ms=0, word_valence=None)
     if model.voice_net:
-        voice = DFEW_LABELS[int(np.argmax(e.voice_probs))] if speech and e.voice_probs is not None else None
+        heard = speech and e.voice_probs is not None
+        voice = fuse(None, True, None, e.voice_probs, fusion).label if heard else None
+        with_words = fuse(None, True, None, e.voice_probs, fusion, e.word_valence).label if heard else None
     else:
-        voice = fuse(None, True, e.arousal, None, fusion).label if speech and e.arousal is not None else None
-    return {"face": face, "voice": voice, "fused": fuse_evidence(e, fusion).label}
+        heard = speech and e.arousal is not None
+        voice = fuse(None, True, e.arousal, None, fusion).label if heard else None
+        with_words = fuse(None, True, e.arousal, None, fusion, e.word_valence).label if heard else None
+    out = {"face": face, "voice": voice, "fused": fuse_evidence(bare, fusion).label}
+    if model.words is not None:
+        out.update({"voice+words": with_words, "fused+words": fuse_evidence(e, fusion).label})
+    return out
 
 
 async def evaluate_clips(model: Served, items: list[tuple[Path, str]], fps: float, frame_width: int,
-                         segment_ms: int, ffmpeg_bin: str) -> dict[str, Any]:
-    scores = {m: Scores() for m in MODALITIES}
+                         segment_ms: int, ffmpeg_bin: str, references: dict[Path, str] | None = None) -> dict[str, Any]:
+    modalities = WITH_WORDS if model.words is not None else MODALITIES
+    scores = {m: Scores() for m in modalities}
     no_face = no_speech = 0
     per_clip = []
+    errors = words = referenced = 0
     for path, truth in items:
-        e = await clip_evidence(model, path, fps, frame_width, segment_ms, ffmpeg_bin)
+        e, heard = await clip_evidence(model, path, fps, frame_width, segment_ms, ffmpeg_bin)
         got = predictions(e, model)
         faceless = e.faces == 0
         silent = not (e.audio_ms > 0 and e.speech_ratio >= model.fusion.min_speech_ratio)
         no_face += faceless
         no_speech += silent
-        for m in MODALITIES:
+        for m in modalities:
             scores[m].add(truth, got[m])
-        per_clip.append({"path": path, "truth": truth, **{m: got[m] for m in MODALITIES},
-                         "face_found": not faceless, "speech_found": not silent})
-    return {"clips": len(items), "no_face": no_face, "no_speech": no_speech, "scores": scores, "per_clip": per_clip}
+        clip: dict[str, Any] = {"path": path, "truth": truth, **{m: got[m] for m in modalities},
+                                "face_found": not faceless, "speech_found": not silent}
+        reference = (references or {}).get(path)
+        if model.words is not None and reference is not None:
+            wrong, spoken = edits(reference, heard)
+            errors, words, referenced = errors + wrong, words + spoken, referenced + 1
+            clip.update(heard=heard, wer=wrong / max(spoken, 1))
+        per_clip.append(clip)
+    return {"clips": len(items), "no_face": no_face, "no_speech": no_speech, "scores": scores, "per_clip": per_clip,
+            "modalities": modalities, "wer": (errors / words if words else None, referenced, words)}
 
 
 def per_clip_lines(result: dict[str, Any]) -> list[str]:
     """One line per clip: its truth and each modality's label ('-': that modality gave none)."""
-    lines = [f"  {'clip':<40} {'truth':<9}" + "".join(f" {m:<9}" for m in MODALITIES)]
+    modalities = result.get("modalities", MODALITIES)
+    lines = [f"  {'clip':<40} {'truth':<9}" + "".join(f" {m:<11}" for m in modalities)]
     for c in result["per_clip"]:
         name = str(c["path"].name)
         name = name if len(name) <= 40 else "..." + name[-37:]
-        lines.append(f"  {name:<40} {c['truth']:<9}" + "".join(f" {c[m] or '-':<9}" for m in MODALITIES))
+        line = f"  {name:<40} {c['truth']:<9}" + "".join(f" {c[m] or '-':<11}" for m in modalities)
+        if "wer" in c:
+            line += f" WER {c['wer']:.2f}: {c['heard']!r}"
+        lines.append(line)
     return lines
 
 
@@ -224,11 +325,14 @@ def report(name: str, result: dict[str, Any]) -> list[str]:
 
     lines = [f"{name}: {result['clips']} clips, {result['no_face']} without a face, "
              f"{result['no_speech']} without speech",
-             f"  {'modality':<8} {'scored':>7} {'WAR':>7} {'UAR':>7} {'no label':>9}"]
+             f"  {'modality':<11} {'scored':>4} {'WAR':>7} {'UAR':>7} {'no label':>9}"]
     for m, s in result["scores"].items():
-        lines.append(f"  {m:<8} {s.scored:>7} {pct(s.war()):>7} {pct(s.uar()):>7} {s.unlabelled:>9}")
+        lines.append(f"  {m:<11} {s.scored:>4} {pct(s.war()):>7} {pct(s.uar()):>7} {s.unlabelled:>9}")
     lines.append("  (a clip a modality gave no label, no face or no speech, is counted under 'no label' and left "
                  "out of that modality's WAR and UAR)")
+    wer, referenced, words = result.get("wer", (None, 0, 0))
+    if wer is not None:
+        lines.append(f"  words: WER {wer:.3f} over {referenced} clips with a reference transcript ({words} words)")
     for m, s in result["scores"].items():
         if not s.scored:
             continue

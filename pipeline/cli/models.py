@@ -42,6 +42,9 @@ def register(sub: Any) -> dict[str, Handler]:
     e.add_argument("--per-clip", action="store_true", help="also print each clip's truth and each modality's label")
     e.add_argument("--model", action="append", help="a model (version) of the repository; repeatable "
                                                     "(default: CALLSTREAM_TRITON_MODEL)")
+    e.add_argument("--words", action="store_true", help="also hear the clips through the words model "
+                   "(CALLSTREAM_WORDS_MODEL): voice and fused with and without the words' valence, and the word "
+                   "error rate where a CSV's third column gives the transcript")
     return {"models": run}
 
 
@@ -174,6 +177,7 @@ def evaluate(settings: Settings, args: argparse.Namespace) -> int:
         per_clip_lines,
         report,
         split,
+        transcripts,
     )
     from pipeline.media.ffmpeg_bin import ffmpeg_exe
 
@@ -181,13 +185,15 @@ def evaluate(settings: Settings, args: argparse.Namespace) -> int:
     clips, images = split(items)
 
     async def one(model: str) -> list[str]:
-        served = await Served.connect(settings.triton_grpc_url, model)
+        served = await Served.connect(settings.triton_grpc_url, model,
+                                      words_model=settings.words_model if args.words else None)
         try:
             name = f"{model} ({served.version})"
             lines: list[str] = []
             if clips:
                 result = await evaluate_clips(served, clips, settings.sample_fps, settings.frame_width,
-                                              settings.segment_ms, ffmpeg_exe(settings.ffmpeg_binary))
+                                              settings.segment_ms, ffmpeg_exe(settings.ffmpeg_binary),
+                                              transcripts(Path(args.dataset)))
                 lines += report(f"{name}, clips", result)
                 if getattr(args, "per_clip", False):
                     lines += per_clip_lines(result)
@@ -195,7 +201,7 @@ def evaluate(settings: Settings, args: argparse.Namespace) -> int:
                 lines += await evaluate_images(served, images, f"{name}, images", settings.frame_width)
             return lines
         finally:
-            await served.client.close()
+            await served.close()
 
     for model in args.model or [settings.triton_model]:
         print("\n".join(asyncio.run(one(model))))

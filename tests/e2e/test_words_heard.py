@@ -4,6 +4,7 @@ whose sentences have a known sentiment, one of them cut by a chunk boundary."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -81,3 +82,72 @@ def test_words_give_voice_only_segments_labels_of_their_sentiment_and_a_cut_sent
         top = max(set(labels), key=labels.count)
         label_valence = DFEW_VALENCE[DFEW_LABELS.index(top)]
         assert (abs(label_valence) <= 0.3 if sign == 0 else np.sign(label_valence) == sign), (start, labels)
+
+
+def test_models_eval_hears_the_clips_and_scores_the_words(stack, tmp_path):
+    """`models eval --words` on labelled eSpeak NG clips with reference transcripts: voice and fused with
+    and without the words, and the word error rate."""
+    clips = {"sad": (NEGATIVE, False), "angry": ("This is terrible, I am furious with your awful service!", True),
+             "happy": (POSITIVE, False), "neutral": ("I am calling about the delivery of my order.", False)}
+    rows = []
+    for label, (text, aroused) in clips.items():
+        said_wav(tmp_path / f"{label}.wav", 5.0, [(0.3, text, aroused)])
+        rows.append(f'{label}.wav,{label},"{text}"')
+    # Camera on: the astronaut's happy face while the words are negative: fused, the face decides.
+    from scipy.io import wavfile
+
+    from tests.model_kit import write_clip
+
+    rate, pcm = wavfile.read(tmp_path / "sad.wav")
+    write_clip(tmp_path / "face.mp4", pcm.astype(np.float32) / 32768)
+    rows.append(f'face.mp4,happy,"{NEGATIVE}"')
+    (tmp_path / "labels.csv").write_text("path,label,transcript\n" + "\n".join(rows) + "\n")
+    env, _ = stack.isolated("words-eval")
+    ran = subprocess.run([sys.executable, "-m", "pipeline.cli", "models", "eval", str(tmp_path / "labels.csv"),
+                          "--words", "--per-clip"], env={**os.environ, **env}, capture_output=True, text=True,
+                         timeout=300, cwd=REPO_ROOT)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    out = ran.stdout
+    print(out)
+    summary = {line.split()[0]: line.split()[1:4] for line in out.splitlines()
+               if line.startswith("  ") and line.split()[0] in ("voice", "voice+words", "fused", "fused+words")}
+    assert set(summary) == {"voice", "voice+words", "fused", "fused+words"}, out
+    assert float(summary["voice+words"][1]) >= float(summary["voice"][1])   # WAR: the words only help here
+    wer = re.search(r"words: WER ([0-9.]+) over 5 clips with a reference transcript", out)
+    assert wer and float(wer.group(1)) <= 0.3, out
+    # Per clip, the label with the words takes the sign of what was said.
+    header = next(line.split() for line in out.splitlines() if line.split()[:2] == ["clip", "truth"])
+    column = header.index("voice+words")
+    for line in out.splitlines():
+        cells = line.split()
+        if cells and cells[0].endswith(".wav") and cells[0][:-4] in clips:
+            truth, label = cells[1], cells[column]
+            assert np.sign(DFEW_VALENCE[DFEW_LABELS.index(label)]) == np.sign(DFEW_VALENCE[DFEW_LABELS.index(truth)])
+    (face,) = [line.split() for line in out.splitlines() if line.split()[:1] == ["face.mp4"]]
+    assert face[header.index("face")] == face[header.index("fused+words")] == "happy", face
+    assert DFEW_VALENCE[DFEW_LABELS.index(face[column])] < 0, face   # what the voice and words alone say
+
+
+def test_a_long_chunk_of_talk_is_heard_a_window_at_a_time_without_gaps_or_repeats(stack, tmp_path):
+    """Two minutes of unbroken speech in one chunk: heard in 30-s decode windows, every utterance held
+    at a window's end heard again whole; what is kept covers the talk, in order, without overlaps."""
+    from callstream_lab.synth import speech_wav
+
+    env, _ = stack.isolated("words-long")
+    env.update({"CALLSTREAM_WORDS": "true", "CALLSTREAM_TRANSCRIPTS": "text"})
+    settings = Settings.from_env(env)
+    wav = speech_wav(tmp_path / "talk.wav", calm_s=120.0)
+    worker = stack.start_worker(env, "words-long")
+    try:
+        sent = publish_recording(settings, wav, "e2e-words-long", layout="customer", chunk_seconds=600)
+        assert len(sent) == 1
+        wait_chunks(settings, "e2e-words-long", 1, timeout=300)
+    finally:
+        stack.stop_worker(worker)
+    pieces = query(settings, "SELECT start_ms, end_ms, word_count, words FROM utterance_pieces "
+                             "WHERE call_id = 'e2e-words-long' ORDER BY start_ms")
+    words = [w for p in pieces for w in p.words]
+    assert all(a[1] <= b[0] + 50 for a, b in zip(words, words[1:], strict=False)), "words overlap: heard twice"
+    covered = {int(ms) // 1000 for w in words for ms in range(w[0], w[1], 100)}
+    assert len(covered) >= 100, f"words in {len(covered)} of 120 seconds"
+    assert sum(p.word_count for p in pieces) >= 250   # ~150 words a minute
