@@ -162,6 +162,20 @@ def _bool(h: dict[str, str], name: str) -> bool:
     raise BadChunk("malformed_header", f"{name}={raw!r} is not a boolean")
 
 
+def call_id_of(headers: Iterable[tuple[str | bytes, bytes | str | None]] | Mapping | None,
+               key: bytes | str | None) -> str | None:
+    """The call a message names, when its call-id header is valid and its key agrees, whatever else is
+    wrong with it: a dead letter for a bad `start-ms` still belongs to its call (`dlq --call`)."""
+    try:
+        call_id = header_map(headers).get(H_CALL_ID)
+    except Exception:
+        return None
+    if not call_id or not CALL_ID.match(call_id):
+        return None
+    k = key.decode(errors="replace") if isinstance(key, bytes) else key
+    return call_id if k is None or k == call_id else None
+
+
 def parse(headers: Iterable[tuple[str | bytes, bytes | str | None]] | Mapping | None,
           key: bytes | str | None) -> ChunkMeta:
     """Headers and key to ChunkMeta, or BadChunk naming what is wrong; never any other exception."""

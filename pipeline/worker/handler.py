@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol, cast
 
-from pipeline.contract import H_DLQ_PAYLOAD, ChunkMeta, bounded, dead_letter_headers, parse
+from pipeline.contract import H_DLQ_PAYLOAD, ChunkMeta, bounded, call_id_of, dead_letter_headers, parse
 from pipeline.errors import REASONS, AlreadySettled, BadChunk, Dependency, Reason, TransientFault
 from pipeline.store.models import CallRow, ChunkStatus, Heard, LedgerEnd, LedgerEntry, PieceRow, UtteranceRow
 from pipeline.worker.dead_letter import DeadLetterRejected, Headers, describe, permanent_kafka_error, raw_headers
@@ -350,6 +350,8 @@ class MessageHandler:
         if not letter.recorded:
             self._fence(msg)
             ledger = self._ledger(msg, meta)
+            if meta is None and (call_id := call_id_of(msg.headers, msg.key)) is not None:
+                ledger["call_id"] = call_id   # a bad header elsewhere: still this call's dead letter
             ledger.update({"status": ChunkStatus.FAILED, "error_reason": bad.reason,
                            "error_detail": bounded(bad.detail, 2000), "dead_lettered_at": None})
             try:

@@ -66,6 +66,15 @@ def test_a_bad_header_is_dead_lettered_with_the_original_message():
     key, value, hs = d.sent[0]
     assert (key, value) == (b"call-1", b"media") and dict(hs)["start-ms"] == b"99999999999999999999"
     assert dict(hs)["dlq-source"] == b"chunks/0/7" and w.failures[0][0] is None   # no call row from bad headers
+    assert w.failures[0][1]["call_id"] == "call-1"   # but its valid call-id: `dlq --call call-1` finds it
+
+
+def test_a_dead_letter_names_its_call_only_when_the_call_id_is_valid_and_the_key_agrees():
+    from pipeline.contract import call_id_of
+
+    assert call_id_of(GOOD, b"call-1") == "call-1" and call_id_of(GOOD, None) == "call-1"
+    assert call_id_of(GOOD, b"call-2") is None
+    assert call_id_of([("call-id", b"no spaces allowed")], None) is None and call_id_of(None, None) is None
 
 
 def test_an_offset_the_consumer_could_not_read_is_dead_lettered_and_never_processed():
