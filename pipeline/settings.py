@@ -81,7 +81,8 @@ class Settings(BaseSettings):
     worker_web_port: int = Field(default=0, ge=0, le=65535,
         description="Faust web port of a worker; 0 = pick a free one.")
     metrics_port: int = Field(default=9464, ge=0, le=65535,
-        description="Port of the worker's Prometheus metrics (/metrics); 0 = not served.")
+        description="Port of the worker's Prometheus metrics (/metrics); taken, the next free of 16 (several "
+                    "workers on one host: 9464, 9465, ...); 0 = not served.")
     # --- object store (claim checks, broker storage) ----------------------------------------
     s3_endpoint: str = Field(default="", description="S3 API URL; empty = the embedded SeaweedFS.")
     s3_port: int = Field(default=8333, ge=0, le=65535, description="S3 port of the embedded SeaweedFS.")

@@ -20,6 +20,9 @@ STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60
 LATENCY_BUCKETS = (0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 30, 60, 120, 300, 600)
 
 
+
+METRICS_PORTS = 16   # workers on one host take the first free of this many ports from CALLSTREAM_METRICS_PORT
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = r = registry or CollectorRegistry()
@@ -48,13 +51,20 @@ class Metrics:
                                      "their chunk; the primary's rows are unaffected), by error type", ["error"],
                                      registry=r)
 
-    def serve(self, port: int) -> bool:
+    def serve(self, port: int, tries: int = METRICS_PORTS) -> int | None:
+        """Serve on `port`, or the next free one of `tries` ports: several workers on one host each get
+        their own (9464, 9465, ... in the order they start; scrape the range). The port, or None."""
         if port <= 0:
-            return False
-        try:
-            start_http_server(port, registry=self.registry)
-        except OSError as exc:
-            log.error("metrics not served: port %d: %s (set CALLSTREAM_METRICS_PORT)", port, exc)
-            return False
-        log.info("metrics on http://0.0.0.0:%d/metrics", port)
-        return True
+            return None
+        last: OSError | None = None
+        for p in range(port, min(port + tries, 65536)):
+            try:
+                start_http_server(p, registry=self.registry)
+            except OSError as exc:
+                last = exc
+                continue
+            log.info("metrics on http://0.0.0.0:%d/metrics%s", p, f" ({port} was taken)" if p != port else "")
+            return p
+        log.error("metrics not served: ports %d-%d all taken (%s); set CALLSTREAM_METRICS_PORT", port,
+                  port + tries - 1, last)
+        return None
