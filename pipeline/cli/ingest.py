@@ -146,6 +146,12 @@ def produce(settings: Settings, args: argparse.Namespace) -> int:
     print(f"published {len(sent)} chunks of call {args.call_id} to {settings.chunks_topic}"
           + (f" ({claims} through the claim check)" if claims else "")
           + (f"; participants: {', '.join(who)}" if who else ""))
+    # A Chime folder's files are the recorder's own chunks: their lengths are reported, not judged.
+    lengths, too_long = chunk_lengths([u.end_ms - u.start_ms for u in uploads],
+                                      None if args.chime else args.chunk_seconds or settings.chunk_seconds)
+    print(lengths)
+    if too_long:
+        print(f"warning: {too_long}", file=sys.stderr)
     unanalysed = sorted({m.role for m in sent if m.role and m.role not in settings.roles})
     if unanalysed:
         print(f"note: roles {', '.join(unanalysed)} are not in CALLSTREAM_ANALYSED_ROLES; their media will not "
@@ -153,6 +159,25 @@ def produce(settings: Settings, args: argparse.Namespace) -> int:
     if not args.follow:
         return 0
     return follow(settings, args.call_id, len(sent), args.follow_timeout)
+
+
+def chunk_lengths(lengths_ms: list[int], target_s: float | None) -> tuple[str, str | None]:
+    """How long the published chunks are, and a warning when the recording's key frames made them much
+    longer than asked: a chunk is only seen once whole, so its length is the floor of every latency."""
+    if not lengths_ms:
+        return "no chunks", None
+    s = sorted(ms / 1000 for ms in lengths_ms)
+    line = f"chunk lengths: {s[0]:.1f}-{s[-1]:.1f} s, median {s[len(s) // 2]:.1f} s"
+    if target_s is None:
+        return line, None
+    line += f" (asked {target_s:g} s)"
+    # The last chunk may be short; only longer ones count.
+    if s[-1] > 1.5 * target_s and s[-1] - target_s >= 1.0:
+        return line, (f"chunks are up to {s[-1]:.1f} s, not the {target_s:g} s asked: a stream copy cuts only at key "
+                      f"frames, and this recording has them further apart. Rows, alerts and latency come a chunk "
+                      f"at a time: re-encode with a key frame every {target_s:g} s or less (ffmpeg -force_key_frames "
+                      f"'expr:gte(t,n_forced*{target_s:g})'), or configure the recorder so")
+    return line, None
 
 
 def dual_layout_warnings(settings: Settings, recording: Path) -> tuple[str, ...]:

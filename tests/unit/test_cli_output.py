@@ -44,3 +44,15 @@ def test_alerts_tail_stops_at_max_even_within_one_fetch_and_prints_times_with_th
     assert deliver([7], shown.append, 2, None) == 3 and shown == [0, 1, 7]
     assert utc("2026-12-05T12:49:09.511+01:00") == "2026-12-05 11:49:09 UTC"
     assert utc("2026-12-05T11:49:09") == "2026-12-05 11:49:09 (zone unknown)"
+
+
+def test_produce_reports_chunk_lengths_and_warns_when_key_frames_make_them_longer_than_asked():
+    from pipeline.cli.ingest import chunk_lengths
+
+    line, warning = chunk_lengths([5000, 5000, 5000, 2400], 5)
+    assert line == "chunk lengths: 2.4-5.0 s, median 5.0 s (asked 5 s)" and warning is None
+    line, warning = chunk_lengths([10_000, 10_000, 4000], 5)
+    assert "10.0 s" in line and warning is not None and "up to 10.0 s, not the 5 s asked" in warning
+    assert "-force_key_frames 'expr:gte(t,n_forced*5)'" in warning
+    assert chunk_lengths([], 5) == ("no chunks", None)
+    assert chunk_lengths([10_000], None) == ("chunk lengths: 10.0-10.0 s, median 10.0 s", None)   # a recorder's own
