@@ -29,7 +29,7 @@ def status(settings: Settings, args: argparse.Namespace) -> int:
     try:
         from kafka.errors import AuthorizationError
 
-        from pipeline.ingest.lag import group_lag, topic_depth
+        from pipeline.ingest.lag import group_lag, group_members, spans, topic_depth
 
         lags = group_lag(settings)
         known = [p.lag for p in lags if p.lag is not None]
@@ -43,6 +43,14 @@ def status(settings: Settings, args: argparse.Namespace) -> int:
         if untrusted:
             print(f"  ? the broker reports end offsets below the group's committed offsets on partition(s) "
                   f"{', '.join(map(str, untrusted))}: their lag cannot be computed from offsets")
+        members = group_members(settings)
+        if isinstance(members, str):
+            print(f"group members: not reported by this broker ({members})")
+        else:
+            print(f"group members: {len(members)}" + ("" if members else " (no worker is consuming)"))
+            for m in members:
+                held = spans(m.partitions) if m.partitions else "none"
+                print(f"  {m.client_id} at {m.host or '?'}: partitions {held}")
         try:
             print(f"dead letters on {settings.dlq_topic}: {topic_depth(settings, settings.dlq_topic)}")
         except AuthorizationError:   # counting them reads the topic: a worker's principal may only write it

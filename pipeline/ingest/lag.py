@@ -113,3 +113,61 @@ def topic_depth(settings: Settings, topic: str) -> int:
         return sum(ends[tp] - starts[tp] for tp in tps)
     finally:
         consumer.close()
+
+
+@dataclass(frozen=True)
+class Member:
+    """One consumer of the group, as the group's coordinator describes it."""
+    client_id: str
+    host: str
+    partitions: tuple[int, ...]   # of the chunks topic
+
+
+def _assigned(assignment: object, topic: str) -> list[int]:
+    """The chunks topic's partitions in a member's assignment, however the client library decoded it
+    (a dict of assigned_partitions, an object with partitions(), raw bytes it could not decode)."""
+    if isinstance(assignment, dict):
+        entries = assignment.get("assigned_partitions") or assignment.get("assignment") or []
+        out: list[int] = []
+        for e in entries:
+            t, ps = (e.get("topic"), e.get("partitions")) if isinstance(e, dict) else (e[0], e[1])
+            if t == topic:
+                out += [int(p) for p in ps or []]
+        return out
+    partitions = getattr(assignment, "partitions", None)
+    if callable(partitions):
+        return [tp.partition for tp in partitions() if tp.topic == topic]
+    return []
+
+
+def group_members(settings: Settings, topic: str | None = None,
+                  group: str | None = None) -> list[Member] | str:
+    """Who is in the consumer group and which partitions each holds; or why the broker does not say (its
+    answer to DescribeGroups is not one the client decodes)."""
+    topic, group = topic or settings.chunks_topic, group or settings.app_id
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="callstream-status",
+                             **bootstrap_within(KafkaAdminClient, CONNECT_TIMEOUT_S), **kafka_python_kwargs(settings))
+    try:
+        info = admin.describe_groups([group]).get(group) or {}
+    except (CoordinatorNotAvailableError, CoordinatorLoadInProgressError, NotCoordinatorError):
+        return []   # no consumer has joined the group yet: the broker has no coordinator for it
+    except Exception as exc:   # a partial Kafka API (tansu's answer does not decode): the lag above stands
+        return f"{type(exc).__name__}: {str(exc)[:200]}"
+    finally:
+        admin.close()
+    if info.get("error"):
+        return str(info["error"])[:200]
+    members = [Member(str(m.get("client_id") or ""), str(m.get("client_host") or "").lstrip("/"),
+                      tuple(sorted(_assigned(m.get("member_assignment"), topic)))) for m in info.get("members") or []]
+    return sorted(members, key=lambda m: (m.partitions[:1], m.client_id))
+
+
+def spans(numbers: tuple[int, ...]) -> str:
+    """0, 1, 2, 5, 7, 8 as "0-2, 5, 7-8"."""
+    runs: list[list[int]] = []
+    for n in numbers:
+        if runs and runs[-1][1] == n - 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return ", ".join(f"{a}-{b}" if b > a else str(a) for a, b in runs)

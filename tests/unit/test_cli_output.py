@@ -56,3 +56,21 @@ def test_produce_reports_chunk_lengths_and_warns_when_key_frames_make_them_longe
     assert "-force_key_frames 'expr:gte(t,n_forced*5)'" in warning
     assert chunk_lengths([], 5) == ("no chunks", None)
     assert chunk_lengths([10_000], None) == ("chunk lengths: 10.0-10.0 s, median 10.0 s", None)   # a recorder's own
+
+
+def test_group_members_are_read_however_the_client_decoded_their_assignment():
+    from kafka.structs import TopicPartition
+
+    from pipeline.ingest.lag import _assigned, spans
+
+    decoded = {"assigned_partitions": [{"topic": "chunks", "partitions": [3, 1]},
+                                       {"topic": "other", "partitions": [0]}]}
+    assert sorted(_assigned(decoded, "chunks")) == [1, 3]
+    assert _assigned({"assignment": [("chunks", [0, 2])]}, "chunks") == [0, 2]
+
+    class Obj:
+        def partitions(self):
+            return [TopicPartition("chunks", 5), TopicPartition("x", 1)]
+
+    assert _assigned(Obj(), "chunks") == [5] and _assigned(b"\x00raw", "chunks") == []
+    assert spans((0, 1, 2, 5, 7, 8)) == "0-2, 5, 7-8" and spans((4,)) == "4" and spans(()) == ""
