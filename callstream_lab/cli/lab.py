@@ -17,15 +17,17 @@ DEFAULT_SHAPES = ["640x360@24", "1280x720@30"]
 
 def register(sub: Any) -> dict[str, Handler]:
     g = sub.add_parser("generate", help="write a synthetic two-participant call (MP4)")
-    g.add_argument("out")
-    g.add_argument("--seconds", type=float, default=20)
-    g.add_argument("--size", default="640x360")
-    g.add_argument("--fps", type=int, default=15)
+    g.add_argument("out", help="the MP4 to write")
+    g.add_argument("--seconds", type=float, default=20, help="the call's length (default 20)")
+    g.add_argument("--size", default="640x360", metavar="WxH", help="the picture's size (default 640x360)")
+    g.add_argument("--fps", type=int, default=15, help="frames per second (default 15)")
     rl = sub.add_parser("reliability", help="bad input, memory and fault-injection figures (docs/RELIABILITY.md)")
-    rl.add_argument("--parts", default="bad,memory,faults")
+    rl.add_argument("--parts", default="bad,memory,faults", help="which parts to run, comma-separated (default all: "
+                    "bad,memory,faults)")
     rl.add_argument("--code", help="start workers from this checkout (before/after figures)")
     rl.add_argument("--memory-cases", default="5-s chunks,live chunks alone,45-min one-chunk call,"
-                                              "2-h audio-only call,8192x8192 frame")
+                                              "2-h audio-only call,8192x8192 frame",
+                    help="the memory cases to run, comma-separated (default: all of them)")
     rl.add_argument("--calls", type=int, default=12, help="calls of 20 s in each fault run")
     rl.add_argument("--seeds", type=int, default=5, help="points of progress per fault (one run each)")
     rl.add_argument("--faults", default=",".join(FAULTS[1:]),

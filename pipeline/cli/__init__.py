@@ -1,6 +1,7 @@
 """`callstream`: the command line. One module per command group registers its subcommands beside their
 handlers; each handler parses and prints, and the work is in the modules it calls."""
 
+
 from __future__ import annotations
 
 import argparse
@@ -15,6 +16,12 @@ from pipeline.cli.base import Handler
 from pipeline.settings import Settings, SettingsError, unknown_variables
 
 GROUPS = (status, ingest, worker, calls, db, models, privacy)
+# What `callstream --help` opens with: the tool's job for its users (the docstring above is for readers
+# of this code).
+DESCRIPTION = ("callstream: call-center video calls, published to Kafka as media chunks, become per-second "
+               "emotion timelines in PostgreSQL. Typical use: `callstream up`, `callstream worker`, `callstream "
+               "produce CALL.mp4 --call-id c-1 --follow`, `callstream timeline c-1`. Every setting is an "
+               "environment variable (`callstream settings` lists them).")
 
 # The core install is what a worker needs; commands that need more say which extra brings it.
 EXTRA_OF = {"torch": "serve", "onnxruntime": "serve", "onnx": "serve", "h5py": "serve",
@@ -24,7 +31,7 @@ EXTRA_OF = {"torch": "serve", "onnxruntime": "serve", "onnx": "serve", "h5py": "
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
-    p = argparse.ArgumentParser(prog="callstream", description=__doc__)
+    p = argparse.ArgumentParser(prog="callstream", description=DESCRIPTION)
     p.add_argument("--debug", action="store_true",
                    help="show the traceback of an error instead of its one line (also CALLSTREAM_DEBUG=1)")
     sub = p.add_subparsers(dest="cmd", required=True)

@@ -14,7 +14,7 @@ from pipeline.settings import Settings
 
 def register(sub: Any) -> dict[str, Handler]:
     t = sub.add_parser("timeline", help="print a call's timeline; --plot writes a PNG")
-    t.add_argument("call_id")
+    t.add_argument("call_id", help="the call's id, as its chunks' call-id header gave it")
     t.add_argument("--plot", metavar="PNG", help="also draw the timeline into this PNG file")
     t.add_argument("--explain", action="store_true", help="also print, per labelled segment, the evidence behind "
                    "its label, with the words said in it where transcripts are kept and readable")

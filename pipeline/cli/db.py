@@ -26,7 +26,8 @@ def grant_writer(conn: Any, login: str) -> None:
 
 def register(sub: Any) -> dict[str, Handler]:
     db = sub.add_parser("db", help="`db upgrade` applies the schema revisions; `db status` shows the version")
-    db.add_argument("db_cmd", choices=["upgrade", "status"])
+    db.add_argument("db_cmd", choices=["upgrade", "status"], metavar="upgrade|status",
+                    help="upgrade: apply the pending schema revisions; status: the version and what is pending")
     db.add_argument("--grant-writer", metavar="LOGIN", action="append", default=[],
                     help="with upgrade: make this existing login a member of callstream_writer (what a worker "
                          "needs: no DDL rights); repeatable")

@@ -14,9 +14,9 @@ from pipeline.settings import Settings
 
 def register(sub: Any) -> dict[str, Handler]:
     al = sub.add_parser("alerts", help="live alerts: `alerts tail` prints them as they are published")
-    al.add_argument("alerts_cmd", choices=["tail"])
+    al.add_argument("alerts_cmd", choices=["tail"], metavar="tail", help="print alerts as they are published")
     al.add_argument("--from-start", action="store_true", help="from the topic's beginning, not only new ones")
-    al.add_argument("--max", type=int, help="exit after this many alerts")
+    al.add_argument("--max", type=int, metavar="N", help="exit after this many alerts")
     pr = sub.add_parser("produce", help="cut a recording into chunks and publish them")
     pr.add_argument("recording", nargs="?", help="a whole-call recording (v1 layouts: see --layout)")
     pr.add_argument("--call-id", required=True, type=_call_id,
@@ -34,14 +34,16 @@ def register(sub: Any) -> dict[str, Handler]:
                     help="with --chime: an attendee's role (others: other, which is not analysed by default)")
     pr.add_argument("--mixed-audio", action="store_true",
                     help="with --chime: publish the mixed-audio files too, as participant 'mixed' (role other)")
-    pr.add_argument("--chunk-seconds", type=float)
+    pr.add_argument("--chunk-seconds", type=float, metavar="SECONDS",
+                    help="target chunk length (default CALLSTREAM_CHUNK_SECONDS); a stream copy cuts at key frames")
     pr.add_argument("--realtime", action="store_true", help="pace chunks as a live recorder would")
     pr.add_argument("--follow", action="store_true",
                     help="then show the workers' progress and print the call's timeline once every chunk is settled")
     pr.add_argument("--follow-timeout", type=float, default=600.0, metavar="SECONDS",
                     help="with --follow: how long to wait for the workers (default 600)")
     dl = sub.add_parser("dlq", help="list dead-lettered chunks; `dlq replay` re-publishes them")
-    dl.add_argument("dlq_cmd", nargs="?", choices=["list", "replay"], default="list")
+    dl.add_argument("dlq_cmd", nargs="?", choices=["list", "replay"], default="list", metavar="list|replay",
+                    help="list (the default): the dead letters with their reasons; replay: publish them again")
     dl.add_argument("--reason", choices=REASONS, metavar="REASON",
                     help=f"only this dlq-reason: one of {', '.join(REASONS)}")
     dl.add_argument("--call", help="only this call id")

@@ -12,14 +12,15 @@ from pipeline.settings import Settings
 
 def register(sub: Any) -> dict[str, Handler]:
     fg = sub.add_parser("forget", help="erase a call (or one participant): rows, ledger, stored objects; tombstone")
-    fg.add_argument("call_id")
-    fg.add_argument("--participant", help="only this participant (v1 chunks: agent or customer)")
+    fg.add_argument("call_id", help="the call to erase")
+    fg.add_argument("--participant", metavar="ID", help="only this participant (v1 chunks: agent or customer)")
     fg.add_argument("--lift", action="store_true", help="remove the tombstone: allow a re-delivery to be processed")
     fg.add_argument("--force", action="store_true", help="write the tombstone even for a call nothing is known of "
                                                          "(its chunks are refused if they arrive later)")
     rt = sub.add_parser("retention", help="`retention apply`: delete media no longer needed and what is older "
                                           "than the retention settings")
-    rt.add_argument("retention_cmd", choices=["apply"])
+    rt.add_argument("retention_cmd", choices=["apply"], metavar="apply",
+                    help="delete what the retention settings say is no longer needed")
     return {"forget": forget, "retention": retention}
 
 

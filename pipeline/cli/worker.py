@@ -11,7 +11,8 @@ from pipeline.settings import Settings
 
 def register(sub: Any) -> dict[str, Handler]:
     w = sub.add_parser("worker", help="run a Faust worker")
-    w.add_argument("--loglevel", default="info")
+    w.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"],
+                   help="the worker's log level (default info)")
     return {"worker": worker}
 
 

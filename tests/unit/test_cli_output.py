@@ -74,3 +74,19 @@ def test_group_members_are_read_however_the_client_decoded_their_assignment():
 
     assert _assigned(Obj(), "chunks") == [5] and _assigned(b"\x00raw", "chunks") == []
     assert spans((0, 1, 2, 5, 7, 8)) == "0-2, 5, 7-8" and spans((4,)) == "4" and spans(()) == ""
+
+
+def test_help_opens_with_what_the_tool_does_and_every_option_says_what_it_is():
+    import argparse
+
+    from pipeline.cli import build_parser
+
+    parser, _ = build_parser()
+    assert parser.format_help().split("\n\n")[1].startswith("callstream: call-center video calls")
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = []
+    for name, sub in subparsers.choices.items():
+        for action in sub._actions:
+            if not isinstance(action, argparse._HelpAction | argparse._SubParsersAction) and not action.help:
+                missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+    assert not missing, missing
