@@ -7,7 +7,20 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, NamedTuple, NotRequired, TypedDict
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Float, Index, Integer, String, Text, UniqueConstraint, func, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -344,6 +357,24 @@ class Utterance(Base):
     open_start: Mapped[bool] = mapped_column(Boolean, comment="may continue the previous chunk's last utterance")
     open_end: Mapped[bool] = mapped_column(Boolean, comment="may continue in the next chunk")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+ROLE_COMMENT = "primary | shadow | other (no worker writes for it now), as the last worker to start said"
+
+
+class ServedModel(Base):
+    """The model versions workers write rows for, and which is the primary: the analyst views read the
+    primary's rows (a shadow's sit beside them in emotion_segments)."""
+
+    __tablename__ = "served_models"
+    __table_args__ = (CheckConstraint("role IN ('primary', 'shadow', 'other')", name="served_models_role"),
+                      {"comment": "the model versions workers write rows for; the analyst views read the primary's"})
+
+    model_version: Mapped[str] = mapped_column(String(128), primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16), comment=ROLE_COMMENT)
+    first_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class Alert(Base):

@@ -210,6 +210,19 @@ class SegmentWriter:
         except Exception:
             return False
 
+    async def register_models(self, primary: tuple[str, str], shadow: tuple[str, str] | None = None) -> None:
+        """Record which model versions this worker writes for, (version, name) each: the analyst views
+        read the primary's rows. The last worker to start decides (a rollout switches it)."""
+        async with self._transaction() as conn:
+            for (version, name), role in ((primary, "primary"), *(((shadow, "shadow"),) if shadow else ())):
+                if role == "primary":   # one primary: the one before becomes a version like any other
+                    await conn.execute(text("UPDATE served_models SET role = 'other' WHERE role = 'primary' "
+                                            "AND model_version <> :v"), {"v": version})
+                await conn.execute(text("""
+                    INSERT INTO served_models (model_version, model_name, role) VALUES (:v, :n, :r)
+                    ON CONFLICT (model_version) DO UPDATE SET role = excluded.role, model_name = excluded.model_name,
+                        last_seen_at = now()"""), {"v": version, "n": name, "r": role})
+
     async def erased_tracks(self, call_id: str) -> set[str]:
         """Tracks of the call erased by `callstream forget` ('*' = the whole call)."""
         async with self._transaction() as conn:

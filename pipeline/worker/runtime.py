@@ -91,6 +91,7 @@ class WorkerRuntime(mode.Service):
                                    words)
         self.engine = async_engine(settings, pool_size=settings.worker_concurrency)
         self.writer = writer = SegmentWriter(self.engine, settings.segment_ms, fusions, self.rules)
+        await writer.register_models((version, name), (shadow.version, shadow.name) if shadow else None)
 
         async def s3_up() -> bool:
             return await asyncio.to_thread(claims.ping)

@@ -15,7 +15,7 @@ from callstream_lab.stack.procs import free_port
 from callstream_lab.synth import generate_call
 from pipeline.ingest.producer import publish_recording
 from pipeline.media.ffmpeg_bin import ffmpeg_exe
-from pipeline.settings import Settings
+from pipeline.settings import REPO_ROOT, Settings
 from tests import model_kit
 from tests.e2e.helpers import query, wait_chunks
 
@@ -131,6 +131,21 @@ def test_a_call_through_the_added_model_with_the_builtin_as_its_shadow(stack, by
         shadow = timeline("--model", BUILTIN)
         assert "model " + BUILTIN + "; the call also has rows of toy/1" in shadow.stderr
         assert labels(shadow) == stored(BUILTIN) and stored(BUILTIN) != stored("toy/1")
+        # The README's queries run as written, and the analyst views read the primary alone (this worker's
+        # toy/1, its shadow's rows beside them): one row per participant, never one per version.
+        readme = (REPO_ROOT / "README.md").read_text()
+        for sql in re.findall(r"^```sql\n(.*?)^```", readme, re.M | re.S):
+            query(settings, sql.strip().rstrip(";"))
+        for view in ("participant_summary", "participant_trajectory"):
+            rows = query(settings, f"SELECT participant_id, model_version FROM {view} WHERE call_id = 'byom-1'")
+            assert rows and len(rows) == len({r.participant_id for r in rows}), (view, rows)
+            assert {r.model_version for r in rows} == {"toy/1"}, (view, rows)
+        assert query(settings, "SELECT count(*) FROM primary_timeline WHERE call_id = 'byom-1'")[0][0] == len(
+            by_version["toy/1"])
+        (summary,) = query(settings, "SELECT angry_seconds, round(angry_seconds / seconds, 2) AS share, "
+                                     "round(avg(mean_arousal), 2) AS arousal FROM participant_summary "
+                                     "WHERE call_id = 'byom-1' AND role = 'customer' GROUP BY 1, 2")
+        assert summary.angry_seconds == seconds["angry"]   # numeric: round() and avg() work as written
     finally:
         stack.stop_worker(worker)
     assert "shadow model emotion" in (settings.state_dir / "logs" / "worker-byom.log").read_text(errors="replace")

@@ -62,6 +62,18 @@ def test_words_give_voice_only_segments_labels_of_their_sentiment_and_a_cut_sent
     assert len(set(NEUTRAL.lower().rstrip(".").split()) - set(heard)) <= 2, heard
     # The positive sentence, which Whisper may split in two: positive.
     assert "helpful" in " ".join(r.text.lower() for r in positive) and all(r.valence > 0.3 for r in positive), said
+    # The analyst's views: the talk and silence the call was made with, its length, the mood's course.
+    (summary,) = query(settings, "SELECT audio_seconds, talk_seconds, silence_seconds, overlap_seconds FROM "
+                                 "participant_summary WHERE call_id = 'e2e-words'")
+    spoken = 3.4 + 3.3 + 2.0   # the three sentences' lengths as eSpeak NG says them
+    assert abs(summary.audio_seconds - 15) <= 0.1 and abs(float(summary.talk_seconds) - spoken) <= 2.0, summary
+    assert summary.talk_seconds + summary.silence_seconds == summary.audio_seconds and summary.overlap_seconds == 0
+    (call,) = query(settings, "SELECT duration_seconds, participants FROM call_overview WHERE call_id = 'e2e-words'")
+    assert (call.duration_seconds, call.participants) == (15, 1)
+    (course,) = query(settings, "SELECT start_label, end_label, worst_s, worst_label, round(end_negative, 1) AS e "
+                                "FROM participant_trajectory WHERE call_id = 'e2e-words'")
+    assert DFEW_VALENCE[DFEW_LABELS.index(course.start_label)] < 0 < DFEW_VALENCE[DFEW_LABELS.index(course.end_label)]
+    assert course.worst_s < 4 and course.worst_label in ("sad", "angry", "fear", "disgust"), course
     # The timeline explains each labelled second, quoting what was said in it.
     out = subprocess.run([sys.executable, "-m", "pipeline.cli", "timeline", "e2e-words", "--explain"],
                          capture_output=True, text=True, env={**os.environ, **env}, cwd=REPO_ROOT, timeout=120)
