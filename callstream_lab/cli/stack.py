@@ -90,6 +90,6 @@ Next steps
   publish your own recording:   .venv/bin/callstream produce path/to/call.mp4 --call-id my-call-1
   run a worker (or several):    .venv/bin/callstream worker
   print its timeline and plot:  .venv/bin/callstream timeline my-call-1 --plot my-call-1.png
-  query in SQL:                 psql "{db}" -c "SELECT * FROM call_participant_summary"
+  query in SQL:                 psql "{db}" -c "SELECT * FROM participant_summary"
   stop the embedded stack:      .venv/bin/callstream down""")
     return rc
