@@ -148,10 +148,15 @@ def start(settings: Settings, name: str = NAME, secure: Secure | None = None) ->
 
 
 def _cluster_id() -> str:
-    """A KRaft cluster id: 16 random bytes in URL-safe base64 without padding, as StorageTool makes."""
+    """A KRaft cluster id: 16 random bytes in URL-safe base64 without padding, as StorageTool makes, and,
+    as Kafka's own Uuid.randomUuid, never one that starts with "-": StorageTool's parser reads
+    `-t -hZm...` as an option, and the broker's format failed (one start in 64)."""
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 def stop(settings: Settings, name: str = NAME) -> bool:
