@@ -102,20 +102,6 @@ def from_wire(raw: bytes | str, audio_s: float) -> list[Utterance]:
     return sorted(out, key=lambda u: u.start_ms)
 
 
-def mark_edges(utterances: list[Utterance], audio_ms: int, cut_start: bool, cut_end: bool,
-               edge_ms: int = EDGE_MS) -> list[Utterance]:
-    """Flag the first utterance open at the start when the audio began at a cut (not the call's start)
-    and its first word starts within `edge_ms`; the last likewise at the end."""
-    out = list(utterances)
-    if out and cut_start and out[0].words[0].start_ms <= edge_ms:
-        u = out[0]
-        out[0] = Utterance(u.start_ms, u.end_ms, u.text, u.valence, u.words, True, u.open_end)
-    if out and cut_end and out[-1].words[-1].end_ms >= audio_ms - edge_ms:
-        u = out[-1]
-        out[-1] = Utterance(u.start_ms, u.end_ms, u.text, u.valence, u.words, u.open_start, True)
-    return out
-
-
 @dataclass(frozen=True)
 class Said:
     """The words of one participant that fall in one segment: placed by each word's midpoint, so a
