@@ -172,6 +172,12 @@ class Settings(BaseSettings):
         validation_alias="CALLSTREAM_ALLOW_EMPLOYEE_EMOTION_RECOGNITION_PROHIBITED_IN_EU",
         description="Required to analyse agents or supervisors: emotion recognition of employees at work is "
                     "prohibited in the EU (AI Act Art. 5(1)(f)) outside medical and safety uses.")
+    speech_activity_roles: str = Field(default="",
+        description="Comma-separated roles whose talk, silence and overlap alone are measured (the `speech` "
+                    "model: voice activity, no emotion), e.g. agent. Empty: nobody's beyond the analysed roles, "
+                    "who have them anyway. For employees this is monitoring of their work: docs/COMPLIANCE.md.")
+    speech_model: str = Field(default="speech",
+        description="The Triton model that measures speech activity (CALLSTREAM_SPEECH_ACTIVITY_ROLES).")
     delete_claim_checks: bool = Field(default=True,
         description="Delete a chunk's claim-check object once its rows are committed.")
     dlq_media_hours: float = Field(default=72.0, ge=0,
@@ -224,6 +230,10 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(f"CALLSTREAM_ANALYSED_ROLES={self.analysed_roles!r}: unknown role(s) "
                              f"{sorted(unknown)}; accepted: {', '.join(ROLES)}")
+        unknown = self.measured_roles - set(ROLES)
+        if unknown:
+            raise ValueError(f"CALLSTREAM_SPEECH_ACTIVITY_ROLES={self.speech_activity_roles!r}: unknown role(s) "
+                             f"{sorted(unknown)}; accepted: {', '.join(ROLES)}")
         employees = self.roles & set(EMPLOYEE_ROLES)
         if employees and not self.allow_employee_emotion_recognition:
             raise ValueError(
@@ -236,6 +246,13 @@ class Settings(BaseSettings):
     @property
     def roles(self) -> frozenset[str]:
         return frozenset(r.strip().lower() for r in self.analysed_roles.split(",") if r.strip())
+
+    @property
+    def measured_roles(self) -> frozenset[str]:
+        """Roles whose speech activity alone is measured: those named, less the analysed roles (whose
+        emotion rows carry it already)."""
+        named = frozenset(r.strip().lower() for r in self.speech_activity_roles.split(",") if r.strip())
+        return named - self.roles
 
     @property
     def allowed_buckets(self) -> frozenset[str]:

@@ -38,6 +38,8 @@ def forget(engine: Engine, call_id: str, track: str | None = None) -> Forgotten:
                          {"c": call_id, "t": track})
             conn.execute(text("DELETE FROM utterance_pieces WHERE call_id = :c AND participant_id = :t"),
                          {"c": call_id, "t": track})
+            conn.execute(text("DELETE FROM speech_activity WHERE call_id = :c AND participant_id = :t"),
+                         {"c": call_id, "t": track})
             conn.execute(text("DELETE FROM alerts WHERE call_id = :c AND participant_id = :t"),
                          {"c": call_id, "t": track})
             return out
@@ -48,6 +50,7 @@ def forget(engine: Engine, call_id: str, track: str | None = None) -> Forgotten:
         out.segments = conn.execute(text("DELETE FROM emotion_segments WHERE call_id = :c"), {"c": call_id}).rowcount
         conn.execute(text("DELETE FROM segment_pieces WHERE call_id = :c"), {"c": call_id})
         conn.execute(text("DELETE FROM utterance_pieces WHERE call_id = :c"), {"c": call_id})
+        conn.execute(text("DELETE FROM speech_activity WHERE call_id = :c"), {"c": call_id})
         conn.execute(text("DELETE FROM alerts WHERE call_id = :c"), {"c": call_id})
         out.ledger_rows = conn.execute(text("DELETE FROM chunks WHERE call_id = :c"), {"c": call_id}).rowcount
         out.calls = conn.execute(text("DELETE FROM calls WHERE call_id = :c"), {"c": call_id}).rowcount
@@ -73,7 +76,8 @@ def lift(engine: Engine, call_id: str, track: str | None = None) -> int:
 def remaining(engine: Engine, call_id: str) -> dict[str, int]:
     with engine.connect() as conn:
         return {t: conn.execute(text(f"SELECT count(*) FROM {t} WHERE call_id = :c"), {"c": call_id}).scalar_one()
-                for t in ("emotion_segments", "segment_pieces", "utterance_pieces", "chunks", "calls")}
+                for t in ("emotion_segments", "segment_pieces", "utterance_pieces", "speech_activity", "chunks",
+                          "calls")}
 
 
 def _batched(engine: Engine, sql: str, params: Mapping[str, object]) -> int:
@@ -96,6 +100,8 @@ def apply_retention(engine: Engine, days: int, batch: int = 5000) -> dict[str, i
             SELECT ctid FROM segment_pieces WHERE updated_at < now() - make_interval(days => :days) LIMIT :n)""", p),
         "utterance_pieces": _batched(engine, """DELETE FROM utterance_pieces WHERE ctid IN (
             SELECT ctid FROM utterance_pieces WHERE updated_at < now() - make_interval(days => :days) LIMIT :n)""", p),
+        "speech_activity": _batched(engine, """DELETE FROM speech_activity WHERE ctid IN (
+            SELECT ctid FROM speech_activity WHERE updated_at < now() - make_interval(days => :days) LIMIT :n)""", p),
         "alerts": _batched(engine, """DELETE FROM alerts WHERE id IN (
             SELECT id FROM alerts WHERE fired_at < now() - make_interval(days => :days) LIMIT :n)""", p),
         "chunks": _batched(engine, """DELETE FROM chunks WHERE id IN (

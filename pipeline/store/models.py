@@ -83,6 +83,23 @@ class UtteranceRow(TypedDict):
     open_end: bool
 
 
+class TalkRow(TypedDict):
+    """How much of one piece of a participant's audio was speech, for a role whose talk time alone is
+    measured (the `speech` model; CALLSTREAM_SPEECH_ACTIVITY_ROLES): no emotion is in it."""
+    call_id: str
+    participant_id: str
+    role: str
+    stream: str
+    seq: int
+    cell_ms: int
+    start_ms: int
+    end_ms: int
+    audio_ms: int
+    speech_ms: int
+    min_speech_ratio: float
+    speech_model: str
+
+
 class Heard(NamedTuple):
     """An utterance as the words model heard it, in memory only: what phrase alert rules read, whatever
     CALLSTREAM_TRANSCRIPTS lets be stored."""
@@ -356,6 +373,29 @@ class Utterance(Base):
     words: Mapped[list[list[Any]] | None] = mapped_column(JSONB, comment="[start_ms, end_ms, word] each; NULL: none")
     open_start: Mapped[bool] = mapped_column(Boolean, comment="may continue the previous chunk's last utterance")
     open_end: Mapped[bool] = mapped_column(Boolean, comment="may continue in the next chunk")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class SpeechActivity(Base):
+    """Talk of participants whose emotions are not analysed (CALLSTREAM_SPEECH_ACTIVITY_ROLES): a row per
+    piece of their audio a chunk measured. The views talk_cells and participant_talk put it beside the
+    analysed participants' talk, so overlap is seen between both."""
+
+    __tablename__ = "speech_activity"
+    __table_args__ = {"comment": "speech measured without emotion analysis, a row per chunk's piece of a cell"}
+
+    call_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    participant_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    stream: Mapped[str] = mapped_column(String(140), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    start_ms: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    end_ms: Mapped[int] = mapped_column(BigInteger)
+    cell_ms: Mapped[int] = mapped_column(BigInteger, comment="the segment grid cell the piece belongs to")
+    role: Mapped[str] = mapped_column(String(16))
+    audio_ms: Mapped[int] = mapped_column(Integer, comment="audio of the piece")
+    speech_ms: Mapped[int] = mapped_column(Integer, comment="of it, what the VAD called speech")
+    min_speech_ratio: Mapped[float] = mapped_column(Float, comment="share of speech that makes a cell talk")
+    speech_model: Mapped[str] = mapped_column(String(128), comment="the speech model's version")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

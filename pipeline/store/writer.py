@@ -43,6 +43,8 @@ from pipeline.store.models import (
     PieceRow,
     SegmentPiece,
     SegmentRow,
+    SpeechActivity,
+    TalkRow,
     Utterance,
     UtteranceRow,
 )
@@ -53,6 +55,7 @@ PIECE_KEY = ["call_id", "participant_id", "model_version", "cell_ms", "stream", 
 CALL_LOCK = 0x63616C6D  # advisory lock namespace: one chunk of a call commits at a time
 LEDGER_KEY = ["topic", "partition", "offset"]
 UTTERANCE_KEY = ["call_id", "participant_id", "stream", "seq", "start_ms"]
+TALK_KEY = UTTERANCE_KEY
 # The driver sends at most 65,535 bind parameters per statement; stay well below it.
 MAX_PARAMS = 30_000
 
@@ -249,9 +252,10 @@ class SegmentWriter:
             await _end(conn, ledger)
 
     async def commit_chunk(self, call: CallRow, pieces: list[PieceRow], ledger: LedgerEntry,
-                           utterances: Sequence[UtteranceRow] = (), heard: Sequence[Heard] = ()) -> float:
-        """Write the chunk's pieces, the rows of the cells they touch, its utterances, its call and ledger
-        rows in one transaction; returns the ms it took."""
+                           utterances: Sequence[UtteranceRow] = (), heard: Sequence[Heard] = (),
+                           talk: Sequence[TalkRow] = ()) -> float:
+        """Write the chunk's pieces, the rows of the cells they touch, its utterances, the talk measured of
+        participants not analysed, its call and ledger rows in one transaction; returns the ms it took."""
         async with self._transaction() as conn:
             start = time.perf_counter()
             await conn.execute(text("SELECT pg_advisory_xact_lock(:ns, hashtext(:c))"),
@@ -267,6 +271,7 @@ class SegmentWriter:
             await _write_many(conn, SegmentPiece, PIECE_KEY, pieces)
             await self._utterances(conn, call["call_id"], ledger, [u for u in utterances
                                                                    if u["participant_id"] not in gone])
+            await self._talk(conn, call["call_id"], ledger, [r for r in talk if r["participant_id"] not in gone])
             await _write_many(conn, EmotionSegment, SEGMENT_KEY, await self._rows(conn, pieces, ledger.get("seq", 0)))
             if self.rules:
                 await self._evaluate(conn, pieces)
@@ -284,6 +289,15 @@ class SegmentWriter:
             await conn.execute(text("DELETE FROM utterance_pieces WHERE call_id = :c AND stream = :s AND seq = :q"),
                                {"c": call_id, "s": ledger.get("stream", ""), "q": ledger["seq"]})
         await _write_many(conn, Utterance, UTTERANCE_KEY, utterances)
+
+    @staticmethod
+    async def _talk(conn: AsyncConnection, call_id: str, ledger: LedgerEntry, talk: Sequence[TalkRow]) -> None:
+        """As utterances: the chunk's measured talk replaces an earlier delivery's, so a redelivery after
+        the setting changed leaves no stale rows."""
+        if "seq" in ledger:
+            await conn.execute(text("DELETE FROM speech_activity WHERE call_id = :c AND stream = :s AND seq = :q"),
+                               {"c": call_id, "s": ledger.get("stream", ""), "q": ledger["seq"]})
+        await _write_many(conn, SpeechActivity, TALK_KEY, talk)
 
     async def _rows(self, conn: AsyncConnection, pieces: list[PieceRow], seq: int) -> list[SegmentRow]:
         """The rows of every cell the pieces touch, of the participant's previous last cell (no longer

@@ -35,7 +35,16 @@ from typing import TYPE_CHECKING, Protocol, cast
 
 from pipeline.contract import H_DLQ_PAYLOAD, ChunkMeta, bounded, call_id_of, dead_letter_headers, parse
 from pipeline.errors import REASONS, AlreadySettled, BadChunk, Dependency, Reason, TransientFault
-from pipeline.store.models import CallRow, ChunkStatus, Heard, LedgerEnd, LedgerEntry, PieceRow, UtteranceRow
+from pipeline.store.models import (
+    CallRow,
+    ChunkStatus,
+    Heard,
+    LedgerEnd,
+    LedgerEntry,
+    PieceRow,
+    TalkRow,
+    UtteranceRow,
+)
 from pipeline.worker.dead_letter import DeadLetterRejected, Headers, describe, permanent_kafka_error, raw_headers
 from pipeline.worker.delivery import Delivery, Outcome
 from pipeline.worker.metrics import Metrics
@@ -66,7 +75,8 @@ class Ledger(Protocol):
     async def committed_at(self, call_id: str, stream: str, seq: int) -> str | None: ...
     async def record_redelivery(self, ledger: LedgerEntry) -> None: ...
     async def commit_chunk(self, call: CallRow, pieces: list[PieceRow], ledger: LedgerEntry,
-                           utterances: Sequence[UtteranceRow] = (), heard: Sequence[Heard] = ()) -> float: ...
+                           utterances: Sequence[UtteranceRow] = (), heard: Sequence[Heard] = (),
+                           talk: Sequence[TalkRow] = ()) -> float: ...
     async def done_at(self, topic: str, partition: int, offset: int) -> str | None: ...
     async def record_failure(self, call: CallRow | None, ledger: LedgerEntry) -> bool: ...
     async def end_of(self, topic: str, partition: int, offset: int) -> LedgerEnd | None: ...
@@ -264,14 +274,14 @@ class MessageHandler:
                 return await self._redelivered(msg, meta, bad)
             raise
         ledger = self._ledger(msg, meta)
-        end_ms = max((p["end_ms"] for p in pieces), default=meta.start_ms)
+        end_ms = max((p["end_ms"] for p in [*pieces, *t.talk]), default=meta.start_ms)
         cells = len({(p["participant_id"], p["cell_ms"]) for p in pieces})
         ledger.update({"status": ChunkStatus.DONE, "duration_ms": end_ms - meta.start_ms, "segments": cells,
                        "size_bytes": t.size_bytes, "fetch_ms": t.fetch_ms, "decode_ms": t.decode_ms,
                        "inference_ms": t.inference_ms, "error_reason": None, "error_detail": None,
                        "note": "; ".join(t.notes) or None})
         self._fence(msg)
-        db_ms = await self.writer.commit_chunk(self._call(meta), pieces, ledger, t.utterances, t.heard)
+        db_ms = await self.writer.commit_chunk(self._call(meta), pieces, ledger, t.utterances, t.heard, t.talk)
         self._observe(ledger.get("published_at"), t.fetch_ms, t.decode_ms, t.inference_ms, db_ms, cells)
         if self.publish_alerts is not None:
             await self._alerts(meta.call_id)

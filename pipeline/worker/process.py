@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -36,7 +37,8 @@ from pipeline.media.segment import (
 )
 from pipeline.settings import Settings
 from pipeline.shared.fusion import DEFAULT_FUSION, Evidence, FusionParams
-from pipeline.store.models import Heard, PieceRow, UtteranceRow
+from pipeline.store.models import Heard, PieceRow, TalkRow, UtteranceRow
+from pipeline.worker.speech_client import SpeechClient
 from pipeline.worker.transcript import ChunkWords
 from pipeline.worker.triton_client import EmotionClient, Item
 from pipeline.worker.words_client import WordsClient
@@ -53,6 +55,7 @@ class Timings:
     notes: list[str] = field(default_factory=list)
     utterances: list[UtteranceRow] = field(default_factory=list)
     heard: list[Heard] = field(default_factory=list)   # their text, for phrase alerts only
+    talk: list[TalkRow] = field(default_factory=list)   # speech activity of roles measured, not analysed
 
 
 class MediaBuffer:
@@ -174,13 +177,16 @@ class ModelRun:
 class ChunkProcessor:
     def __init__(self, settings: Settings, client: EmotionClient, claims: ClaimCheckStore | None,
                  ffmpeg_bin: str, model_name: str, model_version: str, shadow: ModelRun | None = None,
-                 on_shadow_error: Any = None, words: WordsClient | None = None) -> None:
+                 on_shadow_error: Any = None, words: WordsClient | None = None,
+                 speech: SpeechClient | None = None) -> None:
         """`shadow`: a second model version run on the same decoded media; its rows land beside the
         primary's (model_version is in their key). Its failures only cost its own rows for that chunk
         (`on_shadow_error(exc)` is told): they never fail, retry or dead-letter the chunk. `words`: the
-        words model's client (CALLSTREAM_WORDS), None when off."""
+        words model's client (CALLSTREAM_WORDS), None when off. `speech`: the speech model's client, which
+        measures the talk of CALLSTREAM_SPEECH_ACTIVITY_ROLES; None when nobody's is measured."""
         self.settings, self.claims = settings, claims
-        self.words = words
+        self.words, self.speech = words, speech
+        self.measured = settings.measured_roles if speech is not None else frozenset()
         self.ffmpeg_bin = ffmpeg_bin
         self.primary = ModelRun(client, model_name, model_version)
         self.shadow, self.on_shadow_error = shadow, on_shadow_error
@@ -223,8 +229,9 @@ class ChunkProcessor:
         if self.settings.require_consent and meta.consent != "emotion":
             return "not analysed: CALLSTREAM_REQUIRE_CONSENT and no 'consent: emotion' header"
         roles = {role for _, role in participants(meta, self.settings.default_layout)}
-        if not roles & self.settings.roles:
-            return f"not analysed: {', '.join(sorted(roles))} not in CALLSTREAM_ANALYSED_ROLES"
+        if not roles & (self.settings.roles | self.measured):
+            also = " or CALLSTREAM_SPEECH_ACTIVITY_ROLES" if self.measured else ""
+            return f"not analysed: {', '.join(sorted(roles))} not in CALLSTREAM_ANALYSED_ROLES{also}"
         return None
 
     def check_call_time(self, meta: ChunkMeta, end_ms: int) -> None:
@@ -252,6 +259,8 @@ class ChunkProcessor:
         start = time.perf_counter()
         size = t.size_bytes
         video, audio = wants(meta)
+        if not {role for _, role in participants(meta, s.default_layout)} & s.roles:
+            video = False   # only talk is measured here: nobody's face is decoded
         options = DecodeOptions(fast=s.fast_decode)
         dec = await asyncio.to_thread(StreamDecoder, self.ffmpeg_bin, path, s.sample_fps, s.frame_width,
                                       lambda info: decode_budget_s(s, meta, info.duration_ms, size), options,
@@ -264,7 +273,11 @@ class ChunkProcessor:
             buf = MediaBuffer(s.sample_fps, dec.channels)
             width = dec.size[0] if dec.size else None
             # Only analysed roles are cut into items: nobody else's face or voice reaches the model.
-            chosen = [v for v in views(meta, s.default_layout, width, dec.channels) if v.role in s.roles]
+            every = views(meta, s.default_layout, width, dec.channels)
+            chosen = [v for v in every if v.role in s.roles]
+            # Roles measured, not analysed: their audio alone, to the speech model only.
+            measured = [replace(v, x0=None, x1=None) for v in every
+                        if v.role in self.measured and v.channel is not None]
             pieces: list[PieceRow] = []
             said = ChunkWords(meta.start_ms, meta.end_of_call) if self.words is not None else None
             windows = 0
@@ -277,7 +290,8 @@ class ChunkProcessor:
                     break  # the rest goes in one call below: a short chunk makes exactly one request
                 segs = planner.ready(dec.decoded_ms)
                 if segs:
-                    pieces += await self._infer(meta, segs, buf, chosen, dec, t, parallel=False, said=said)
+                    pieces += await self._infer(meta, segs, buf, chosen, dec, t, parallel=False, said=said,
+                                                measured=measured)
                     held = said.held_from() if said is not None else None
                     keep = context if held is None else max(context, segs[-1].end_ms - held)
                     buf.drop_before(segs[-1].end_ms, meta.start_ms, keep_audio_ms=keep)
@@ -289,7 +303,7 @@ class ChunkProcessor:
             segs = planner.finish(duration)
             if segs:
                 pieces += await self._infer(meta, segs, buf, chosen, dec, t, parallel=windows <= 1, said=said,
-                                            final=True)
+                                            final=True, measured=measured)
             elif said is not None and said.pending(meta.start_ms + duration):
                 # Every segment was analysed with an earlier window: what is held still has to be heard.
                 await self._hear(meta, meta.start_ms + duration, buf, chosen, said, final=True)
@@ -306,17 +320,20 @@ class ChunkProcessor:
 
     async def _infer(self, meta: ChunkMeta, segs: list[Segment], buf: MediaBuffer, chosen: list[View],
                      dec: StreamDecoder, t: Timings, parallel: bool = True, said: ChunkWords | None = None,
-                     final: bool = False) -> list[PieceRow]:
+                     final: bool = False, measured: list[View] | None = None) -> list[PieceRow]:
         """A chunk longer than one window sends its batches one at a time: a whole-call upload then
         takes one request slot of Triton, not all of them, and live chunks keep flowing. The words
-        model hears the same stretch meanwhile."""
+        model hears the same stretch meanwhile, and the speech model the measured participants'."""
         keys, items = build_items(segs, buf, chosen, meta.start_ms)
         start = time.perf_counter()
+        beside: list[Awaitable[None]] = []
         if said is not None:
-            evidence, _ = await asyncio.gather(self._run(self.primary, meta, keys, items, buf, parallel),
-                                               self._hear(meta, segs[-1].end_ms, buf, chosen, said, final))
-        else:
-            evidence = await self._run(self.primary, meta, keys, items, buf, parallel)
+            beside.append(self._hear(meta, segs[-1].end_ms, buf, chosen, said, final))
+        if measured:
+            beside.append(self._talk(meta, segs, buf, measured, dec, t))
+        run = asyncio.ensure_future(self._run(self.primary, meta, keys, items, buf, parallel))
+        await asyncio.gather(run, *beside)
+        evidence = run.result()
         t.inference_ms += (time.perf_counter() - start) * 1000
         pieces = self._pieces(self.primary, meta, keys, evidence, dec)
         if self.shadow is not None:
@@ -341,6 +358,21 @@ class ChunkProcessor:
         audio = [buf.audio_in(Segment(a, b), meta.start_ms, v.channel) for v, a, b in heard if v.channel is not None]
         for (v, a, b), utterances in zip(heard, await self.words.transcribe(audio), strict=True):
             said.take(v.participant_id, [u.shifted(a) for u in utterances], a, b, final)
+
+    async def _talk(self, meta: ChunkMeta, segs: list[Segment], buf: MediaBuffer, measured: list[View],
+                    dec: StreamDecoder, t: Timings) -> None:
+        """The measured participants' share of speech in each segment, nothing else of them."""
+        assert self.speech is not None
+        keys, items = build_items(segs, buf, measured, meta.start_ms)
+        ratios = await self.speech.ratios([item.audio for item in items])
+        audio_end = meta.start_ms + dec.audio_ms
+        for (view, seg), ratio in zip(keys, ratios, strict=True):
+            heard = overlap(seg, meta.start_ms, audio_end)
+            t.talk.append(TalkRow(
+                call_id=meta.call_id, participant_id=view.participant_id, role=view.role, stream=meta.stream,
+                seq=meta.seq, cell_ms=seg.cell(self.settings.segment_ms), start_ms=seg.start_ms, end_ms=seg.end_ms,
+                audio_ms=heard, speech_ms=int(round(ratio * heard)), min_speech_ratio=self.speech.min_speech_ratio,
+                speech_model=self.speech.version))
 
     async def _run(self, model: ModelRun, meta: ChunkMeta, keys: list[tuple[View, Segment]], items: list[Item],
                    buf: MediaBuffer, parallel: bool) -> list[Evidence]:

@@ -24,6 +24,7 @@ from pipeline.store.writer import SegmentWriter
 from pipeline.worker.handler import DeadLetter, MessageHandler
 from pipeline.worker.metrics import Metrics
 from pipeline.worker.process import ChunkProcessor, ModelRun
+from pipeline.worker.speech_client import SpeechClient
 from pipeline.worker.triton_client import EmotionClient
 from pipeline.worker.words_client import WordsClient
 
@@ -63,6 +64,7 @@ class WorkerRuntime(mode.Service):
         self.client: EmotionClient | None = None
         self.shadow_client: EmotionClient | None = None
         self.words_client: WordsClient | None = None
+        self.speech_client: SpeechClient | None = None
         self.engine: AsyncEngine | None = None
 
     async def on_start(self) -> None:
@@ -85,10 +87,15 @@ class WorkerRuntime(mode.Service):
             self.words_client = words = WordsClient(settings.triton_grpc_url, settings.words_model)
             await words.wait_ready(wait_s=TRITON_READY_S)
             await words.identity()
+        speech = None
+        if settings.measured_roles:
+            self.speech_client = speech = SpeechClient(settings.triton_grpc_url, settings.speech_model)
+            await speech.wait_ready(wait_s=TRITON_READY_S)
+            await speech.identity()
         claims = ClaimCheckStore(settings)
         processor = ChunkProcessor(settings, client, claims, ffmpeg_exe(settings.ffmpeg_binary), name, version,
                                    shadow, lambda exc: metrics.shadow_errors.labels(type(exc).__name__).inc(),
-                                   words)
+                                   words, speech)
         self.engine = async_engine(settings, pool_size=settings.worker_concurrency)
         self.writer = writer = SegmentWriter(self.engine, settings.segment_ms, fusions, self.rules)
         await writer.register_models((version, name), (shadow.version, shadow.name) if shadow else None)
@@ -120,6 +127,14 @@ class WorkerRuntime(mode.Service):
         if words is not None:
             log.info("words: %s (%s); transcripts kept: %s", settings.words_model, words.version,
                      settings.transcripts)
+        if speech is not None:
+            log.info("speech activity only (talk, silence, overlap; no emotion) of %s: %s (%s)",
+                     ", ".join(sorted(settings.measured_roles)), settings.speech_model, speech.version)
+            watched = sorted(settings.measured_roles & set(EMPLOYEE_ROLES))
+            if watched:
+                log.warning("measuring the talk time of %s: not emotion recognition, but monitoring of employees' "
+                            "work, which data protection and employment law regulate (docs/COMPLIANCE.md)",
+                            " and ".join(watched))
         phrases = [r.name for r in self.rules if isinstance(r, PhraseRule)]
         if phrases and words is None:
             log.warning("alert rule(s) %s match phrases, which only CALLSTREAM_WORDS=true hears: they never fire",
@@ -131,8 +146,8 @@ class WorkerRuntime(mode.Service):
                         " and ".join(employees))
 
     async def _triton_up(self) -> bool:
-        """Every model a chunk needs is served (the words model too, where it is on)."""
-        clients = [c for c in (self.client, self.words_client) if c is not None]
+        """Every model a chunk needs is served (the words and speech models too, where they are on)."""
+        clients = [c for c in (self.client, self.words_client, self.speech_client) if c is not None]
         return all(await asyncio.gather(*(c.ping() for c in clients)))
 
     async def _shadow(self, primary_version: str) -> ModelRun | None:
@@ -154,7 +169,7 @@ class WorkerRuntime(mode.Service):
         return ModelRun(client, name, version, fusion=fusion)
 
     async def on_stop(self) -> None:
-        for c in (self.client, self.shadow_client, self.words_client):
+        for c in (self.client, self.shadow_client, self.words_client, self.speech_client):
             if c is not None:
                 await c.close()
         if self.engine is not None:

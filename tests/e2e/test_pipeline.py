@@ -40,6 +40,8 @@ def test_a_call_comes_out_complete_and_in_order_for_the_customer_only(pipeline, 
     assert len(rows) == 20 and {r.track for r in rows} == {"customer"}
     agent = query(settings, "SELECT count(*) FROM emotion_segments WHERE call_id=:c AND track <> 'customer'", c=call)
     assert agent[0][0] == 0
+    # Nor is the agent's talk measured: that needs CALLSTREAM_SPEECH_ACTIVITY_ROLES.
+    assert query(settings, "SELECT count(*) FROM speech_activity WHERE call_id=:c", c=call)[0][0] == 0
     # The face is the smiling astronaut: wherever a face is seen, the label is happy.
     faced = [r for r in rows if r.face_found]
     assert len(faced) >= 14 and all(r.label == "happy" for r in faced)

@@ -31,7 +31,7 @@ def test_every_model_is_ready(stack):
     index = json.loads(urllib.request.urlopen(req, timeout=10).read())
     ready = {m["name"] for m in index if m.get("state") == "READY"}
     # The built-in weights' folders (face_detector, face_expression, voice) are not models: emotion loads them.
-    assert ready == set(served(stack.settings.model_repository)) == {"emotion", "words"}
+    assert ready == set(served(stack.settings.model_repository)) == {"emotion", "speech", "words"}
 
 
 def test_the_words_model_transcribes_through_the_workers_client_and_refuses_what_it_cannot_take(stack):
@@ -55,6 +55,36 @@ def test_the_words_model_transcribes_through_the_workers_client_and_refuses_what
     assert " ".join(u.text for u in speech).lower().startswith("thank you for")   # a second of it
     assert speech[0].words[0].start_ms < 500 and speech[-1].end_ms <= 1000 and speech[0].valence > 0
     assert silence == [] and nothing == []
+
+
+def test_the_speech_model_measures_talk_as_the_emotion_model_does_and_refuses_what_it_cannot_take(stack):
+    """Talk time without emotion (the `speech` model, for CALLSTREAM_SPEECH_ACTIVITY_ROLES): per item only a
+    share of speech, the same share the emotion model's VAD gives the same audio."""
+    from pipeline.errors import BadChunk
+    from pipeline.worker.speech_client import SpeechClient
+
+    talk = _speech()
+    clips = [talk, np.concatenate([np.zeros(8000, np.float32), talk[:8000]]), np.zeros(16000, np.float32),
+             np.zeros(0, np.float32)] + [talk[:8000]] * 70      # past one request's 64 items
+
+    async def run():
+        client = SpeechClient(stack.settings.triton_grpc_url)
+        try:
+            await client.wait_ready(60)
+            version = await client.identity()
+            ratios = await client.ratios(clips)
+            with pytest.raises(BadChunk, match="NaN"):
+                await client.ratios([np.full(1600, np.nan, np.float32)])
+            return version, client.min_speech_ratio, ratios
+        finally:
+            await client.close()
+
+    version, threshold, ratios = asyncio.run(run())
+    assert version == "silero-vad/1" and threshold == 0.2
+    assert len(ratios) == len(clips) and ratios[0] > 0.6 and 0.2 < ratios[1] < 0.6 and ratios[2] == ratios[3] == 0
+    assert len(set(ratios[4:])) == 1, ratios[4:]
+    evidence, _ = _infer(stack.settings, [Item(np.zeros((0, 1, 1, 3), np.uint8), a) for a in clips[:3]])
+    assert [e.speech_ratio for e in evidence] == pytest.approx(ratios[:3], abs=1e-6)
 
 
 def _infer(settings, items, batch_items=32):

@@ -13,7 +13,7 @@ import numpy as np
 from pipeline.contract import ChunkMeta
 from pipeline.errors import AlreadySettled
 from pipeline.shared.fusion import Evidence
-from pipeline.store.models import CallRow, Heard, LedgerEnd, LedgerEntry, PieceRow, UtteranceRow
+from pipeline.store.models import CallRow, Heard, LedgerEnd, LedgerEntry, PieceRow, TalkRow, UtteranceRow
 from pipeline.worker.consume import CommitRefused
 from pipeline.worker.delivery import Delivery, Lease, Outcome
 from pipeline.worker.process import Timings
@@ -37,7 +37,8 @@ class FakeWriter:
     after_failure_row: list = field(default_factory=list)
 
     async def commit_chunk(self, call: CallRow, rows: list[PieceRow], ledger: LedgerEntry,
-                           utterances: Sequence[UtteranceRow] = (), heard: Sequence[Heard] = ()) -> float:
+                           utterances: Sequence[UtteranceRow] = (), heard: Sequence[Heard] = (),
+                           talk: Sequence[TalkRow] = ()) -> float:
         if self.commit_errors:
             raise self.commit_errors.pop(0)
         if (ledger["topic"], ledger["partition"], ledger["offset"]) in self.failed:   # the first end stands
@@ -151,6 +152,21 @@ class FakeTriton:
                                 audio_ms=len(item.audio) // 16, speech_ratio=0.5 if len(item.audio) else 0.0,
                                 arousal=0.5 if len(item.audio) else None))
         return out
+
+
+class FakeSpeech:
+    """Stands in for the speech model: a share of loud samples per item, as SpeechClient returns it. It is
+    given audio only (its signature takes nothing else), so a test can see whose audio reached it."""
+
+    version = "fake-vad/1"
+    min_speech_ratio = 0.2
+
+    def __init__(self) -> None:
+        self.audios: list[np.ndarray] = []
+
+    async def ratios(self, audios: list[np.ndarray]) -> list[float]:
+        self.audios += audios
+        return [float(np.mean(np.abs(a) > 0.02)) if len(a) else 0.0 for a in audios]
 
 
 if TYPE_CHECKING:   # mypy checks the fakes against the seams the handler declares
