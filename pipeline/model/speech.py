@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from pipeline.model import artifacts, voice
+from pipeline.model import voice
 from pipeline.shared.wire import SAMPLE_RATE
 
 MAX_ITEM_S = 600   # an item is one segment's audio; ten minutes of it is already a malformed request
@@ -29,7 +30,11 @@ class SpeechActivity:
 
     @classmethod
     def load(cls, vad_path: Path, device: str = "cpu", threshold: float = voice.SPEECH_THRESHOLD) -> SpeechActivity:
-        return cls(artifacts.vad_file(Path(vad_path), device), threshold, device)
+        """The VAD file alone: artifacts' loader would import every detector and net runner with it."""
+        path = Path(vad_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: run `callstream models build` first")
+        return cls(torch.jit.load(str(path), map_location=device).eval(), threshold, device)
 
     def ratios(self, audio: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """Share of speech per item, of its first `lengths` samples (0 for an item without audio).
