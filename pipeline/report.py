@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pipeline.shared.labels import DFEW_LABELS
+
+# What the timeline's columns mean, printed under it: numbers a reader cannot interpret mislead.
+KEY = """\
+conf     the label's probability after fusing face and voice (0-1; 1/7 = 0.14 is no better than a guess)
+face     a trusted face was seen in the segment; speech: enough of its audio was speech to be heard
+arousal  how activated the voice sounds, 0 calm .. 1 agitated (prosody, or a voice net where one is
+         served); - without speech
+top-2    the two most probable of the seven labels"""
 
 
 def format_timeline(rows: list[dict]) -> str:
@@ -55,29 +64,52 @@ def format_summary(rows: list[dict]) -> str:
 
 
 def plot_timeline(rows: list[dict], out: Path, title: str) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig = timeline_figure(rows, title)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def timeline_figure(rows: list[dict], title: str) -> Any:
+    """Per participant, the seven probabilities, the voice's arousal (dashed, on the same 0-1 scale) and
+    where they spoke (a band under the curves); one legend for all, under the plots."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     tracks = sorted({r["participant"] for r in rows})
-    fig, axes = plt.subplots(len(tracks), 1, figsize=(11, 2.8 * len(tracks)), sharex=True, squeeze=False)
+    height = 1.4 + 2.6 * len(tracks)
+    fig, axes = plt.subplots(len(tracks), 1, figsize=(11, height), sharex=True, squeeze=False)
     for ax, track in zip(axes[:, 0], tracks, strict=True):
         mine = [r for r in rows if r["participant"] == track]
         xs = [(r["start_ms"] + r["end_ms"]) / 2000 for r in mine]
         for label in DFEW_LABELS:
             ax.plot(xs, [r[label] if r[label] is not None else float("nan") for r in mine], label=label, lw=1.5)
+        # Arousal on the same 0-1 scale, dashed; speech as a band under the curves.
+        ax.plot(xs, [r["arousal"] if r.get("arousal") is not None else float("nan") for r in mine], color="black",
+                ls="--", lw=1.2, label="arousal (voice, 0 calm .. 1 agitated)")
         for r in mine:
             if r["label"] is None:
                 ax.axvspan(r["start_ms"] / 1000, r["end_ms"] / 1000, color="0.9", lw=0)
+            if r.get("speech_found"):
+                ax.axvspan(r["start_ms"] / 1000, r["end_ms"] / 1000, ymin=0, ymax=0.04, color="tab:blue", lw=0,
+                           alpha=0.6)
         ax.set_ylim(-0.03, 1.03)  # keep curves at exactly 0 or 1 off the frame edge
-        ax.set_ylabel(f"{track}\nprobability")
+        ax.set_ylabel(f"{track}\nprobability, arousal")
         ax.grid(alpha=0.3)
-    axes[0, 0].set_title(title)
-    axes[0, 0].legend(ncol=7, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 1.35))
-    axes[-1, 0].set_xlabel("call time (s); grey = no face and no speech")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    fig.suptitle(title)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    handles.append(Patch(color="tab:blue", alpha=0.6))
+    labels.append("speech")
+    handles.append(Patch(color="0.9"))
+    labels.append("no face, no speech")
+    # Below the plots, where it covers neither the title nor a curve.
+    fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=8, frameon=False)
+    axes[-1, 0].set_xlabel("call time (s)")
+    fig.tight_layout(rect=(0, 0.55 / height, 1, 1))   # the legend's two rows: about half an inch
+    return fig

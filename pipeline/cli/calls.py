@@ -43,7 +43,7 @@ def primary_version(settings: Settings, present: dict[str, int]) -> str:
 
 def print_timeline(settings: Settings, call_id: str, plot: Path | None = None, model: str | None = None,
                    explain: bool = False) -> int:
-    from pipeline.report import format_explained, format_summary, format_timeline, plot_timeline
+    from pipeline.report import KEY, format_explained, format_summary, format_timeline, plot_timeline
     from pipeline.store.db import sync_engine
     from pipeline.store.queries import erased_at, progress, refused, said, timeline, track_summary, versions
 
@@ -67,6 +67,7 @@ def print_timeline(settings: Settings, call_id: str, plot: Path | None = None, m
               f"--model VERSION` shows one, the model_comparison view compares them", file=sys.stderr)
     rows = timeline(engine, call_id, version)
     print(format_timeline(rows))
+    print(KEY)
     print(format_summary(track_summary(engine, call_id, version)))
     if explain:
         print(format_explained(rows, said(engine, call_id, version)))

@@ -90,3 +90,40 @@ def test_help_opens_with_what_the_tool_does_and_every_option_says_what_it_is():
             if not isinstance(action, argparse._HelpAction | argparse._SubParsersAction) and not action.help:
                 missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
     assert not missing, missing
+
+
+def test_the_timeline_says_what_conf_and_arousal_mean():
+    from pipeline.report import KEY, format_timeline
+
+    row = {"participant": "customer", "start_ms": 0, "end_ms": 1000, "label": "angry", "confidence": 0.41,
+           "face_found": True, "speech_found": True, "arousal": 0.83, "neutral": 0.1, "happy": 0.05, "sad": 0.1,
+           "angry": 0.41, "fear": 0.2, "disgust": 0.1, "surprise": 0.04}
+    assert "angry      0.41  yes  yes       0.83  angry 0.41, fear 0.20" in format_timeline([row])
+    for column, meaning in (("conf", "1/7 = 0.14 is no better than a guess"), ("arousal", "0 calm .. 1 agitated")):
+        assert any(line.startswith(column) and meaning in line for line in KEY.splitlines()), column
+
+
+def test_the_plot_shows_arousal_and_speech_and_its_legend_covers_neither_title_nor_curves():
+    from pipeline.report import timeline_figure
+    from pipeline.shared.labels import DFEW_LABELS
+
+    rows = []
+    for who in ("agent", "customer"):
+        for i in range(10):
+            r = {"participant": who, "start_ms": i * 1000, "end_ms": i * 1000 + 1000, "label": "happy",
+                 "arousal": i / 10 if i != 4 else None, "speech_found": i % 2 == 0, **dict.fromkeys(DFEW_LABELS, 0.1)}
+            rows.append(r)
+    fig = timeline_figure(rows, "call c-1")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    (legend,) = fig.legends
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert texts[:7] == list(DFEW_LABELS) and any(t.startswith("arousal") for t in texts) and "speech" in texts
+    box = legend.get_window_extent(renderer)
+    title = fig._suptitle.get_window_extent(renderer)
+    for ax in fig.axes:
+        assert not box.overlaps(ax.get_window_extent(renderer)) and not box.overlaps(title)
+        arousal = next(line for line in ax.get_lines() if line.get_label().startswith("arousal"))
+        ys = list(arousal.get_ydata())
+        assert ys[1] == 0.1 and ys[4] != ys[4]        # None (no speech) is a gap, not a zero
+        assert len(ax.patches) == 5                     # a speech band in each of the five spoken seconds
