@@ -63,7 +63,47 @@ def register(sub: Any) -> dict[str, Handler]:
                          "checkouts of different capacity can be compared at the same load")
     be.add_argument("--nets", action="store_true", help="only each built-in net on TorchScript vs ONNX Runtime "
                                                         "(ms per call, output difference); no stack")
-    return {"generate": generate, "bench": bench, "reliability": reliability}
+    sz = sub.add_parser("size", help="what N concurrent calls need, from the measured figures "
+                                     "(docs/OPERATIONS.md, Sizing) or your own recordings' rate")
+    sz.add_argument("--calls", type=int, action="append", metavar="N",
+                    help="concurrent calls, repeatable (default 100, 500 and 2,000)")
+    sz.add_argument("--shape", default="640x360@24", choices=["640x360@24", "1280x720@30"],
+                    help="which measured shape's figures (default 640x360@24)")
+    sz.add_argument("--participants", type=int, default=1, choices=(1, 2),
+                    help="analysed participants per call (2: agents too; default 1, the customer)")
+    sz.add_argument("--per-core", type=float, metavar="VIDEO_S_PER_S",
+                    help="your recordings' rate per core (`./run bench --recording`), instead of the measured one")
+    sz.add_argument("--kbps", type=int, help="your recordings' bitrate, for the Kafka figure (default: the "
+                                             "generated call's)")
+    sz.add_argument("--write-docs", action="store_true",
+                    help="rewrite docs/OPERATIONS.md's generated sizing from the measured figures")
+    return {"generate": generate, "bench": bench, "reliability": reliability, "size": size}
+
+
+def size(settings: Settings, args: argparse.Namespace) -> int:
+    from callstream_lab import sizing
+    from pipeline.settings import REPO_ROOT
+
+    if args.write_docs:
+        changed = sizing.write_docs(REPO_ROOT / "docs" / "OPERATIONS.md")
+        print("docs/OPERATIONS.md: sizing " + ("rewritten" if changed else "already current"))
+        return 0
+    if any(c < 1 for c in args.calls or []) or (args.per_core is not None and args.per_core <= 0) or \
+            (args.kbps is not None and args.kbps <= 0):
+        raise SettingsError("size: --calls, --per-core and --kbps must be more than 0")
+    m = sizing.MEASURED
+    shape = m.shape(args.shape)
+    print(f"at {round(sizing.HEADROOM * 100)} % of the rates {'you gave' if args.per_core else 'measured'} "
+          f"({args.per_core or round(shape.capacity / m.cores, 1)} video-s/s per core, {args.shape}; "
+          f"{args.participants} analysed participant(s) per call):")
+    for calls in args.calls or [100, 500, 2000]:
+        s = sizing.size(calls, shape, args.participants, args.per_core, args.kbps or m.kbps, m.cores,
+                        m.worker_rss_mb)
+        print(f"- {calls:,} calls: {s.load:,.0f} video-s/s; all on CPU {s.cpu_cores:,} cores; workers apart "
+              f"{s.worker_cores:,} worker + {s.triton_cores:,} CPU Triton cores (Triton on GPUs: not measured); "
+              f"{s.workers:,} workers, {s.partitions:,} partitions; Kafka {s.chunks_per_s:,.0f} chunks/s, "
+              f"{s.kafka_mb_s:,.1f} MB/s; Postgres {s.rows_per_s:,} rows/s; workers' memory {s.worker_gb} GB")
+    return 0
 
 
 def generate(settings: Settings, args: argparse.Namespace) -> int:
