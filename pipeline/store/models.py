@@ -350,7 +350,19 @@ class SegmentPiece(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
-class Utterance(Base):
+class ChunkPiece:
+    """Keyed by the chunk that measured it (call, participant, chunk stream and seq) and where it starts:
+    a redelivered chunk replaces its own pieces and nobody else's."""
+
+    call_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    participant_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    stream: Mapped[str] = mapped_column(String(140), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    start_ms: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    end_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class Utterance(ChunkPiece, Base):
     """What a participant said, an utterance at a time, as each chunk heard it (CALLSTREAM_WORDS). Text and
     words are personal data: NULL unless CALLSTREAM_TRANSCRIPTS keeps them, readable by the role
     callstream_transcripts only; callstream_analyst reads the other columns. The view `utterances` joins
@@ -359,12 +371,6 @@ class Utterance(Base):
     __tablename__ = "utterance_pieces"
     __table_args__ = {"comment": "utterances as each chunk heard them; view utterances joins those a chunk cut"}
 
-    call_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    participant_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    stream: Mapped[str] = mapped_column(String(140), primary_key=True)
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
-    start_ms: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    end_ms: Mapped[int] = mapped_column(BigInteger)
     role: Mapped[str] = mapped_column(String(16))
     words_model: Mapped[str] = mapped_column(String(128), comment="the words model's name/version")
     word_count: Mapped[int] = mapped_column(Integer)
@@ -376,7 +382,7 @@ class Utterance(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
-class SpeechActivity(Base):
+class SpeechActivity(ChunkPiece, Base):
     """Talk of participants whose emotions are not analysed (CALLSTREAM_SPEECH_ACTIVITY_ROLES): a row per
     piece of their audio a chunk measured. The views talk_cells and participant_talk put it beside the
     analysed participants' talk, so overlap is seen between both."""
@@ -384,12 +390,6 @@ class SpeechActivity(Base):
     __tablename__ = "speech_activity"
     __table_args__ = {"comment": "speech measured without emotion analysis, a row per chunk's piece of a cell"}
 
-    call_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    participant_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    stream: Mapped[str] = mapped_column(String(140), primary_key=True)
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
-    start_ms: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    end_ms: Mapped[int] = mapped_column(BigInteger)
     cell_ms: Mapped[int] = mapped_column(BigInteger, comment="the segment grid cell the piece belongs to")
     role: Mapped[str] = mapped_column(String(16))
     audio_ms: Mapped[int] = mapped_column(Integer, comment="audio of the piece")

@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
-import tritonclient.grpc.aio as grpcclient
-from tritonclient.utils import InferenceServerException
 
 from pipeline.errors import BadChunk
 from pipeline.shared.fusion import MIN_SPEECH_RATIO
-from pipeline.worker.triton_client import INFER_TIMEOUT_S, ServedModel, classify
+from pipeline.worker.triton_client import ServedModel
 
 BATCH = 64   # the model's max_batch_size
 
@@ -35,16 +33,7 @@ class SpeechClient(ServedModel):
         lengths = np.zeros((len(audios), 1), np.int32)
         for k, a in enumerate(audios):
             audio[k, :len(a)], lengths[k, 0] = a, len(a)
-        inputs = [grpcclient.InferInput("AUDIO", list(audio.shape), "FP32"),
-                  grpcclient.InferInput("AUDIO_LEN", list(lengths.shape), "INT32")]
-        inputs[0].set_data_from_numpy(audio)
-        inputs[1].set_data_from_numpy(lengths)
-        try:
-            result = await self._client.infer(self.model, inputs, client_timeout=INFER_TIMEOUT_S,
-                                              outputs=[grpcclient.InferRequestedOutput("SPEECH_RATIO")])
-        except InferenceServerException as exc:
-            raise classify(exc) from exc
-        out = result.as_numpy("SPEECH_RATIO")
+        out = (await self.call({"AUDIO": audio, "AUDIO_LEN": lengths}, ("SPEECH_RATIO",)))["SPEECH_RATIO"]
         if out is None or out.shape != (len(audios), 1) or not np.isfinite(out).all() or \
                 ((out < 0) | (out > 1)).any():
             raise BadChunk("inference_rejected", f"speech model {self.model!r}: SPEECH_RATIO of shape "

@@ -139,6 +139,21 @@ class ServedModel:
         except Exception:
             return False
 
+    async def call(self, tensors: dict[str, np.ndarray], outputs: tuple[str, ...]) -> dict[str, np.ndarray | None]:
+        """One inference of the model: the named input tensors in, the named outputs back; Triton's
+        refusals sorted into the chunk's fault or the server's (classify)."""
+        inputs = []
+        for name, value in tensors.items():
+            t = grpcclient.InferInput(name, list(value.shape), _DTYPES[name])
+            t.set_data_from_numpy(value)
+            inputs.append(t)
+        try:
+            result = await self._client.infer(self.model, inputs, client_timeout=INFER_TIMEOUT_S,
+                                              outputs=[grpcclient.InferRequestedOutput(o) for o in outputs])
+        except InferenceServerException as exc:
+            raise classify(exc) from exc
+        return {o: result.as_numpy(o) for o in outputs}
+
 
 class EmotionClient(ServedModel):
     def __init__(self, url: str, model: str = "emotion", batch_items: int = 32) -> None:
@@ -163,20 +178,9 @@ class EmotionClient(ServedModel):
         return name, version, FusionParams.from_json(fusion) if fusion else FusionParams(min_speech_ratio=ratio)
 
     async def _infer(self, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        inputs = []
-        for name, value in tensors.items():
-            if name in ("VOICE_WINDOW", "VOICE_LEN") and not self.voice_window_ms:
-                continue
-            t = grpcclient.InferInput(name, list(value.shape), _DTYPES[name])
-            t.set_data_from_numpy(value)
-            inputs.append(t)
-        wanted = OUTPUTS + self.voice_outputs
-        try:
-            result = await self._client.infer(self.model, inputs, client_timeout=INFER_TIMEOUT_S,
-                                              outputs=[grpcclient.InferRequestedOutput(o) for o in wanted])
-        except InferenceServerException as exc:
-            raise classify(exc) from exc
-        return {o: result.as_numpy(o) for o in wanted}
+        sent = {name: value for name, value in tensors.items()
+                if self.voice_window_ms or name not in ("VOICE_WINDOW", "VOICE_LEN")}
+        return await self.call(sent, OUTPUTS + self.voice_outputs)  # type: ignore[return-value]
 
     async def infer(self, items: list[Item], parallel: bool = True) -> list[Evidence]:
         """Group items by frame size, split into batches, run them (concurrently unless `parallel` is

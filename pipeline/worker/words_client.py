@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
-import tritonclient.grpc.aio as grpcclient
-from tritonclient.utils import InferenceServerException
 
 from pipeline.errors import BadChunk
 from pipeline.shared.wire import SAMPLE_RATE
 from pipeline.shared.words import Utterance, WireError, from_wire
-from pipeline.worker.triton_client import INFER_TIMEOUT_S, ServedModel, classify
+from pipeline.worker.triton_client import ServedModel
 
 
 class WordsClient(ServedModel):
@@ -29,16 +27,8 @@ class WordsClient(ServedModel):
         a = np.ascontiguousarray(audio, np.float32).reshape(1, -1)
         if not a.shape[1]:
             return []
-        inputs = [grpcclient.InferInput("AUDIO", list(a.shape), "FP32"),
-                  grpcclient.InferInput("AUDIO_LEN", [1, 1], "INT32")]
-        inputs[0].set_data_from_numpy(a)
-        inputs[1].set_data_from_numpy(np.array([[a.shape[1]]], np.int32))
-        try:
-            result = await self._client.infer(self.model, inputs, client_timeout=INFER_TIMEOUT_S,
-                                              outputs=[grpcclient.InferRequestedOutput("TRANSCRIPT")])
-        except InferenceServerException as exc:
-            raise classify(exc) from exc
-        out = result.as_numpy("TRANSCRIPT")
+        out = (await self.call({"AUDIO": a, "AUDIO_LEN": np.array([[a.shape[1]]], np.int32)},
+                               ("TRANSCRIPT",)))["TRANSCRIPT"]
         try:
             if out is None or out.size != 1:
                 raise WireError(f"TRANSCRIPT of shape {None if out is None else out.shape}")
