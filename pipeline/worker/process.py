@@ -229,10 +229,13 @@ class ChunkProcessor:
         if self.settings.require_consent and meta.consent != "emotion":
             return "not analysed: CALLSTREAM_REQUIRE_CONSENT and no 'consent: emotion' header"
         roles = {role for _, role in participants(meta, self.settings.default_layout)}
-        if not roles & (self.settings.roles | self.measured):
-            also = " or CALLSTREAM_SPEECH_ACTIVITY_ROLES" if self.measured else ""
-            return f"not analysed: {', '.join(sorted(roles))} not in CALLSTREAM_ANALYSED_ROLES{also}"
-        return None
+        if roles & self.settings.roles:
+            return None
+        if roles & self.measured:
+            # Talk is measured on audio alone: a video track of a measured role has nothing for it.
+            return None if wants(meta)[1] else "not analysed: a measured role's chunk without audio has no talk"
+        also = " or CALLSTREAM_SPEECH_ACTIVITY_ROLES" if self.measured else ""
+        return f"not analysed: {', '.join(sorted(roles))} not in CALLSTREAM_ANALYSED_ROLES{also}"
 
     def check_call_time(self, meta: ChunkMeta, end_ms: int) -> None:
         """Media past CALLSTREAM_MAX_CALL_S is refused: it bounds the rows (and no-media rows) one call makes."""

@@ -38,6 +38,12 @@ def test_the_agent_is_measured_by_the_speech_model_alone_and_the_customer_analys
     processor = _processor({"CALLSTREAM_SPEECH_ACTIVITY_ROLES": "agent"}, triton, speech)
     meta = ChunkMeta("c-2", 0, 0, True, duration_ms=6000, layout="agent")
     assert processor.not_analysed(meta) is None
+    # An agent's video track alone has no talk to measure: not even fetched.
+    video = ChunkMeta("c-2", 0, 0, True, participant_id="a1", role="agent", media="video")
+    assert processor.not_analysed(video) == "not analysed: a measured role's chunk without audio has no talk"
+    supervisor = ChunkMeta("c-2", 0, 0, True, participant_id="s1", role="supervisor", media="audio")
+    assert processor.not_analysed(supervisor) == \
+        "not analysed: supervisor not in CALLSTREAM_ANALYSED_ROLES or CALLSTREAM_SPEECH_ACTIVITY_ROLES"
     pieces, t = asyncio.run(processor.process(meta, chunk))
     assert pieces == [] and triton.items == 0 and len(t.talk) == 6
 
