@@ -110,21 +110,21 @@ class Sizing:
     worker_gb: float
 
 
-def size(calls: int, shape: Shape, participants: int = 1, per_core: float | None = None,
-         kbps: int = MEASURED.kbps, cores: int = MEASURED.cores, worker_rss_mb: int = MEASURED.worker_rss_mb) -> Sizing:
+def size(calls: int, shape: Shape, participants: int = 1, per_core: float | None = None, kbps: int | None = None,
+         m: Measured = MEASURED) -> Sizing:
     """Pure arithmetic on the figures: a live call offers one video-second per second per analysed
     participant (both share one picture and one stereo track, but each is analysed on its own)."""
     load = float(calls * participants)
-    rate = per_core if per_core is not None else shape.capacity / cores
+    rate = per_core if per_core is not None else shape.capacity / m.cores
     cpu = math.ceil(load / (rate * HEADROOM))
-    scale = shape.capacity / cores / rate    # recordings of one's own cost this much more than the measured ones
+    scale = shape.capacity / m.cores / rate    # recordings of one's own cost this much more than the measured ones
     worker = math.ceil(load * shape.worker_ms * scale / 1000 / HEADROOM)
     triton = math.ceil(load * shape.model_ms * scale / 1000 / HEADROOM)
     workers = max(1, math.ceil(worker / WORKER_CORES))
     partitions = max(12, 12 * math.ceil(workers / 12))
     chunks = calls / CHUNK_S
     return Sizing(calls, participants, load, cpu, worker, triton, workers, partitions, chunks,
-                  calls * kbps / 8 / 1000, calls * participants, round(workers * worker_rss_mb / 1000, 1))
+                  calls * (kbps or m.kbps) / 8 / 1000, calls * participants, round(workers * m.worker_rss_mb / 1000, 1))
 
 
 def _n(x: float) -> str:
@@ -132,25 +132,24 @@ def _n(x: float) -> str:
 
 
 def table(m: Measured = MEASURED, calls: tuple[int, ...] = (100, 500, 2000, 10_000)) -> str:
-    rows = ["| concurrent calls (customer analysed) | " + " | ".join(f"{c:,}" for c in calls) + " |",
-            "|---|" + "---|" * len(calls)]
+    rows = [_row("concurrent calls (customer analysed)", *(f"{c:,}" for c in calls)), "|---|" + "---|" * len(calls)]
+    sized = {shape.name: [size(c, shape, m=m) for c in calls] for shape in m.shapes}
     for shape in m.shapes:
-        sized = [size(c, shape, cores=m.cores, kbps=m.kbps, worker_rss_mb=m.worker_rss_mb) for c in calls]
         label = shape.name.replace("@", " @ ") + " fps"
-        rows.append(f"| {label}, all on CPU: cores (machines of {MACHINE_CORES}) | "
-                    + " | ".join(f"{s.cpu_cores:,} ({math.ceil(s.cpu_cores / MACHINE_CORES)})" for s in sized) + " |")
-        rows.append(f"| {label}, workers apart: worker cores + CPU Triton cores | "
-                    + " | ".join(f"{s.worker_cores:,} + {s.triton_cores:,}" for s in sized) + " |")
-        rows.append(f"| {label}, **estimate** with Triton on GPUs: worker cores | "
-                    + " | ".join(f"{s.worker_cores:,}" for s in sized) + " |")
-    s = [size(c, m.shapes[0], cores=m.cores, kbps=m.kbps, worker_rss_mb=m.worker_rss_mb) for c in calls]
-    rows.append("| workers at 640x360 (one per 2 cores) / chunk topic partitions | "
-                + " | ".join(f"{x.workers:,} / {x.partitions:,}" for x in s) + " |")
-    rows.append("| Kafka at 640x360: chunks/s, MB/s in (before replication) | "
-                + " | ".join(f"{_n(x.chunks_per_s)}, {_n(x.kafka_mb_s)}" for x in s) + " |")
-    rows.append("| Postgres: segment rows/s (and as many pieces) | "
-                + " | ".join(f"{x.rows_per_s:,}" for x in s) + " |")
-    rows.append("| worker memory at 640x360, GB in all | " + " | ".join(f"{x.worker_gb:,}" for x in s) + " |")
+        ss = sized[shape.name]
+        rows.append(_row(f"{label}, all on CPU: cores (machines of {MACHINE_CORES})",
+                         *(f"{s.cpu_cores:,} ({math.ceil(s.cpu_cores / MACHINE_CORES)})" for s in ss)))
+        rows.append(_row(f"{label}, workers apart: worker cores + CPU Triton cores",
+                         *(f"{s.worker_cores:,} + {s.triton_cores:,}" for s in ss)))
+        rows.append(_row(f"{label}, **estimate** with Triton on GPUs: worker cores",
+                         *(f"{s.worker_cores:,}" for s in ss)))
+    first = sized[m.shapes[0].name]
+    rows.append(_row("workers at 640x360 (one per 2 cores) / chunk topic partitions",
+                     *(f"{x.workers:,} / {x.partitions:,}" for x in first)))
+    rows.append(_row("Kafka at 640x360: chunks/s, MB/s in (before replication)",
+                     *(f"{_n(x.chunks_per_s)}, {_n(x.kafka_mb_s)}" for x in first)))
+    rows.append(_row("Postgres: segment rows/s (and as many pieces)", *(f"{x.rows_per_s:,}" for x in first)))
+    rows.append(_row("worker memory at 640x360, GB in all", *(f"{x.worker_gb:,}" for x in first)))
     return "\n".join(rows)
 
 
@@ -185,7 +184,7 @@ def blocks(m: Measured = MEASURED) -> dict[str, str]:
     per360, per720 = s360.capacity / m.cores, s720.capacity / m.cores
     words = f"{m.words_capacity[0]}-{m.words_capacity[1]}x"
     whisper = f"{m.words_triton_ms[0]}-{m.words_triton_ms[1]} ms"
-    rows_2000 = size(2000, s360).rows_per_s * 8 * 3600 / 1e6
+    rows_2000 = 2000 * 8 * 3600 / 1e6   # one row per analysed participant-second, 8 busy hours
     return {
         "figures": f"""\
 Measured by `./run bench --no-peers --repeats 2` on {m.date} (commit {m.commit}; docs/BENCHMARKS.md, "Today's

@@ -97,8 +97,7 @@ def size(settings: Settings, args: argparse.Namespace) -> int:
           f"({args.per_core or round(shape.capacity / m.cores, 1)} video-s/s per core, {args.shape}; "
           f"{args.participants} analysed participant(s) per call):")
     for calls in args.calls or [100, 500, 2000]:
-        s = sizing.size(calls, shape, args.participants, args.per_core, args.kbps or m.kbps, m.cores,
-                        m.worker_rss_mb)
+        s = sizing.size(calls, shape, args.participants, args.per_core, args.kbps)
         print(f"- {calls:,} calls: {s.load:,.0f} video-s/s; all on CPU {s.cpu_cores:,} cores; workers apart "
               f"{s.worker_cores:,} worker + {s.triton_cores:,} CPU Triton cores (Triton on GPUs: not measured); "
               f"{s.workers:,} workers, {s.partitions:,} partitions; Kafka {s.chunks_per_s:,.0f} chunks/s, "
