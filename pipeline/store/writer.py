@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import delete as sa_delete
 from sqlalchemy import func, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -35,6 +36,7 @@ from pipeline.store.models import (
     Call,
     CallRow,
     ChunkLedger,
+    ChunkPiece,
     ChunkStatus,
     EmotionSegment,
     Heard,
@@ -54,8 +56,7 @@ SEGMENT_KEY = ["call_id", "participant_id", "start_ms", "model_version"]
 PIECE_KEY = ["call_id", "participant_id", "model_version", "cell_ms", "stream", "seq"]
 CALL_LOCK = 0x63616C6D  # advisory lock namespace: one chunk of a call commits at a time
 LEDGER_KEY = ["topic", "partition", "offset"]
-UTTERANCE_KEY = ["call_id", "participant_id", "stream", "seq", "start_ms"]
-TALK_KEY = UTTERANCE_KEY
+CHUNK_PIECE_KEY = ["call_id", "participant_id", "stream", "seq", "start_ms"]   # models.ChunkPiece's key
 # The driver sends at most 65,535 bind parameters per statement; stay well below it.
 MAX_PARAMS = 30_000
 
@@ -269,9 +270,9 @@ class SegmentWriter:
             pieces = [p for p in pieces if p["participant_id"] not in gone]
             await conn.execute(_call_upsert(call))
             await _write_many(conn, SegmentPiece, PIECE_KEY, pieces)
-            await self._utterances(conn, call["call_id"], ledger, [u for u in utterances
-                                                                   if u["participant_id"] not in gone])
-            await self._talk(conn, call["call_id"], ledger, [r for r in talk if r["participant_id"] not in gone])
+            for model, rows in ((Utterance, utterances), (SpeechActivity, talk)):
+                await self._replace(conn, model, call["call_id"], ledger,
+                                    [r for r in rows if r["participant_id"] not in gone])
             await _write_many(conn, EmotionSegment, SEGMENT_KEY, await self._rows(conn, pieces, ledger.get("seq", 0)))
             if self.rules:
                 await self._evaluate(conn, pieces)
@@ -281,23 +282,16 @@ class SegmentWriter:
         return db_ms
 
     @staticmethod
-    async def _utterances(conn: AsyncConnection, call_id: str, ledger: LedgerEntry,
-                          utterances: Sequence[UtteranceRow]) -> None:
-        """The chunk's utterances replace whatever an earlier delivery of it stored: a redelivery heard by
-        another version of the words model, or with words since switched off, leaves no stale rows."""
+    async def _replace(conn: AsyncConnection, model: type[ChunkPiece], call_id: str, ledger: LedgerEntry,
+                       rows: Sequence[Mapping[str, Any]]) -> None:
+        """The chunk's own pieces (utterances, measured talk) replace whatever an earlier delivery of it
+        stored: a redelivery heard by another model version, or with the setting since switched off, leaves
+        no stale rows."""
         if "seq" in ledger:
-            await conn.execute(text("DELETE FROM utterance_pieces WHERE call_id = :c AND stream = :s AND seq = :q"),
-                               {"c": call_id, "s": ledger.get("stream", ""), "q": ledger["seq"]})
-        await _write_many(conn, Utterance, UTTERANCE_KEY, utterances)
-
-    @staticmethod
-    async def _talk(conn: AsyncConnection, call_id: str, ledger: LedgerEntry, talk: Sequence[TalkRow]) -> None:
-        """As utterances: the chunk's measured talk replaces an earlier delivery's, so a redelivery after
-        the setting changed leaves no stale rows."""
-        if "seq" in ledger:
-            await conn.execute(text("DELETE FROM speech_activity WHERE call_id = :c AND stream = :s AND seq = :q"),
-                               {"c": call_id, "s": ledger.get("stream", ""), "q": ledger["seq"]})
-        await _write_many(conn, SpeechActivity, TALK_KEY, talk)
+            await conn.execute(sa_delete(model).where(model.call_id == call_id,
+                                                      model.stream == ledger.get("stream", ""),
+                                                      model.seq == ledger["seq"]))
+        await _write_many(conn, model, CHUNK_PIECE_KEY, rows)
 
     async def _rows(self, conn: AsyncConnection, pieces: list[PieceRow], seq: int) -> list[SegmentRow]:
         """The rows of every cell the pieces touch, of the participant's previous last cell (no longer
