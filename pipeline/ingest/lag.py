@@ -45,6 +45,11 @@ def _consumer(settings: Settings) -> KafkaConsumer:
                          **bootstrap_within(KafkaConsumer, CONNECT_TIMEOUT_S), **kafka_python_kwargs(settings))
 
 
+def _admin(settings: Settings) -> KafkaAdminClient:
+    return KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="callstream-status",
+                            **bootstrap_within(KafkaAdminClient, CONNECT_TIMEOUT_S), **kafka_python_kwargs(settings))
+
+
 def end_offsets(consumer: KafkaConsumer, tps: list[TopicPartition], starts: dict[TopicPartition, int],
                 wait_s: float = 3.0) -> dict[TopicPartition, int]:
     """Each partition's end: the larger of what ListOffsets says and the high watermark a fetch reports.
@@ -82,8 +87,7 @@ def _group_offsets(admin: KafkaAdminClient, group: str) -> dict:
 
 def group_lag(settings: Settings, topic: str | None = None, group: str | None = None) -> list[PartitionLag]:
     topic, group = topic or settings.chunks_topic, group or settings.app_id
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="callstream-status",
-                             **bootstrap_within(KafkaAdminClient, CONNECT_TIMEOUT_S), **kafka_python_kwargs(settings))
+    admin = _admin(settings)
     consumer = _consumer(settings)
     try:
         parts = sorted(consumer.partitions_for_topic(topic) or [])
@@ -145,8 +149,7 @@ def group_members(settings: Settings, topic: str | None = None,
     """Who is in the consumer group and which partitions each holds; or why the broker does not say (its
     answer to DescribeGroups is not one the client decodes)."""
     topic, group = topic or settings.chunks_topic, group or settings.app_id
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="callstream-status",
-                             **bootstrap_within(KafkaAdminClient, CONNECT_TIMEOUT_S), **kafka_python_kwargs(settings))
+    admin = _admin(settings)
     try:
         info = admin.describe_groups([group]).get(group) or {}
     except (CoordinatorNotAvailableError, CoordinatorLoadInProgressError, NotCoordinatorError):
