@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 
 from pipeline.contract import ChunkMeta
-from pipeline.media.segment import Segment
 from pipeline.shared.fusion import Evidence, FusionParams, fuse, fuse_evidence, merge
 from pipeline.shared.labels import DFEW_LABELS, canonical
+from pipeline.shared.wire import SAMPLE_RATE
 from pipeline.shared.words import said_in
 from pipeline.worker.transcript import ChunkWords
 from pipeline.worker.triton_client import EmotionClient, Item
@@ -241,16 +241,12 @@ async def clip_evidence(model: Served, path: Path, fps: float, frame_width: int,
 
 async def hear(words: WordsClient, audio: np.ndarray) -> ChunkWords:
     """A clip's speech through the words model a stretch at a time, kept as the worker keeps it."""
-    from pipeline.shared.wire import SAMPLE_RATE
-
     said = ChunkWords(0, end_of_call=True)
     end_ms = len(audio) * 1000 // SAMPLE_RATE
     step = int(STRETCH_S * 1000)
     for stop in [*range(step, end_ms, step), end_ms]:
         start, stop = said.stretch("subject", stop)
-        seg = Segment(start, stop)
-        (utterances,) = await words.transcribe([audio[seg.start_ms * SAMPLE_RATE // 1000:
-                                                      seg.end_ms * SAMPLE_RATE // 1000]])
+        (utterances,) = await words.transcribe([audio[start * SAMPLE_RATE // 1000:stop * SAMPLE_RATE // 1000]])
         said.take("subject", [u.shifted(start) for u in utterances], start, stop, final=stop == end_ms)
     return said
 
@@ -262,14 +258,11 @@ def predictions(e: Evidence, model: Served) -> dict[str, str | None]:
     speech = e.audio_ms > 0 and e.speech_ratio >= fusion.min_speech_ratio
     face = DFEW_LABELS[int(np.argmax(e.face_probs))] if e.face_probs is not None else None
     bare = dataclasses.replace(e, word_ms=0, word_valence=None)
-    if model.voice_net:
-        heard = speech and e.voice_probs is not None
-        voice = fuse(None, True, None, e.voice_probs, fusion).label if heard else None
-        with_words = fuse(None, True, None, e.voice_probs, fusion, e.word_valence).label if heard else None
-    else:
-        heard = speech and e.arousal is not None
-        voice = fuse(None, True, e.arousal, None, fusion).label if heard else None
-        with_words = fuse(None, True, e.arousal, None, fusion, e.word_valence).label if heard else None
+    # The voice's evidence: the net's distribution where one is served, else the prosody's arousal.
+    arousal, probs = (None, e.voice_probs) if model.voice_net else (e.arousal, None)
+    heard = speech and (probs is not None or arousal is not None)
+    voice = fuse(None, True, arousal, probs, fusion).label if heard else None
+    with_words = fuse(None, True, arousal, probs, fusion, e.word_valence).label if heard else None
     out = {"face": face, "voice": voice, "fused": fuse_evidence(bare, fusion).label}
     if model.words is not None:
         out.update({"voice+words": with_words, "fused+words": fuse_evidence(e, fusion).label})
