@@ -1,7 +1,6 @@
 """`callstream`: the command line. One module per command group registers its subcommands beside their
 handlers; each handler parses and prints, and the work is in the modules it calls."""
 
-
 from __future__ import annotations
 
 import argparse

@@ -18,10 +18,8 @@ log = logging.getLogger("callstream.worker")
 # includes the recorder's chunk length and any backlog.
 STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 LATENCY_BUCKETS = (0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 30, 60, 120, 300, 600)
-
-
-
 METRICS_PORTS = 16   # workers on one host take the first free of this many ports from CALLSTREAM_METRICS_PORT
+
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
